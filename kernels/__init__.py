@@ -1,0 +1,37 @@
+"""The compiled scoring core of SMCS: pure Numba functions over numpy arrays, no I/O.
+
+Every public kernel has a plain-numpy twin in ``smcs.kernels.reference`` (the executable spec); the
+docstrings carry the paper's equations (DESIGN.md §3).
+"""
+
+import os
+
+import numba
+
+# One threadsafe runtime on the hot path (OpenMP or TBB): the default workqueue layer aborts when two
+# threads (e.g. two gRPC handlers) launch parallel kernels at once. A user's explicit choice wins.
+if "NUMBA_THREADING_LAYER" not in os.environ:
+    numba.config.THREADING_LAYER = "threadsafe"
+
+from .evaluation import oca_mca, pairwise_ranking_score  # noqa: E402
+from .retrieval import prior_vote, route, similarities, support_set, top_k  # noqa: E402
+from .sampling import draw_subsets, drop_distribution, sample_subsets, subset_uniforms  # noqa: E402
+from .scoring import hybrid_scores, mean_pairwise_similarity, perplexity, select_best  # noqa: E402
+
+__all__ = [
+    "draw_subsets",
+    "drop_distribution",
+    "hybrid_scores",
+    "mean_pairwise_similarity",
+    "oca_mca",
+    "pairwise_ranking_score",
+    "perplexity",
+    "prior_vote",
+    "route",
+    "sample_subsets",
+    "select_best",
+    "similarities",
+    "subset_uniforms",
+    "support_set",
+    "top_k",
+]

@@ -1,0 +1,93 @@
+"""Argument checks shared by the kernel wrappers.
+
+The compiled kernels assume clean inputs (C-contiguous, right dtype, finite); these helpers establish that
+at the Python boundary and raise ``ValueError`` naming the offending argument. They cost O(size of the
+argument they check), so the hot path checks the query, never the bank (the bank is validated when it is
+written).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def float_matrix(name: str, a: object, dtype: type = np.float32) -> np.ndarray:
+    """Return ``a`` as a C-contiguous 2-D array of ``dtype`` (no copy when it already is one)."""
+    arr = np.asarray(a)
+    if arr.ndim != 2:
+        raise ValueError(f"{name} must be a 2-D array, got shape {arr.shape}")
+    if not np.issubdtype(arr.dtype, np.number) or np.issubdtype(arr.dtype, np.complexfloating):
+        raise ValueError(f"{name} must hold real numbers, got dtype {arr.dtype}")
+    return np.ascontiguousarray(arr, dtype=dtype)
+
+
+def float_vector(name: str, a: object, dtype: type = np.float64, length: int | None = None) -> np.ndarray:
+    """Return ``a`` as a C-contiguous 1-D array of ``dtype``, optionally of an exact length."""
+    arr = np.asarray(a)
+    if arr.ndim != 1:
+        raise ValueError(f"{name} must be a 1-D array, got shape {arr.shape}")
+    if not np.issubdtype(arr.dtype, np.number) or np.issubdtype(arr.dtype, np.complexfloating):
+        raise ValueError(f"{name} must hold real numbers, got dtype {arr.dtype}")
+    if length is not None and arr.shape[0] != length:
+        raise ValueError(f"{name} must have length {length}, got {arr.shape[0]}")
+    return np.ascontiguousarray(arr, dtype=dtype)
+
+
+def finite(name: str, arr: np.ndarray) -> np.ndarray:
+    """Raise if ``arr`` holds NaN or infinity; return it unchanged."""
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"{name} contains NaN or infinity")
+    return arr
+
+
+def capability_matrix(name: str, m: object, n_questions: int) -> np.ndarray:
+    """Return ``m`` as a C-contiguous int8 R x N matrix, N = ``n_questions``.
+
+    Shape and dtype are checked here in O(1); the values (-1, 0, 1) are the bank's to validate on write
+    (see ``capability_values``), so the hot path never rescans the matrix.
+    """
+    arr = np.asarray(m)
+    if arr.ndim != 2:
+        raise ValueError(f"{name} must be a 2-D array (models x questions), got shape {arr.shape}")
+    if arr.shape[1] != n_questions:
+        raise ValueError(f"{name} has {arr.shape[1]} columns but there are {n_questions} questions")
+    if not np.issubdtype(arr.dtype, np.integer):
+        raise ValueError(f"{name} must be an integer array of -1/0/1, got dtype {arr.dtype}")
+    if arr.dtype != np.int8:
+        capability_values(name, arr)  # a cast would wrap out-of-range values silently
+    return np.ascontiguousarray(arr, dtype=np.int8)
+
+
+def capability_values(name: str, m: np.ndarray) -> np.ndarray:
+    """Raise unless every entry of ``m`` is -1 (not evaluated), 0 (wrong) or 1 (correct)."""
+    if m.size and (m.min() < -1 or m.max() > 1):
+        raise ValueError(f"{name} entries must be -1 (not evaluated), 0 (wrong) or 1 (correct)")
+    return m
+
+
+def positive_int(name: str, value: object) -> int:
+    """Return ``value`` as an int >= 1."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise ValueError(f"{name} must be an integer, got {value!r}")
+    if value < 1:
+        raise ValueError(f"{name} must be >= 1, got {value}")
+    return int(value)
+
+
+def unit_interval(name: str, value: object) -> float:
+    """Return ``value`` as a float in [0, 1]."""
+    try:
+        x = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number in [0, 1], got {value!r}") from None
+    if not 0.0 <= x <= 1.0:
+        raise ValueError(f"{name} must be in [0, 1], got {value!r}")
+    return x
+
+
+def top_k_count(k: object, n_models: int, name: str = "k") -> int:
+    """Return ``k`` after checking 1 <= k <= n_models (K > R is an error, never a silent clamp)."""
+    k = positive_int(name, k)
+    if k > n_models:
+        raise ValueError(f"{name}={k} exceeds the number of models ({n_models})")
+    return k

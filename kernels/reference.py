@@ -1,0 +1,140 @@
+"""Plain-numpy twins of every kernel: the executable specification.
+
+Each function is written straight from the SMCS equations (DESIGN.md §3), favouring clarity over speed.
+The compiled kernels must agree with these on every input; the tests hold them to it. Inputs are assumed
+already validated (the compiled kernels' wrappers do that).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def similarities(embeddings: np.ndarray, query: np.ndarray) -> np.ndarray:
+    """Eq (2): S = E·q in float32, then clipped to [0, ∞) because the paper states S ∈ [0, 1]."""
+    s = embeddings.astype(np.float32) @ query.astype(np.float32)
+    return np.maximum(s, np.float32(0.0)).astype(np.float32)
+
+
+def kth_largest(s: np.ndarray, k: int) -> float:
+    """max_k(S): the k-th largest value (1-based), k clamped to len(S)."""
+    k = min(k, s.shape[0])
+    return float(np.sort(s)[::-1][k - 1])
+
+
+def support_set(s: np.ndarray, n_base: int, gamma: float) -> tuple[np.ndarray, np.ndarray]:
+    """Eq (3): I = {i : S_i ≥ γ·max_{N_base}(S)}, ordered by similarity descending, ties by lower row.
+
+    Returns (rows int64, similarities float32).
+    """
+    if s.shape[0] == 0:
+        return np.empty(0, np.int64), np.empty(0, np.float32)
+    threshold = gamma * kth_largest(s, n_base)
+    rows = np.flatnonzero(s.astype(np.float64) >= threshold)
+    order = sorted(rows.tolist(), key=lambda i: (-float(s[i]), i))
+    rows = np.asarray(order, dtype=np.int64)
+    return rows, s[rows].astype(np.float32)
+
+
+def prior_vote(capability: np.ndarray, rows: np.ndarray, sims: np.ndarray) -> np.ndarray:
+    """Eq (4): V_r = Σ_{i ∈ I, M_ri known} Ŝ_i·M_ri; entries of −1 (not evaluated) contribute nothing."""
+    sub = capability[:, rows].astype(np.float64)
+    correct = (sub == 1.0).astype(np.float64)
+    return (correct * sims.astype(np.float64)[None, :]).sum(axis=1)
+
+
+def top_k(votes: np.ndarray, k: int) -> np.ndarray:
+    """Eq (5): argtop_K(V), descending vote, ties broken by the lower model index."""
+    order = sorted(range(votes.shape[0]), key=lambda r: (-float(votes[r]), r))
+    return np.asarray(order[:k], dtype=np.int64)
+
+
+def route(
+    embeddings: np.ndarray, query: np.ndarray, capability: np.ndarray, n_base: int, gamma: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Eqs (2)–(4) in sequence: (support rows, support similarities, votes)."""
+    s = similarities(embeddings, query)
+    rows, sims = support_set(s, n_base, gamma)
+    return rows, sims, prior_vote(capability, rows, sims)
+
+
+def drop_distribution(votes: np.ndarray) -> np.ndarray:
+    """Eq (6): D = softmax((V − mean V)/std V), population std; zero variance (all equal) → uniform."""
+    v = votes.astype(np.float64)
+    if v.max() == v.min():
+        return np.full(v.shape[0], 1.0 / v.shape[0])
+    v = v / np.abs(v).max()  # the z-score is scale-free; this keeps tiny or huge spreads from under/overflowing
+    z = (v - v.mean()) / v.std(ddof=0)
+    e = np.exp(z - z.max())
+    return e / e.sum()
+
+
+def sample_subsets(distribution: np.ndarray, keep: int, uniforms: np.ndarray) -> np.ndarray:
+    """Successive unequal-probability sampling without replacement, renormalised after each draw.
+
+    Subset t keeps ``keep`` of the K items: draw j picks the first remaining item whose cumulative
+    remaining weight exceeds ``uniforms[t, j]`` times the remaining total (the last remaining item when
+    rounding leaves none). Each subset is returned in ascending item order (= descending prior).
+    """
+    n = uniforms.shape[0]
+    out = np.empty((n, keep), dtype=np.int64)
+    for t in range(n):
+        weights = distribution.astype(np.float64).copy()
+        chosen = []
+        for j in range(keep):
+            remaining = [i for i in range(weights.shape[0]) if i not in chosen]
+            cumulative = np.cumsum(weights[remaining])  # sequential sums, so the total is exact to the last bit
+            target = uniforms[t, j] * cumulative[-1]
+            hits = np.flatnonzero(cumulative > target)
+            chosen.append(remaining[int(hits[0])] if hits.size else remaining[-1])
+        out[t] = np.sort(chosen)
+    return out
+
+
+def mean_pairwise_similarity(candidates: np.ndarray) -> np.ndarray:
+    """S^sim_i = (1/n) Σ_{j=1..n} cos(G_i, G_j), the sum including j = i."""
+    g = candidates.astype(np.float64)
+    g = g / np.linalg.norm(g, axis=1, keepdims=True)
+    return (g @ g.T).mean(axis=1)
+
+
+def perplexity(logprobs: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """PPL_i = exp(−mean of candidate i's token logprobs), tokens of i in logprobs[offsets[i]:offsets[i+1]]."""
+    n = offsets.shape[0] - 1
+    return np.array([np.exp(-np.mean(logprobs[offsets[i] : offsets[i + 1]])) for i in range(n)])
+
+
+def hybrid_scores(sim: np.ndarray, ppl: np.ndarray, lam: float) -> np.ndarray:
+    """Eq (7): S^total = S^sim + λ·(1 − PPL)."""
+    return sim + lam * (1.0 - ppl)
+
+
+def select_best(scores: np.ndarray) -> int:
+    """argmax of S^total; ties go to the lowest index."""
+    best = 0
+    for i in range(1, scores.shape[0]):
+        if scores[i] > scores[best]:
+            best = i
+    return best
+
+
+def pairwise_ranking_score(prior: np.ndarray, outcomes: np.ndarray) -> float:
+    """Eq (8): the share of (correct, wrong) model pairs, over all test questions, whose priors order them
+    correctly (strictly: V[correct] > V[wrong]). Outcomes of −1 are left out; NaN when no pair exists."""
+    hits = 0
+    pairs = 0
+    for v, o in zip(prior, outcomes):
+        pos = v[o == 1]
+        neg = v[o == 0]
+        pairs += pos.size * neg.size
+        hits += int((pos[:, None] > neg[None, :]).sum())
+    return hits / pairs if pairs else float("nan")
+
+
+def oca_mca(correct: np.ndarray) -> tuple[float, float]:
+    """Paper §4.7 over Q questions × n aggregations: OCA is the share of questions where at least one
+    aggregation is correct, MCA the share where at least two are. NaN for zero questions."""
+    if correct.shape[0] == 0:
+        return float("nan"), float("nan")
+    counts = correct.astype(bool).sum(axis=1)
+    return float(np.mean(counts >= 1)), float(np.mean(counts >= 2))

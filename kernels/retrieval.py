@@ -1,0 +1,228 @@
+"""Retrieval-based prior selection, Eqs (2)–(5), and the fused route kernel.
+
+Notation (DESIGN.md §3): bank embeddings E ∈ R^{N×d} (float32, rows L2-normalised), capability matrix
+M ∈ {−1, 0, 1}^{R×N} (int8, −1 = not evaluated), query q ∈ R^d.
+
+The fused kernel makes one pass over E that computes Ŝ_i = max(E_i·q, 0) into an N-float buffer and, on
+the fly, a histogram of Ŝ over [0, 1]. The histogram locates the bin holding the N_base-th largest value,
+so exact selection only partitions that one bin instead of sorting N values; the support set and the
+votes then touch only the buffer and the |I| support columns of M. The pass over E is the only O(N·d)
+work, which is why the kernel runs at the speed of reading the bank once.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+from numba import njit, prange
+
+from . import _checks
+
+N_BINS = 4096
+"""Histogram bins over [0, 1] used to locate the N_base-th largest similarity."""
+
+PARALLEL_MIN_BYTES = 4 << 20
+"""Banks smaller than this are scanned on one thread: below it the parallel launch costs more than it saves."""
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _bin_of(v: float) -> int:
+    if v >= 1.0:  # before the multiply: int() of a huge product overflows int64 (negative bin index)
+        return N_BINS - 1
+    return int(v * N_BINS)
+
+
+@njit(cache=True, nogil=True, fastmath=True)
+def _scan_block(embeddings, query, start, stop, out, hist):
+    """Ŝ_i = max(E_i·q, 0) for rows [start, stop) into ``out``, counting each into ``hist``."""
+    d = query.shape[0]
+    for i in range(start, stop):
+        acc = np.float32(0.0)
+        for j in range(d):
+            acc += embeddings[i, j] * query[j]
+        v = acc if acc > np.float32(0.0) else np.float32(0.0)
+        out[i] = v
+        hist[_bin_of(v)] += 1
+
+
+@njit(cache=True, nogil=True)
+def _scan_serial(embeddings, query):
+    n = embeddings.shape[0]
+    sims = np.empty(n, dtype=np.float32)
+    hist = np.zeros(N_BINS, dtype=np.int64)
+    _scan_block(embeddings, query, 0, n, sims, hist)
+    return sims, hist
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def _scan_parallel(embeddings, query, n_chunks):
+    n = embeddings.shape[0]
+    sims = np.empty(n, dtype=np.float32)
+    hists = np.zeros((n_chunks, N_BINS), dtype=np.int64)
+    for c in prange(n_chunks):
+        _scan_block(embeddings, query, c * n // n_chunks, (c + 1) * n // n_chunks, sims, hists[c])
+    hist = np.zeros(N_BINS, dtype=np.int64)
+    for c in range(n_chunks):
+        for b in range(N_BINS):
+            hist[b] += hists[c, b]
+    return sims, hist
+
+
+@njit(cache=True, nogil=True)
+def _histogram(sims):
+    hist = np.zeros(N_BINS, dtype=np.int64)
+    for i in range(sims.shape[0]):
+        hist[_bin_of(sims[i])] += 1
+    return hist
+
+
+@njit(cache=True, nogil=True)
+def _kth_largest(sims, hist, k):
+    """max_k(Ŝ), 1 ≤ k ≤ N: walk the histogram down to the bin holding rank k, then select inside it."""
+    above = 0
+    b = N_BINS - 1
+    while above + hist[b] < k:
+        above += hist[b]
+        b -= 1
+    in_bin = np.empty(hist[b], dtype=np.float32)
+    c = 0
+    for i in range(sims.shape[0]):
+        if _bin_of(sims[i]) == b:
+            in_bin[c] = sims[i]
+            c += 1
+    pos = hist[b] - (k - above)  # ascending position of the wanted rank inside the bin
+    return np.partition(in_bin, pos)[pos]
+
+
+@njit(cache=True, nogil=True)
+def _support(sims, hist, n_base, gamma):
+    """Eq (3): rows with Ŝ_i ≥ γ·max_{N_base}(Ŝ), most similar first, ties to the lower row."""
+    n = sims.shape[0]
+    if n == 0:
+        return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float32)
+    threshold = gamma * np.float64(_kth_largest(sims, hist, min(n_base, n)))
+    rows = np.empty(n, dtype=np.int64)
+    c = 0
+    for i in range(n):
+        if sims[i] >= threshold:
+            rows[c] = i
+            c += 1
+    rows = rows[:c]
+    vals = sims[rows]
+    order = np.argsort(-vals, kind="mergesort")
+    return rows[order], vals[order]
+
+
+@njit(cache=True, nogil=True)
+def _prior_vote(capability, rows, sims):
+    """Eq (4): V_r = Σ_{t} Ŝ_{rows[t]}·[M_{r,rows[t]} = 1]; unknown (−1) and wrong (0) add nothing."""
+    n_models = capability.shape[0]
+    votes = np.zeros(n_models, dtype=np.float64)
+    for r in range(n_models):
+        acc = 0.0
+        for t in range(rows.shape[0]):
+            if capability[r, rows[t]] == 1:
+                acc += np.float64(sims[t])
+        votes[r] = acc
+    return votes
+
+
+@njit(cache=True, nogil=True)
+def _route_serial(embeddings, query, capability, n_base, gamma):
+    sims, hist = _scan_serial(embeddings, query)
+    rows, support_sims = _support(sims, hist, n_base, gamma)
+    return rows, support_sims, _prior_vote(capability, rows, support_sims)
+
+
+@njit(cache=True, nogil=True)
+def _route_parallel(embeddings, query, capability, n_base, gamma, n_chunks):
+    sims, hist = _scan_parallel(embeddings, query, n_chunks)
+    rows, support_sims = _support(sims, hist, n_base, gamma)
+    return rows, support_sims, _prior_vote(capability, rows, support_sims)
+
+
+@njit(cache=True, nogil=True)
+def _top_k(votes, k):
+    return np.argsort(-votes, kind="mergesort")[:k].copy()
+
+
+def _bank_arrays(embeddings: object, capability: object) -> tuple[np.ndarray, np.ndarray]:
+    e = np.asarray(embeddings)
+    if e.ndim != 2:
+        raise ValueError(f"embeddings must be a 2-D array (questions x dim), got shape {e.shape}")
+    if e.dtype != np.float32 or not e.flags.c_contiguous:
+        e = _checks.finite("embeddings", _checks.float_matrix("embeddings", e))
+    return e, _checks.capability_matrix("capability", capability, e.shape[0])
+
+
+def _query(query: object, dim: int) -> np.ndarray:
+    q = _checks.float_vector("query", query, dtype=np.float32)
+    if q.shape[0] != dim:
+        raise ValueError(f"query has dimension {q.shape[0]} but the bank's embeddings have dimension {dim}")
+    return _checks.finite("query", q)
+
+
+def similarities(embeddings: np.ndarray, query: np.ndarray) -> np.ndarray:
+    """Eq (2): Ŝ = max(E·q, 0) in float32 (the paper's S ∈ [0, 1]: negative cosines clip to 0)."""
+    e = _checks.finite("embeddings", _checks.float_matrix("embeddings", embeddings))
+    q = _query(query, e.shape[1])
+    return _scan_serial(e, q)[0]
+
+
+def support_set(sims: np.ndarray, n_base: int, gamma: float) -> tuple[np.ndarray, np.ndarray]:
+    """Eq (3): I = {i : Ŝ_i ≥ γ·max_{N_base}(Ŝ)}, max_k the k-th largest with N_base clamped to N.
+
+    Returns (rows int64, similarities float32), most similar first, ties to the lower row.
+    """
+    s = _checks.finite("sims", _checks.float_vector("sims", sims, dtype=np.float32))
+    if s.size and s.min() < 0:
+        raise ValueError("sims must be non-negative (clip negative cosines to 0 first, as Eq (2) does)")
+    n_base = _checks.positive_int("n_base", n_base)
+    gamma = _checks.unit_interval("gamma", gamma)
+    return _support(s, _histogram(s), n_base, gamma)
+
+
+def prior_vote(capability: np.ndarray, rows: np.ndarray, sims: np.ndarray) -> np.ndarray:
+    """Eq (4): V = M_I·Ŝ_I over known entries, V_r = Σ_{i ∈ I, M_ri ≠ −1} Ŝ_i·M_ri (float64, length R)."""
+    r = np.ascontiguousarray(rows, dtype=np.int64)
+    s = _checks.finite("sims", _checks.float_vector("sims", sims, dtype=np.float32, length=r.shape[0]))
+    m = np.asarray(capability)
+    if m.ndim != 2:
+        raise ValueError(f"capability must be a 2-D array (models x questions), got shape {m.shape}")
+    m = _checks.capability_matrix("capability", m, m.shape[1])
+    if r.size and (r.min() < 0 or r.max() >= m.shape[1]):
+        raise ValueError(f"rows must index the {m.shape[1]} bank questions")
+    return _prior_vote(m, r, s)
+
+
+def top_k(votes: np.ndarray, k: int) -> np.ndarray:
+    """Eq (5): argtop_K(V), highest vote first, ties to the lower model index; K > R is an error."""
+    v = _checks.finite("votes", _checks.float_vector("votes", votes))
+    return _top_k(v, _checks.top_k_count(k, v.shape[0]))
+
+
+def route(
+    embeddings: np.ndarray,
+    query: np.ndarray,
+    capability: np.ndarray,
+    n_base: int,
+    gamma: float,
+    threads: int | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Eqs (2)–(4) fused in one pass over the bank: (support rows, their Ŝ, votes V).
+
+    ``embeddings`` (float32, C order, finite) and ``capability`` (int8) are trusted as the bank wrote
+    them and only their shapes are checked; the query is fully checked. ``threads``: None picks one
+    thread for banks under ``PARALLEL_MIN_BYTES`` and numba's thread count above; 1 forces the serial
+    kernel; n > 1 scans in n chunks on numba's pool.
+    """
+    e, m = _bank_arrays(embeddings, capability)
+    q = _query(query, e.shape[1])
+    n_base = _checks.positive_int("n_base", n_base)
+    gamma = _checks.unit_interval("gamma", gamma)
+    if threads is None:
+        threads = 1 if e.nbytes < PARALLEL_MIN_BYTES else numba.get_num_threads()
+    threads = _checks.positive_int("threads", threads)
+    if threads == 1:
+        return _route_serial(e, q, m, n_base, gamma)
+    return _route_parallel(e, q, m, n_base, gamma, threads)

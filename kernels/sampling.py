@@ -1,0 +1,110 @@
+"""Exploration, Eq (6): the prior-weighted drop distribution and successive unequal-probability sampling.
+
+The random stream is drawn outside the compiled code (``subset_uniforms``, numpy's PCG64 from a
+per-request seed) and handed to the kernel as uniforms, so the kernel stays a pure function and the same
+seed gives the same subsets in the kernel and in its numpy reference.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from . import _checks
+
+
+@njit(cache=True, nogil=True)
+def _drop_distribution(votes):
+    k = votes.shape[0]
+    if votes.max() == votes.min():
+        return np.full(k, 1.0 / k)
+    v = votes / np.abs(votes).max()  # z is scale-free; scaling first keeps tiny or huge spreads representable
+    mean = v.mean()
+    std = np.sqrt(np.mean((v - mean) ** 2))
+    z = (v - mean) / std
+    e = np.exp(z - z.max())
+    return e / e.sum()
+
+
+@njit(cache=True, nogil=True)
+def _sample_subsets(distribution, keep, uniforms):
+    n = uniforms.shape[0]
+    k = distribution.shape[0]
+    out = np.empty((n, keep), dtype=np.int64)
+    taken = np.zeros(k, dtype=np.bool_)
+    for t in range(n):
+        taken[:] = False
+        for j in range(keep):
+            total = 0.0
+            for i in range(k):
+                if not taken[i]:
+                    total += distribution[i]
+            target = uniforms[t, j] * total
+            cumulative = 0.0
+            pick = -1
+            last = -1
+            for i in range(k):
+                if not taken[i]:
+                    cumulative += distribution[i]
+                    last = i
+                    if cumulative > target:
+                        pick = i
+                        break
+            taken[last if pick < 0 else pick] = True
+        c = 0
+        for i in range(k):
+            if taken[i]:
+                out[t, c] = i
+                c += 1
+    return out
+
+
+def drop_distribution(votes: np.ndarray) -> np.ndarray:
+    """Eq (6): D = softmax(z), z = (V − mean V)/std V with the population std (ddof = 0).
+
+    ``votes`` are the K referencers' priors; when they are all equal (zero variance) D is uniform.
+    """
+    v = _checks.finite("votes", _checks.float_vector("votes", votes))
+    if v.shape[0] == 0:
+        raise ValueError("votes must not be empty")
+    return _drop_distribution(v)
+
+
+def subset_uniforms(seed: int, n: int, keep: int) -> np.ndarray:
+    """The n × keep uniforms in [0, 1) that ``sample_subsets`` consumes, from numpy's PCG64 seeded by ``seed``."""
+    return np.random.default_rng(seed).random((n, keep))
+
+
+def sample_subsets(distribution: np.ndarray, keep: int, uniforms: np.ndarray) -> np.ndarray:
+    """Successive unequal-probability sampling without replacement, D renormalised after each draw.
+
+    Row t of the result keeps ``keep`` of the K items (K − K_drop in SMCS): draw j takes the first
+    remaining item whose cumulative remaining weight exceeds ``uniforms[t, j]`` × the remaining total.
+    Items within a row are in ascending order, i.e. descending prior when items are ranked by prior.
+    """
+    d = _checks.finite("distribution", _checks.float_vector("distribution", distribution))
+    if d.shape[0] == 0 or d.min() < 0 or d.sum() <= 0:
+        raise ValueError("distribution must be non-empty, non-negative and not all zero")
+    keep = _checks.positive_int("keep", keep)
+    if keep > d.shape[0]:
+        raise ValueError(f"keep={keep} exceeds the {d.shape[0]} items to sample from")
+    u = _checks.finite("uniforms", _checks.float_matrix("uniforms", uniforms, dtype=np.float64))
+    if u.shape[1] != keep:
+        raise ValueError(f"uniforms must have {keep} columns (one per draw), got {u.shape[1]}")
+    if u.size and (u.min() < 0 or u.max() >= 1):
+        raise ValueError("uniforms must lie in [0, 1)")
+    return _sample_subsets(d, keep, u)
+
+
+def draw_subsets(votes: np.ndarray, k_drop: int, n: int, seed: int) -> np.ndarray:
+    """The n exploration subsets of SMCS: drop ``k_drop`` of the K referencers, prior-weighted by Eq (6).
+
+    Returns an n × (K − k_drop) array of referencer positions (0 = highest prior), deterministic in ``seed``.
+    """
+    distribution = drop_distribution(votes)
+    k = distribution.shape[0]
+    if isinstance(k_drop, bool) or not isinstance(k_drop, (int, np.integer)) or not 0 <= k_drop < k:
+        raise ValueError(f"k_drop must be an integer with 0 <= k_drop < K (K = {k}), got {k_drop!r}")
+    n = _checks.positive_int("n", n)
+    keep = k - int(k_drop)
+    return _sample_subsets(distribution, keep, subset_uniforms(seed, n, keep))

@@ -1,0 +1,71 @@
+"""The bank's records: one msgspec ``Struct`` per concept, shared by the files and the API.
+
+These Structs are the single definition of what ``questions.jsonl``, ``models.json`` and
+``manifest.json`` hold (DESIGN.md §4). Decoding a file with them validates it and names the offending
+field; unknown fields are refused so that a typo in a hand-edited file is caught rather than ignored.
+All are frozen: a bank version is immutable, and so are the values read from it.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import msgspec
+
+SCHEMA_VERSION = 1
+"""Version of the on-disk layout written by this code; ``Bank.open`` refuses any other."""
+
+# Constraints checked whenever a record is decoded (reading a file, or the round trip on write).
+NonEmptyStr = Annotated[str, msgspec.Meta(min_length=1)]
+NonNegativeFloat = Annotated[float, msgspec.Meta(ge=0)]
+NonNegativeInt = Annotated[int, msgspec.Meta(ge=0)]
+
+
+class Question(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """One bank question, stored as one line of ``questions.jsonl`` in the row order of the matrices.
+
+    ``id`` is unique within a bank; ``source`` names the dataset it came from; ``label`` is the
+    reference answer when one is known; ``metadata`` holds any further JSON-encodable facts.
+    """
+
+    id: NonEmptyStr
+    text: str
+    source: str = ""
+    label: str | None = None
+    metadata: dict[str, Any] = {}
+
+
+class ModelInfo(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """One pool model: a row of the capability matrix, an entry of ``models.json``.
+
+    ``backend`` holds free-form hints for reaching the model (e.g. ``base_url``, the served model name);
+    costs are per token, in whatever currency the deployment budgets in.
+    """
+
+    name: NonEmptyStr
+    backend: dict[str, str] = {}
+    cost_per_input_token: NonNegativeFloat = 0.0
+    cost_per_output_token: NonNegativeFloat = 0.0
+
+
+class EmbedderInfo(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """The embedder that produced a bank's rows: queries must be embedded by the same ``id``."""
+
+    id: NonEmptyStr
+    dim: Annotated[int, msgspec.Meta(ge=1)]
+
+
+class Manifest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """``manifest.json`` of one version: what the version holds and the SHA-256 of each data file.
+
+    ``created`` is ISO-8601 UTC; ``parent`` is the version this one was derived from (``None`` for the
+    first); ``files`` maps each data file name to its SHA-256 (hex).
+    """
+
+    schema_version: int
+    embedder: EmbedderInfo
+    n_questions: NonNegativeInt
+    n_models: NonNegativeInt
+    created: str
+    parent: str | None
+    files: dict[str, str]

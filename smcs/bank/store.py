@@ -1,0 +1,811 @@
+"""The bank store: versioned, crash-safe, memory-mapped (DESIGN.md §4).
+
+A bank is a directory of immutable versions and a ``CURRENT`` file naming the live one::
+
+    <bank>/
+      CURRENT            "v000012\\n"
+      .lock              writers' flock
+      v000012/
+        manifest.json    Manifest: schema version, embedder, N, R, created, parent, SHA-256 per data file
+        embeddings.npy   float32 N x d, rows L2-normalised
+        capability.npy   int8 R x N: 1 correct, 0 wrong, -1 not evaluated
+        questions.jsonl  one Question per line, in row order
+        models.json      JSON array of ModelInfo, in matrix-row order
+
+Readers take no lock: ``Bank.open`` reads ``CURRENT`` once and then sees one complete version for as
+long as it holds the ``Bank`` (the arrays are memory maps of files that are never modified in place, and
+the questions file is held open from the start, so even ``prune`` cannot take the snapshot away).
+
+Writers serialise on an exclusive ``flock`` of ``<bank>/.lock``. Under the lock a writer deletes
+leftover scratch (``.tmp-*``) and *orphans* (version directories newer than ``CURRENT``: a crash between
+publishing a version and pointing ``CURRENT`` at it), re-opens the latest version, applies its change
+to that (never to the possibly stale ``Bank`` it was called on, so concurrent writers do not lose each
+other's updates), builds the new version in a scratch directory, fsyncs it, renames it to the next
+version name and finally replaces ``CURRENT`` atomically. Version numbers are one more than the highest
+version directory present, orphans included, so a name that may have been seen is never reused for
+different content. A crash at any point leaves ``CURRENT`` naming a complete version.
+
+Errors: ``BankError`` (a ``ValueError``) for bad input to an operation, ``BankFormatError`` when the
+directory is not a valid bank; both name the offending field or file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import hashlib
+import os
+import re
+import shutil
+import threading
+import weakref
+from collections.abc import Callable, Container, Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import numpy as np
+
+from . import atomic
+from .schema import SCHEMA_VERSION, EmbedderInfo, Manifest, ModelInfo, Question
+
+CURRENT = "CURRENT"
+LOCK = ".lock"
+MANIFEST = "manifest.json"
+EMBEDDINGS = "embeddings.npy"
+CAPABILITY = "capability.npy"
+QUESTIONS = "questions.jsonl"
+MODELS = "models.json"
+DATA_FILES = (EMBEDDINGS, CAPABILITY, QUESTIONS, MODELS)
+"""The files of a version whose SHA-256 the manifest records."""
+
+NORM_TOLERANCE = 1e-3
+"""``validate`` accepts an embedding row whose L2 norm is within this of 1."""
+
+_VERSION_RE = re.compile(r"v(\d{6,})")
+_CHUNK_BYTES = 1 << 22
+"""Streaming granularity for copying, hashing and scanning files (bounds the extra memory used)."""
+_OPEN_RETRIES = 3
+"""How often ``Bank.open`` follows ``CURRENT`` when the version it read vanishes under a concurrent prune."""
+
+_QUESTION_DECODER = msgspec.json.Decoder(Question)
+_MODELS_DECODER = msgspec.json.Decoder(tuple[ModelInfo, ...])
+_MANIFEST_DECODER = msgspec.json.Decoder(Manifest)
+
+Fill = Callable[[atomic.HashingWriter], None]
+"""Writes the bytes of one file of a new version."""
+
+
+class BankError(ValueError):
+    """Bad input to a bank operation; the message names the offending field."""
+
+
+class BankFormatError(Exception):
+    """The directory is not a valid bank (missing, truncated or mismatched file); the message names the file."""
+
+
+class Bank:
+    """One immutable version of a bank: memory-mapped arrays plus the records that label their rows.
+
+    Obtain one with ``Bank.open`` or ``Bank.create``. Reading is lock-free and the snapshot never
+    changes; every write method returns a *new* ``Bank`` for the version it committed and leaves this
+    one (and the files behind it) untouched.
+    """
+
+    path: Path
+    version: str
+    manifest: Manifest
+    embeddings: np.ndarray
+    capability: np.ndarray
+    models: tuple[ModelInfo, ...]
+
+    def __init__(
+        self,
+        path: Path,
+        version: str,
+        manifest: Manifest,
+        embeddings: np.ndarray,
+        capability: np.ndarray,
+        models: tuple[ModelInfo, ...],
+        questions_fd: int,
+    ) -> None:
+        """Assemble a snapshot from parts already read and checked; use ``open`` or ``create`` instead."""
+        self.path = path
+        self.version = version
+        self.manifest = manifest
+        self.embeddings = embeddings
+        self.capability = capability
+        self.models = models
+        self._model_index = {m.name: i for i, m in enumerate(models)}
+        self._questions: tuple[Question, ...] | None = None
+        self._questions_lock = threading.Lock()
+        self._questions_fd = questions_fd
+        self._close_questions_fd = weakref.finalize(self, os.close, questions_fd)
+
+    def __repr__(self) -> str:
+        return f"Bank({str(self.path)!r}, {self.version}, N={self.n_questions}, R={self.n_models}, d={self.dim})"
+
+    # ----------------------------------------------------------------------------------------- reading
+
+    @property
+    def questions(self) -> tuple[Question, ...]:
+        """The questions in row order, parsed from ``questions.jsonl`` on first access (O(N)), then cached."""
+        with self._questions_lock:
+            if self._questions is None:
+                path = self.path / self.version / QUESTIONS
+                data = _pread_all(self._questions_fd)
+                self._questions = _decode_questions(data, path, self.n_questions)
+                self._close_questions_fd()
+            return self._questions
+
+    @property
+    def model_names(self) -> tuple[str, ...]:
+        """Model names in matrix-row order."""
+        return tuple(self._model_index)
+
+    @property
+    def n_questions(self) -> int:
+        """N, the number of bank questions (rows of ``embeddings``, columns of ``capability``)."""
+        return self.manifest.n_questions
+
+    @property
+    def n_models(self) -> int:
+        """R, the number of models (rows of ``capability``)."""
+        return self.manifest.n_models
+
+    @property
+    def dim(self) -> int:
+        """d, the embedding dimension."""
+        return self.manifest.embedder.dim
+
+    def model_index(self, name: str) -> int:
+        """Row of model ``name`` in ``capability``; ``BankError`` naming the model if the bank lacks it."""
+        try:
+            return self._model_index[name]
+        except KeyError:
+            known = ", ".join(map(repr, self._model_index)) or "none"
+            raise BankError(f"unknown model {name!r}; the bank's models are: {known}") from None
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str], version: str | None = None) -> Bank:
+        """Open the current version of the bank at ``path`` (or the committed ``version``), in O(1) of N.
+
+        Reads ``CURRENT``, the manifest and ``models.json``, memory-maps the two ``.npy`` files and
+        checks their shapes and dtypes against the manifest. It does not hash files or read the
+        questions (see ``validate`` and ``questions``). A version newer than ``CURRENT`` was never
+        committed and is refused.
+        """
+        root = Path(path).absolute()
+        if version is not None:
+            _require_committed(root, version)
+            return cls._load(root, version)
+        name = _read_current(root)
+        for _ in range(_OPEN_RETRIES):
+            try:
+                return cls._load(root, name)
+            except BankFormatError:
+                newer = _read_current(root)
+                if newer == name:
+                    raise
+                name = newer  # a writer moved on and a prune removed what we read; follow it
+        return cls._load(root, name)
+
+    @staticmethod
+    def versions(path: str | os.PathLike[str]) -> list[str]:
+        """Names of the committed versions of the bank at ``path``, oldest first (orphans excluded)."""
+        root = Path(path)
+        current = _version_number(_read_current(root))
+        return [name for number, name in sorted(_version_dirs(root).items()) if number <= current]
+
+    def is_current(self) -> bool:
+        """Whether ``CURRENT`` still names this version (one small file read)."""
+        return _read_current(self.path) == self.version
+
+    def latest(self) -> Bank:
+        """This bank if it is still current, else the current version opened afresh."""
+        return self if self.is_current() else Bank.open(self.path)
+
+    def validate(self) -> None:
+        """Check this version on disk completely; ``BankFormatError`` naming the file on the first fault.
+
+        Verifies the SHA-256 of every data file against the manifest, shapes and dtypes, that capability
+        values are in {-1, 0, 1}, that every embedding row is finite with L2 norm within
+        ``NORM_TOLERANCE`` of 1, that question ids and model names are unique, and that the counts
+        agree. Costs one read of every file (O(N·d)).
+        """
+        vdir = self.path / self.version
+        for name, expected in self.manifest.files.items():
+            actual = _sha256_of(vdir / name)
+            if actual != expected:
+                raise BankFormatError(f"{vdir / name} has SHA-256 {actual} but the manifest records {expected}")
+        fresh = Bank._load(self.path, self.version)
+        _check_unit_rows(fresh.embeddings, vdir / EMBEDDINGS)
+        _check_capability_values(fresh.capability, vdir / CAPABILITY)
+        _check_unique_stored((q.id for q in fresh.questions), "question id", vdir / QUESTIONS)
+        _check_unique_stored((m.name for m in fresh.models), "model name", vdir / MODELS)
+
+    @classmethod
+    def _load(cls, root: Path, name: str) -> Bank:
+        """Open version ``name`` of ``root`` and check it against its manifest (no hashing, no questions)."""
+        vdir = root / name
+        if not vdir.is_dir():
+            raise BankFormatError(f"{root / CURRENT} names {name} but {vdir} does not exist")
+        manifest = _read_manifest(vdir / MANIFEST)
+        models = _read_models(vdir / MODELS, manifest.n_models)
+        embeddings = _map_npy(vdir / EMBEDDINGS, np.float32, (manifest.n_questions, manifest.embedder.dim))
+        capability = _map_npy(vdir / CAPABILITY, np.int8, (manifest.n_models, manifest.n_questions))
+        try:
+            questions_fd = os.open(vdir / QUESTIONS, os.O_RDONLY)
+        except FileNotFoundError:
+            raise BankFormatError(f"{vdir / QUESTIONS} is missing") from None
+        return cls(root, name, manifest, embeddings, capability, models, questions_fd)
+
+    # ----------------------------------------------------------------------------------------- writing
+
+    @classmethod
+    def create(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        embeddings: object,
+        capability: object,
+        questions: Iterable[Question],
+        models: Iterable[ModelInfo],
+        embedder: EmbedderInfo | None = None,
+    ) -> Bank:
+        """Create a new bank at ``path`` (a new or empty directory) and return its first version.
+
+        ``embeddings`` is N x d (rows are L2-normalised on write), ``capability`` R x N integers in
+        {-1, 0, 1}, ``questions`` N records in row order, ``models`` R records in row order. ``embedder``
+        defaults to ``EmbedderInfo("unspecified", d)``. Empty banks (N = 0 with a d-column array, or
+        R = 0) are allowed. Every input is checked before anything is written.
+        """
+        rows = _unit_rows(embeddings)
+        questions, models = tuple(questions), tuple(models)
+        question_lines = _encode_questions(questions, n_rows=len(rows), taken=())
+        _check_models(models)
+        capability_values = _outcome_values(capability, (len(models), len(rows)), "capability", ("models", "questions"))
+        embedder = _check_embedder(embedder, rows.shape[1])
+        root = Path(path).absolute()
+        root.mkdir(parents=True, exist_ok=True)
+        with atomic.exclusive_lock(root / LOCK):
+            _require_empty(root)
+            atomic.remove_scratch(root)
+            fills = {
+                EMBEDDINGS: _npy_fill(np.float32, rows.shape, [rows]),
+                CAPABILITY: _npy_fill(np.int8, capability_values.shape, [capability_values]),
+                QUESTIONS: _bytes_fill(question_lines),
+                MODELS: _bytes_fill(_encode_json(models)),
+            }
+            return _write_version(root, _version_name(1), None, embedder, len(rows), len(models), fills)
+
+    def append_questions(self, embeddings: object, questions: Iterable[Question], outcomes: object = None) -> Bank:
+        """Append m questions (with their embeddings, m x d) to the latest version; return the new version.
+
+        ``outcomes`` is R x m integers in {-1, 0, 1} for the bank's R models (default all -1, unknown).
+        New rows are L2-normalised; ids must be new to the bank and unique within the call. Cost is
+        O(N) per call: the unchanged rows are copied into the new version and the existing ids parsed.
+        """
+        rows = _unit_rows(embeddings)
+        if len(rows) == 0:
+            raise BankError("embeddings has no rows: there is nothing to append")
+        questions = tuple(questions)
+        question_lines = _encode_questions(questions, n_rows=len(rows), taken=())
+        with _writing(self.path) as (base, number):
+            if rows.shape[1] != base.dim:
+                raise BankError(f"embeddings have dimension {rows.shape[1]} but the bank's dimension is {base.dim}")
+            _check_new_ids(questions, {q.id for q in base.questions})
+            new = _outcome_values(outcomes, (base.n_models, len(rows)), "outcomes", ("models", "new questions"))
+            old = base.path / base.version
+            fills = {
+                EMBEDDINGS: _npy_fill(np.float32, (base.n_questions + len(rows), base.dim), [base.embeddings, rows]),
+                CAPABILITY: _npy_fill(
+                    np.int8,
+                    (base.n_models, base.n_questions + len(rows)),
+                    [part for r in range(base.n_models) for part in (base.capability[r], new[r])],
+                ),
+                QUESTIONS: _copy_fill(old / QUESTIONS, question_lines),
+                MODELS: _copy_fill(old / MODELS),
+            }
+            return _commit(base, number, base.n_questions + len(rows), base.n_models, fills)
+
+    def record_outcomes(self, outcomes: Iterable[tuple[str, str, int]]) -> Bank:
+        """Set capability entries of the latest version from (model name, question id, value) triples.
+
+        Values are 1 (correct), 0 (wrong) or -1 (forget: not evaluated). Every model and question must
+        already be in the bank, and a (model, question) pair may appear only once per call. Cost is O(N)
+        per call (the id index is built and the unchanged files copied).
+        """
+        items = list(outcomes)
+        if not items:
+            raise BankError("outcomes is empty: there is nothing to record")
+        triples = [_outcome_triple(item, i) for i, item in enumerate(items)]
+        with _writing(self.path) as (base, number):
+            capability = _apply_outcomes(base, triples)
+            old = base.path / base.version
+            fills = {
+                EMBEDDINGS: _copy_fill(old / EMBEDDINGS),
+                CAPABILITY: _npy_fill(np.int8, capability.shape, [capability]),
+                QUESTIONS: _copy_fill(old / QUESTIONS),
+                MODELS: _copy_fill(old / MODELS),
+            }
+            return _commit(base, number, base.n_questions, base.n_models, fills)
+
+    def add_model(self, model: ModelInfo, outcomes: object = None) -> Bank:
+        """Add ``model`` as a new last row of the latest version's capability matrix; return the new version.
+
+        ``outcomes`` is N integers in {-1, 0, 1}, one per bank question in row order (default all -1).
+        The name must be new to the bank. Cost is O(N) (the unchanged files are copied).
+        """
+        _check_record(model, ModelInfo, "model")
+        with _writing(self.path) as (base, number):
+            if model.name in base._model_index:
+                raise BankError(f"model.name {model.name!r} is already in the bank")
+            row = _outcome_values(outcomes, (base.n_questions,), "outcomes", ("questions",))
+            old = base.path / base.version
+            fills = {
+                EMBEDDINGS: _copy_fill(old / EMBEDDINGS),
+                CAPABILITY: _npy_fill(np.int8, (base.n_models + 1, base.n_questions), [base.capability, row]),
+                QUESTIONS: _copy_fill(old / QUESTIONS),
+                MODELS: _bytes_fill(_encode_json((*base.models, model))),
+            }
+            return _commit(base, number, base.n_questions, base.n_models + 1, fills)
+
+    def prune(self, keep: int) -> list[str]:
+        """Delete all but the newest ``keep`` (>= 1) committed versions; return the deleted names, oldest first.
+
+        The current version is the newest committed one, so it is never deleted. Readers holding a
+        deleted version keep working (their files stay alive until they let go of them). Scratch and
+        orphans are cleared as by any writer.
+        """
+        if isinstance(keep, bool) or not isinstance(keep, int) or keep < 1:
+            raise BankError(f"keep must be an integer >= 1, got {keep!r}")
+        with atomic.exclusive_lock(self.path / LOCK):
+            _clear_leftovers(self.path)
+            doomed = Bank.versions(self.path)[:-keep]
+            for name in doomed:
+                atomic.discard_dir(self.path / name)
+            return doomed
+
+
+# ------------------------------------------------------------------------------------- layout helpers
+
+
+def _version_name(number: int) -> str:
+    """``v`` and the number, zero-padded to six digits (more when it grows past them)."""
+    return f"v{number:06d}"
+
+
+def _version_number(name: str) -> int | None:
+    """The number of version name ``name``, or ``None`` if it is not a version name."""
+    match = _VERSION_RE.fullmatch(name)
+    return int(match.group(1)) if match else None
+
+
+def _version_dirs(root: Path) -> dict[int, str]:
+    """Every version directory in ``root`` (committed or orphan), by number."""
+    found = {}
+    for entry in root.iterdir():
+        number = _version_number(entry.name)
+        if number is not None and entry.is_dir():
+            found[number] = entry.name
+    return found
+
+
+def _read_current(root: Path) -> str:
+    """The version name in ``root/CURRENT``; ``BankFormatError`` if it is missing or malformed."""
+    path = root / CURRENT
+    try:
+        text = path.read_text(encoding="ascii")
+    except FileNotFoundError:
+        raise BankFormatError(f"{path} is missing: {root} is not a bank") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise BankFormatError(f"{path} cannot be read: {e}") from None
+    name = text.removesuffix("\n")
+    if _version_number(name) is None:
+        raise BankFormatError(f"{path} holds {text!r}, not a version name such as 'v000001'")
+    return name
+
+
+def _require_committed(root: Path, version: str) -> None:
+    """``BankError`` unless ``version`` is a committed version of ``root``."""
+    if version not in Bank.versions(root):
+        raise BankError(f"version {version!r} is not a committed version of {root}")
+
+
+def _require_empty(root: Path) -> None:
+    """``BankError`` unless ``root`` holds nothing but the lock and scratch (a fresh or failed create)."""
+    ignorable = {LOCK, CURRENT + ".tmp"}
+    found = sorted(
+        e.name for e in root.iterdir() if e.name not in ignorable and not e.name.startswith(atomic.TEMP_PREFIX)
+    )
+    if found:
+        raise BankError(
+            f"path {root} is not empty (holds {', '.join(found)}); a bank is created in a new or empty directory"
+        )
+
+
+def _clear_leftovers(root: Path) -> int:
+    """Delete scratch and orphan versions of ``root`` (under the lock); return the next version number.
+
+    The number is one past the highest version directory seen, orphans included, so a name that a
+    crashed writer published is not reused by the next one.
+    """
+    atomic.remove_scratch(root)
+    current = _version_number(_read_current(root))
+    found = _version_dirs(root)
+    for number, name in found.items():
+        if number > current:
+            atomic.discard_dir(root / name)
+    return max(found, default=0) + 1
+
+
+@contextlib.contextmanager
+def _writing(root: Path) -> Iterator[tuple[Bank, int]]:
+    """Hold the writers' lock on ``root``; yield the latest version and the number the new one gets."""
+    with atomic.exclusive_lock(root / LOCK):
+        number = _clear_leftovers(root)
+        yield Bank._load(root, _read_current(root)), number
+
+
+def _commit(base: Bank, number: int, n_questions: int, n_models: int, fills: dict[str, Fill]) -> Bank:
+    """Write version ``number`` derived from ``base`` (same root and embedder) and make it current."""
+    return _write_version(
+        base.path, _version_name(number), base.version, base.manifest.embedder, n_questions, n_models, fills
+    )
+
+
+def _write_version(
+    root: Path,
+    name: str,
+    parent: str | None,
+    embedder: EmbedderInfo,
+    n_questions: int,
+    n_models: int,
+    fills: dict[str, Fill],
+) -> Bank:
+    """Write version ``name`` of ``root`` from ``fills``, make it current and return it opened; caller holds the lock.
+
+    Order: every file into a scratch directory (each fsynced), the manifest with their hashes, fsync
+    and rename the directory to its version name, fsync the bank directory, then replace ``CURRENT``.
+    On failure the scratch, or the published but not yet current version, is removed and the error
+    re-raised, so the bank is left as it was.
+    """
+    scratch = atomic.make_temp_dir(root)
+    try:
+        hashes = {file: atomic.write_synced(scratch / file, fill) for file, fill in fills.items()}
+        manifest = Manifest(
+            schema_version=SCHEMA_VERSION,
+            embedder=embedder,
+            n_questions=n_questions,
+            n_models=n_models,
+            created=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+            parent=parent,
+            files=hashes,
+        )
+        atomic.write_synced(scratch / MANIFEST, _bytes_fill(_encode_json(manifest)))
+        atomic.publish_dir(scratch, root / name)
+        atomic.replace_synced(root / CURRENT, f"{name}\n".encode("ascii"))
+    except BaseException:
+        _undo_commit(root, scratch, name)
+        raise
+    return Bank._load(root, name)
+
+
+def _undo_commit(root: Path, scratch: Path, name: str) -> None:
+    """Remove what a failed ``_commit`` left: its scratch, and its version unless ``CURRENT`` names it."""
+    shutil.rmtree(scratch, ignore_errors=True)
+    try:
+        committed = (root / CURRENT).read_text(encoding="ascii") == f"{name}\n"
+    except FileNotFoundError:
+        committed = False
+    if not committed:
+        shutil.rmtree(root / name, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------------------- file readers
+
+
+def _read_manifest(path: Path) -> Manifest:
+    """Decode and sanity-check ``manifest.json``; ``BankFormatError`` naming it on any fault."""
+    try:
+        manifest = _MANIFEST_DECODER.decode(path.read_bytes())
+    except FileNotFoundError:
+        raise BankFormatError(f"{path} is missing") from None
+    except (OSError, msgspec.DecodeError) as e:
+        raise BankFormatError(f"{path} is not a valid manifest: {e}") from None
+    if manifest.schema_version != SCHEMA_VERSION:
+        raise BankFormatError(f"{path} has schema_version {manifest.schema_version}; this code reads {SCHEMA_VERSION}")
+    if sorted(manifest.files) != sorted(DATA_FILES):
+        raise BankFormatError(f"{path} lists files {sorted(manifest.files)}, expected {sorted(DATA_FILES)}")
+    return manifest
+
+
+def _read_models(path: Path, n_models: int) -> tuple[ModelInfo, ...]:
+    """Decode ``models.json`` and check it lists ``n_models`` models."""
+    try:
+        models = _MODELS_DECODER.decode(path.read_bytes())
+    except FileNotFoundError:
+        raise BankFormatError(f"{path} is missing") from None
+    except (OSError, msgspec.DecodeError) as e:
+        raise BankFormatError(f"{path} is not a valid model list: {e}") from None
+    if len(models) != n_models:
+        raise BankFormatError(f"{path} lists {len(models)} models but the manifest says {n_models}")
+    return models
+
+
+def _map_npy(path: Path, dtype: type, shape: tuple[int, ...]) -> np.ndarray:
+    """Memory-map the ``.npy`` file ``path`` read-only and check its dtype, shape and C order."""
+    try:
+        array = np.load(path, mmap_mode="r", allow_pickle=False)
+    except FileNotFoundError:
+        raise BankFormatError(f"{path} is missing") from None
+    except (OSError, ValueError, EOFError) as e:
+        raise BankFormatError(f"{path} is not a readable .npy file: {e}") from None
+    if array.dtype != np.dtype(dtype) or array.shape != shape or not array.flags.c_contiguous:
+        raise BankFormatError(
+            f"{path} holds {array.dtype} {array.shape}, expected C-ordered {np.dtype(dtype)} {shape} per the manifest"
+        )
+    return array
+
+
+def _pread_all(fd: int) -> bytes:
+    """The whole content of the open file ``fd``, by positional reads (safe to share the fd across threads)."""
+    chunks, offset = [], 0
+    while chunk := os.pread(fd, _CHUNK_BYTES, offset):
+        chunks.append(chunk)
+        offset += len(chunk)
+    return b"".join(chunks)
+
+
+def _decode_questions(data: bytes, path: Path, n_questions: int) -> tuple[Question, ...]:
+    """Parse ``questions.jsonl`` content; ``BankFormatError`` naming the file and line on any fault."""
+    questions = []
+    for lineno, line in enumerate(data.splitlines(), start=1):
+        try:
+            questions.append(_QUESTION_DECODER.decode(line))
+        except msgspec.DecodeError as e:
+            raise BankFormatError(f"{path} line {lineno} is not a valid question: {e}") from None
+    if len(questions) != n_questions:
+        raise BankFormatError(f"{path} holds {len(questions)} questions but the manifest says {n_questions}")
+    return tuple(questions)
+
+
+def _sha256_of(path: Path) -> str:
+    """SHA-256 (hex) of the file ``path``, streamed."""
+    try:
+        with open(path, "rb") as f:
+            return hashlib.file_digest(f, "sha256").hexdigest()
+    except FileNotFoundError:
+        raise BankFormatError(f"{path} is missing") from None
+
+
+def _check_unit_rows(embeddings: np.ndarray, path: Path) -> None:
+    """``BankFormatError`` unless every stored row is finite with L2 norm within ``NORM_TOLERANCE`` of 1."""
+    step = max(1, _CHUNK_BYTES // max(1, embeddings.shape[1] * 4))
+    for start in range(0, len(embeddings), step):
+        block = np.asarray(embeddings[start : start + step], dtype=np.float64)
+        finite = np.isfinite(block).all(axis=1)
+        if not finite.all():
+            raise BankFormatError(f"{path} row {start + int(np.argmin(finite))} is not finite")
+        off = np.abs(np.sqrt(np.einsum("ij,ij->i", block, block)) - 1.0) > NORM_TOLERANCE
+        if off.any():
+            raise BankFormatError(f"{path} row {start + int(np.argmax(off))} is not unit-norm")
+
+
+def _check_capability_values(capability: np.ndarray, path: Path) -> None:
+    """``BankFormatError`` unless every stored capability entry is -1, 0 or 1."""
+    bad = np.argwhere((capability < -1) | (capability > 1))
+    if bad.size:
+        r, j = (int(i) for i in bad[0])
+        raise BankFormatError(f"{path} entry [{r}, {j}] is {int(capability[r, j])}, not one of -1, 0, 1")
+
+
+def _check_unique_stored(keys: Iterable[str], what: str, path: Path) -> None:
+    """``BankFormatError`` naming the first repeated key."""
+    seen: set[str] = set()
+    for key in keys:
+        if key in seen:
+            raise BankFormatError(f"{path} repeats {what} {key!r}")
+        seen.add(key)
+
+
+# ------------------------------------------------------------------------------------ input checking
+
+
+def _unit_rows(embeddings: object) -> np.ndarray:
+    """Check ``embeddings`` (2-D, real, finite, no zero row) and return its rows L2-normalised, float32.
+
+    Normalises in float64 blocks, each row scaled by its largest magnitude first so that neither tiny
+    nor huge rows lose precision or overflow.
+    """
+    array = _as_array(embeddings, "embeddings")
+    if array.ndim != 2:
+        raise BankError(f"embeddings must be a 2-D array (questions x dim), got shape {array.shape}")
+    if array.dtype.kind not in "iuf":
+        raise BankError(f"embeddings must hold real numbers, got dtype {array.dtype}")
+    if array.shape[1] == 0:
+        raise BankError("embeddings must have at least one column")
+    out = np.empty(array.shape, dtype=np.float32)
+    step = max(1, _CHUNK_BYTES // (array.shape[1] * 8))
+    for start in range(0, len(array), step):
+        out[start : start + step] = _normalised_block(array[start : start + step], start)
+    return out
+
+
+def _as_array(values: object, field: str) -> np.ndarray:
+    """``values`` as a numpy array; ``BankError`` naming ``field`` if it is ragged."""
+    try:
+        return np.asarray(values)
+    except ValueError:
+        raise BankError(f"{field} is not a rectangular array") from None
+
+
+def _normalised_block(block: np.ndarray, first_row: int) -> np.ndarray:
+    """Rows of ``block`` scaled to unit L2 norm (float64); ``BankError`` naming a non-finite or zero row."""
+    rows = block.astype(np.float64)
+    finite = np.isfinite(rows).all(axis=1)
+    if not finite.all():
+        raise BankError(f"embeddings row {first_row + int(np.argmin(finite))} is not finite")
+    scale = np.abs(rows).max(axis=1)
+    if (scale == 0).any():
+        raise BankError(f"embeddings row {first_row + int(np.argmin(scale))} is a zero vector")
+    rows /= scale[:, None]
+    rows /= np.sqrt(np.einsum("ij,ij->i", rows, rows))[:, None]
+    return rows
+
+
+def _check_record(record: object, kind: type[msgspec.Struct], field: str) -> bytes:
+    """Encode ``record`` as JSON and decode it back as ``kind``, so it is known to read back; return the JSON.
+
+    msgspec does not check field types at construction, so the round trip is what catches a wrong type
+    or a broken constraint; the ``BankError`` names ``field`` and the path inside the record.
+    """
+    if not isinstance(record, kind):
+        raise BankError(f"{field} is a {type(record).__name__}, not a {kind.__name__}")
+    try:
+        data = msgspec.json.encode(record)
+        msgspec.json.decode(data, type=kind)
+    except (TypeError, msgspec.MsgspecError) as e:
+        raise BankError(f"{field}: {e}") from None
+    return data
+
+
+def _encode_questions(questions: Sequence[Question], *, n_rows: int, taken: Container[str]) -> bytes:
+    """Check ``questions`` (one per embedding row, valid, ids unique and not in ``taken``); return the JSONL."""
+    if len(questions) != n_rows:
+        raise BankError(f"questions has {len(questions)} entries but embeddings has {n_rows} rows")
+    lines = [_check_record(q, Question, f"questions[{i}]") + b"\n" for i, q in enumerate(questions)]
+    _check_new_ids(questions, taken)
+    return b"".join(lines)
+
+
+def _check_new_ids(questions: Sequence[Question], taken: Container[str]) -> None:
+    """``BankError`` naming the first question id repeated within ``questions`` or already in ``taken``."""
+    seen: set[str] = set()
+    for i, q in enumerate(questions):
+        if q.id in seen:
+            raise BankError(f"questions[{i}].id {q.id!r} is a duplicate")
+        if q.id in taken:
+            raise BankError(f"questions[{i}].id {q.id!r} is already in the bank")
+        seen.add(q.id)
+
+
+def _check_models(models: Sequence[ModelInfo]) -> None:
+    """``BankError`` naming the first invalid model record or repeated model name."""
+    seen: set[str] = set()
+    for i, model in enumerate(models):
+        _check_record(model, ModelInfo, f"models[{i}]")
+        if model.name in seen:
+            raise BankError(f"models[{i}].name {model.name!r} is a duplicate")
+        seen.add(model.name)
+
+
+def _check_embedder(embedder: EmbedderInfo | None, dim: int) -> EmbedderInfo:
+    """The embedder record for ``dim``-dimensional rows: ``embedder`` checked, or the unspecified default."""
+    if embedder is None:
+        return EmbedderInfo("unspecified", dim)
+    _check_record(embedder, EmbedderInfo, "embedder")
+    if embedder.dim != dim:
+        raise BankError(f"embedder.dim {embedder.dim} does not match the embeddings' dimension {dim}")
+    return embedder
+
+
+def _outcome_values(values: object, shape: tuple[int, ...], field: str, axes: tuple[str, ...]) -> np.ndarray:
+    """Check ``values`` (shape ``shape``, integers in {-1, 0, 1}) and return them as int8.
+
+    ``None`` means all -1 (not evaluated). ``axes`` names what each axis counts, for the messages.
+    """
+    if values is None:
+        return np.full(shape, -1, dtype=np.int8)
+    array = _as_array(values, field)
+    if array.ndim != len(shape):
+        raise BankError(f"{field} must be {len(shape)}-D ({' x '.join(axes)}), got shape {array.shape}")
+    for axis, (got, want, noun) in enumerate(zip(array.shape, shape, axes, strict=True)):
+        if got != want:
+            unit = ("rows", "columns")[axis] if len(shape) == 2 else "entries"
+            raise BankError(f"{field} has {got} {unit} but there are {want} {noun}")
+    if array.size and array.dtype.kind not in "iub":
+        raise BankError(f"{field} must hold integers -1, 0, 1, got dtype {array.dtype}")
+    bad = np.argwhere((array < -1) | (array > 1))
+    if bad.size:
+        index = tuple(int(i) for i in bad[0])
+        raise BankError(f"{field}[{', '.join(map(str, index))}] is {array[index]}; allowed values are -1, 0, 1")
+    return array.astype(np.int8)
+
+
+def _outcome_triple(item: object, i: int) -> tuple[Any, Any, int]:
+    """Unpack ``outcomes[i]`` as (model name, question id, value), checking the value is -1, 0 or 1."""
+    try:
+        model, question_id, value = item  # type: ignore[misc]
+    except (TypeError, ValueError):
+        raise BankError(f"outcomes[{i}] must be a (model name, question id, value) triple, got {item!r}") from None
+    if not isinstance(value, (int, np.integer)) or value not in (-1, 0, 1):
+        raise BankError(f"outcomes[{i}] value {value!r} is not one of -1, 0, 1")
+    return model, question_id, int(value)
+
+
+def _apply_outcomes(base: Bank, triples: Sequence[tuple[Any, Any, int]]) -> np.ndarray:
+    """A copy of ``base.capability`` with ``triples`` applied; ``BankError`` naming an unknown or repeated pair."""
+    capability = np.array(base.capability)
+    columns = {q.id: j for j, q in enumerate(base.questions)}
+    seen: set[tuple[int, int]] = set()
+    for i, (model, question_id, value) in enumerate(triples):
+        if model not in base._model_index:
+            raise BankError(f"outcomes[{i}] names unknown model {model!r}")
+        if question_id not in columns:
+            raise BankError(f"outcomes[{i}] names unknown question id {question_id!r}")
+        cell = (base._model_index[model], columns[question_id])
+        if cell in seen:
+            raise BankError(f"outcomes[{i}] repeats ({model!r}, {question_id!r})")
+        seen.add(cell)
+        capability[cell] = value
+    return capability
+
+
+# --------------------------------------------------------------------------------------- file writers
+
+
+def _encode_json(value: object) -> bytes:
+    """``value`` as indented JSON (the small, human-read files: manifest and model list)."""
+    return msgspec.json.format(msgspec.json.encode(value), indent=2) + b"\n"
+
+
+def _bytes_fill(data: bytes) -> Fill:
+    """A fill writing ``data``."""
+
+    def fill(out: atomic.HashingWriter) -> None:
+        out.write(data)
+
+    return fill
+
+
+def _copy_fill(source: Path, tail: bytes = b"") -> Fill:
+    """A fill copying the file ``source`` and then writing ``tail``."""
+
+    def fill(out: atomic.HashingWriter) -> None:
+        with open(source, "rb") as f:
+            shutil.copyfileobj(f, out, _CHUNK_BYTES)
+        out.write(tail)
+
+    return fill
+
+
+def _npy_fill(dtype: type, shape: tuple[int, ...], blocks: Sequence[np.ndarray]) -> Fill:
+    """A fill writing an ``.npy`` of ``dtype`` and ``shape`` whose C-order data is ``blocks`` concatenated.
+
+    Streams block by block (memory-mapped blocks are never loaded whole), so appending to a large bank
+    costs one sequential copy rather than a concatenated array in memory.
+    """
+    descr = np.lib.format.dtype_to_descr(np.dtype(dtype))
+    header = {"descr": descr, "fortran_order": False, "shape": tuple(int(n) for n in shape)}
+
+    def fill(out: atomic.HashingWriter) -> None:
+        np.lib.format.write_array_header_1_0(out, header)
+        for block in blocks:
+            flat = np.ascontiguousarray(block, dtype=dtype).reshape(-1)
+            step = max(1, _CHUNK_BYTES // flat.itemsize)
+            for start in range(0, len(flat), step):
+                out.write(flat[start : start + step].tobytes())
+
+    return fill

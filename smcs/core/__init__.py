@@ -1,0 +1,7 @@
+"""The SMCS algorithm, sans I/O: policy, routing decision and the in-process router."""
+
+from .decision import RouteDecision
+from .policy import Policy
+from .router import Router
+
+__all__ = ["Policy", "RouteDecision", "Router"]

@@ -1,0 +1,30 @@
+"""The result of routing one question: everything a caller needs to run, audit or replay the plan."""
+
+from __future__ import annotations
+
+import msgspec
+
+
+class RouteDecision(msgspec.Struct, frozen=True, kw_only=True):
+    """The outcome of retrieval-based prior selection plus the exploration plan for one question.
+
+    Attributes:
+        referencers: the K referencer models (Eq 5), highest prior vote first.
+        votes: their prior votes V_r (Eq 4), aligned with ``referencers``.
+        aggregator: the model that synthesises each subset of references.
+        support_rows: bank rows of the support set I (Eq 3), most similar first.
+        support_similarities: Ŝ_i of those rows (cosine, clipped at 0), aligned with ``support_rows``.
+        subsets: the n exploration subsets (Eq 6 sampling), each K − K_drop model names in
+            descending prior.
+        seed: the seed that drew the subsets; routing again with it reproduces this decision.
+        bank_version: the bank snapshot the decision was computed on.
+    """
+
+    referencers: list[str]
+    votes: list[float]
+    aggregator: str
+    support_rows: list[int]
+    support_similarities: list[float]
+    subsets: list[list[str]]
+    seed: int
+    bank_version: str

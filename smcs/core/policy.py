@@ -1,0 +1,65 @@
+"""The routing policy: every knob of retrieval-based prior selection and exploration, with the paper's defaults."""
+
+from __future__ import annotations
+
+import math
+
+import msgspec
+
+
+class Policy(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """How a question is routed. Defaults are the SMCS paper's (A.3); invalid values raise ``ValueError``
+    when the Policy is built (or ``msgspec.ValidationError`` naming the field when decoded from JSON/TOML).
+
+    Attributes:
+        k: number of referencer models, the K of Eq (5). Must not exceed the bank's model count.
+        n_base: the N_base of Eq (3): the threshold is γ times the N_base-th largest similarity
+            (clamped to the bank size).
+        gamma: the tolerance γ ∈ [0, 1] of Eq (3).
+        k_drop: references dropped from each exploration subset (0 ≤ k_drop < k); each subset keeps
+            k − k_drop, drawn by Eq (6).
+        n: number of exploration subsets, i.e. aggregations the aggregator writes.
+        lam: λ of Eq (7), the weight of the perplexity score against the similarity score.
+        aggregator: the model that synthesises the references; None picks the model with the highest
+            overall accuracy in the bank (ties to the lower model index).
+        threads: threads of the route kernel; None chooses by bank size (one thread for small banks),
+            1 forces single-threaded scanning.
+    """
+
+    k: int = 7
+    n_base: int = 400
+    gamma: float = 0.95
+    k_drop: int = 1
+    n: int = 8
+    lam: float = 1.0
+    aggregator: str | None = None
+    threads: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("k", "n_base", "n"):
+            _require_int(name, getattr(self, name), minimum=1)
+        _require_int("k_drop", self.k_drop, minimum=0)
+        if self.k_drop >= self.k:
+            raise ValueError(f"k_drop must be smaller than k ({self.k}), got {self.k_drop}")
+        if not 0.0 <= self.gamma <= 1.0:
+            raise ValueError(f"gamma must be in [0, 1], got {self.gamma!r}")
+        if not math.isfinite(self.lam):
+            raise ValueError(f"lam must be finite, got {self.lam!r}")
+        if self.aggregator is not None and not self.aggregator:
+            raise ValueError("aggregator must be a model name or None, got an empty string")
+        if self.threads is not None:
+            _require_int("threads", self.threads, minimum=1)
+
+    def check_models(self, model_names: tuple[str, ...]) -> None:
+        """Raise ``ValueError`` if this policy cannot route over a bank holding ``model_names``."""
+        if self.k > len(model_names):
+            raise ValueError(f"policy k={self.k} exceeds the bank's {len(model_names)} models")
+        if self.aggregator is not None and self.aggregator not in model_names:
+            raise ValueError(f"policy aggregator {self.aggregator!r} is not a model of the bank")
+
+
+def _require_int(name: str, value: object, *, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{name} must be an integer, got {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")

@@ -1,0 +1,189 @@
+"""smcs.Router and Policy: decisions follow the reference equations, replay exactly, and reject bad input."""
+
+from __future__ import annotations
+
+import msgspec
+import numpy as np
+import pytest
+
+from smcs import Bank, Policy, RouteDecision, Router
+from smcs.bank import ModelInfo, Question
+from smcs.kernels import reference
+from smcs.synthetic import clustered_bank, queries_near
+
+
+def _make_bank(path, n=600, dim=32, n_models=9, seed=0) -> Bank:
+    embeddings, capability, topics = clustered_bank(n, dim, n_models, seed=seed)
+    return Bank.create(
+        path,
+        embeddings=embeddings,
+        capability=capability,
+        questions=[Question(id=f"q{i}", text=f"question {i}", source=f"t{t}") for i, t in enumerate(topics)],
+        models=[ModelInfo(name=f"m{r}") for r in range(n_models)],
+    )
+
+
+@pytest.fixture(scope="module")
+def bank(tmp_path_factory) -> Bank:
+    return _make_bank(tmp_path_factory.mktemp("bank") / "b")
+
+
+def test_decision_follows_the_reference_equations(bank):
+    policy = Policy(k=5, n_base=40, gamma=0.9, k_drop=2, n=6)
+    router = Router(bank, policy)
+    for query in queries_near(np.asarray(bank.embeddings), 20, seed=3):
+        decision = router.route(query, seed=11)
+        rows, sims, votes = reference.route(
+            np.asarray(bank.embeddings), query, np.asarray(bank.capability), policy.n_base, policy.gamma
+        )
+        threshold = policy.gamma * reference.kth_largest(reference.similarities(np.asarray(bank.embeddings), query), policy.n_base)
+        clear = np.abs(sims.astype(np.float64) - threshold) > 1e-5
+        assert set(rows[clear].tolist()) <= set(decision.support_rows)
+        if clear.all():  # no row sits on the threshold: the whole decision must match the spec exactly
+            assert decision.support_rows == rows.tolist()
+            expected = [bank.model_names[r] for r in reference.top_k(votes, policy.k)]
+            assert decision.referencers == expected
+            np.testing.assert_allclose(decision.votes, np.sort(votes)[::-1][: policy.k], rtol=1e-5)
+        assert decision.support_similarities == sorted(decision.support_similarities, reverse=True)
+
+
+def test_subsets_keep_k_minus_k_drop_referencers_in_prior_order(bank):
+    policy = Policy(k=6, k_drop=2, n=10, n_base=50)
+    decision = Router(bank, policy).route(bank.embeddings[7], seed=5)
+    assert len(decision.subsets) == 10
+    rank = {name: i for i, name in enumerate(decision.referencers)}
+    for subset in decision.subsets:
+        assert len(subset) == 4
+        assert len(set(subset)) == 4
+        assert [rank[name] for name in subset] == sorted(rank[name] for name in subset)
+
+
+def test_same_seed_replays_and_a_reported_random_seed_replays(bank):
+    router = Router(bank, Policy(k=5, n_base=50))
+    query = queries_near(np.asarray(bank.embeddings), 1, seed=9)[0]
+    assert router.route(query, seed=42) == router.route(query, seed=42)
+    first = router.route(query)
+    assert router.route(query, seed=first.seed) == first
+    seen = {tuple(map(tuple, router.route(query, seed=s).subsets)) for s in range(20)}
+    assert len(seen) > 1, "different seeds never changed the exploration subsets"
+
+
+def test_decision_reports_bank_version_and_roundtrips_as_json(bank):
+    decision = Router(bank, Policy(k=3, n_base=10)).route(bank.embeddings[0], seed=1)
+    assert decision.bank_version == bank.version
+    assert msgspec.json.decode(msgspec.json.encode(decision), type=RouteDecision) == decision
+
+
+def test_query_norm_does_not_change_the_decision(bank):
+    router = Router(bank, Policy(k=4, n_base=30))
+    query = queries_near(np.asarray(bank.embeddings), 1, seed=4)[0]
+    unit, scaled = router.route(query, seed=2), router.route(query * 7.5, seed=2)
+    assert (unit.referencers, unit.support_rows, unit.subsets) == (scaled.referencers, scaled.support_rows, scaled.subsets)
+    np.testing.assert_allclose(unit.votes, scaled.votes, rtol=1e-5)
+
+
+def test_default_aggregator_is_the_most_accurate_model(tmp_path):
+    embeddings = np.eye(4, 8, dtype=np.float32)
+    capability = np.array(
+        [[1, 0, 0, -1], [1, 1, 0, 0], [1, 1, -1, -1], [0, 0, 0, 0]], dtype=np.int8
+    )  # accuracies 1/3, 1/2, 1 (of 2 known), 0
+    bank = Bank.create(
+        tmp_path / "b",
+        embeddings=embeddings,
+        capability=capability,
+        questions=[Question(id=str(i), text=str(i)) for i in range(4)],
+        models=[ModelInfo(name=n) for n in ("a", "b", "c", "d")],
+    )
+    assert Router(bank, Policy(k=2, k_drop=0)).route(embeddings[0], seed=0).aggregator == "c"
+    assert Router(bank, Policy(k=2, k_drop=0, aggregator="d")).route(embeddings[0], seed=0).aggregator == "d"
+
+
+def test_hand_computed_route(tmp_path):
+    # 4 questions in 2-D; the query is e0, so Ŝ = [1, 0.8, 0, 0.6] (the negative cosine clips to 0).
+    embeddings = np.array([[1, 0], [0.8, 0.6], [-1, 0], [0.6, 0.8]], dtype=np.float32)
+    capability = np.array([[1, 0, 1, 0], [0, 1, 1, 1], [1, 1, -1, -1]], dtype=np.int8)
+    bank = Bank.create(
+        tmp_path / "b",
+        embeddings=embeddings,
+        capability=capability,
+        questions=[Question(id=str(i), text=str(i)) for i in range(4)],
+        models=[ModelInfo(name=n) for n in ("x", "y", "z")],
+    )
+    # N_base = 2 → 2nd largest 0.8; γ = 0.7 → threshold 0.56 → I = {0, 1, 3}.
+    decision = Router(bank, Policy(k=3, n_base=2, gamma=0.7, k_drop=0, n=1)).route(np.array([1.0, 0.0]), seed=0)
+    assert decision.support_rows == [0, 1, 3]
+    # V_x = 1, V_y = 0.8 + 0.6 = 1.4, V_z = 1 + 0.8 = 1.8
+    assert decision.referencers == ["z", "y", "x"]
+    np.testing.assert_allclose(decision.votes, [1.8, 1.4, 1.0], rtol=1e-6)
+    assert decision.subsets == [["z", "y", "x"]]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"k": 0}, "k"),
+        ({"k": 2.5}, "k"),
+        ({"n_base": 0}, "n_base"),
+        ({"gamma": 1.5}, "gamma"),
+        ({"gamma": -0.1}, "gamma"),
+        ({"k_drop": -1}, "k_drop"),
+        ({"k": 3, "k_drop": 3}, "k_drop"),
+        ({"n": 0}, "n"),
+        ({"lam": float("nan")}, "lam"),
+        ({"aggregator": ""}, "aggregator"),
+        ({"threads": 0}, "threads"),
+    ],
+)
+def test_invalid_policy_is_rejected_naming_the_field(kwargs, field):
+    with pytest.raises(ValueError, match=field):
+        Policy(**kwargs)
+
+
+def test_policy_decoding_rejects_unknown_and_bad_fields():
+    assert msgspec.json.decode(b'{"k": 3, "gamma": 0.9}', type=Policy) == Policy(k=3, gamma=0.9)
+    with pytest.raises(msgspec.ValidationError, match="gama"):
+        msgspec.json.decode(b'{"gama": 0.9}', type=Policy)
+    with pytest.raises(msgspec.ValidationError, match="gamma"):
+        msgspec.json.decode(b'{"gamma": 2}', type=Policy)
+
+
+def test_policy_that_does_not_fit_the_bank_is_rejected(bank):
+    with pytest.raises(ValueError, match="k=10 exceeds"):
+        Router(bank, Policy(k=10))
+    with pytest.raises(ValueError, match="aggregator 'nope'"):
+        Router(bank, Policy(k=3, aggregator="nope"))
+    router = Router(bank, Policy(k=3))
+    with pytest.raises(ValueError, match="k=12 exceeds"):
+        router.route(bank.embeddings[0], policy=Policy(k=12))
+
+
+@pytest.mark.parametrize(
+    ("embedding", "message"),
+    [
+        (np.zeros(31), "dimension 31"),
+        (np.zeros((2, 32)), "1-D"),
+        (np.full(32, np.nan), "NaN"),
+        (np.zeros(32), "zero vector"),
+        (["a"] * 32, "numbers"),
+    ],
+)
+def test_bad_embedding_is_rejected(bank, embedding, message):
+    with pytest.raises(ValueError, match=message):
+        Router(bank, Policy(k=3)).route(embedding, seed=0)
+
+
+@pytest.mark.parametrize("seed", [-1, 2**64, 1.5, True])
+def test_bad_seed_is_rejected(bank, seed):
+    with pytest.raises(ValueError, match="seed"):
+        Router(bank, Policy(k=3)).route(bank.embeddings[0], seed=seed)
+
+
+def test_router_keeps_its_snapshot_while_the_bank_grows(tmp_path):
+    bank = _make_bank(tmp_path / "b", n=200, n_models=4)
+    router = Router(bank, Policy(k=3, n_base=20))
+    before = router.route(bank.embeddings[3], seed=1)
+    extra, _, _ = clustered_bank(50, bank.dim, 4, seed=99)
+    newer = bank.append_questions(extra, [Question(id=f"new{i}", text="x") for i in range(50)])
+    assert newer.version != bank.version
+    assert router.route(bank.embeddings[3], seed=1) == before
+    assert Router(newer, Policy(k=3, n_base=20)).route(bank.embeddings[3], seed=1).bank_version == newer.version
