@@ -3,17 +3,24 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
+import logging
+import os
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+import grpc
 import msgspec
 import numpy as np
 
 from .bank import Bank, BankFormatError, ModelInfo, Question
+from .client import DEFAULT_TARGET, Client
+from .config import ConfigError, load_config
 from .core import Policy, RouteDecision, Router
+from .service import serve
 from .synthetic import clustered_bank, queries_near
 
 
@@ -23,9 +30,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.run(args)
-    except (ValueError, BankFormatError, OSError, msgspec.ValidationError) as exc:
+    except grpc.RpcError as exc:
+        print(f"smcs: error: {exc.code().name}: {exc.details()}", file=sys.stderr)
+        return 2
+    except (ValueError, ConfigError, BankFormatError, OSError, msgspec.ValidationError) as exc:
         print(f"smcs: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        return 130
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -41,12 +53,31 @@ def _parser() -> argparse.ArgumentParser:
     _add_policy_options(demo)
     demo.set_defaults(run=_run_demo)
 
-    route = commands.add_parser("route", help="route one embedding over a bank and print the decision as JSON")
-    route.add_argument("bank", type=Path, help="bank directory")
-    route.add_argument("--embedding", type=Path, required=True, help="query embedding: a .npy vector or a JSON list")
+    route = commands.add_parser(
+        "route", help="route one question through a server (or in-process over --bank) and print the decision"
+    )
+    route.add_argument("question", nargs="?", help="question text (needs an embedder); or give --embedding")
+    route.add_argument("--embedding", type=Path, help="query embedding: a .npy vector or a JSON list")
+    where = route.add_mutually_exclusive_group()
+    where.add_argument("--server", default=DEFAULT_TARGET, help=f"server address (default {DEFAULT_TARGET})")
+    where.add_argument("--bank", type=Path, help="route in this process over the bank directory instead of a server")
+    route.add_argument("--token", help="bearer token (or set SMCS_TOKEN)")
     route.add_argument("--seed", type=int, help="seed of the exploration subsets (default: random, reported)")
+    route.add_argument("--debug", action="store_true", help="include the support questions' text and outcomes")
+    route.add_argument("--json", action="store_true", help="print the decision as JSON instead of a table")
     _add_policy_options(route)
     route.set_defaults(run=_run_route)
+
+    serve = commands.add_parser("serve", help="run the gRPC router service")
+    serve.add_argument("--config", type=Path, help="TOML configuration file (see README)")
+    serve.add_argument("--bank", type=Path, help="bank directory (overrides [bank] path; default: a synthetic demo bank)")
+    serve.add_argument("--host", help="interface to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port (default 50051; 0 picks a free one)")
+    serve.set_defaults(run=_run_serve)
+
+    health = commands.add_parser("health", help="ask a server whether it is serving")
+    health.add_argument("--server", default=DEFAULT_TARGET, help=f"server address (default {DEFAULT_TARGET})")
+    health.set_defaults(run=_run_health)
 
     bank = commands.add_parser("bank", help="inspect a bank")
     bank_commands = bank.add_subparsers(required=True, metavar="ACTION")
@@ -61,33 +92,82 @@ def _parser() -> argparse.ArgumentParser:
 
 def _add_policy_options(parser: argparse.ArgumentParser) -> None:
     defaults = Policy()
-    group = parser.add_argument_group("policy (defaults are the paper's)")
-    group.add_argument("--k", type=int, default=defaults.k, help=f"referencers K (default {defaults.k})")
-    group.add_argument("--n-base", type=int, default=defaults.n_base, help=f"N_base of Eq 3 (default {defaults.n_base})")
-    group.add_argument("--gamma", type=float, default=defaults.gamma, help=f"tolerance γ of Eq 3 (default {defaults.gamma})")
-    group.add_argument("--k-drop", type=int, default=defaults.k_drop, help=f"references dropped per subset (default {defaults.k_drop})")
-    group.add_argument("--n", type=int, default=defaults.n, help=f"exploration subsets (default {defaults.n})")
+    group = parser.add_argument_group("policy (unset options keep the server's or the paper's defaults)")
+    group.add_argument("--k", type=int, help=f"referencers K (paper: {defaults.k})")
+    group.add_argument("--n-base", type=int, help=f"N_base of Eq 3 (paper: {defaults.n_base})")
+    group.add_argument("--gamma", type=float, help=f"tolerance γ of Eq 3 (paper: {defaults.gamma})")
+    group.add_argument("--k-drop", type=int, help=f"references dropped per subset (paper: {defaults.k_drop})")
+    group.add_argument("--n", type=int, help=f"exploration subsets (paper: {defaults.n})")
     group.add_argument("--aggregator", help="aggregator model (default: the bank's most accurate)")
-    group.add_argument("--threads", type=int, help="route kernel threads (default: by bank size)")
+
+
+POLICY_OPTIONS = ("k", "n_base", "gamma", "k_drop", "n", "aggregator")
+
+
+def _policy_overrides(args: argparse.Namespace) -> dict[str, object]:
+    return {name: getattr(args, name) for name in POLICY_OPTIONS if getattr(args, name) is not None}
 
 
 def _policy(args: argparse.Namespace) -> Policy:
-    return Policy(
-        k=args.k,
-        n_base=args.n_base,
-        gamma=args.gamma,
-        k_drop=args.k_drop,
-        n=args.n,
-        aggregator=args.aggregator,
-        threads=args.threads,
-    )
+    return Policy(**_policy_overrides(args))
 
 
 def _run_route(args: argparse.Namespace) -> int:
-    router = Router(Bank.open(args.bank), _policy(args))
-    decision = router.route(_read_embedding(args.embedding), seed=args.seed)
-    print(msgspec.json.format(msgspec.json.encode(decision).decode()))
+    if (args.question is None) == (args.embedding is None):
+        raise ValueError("give a question or --embedding FILE (exactly one)")
+    embedding = _read_embedding(args.embedding) if args.embedding is not None else None
+    if args.bank is not None:
+        if embedding is None:
+            raise ValueError("routing in-process over --bank needs --embedding (no embedder is configured)")
+        decision = Router(Bank.open(args.bank), _policy(args)).route(embedding, seed=args.seed)
+    else:
+        with Client(args.server, token=args.token or os.environ.get("SMCS_TOKEN")) as client:
+            decision = client.route(
+                args.question, embedding=embedding, seed=args.seed, debug=args.debug, **_policy_overrides(args)
+            )
+    if args.json:
+        print(msgspec.json.format(msgspec.json.encode(decision).decode()))
+    else:
+        _print_decision(decision)
     return 0
+
+
+def _print_decision(decision: RouteDecision) -> None:
+    print(f"bank {decision.bank_version}  seed {decision.seed}  aggregator {decision.aggregator}")
+    width = max(len(name) for name in decision.referencers)
+    print(f"{'referencer':<{width}}  prior vote")
+    for name, vote in zip(decision.referencers, decision.votes):
+        print(f"{name:<{width}}  {vote:10.4f}")
+    top = ", ".join(f"{r}:{s:.3f}" for r, s in zip(decision.support_rows[:5], decision.support_similarities[:5]))
+    print(f"support set: {len(decision.support_rows)} questions (row:similarity {top}{', …' if len(decision.support_rows) > 5 else ''})")
+    for i, subset in enumerate(decision.subsets):
+        print(f"subset {i}: {', '.join(subset)}")
+
+
+def _run_serve(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    server_changes = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
+    if server_changes:
+        try:
+            config = msgspec.structs.replace(config, server=msgspec.structs.replace(config.server, **server_changes))
+        except ValueError as exc:
+            raise ValueError(f"--{exc}") from None
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    bank_path = args.bank or (Path(config.bank.path) if config.bank else None)
+    with tempfile.TemporaryDirectory(prefix="smcs-serve-") as scratch:
+        if bank_path is None:
+            bank_path = Path(scratch) / "demo-bank"
+            _build_demo_bank(bank_path, 20000, 384, 15)
+            print(f"smcs: no bank configured; serving a synthetic demonstration bank at {bank_path}", flush=True)
+        asyncio.run(serve(config, bank_path))
+    return 0
+
+
+def _run_health(args: argparse.Namespace) -> int:
+    with Client(args.server, retries=0, timeout=5.0) as client:
+        status = client.health()
+    print(status)
+    return 0 if status == "SERVING" else 1
 
 
 def _read_embedding(path: Path) -> np.ndarray:
@@ -127,14 +207,7 @@ def _run_demo(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="smcs-demo-") as scratch:
         path = args.path or Path(scratch) / "bank"
         print(f"building a synthetic bank: {args.questions} questions x {args.dim} dims, {args.models} models -> {path}")
-        embeddings, capability, topics = clustered_bank(args.questions, args.dim, args.models)
-        bank = Bank.create(
-            path,
-            embeddings=embeddings,
-            capability=capability,
-            questions=[Question(id=f"q{i}", text=f"synthetic question {i}", source=f"topic-{t}") for i, t in enumerate(topics.tolist())],
-            models=[ModelInfo(name=f"model-{r:02d}") for r in range(args.models)],
-        )
+        embeddings = _build_demo_bank(path, args.questions, args.dim, args.models)
         started = time.perf_counter()
         router = Router(Bank.open(path), policy)
         print(f"router ready in {1e3 * (time.perf_counter() - started):.0f} ms (bank {router.bank.version})")
@@ -147,8 +220,20 @@ def _run_demo(args: argparse.Namespace) -> int:
         print(f"routed {len(queries)} questions: median {1e6 * np.median(timings):.0f} µs, p99 {1e6 * np.quantile(timings, 0.99):.0f} µs per route")
         print("last decision:")
         print(msgspec.json.format(msgspec.json.encode(_summary(decision)).decode()))
-        del bank, router
     return 0
+
+
+def _build_demo_bank(path: Path, n_questions: int, dim: int, n_models: int) -> np.ndarray:
+    """Create a synthetic clustered bank at ``path``; return its embeddings (for drawing held-out queries)."""
+    embeddings, capability, topics = clustered_bank(n_questions, dim, n_models)
+    Bank.create(
+        path,
+        embeddings=embeddings,
+        capability=capability,
+        questions=[Question(id=f"q{i}", text=f"synthetic question {i}", source=f"topic-{t}") for i, t in enumerate(topics.tolist())],
+        models=[ModelInfo(name=f"model-{r:02d}") for r in range(n_models)],
+    )
+    return embeddings
 
 
 def _summary(decision: RouteDecision) -> dict[str, object]:

@@ -37,10 +37,26 @@ def test_route_prints_the_decision_for_npy_and_json_embeddings(bank_path, tmp_pa
     (tmp_path / "q.json").write_text(json.dumps(query.tolist()))
     decisions = []
     for name in ("q.npy", "q.json"):
-        assert main(["route", str(bank_path), "--embedding", str(tmp_path / name), "--seed", "3", "--k", "3"]) == 0
+        assert main(["route", "--bank", str(bank_path), "--embedding", str(tmp_path / name), "--seed", "3", "--k", "3", "--json"]) == 0
         decisions.append(json.loads(capsys.readouterr().out))
     assert decisions[0] == decisions[1]
     assert decisions[0]["seed"] == 3 and len(decisions[0]["referencers"]) == 3
+
+
+def test_route_prints_a_table_by_default(bank_path, tmp_path, capsys):
+    capsys.readouterr()
+    np.save(tmp_path / "q.npy", np.asarray(Bank.open(bank_path).embeddings[0]))
+    assert main(["route", "--bank", str(bank_path), "--embedding", str(tmp_path / "q.npy"), "--k", "3", "--n", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "prior vote" in out and "subset 1:" in out and "subset 2:" not in out
+
+
+def test_route_needs_exactly_one_query(bank_path, tmp_path, capsys):
+    np.save(tmp_path / "q.npy", np.ones(16, dtype=np.float32))
+    assert main(["route", "--bank", str(bank_path), "--k", "3"]) == 2
+    assert "exactly one" in capsys.readouterr().err
+    assert main(["route", "what is 2+2?", "--bank", str(bank_path), "--embedding", str(tmp_path / "q.npy")]) == 2
+    assert "exactly one" in capsys.readouterr().err
 
 
 def test_bank_info_and_validate(bank_path, capsys):
@@ -62,14 +78,14 @@ def test_bank_info_and_validate(bank_path, capsys):
 )
 def test_bad_route_input_is_a_message_not_a_traceback(bank_path, tmp_path, capsys, argv, message):
     np.save(tmp_path / "q.npy", np.ones(16, dtype=np.float32))
-    assert main(["route", str(bank_path), "--embedding", str(tmp_path / "q.npy"), *argv]) == 2
+    assert main(["route", "--bank", str(bank_path), "--embedding", str(tmp_path / "q.npy"), *argv]) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
 
 
 def test_missing_bank_and_wrong_dimension_are_messages(bank_path, tmp_path, capsys):
     np.save(tmp_path / "q.npy", np.ones(5, dtype=np.float32))
-    assert main(["route", str(bank_path), "--embedding", str(tmp_path / "q.npy"), "--k", "3"]) == 2
+    assert main(["route", "--bank", str(bank_path), "--embedding", str(tmp_path / "q.npy"), "--k", "3"]) == 2
     assert "dimension 5" in capsys.readouterr().err
     assert main(["bank", "info", str(tmp_path / "nowhere")]) == 2
     assert "nowhere" in capsys.readouterr().err

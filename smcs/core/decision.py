@@ -18,6 +18,10 @@ class RouteDecision(msgspec.Struct, frozen=True, kw_only=True):
             descending prior.
         seed: the seed that drew the subsets; routing again with it reproduces this decision.
         bank_version: the bank snapshot the decision was computed on.
+        support_ids: bank question ids of ``support_rows`` (filled by the service; empty in-process).
+        support_texts: their question text (only when the caller asked for debug evidence).
+        support_outcomes: per support question, each referencer's recorded outcome (1 correct, 0 wrong,
+            −1 not evaluated), aligned with ``referencers`` (only with debug evidence).
     """
 
     referencers: list[str]
@@ -28,3 +32,6 @@ class RouteDecision(msgspec.Struct, frozen=True, kw_only=True):
     subsets: list[list[str]]
     seed: int
     bank_version: str
+    support_ids: list[str] = []
+    support_texts: list[str] = []
+    support_outcomes: list[list[int]] = []

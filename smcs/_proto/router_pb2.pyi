@@ -1,0 +1,308 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class Embedding(_message.Message):
+    __slots__ = ("values",)
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    values: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, values: _Optional[_Iterable[float]] = ...) -> None: ...
+
+class PolicyOverrides(_message.Message):
+    __slots__ = ("k", "n_base", "gamma", "k_drop", "n", "lam", "aggregator", "allowed_models")
+    K_FIELD_NUMBER: _ClassVar[int]
+    N_BASE_FIELD_NUMBER: _ClassVar[int]
+    GAMMA_FIELD_NUMBER: _ClassVar[int]
+    K_DROP_FIELD_NUMBER: _ClassVar[int]
+    N_FIELD_NUMBER: _ClassVar[int]
+    LAM_FIELD_NUMBER: _ClassVar[int]
+    AGGREGATOR_FIELD_NUMBER: _ClassVar[int]
+    ALLOWED_MODELS_FIELD_NUMBER: _ClassVar[int]
+    k: int
+    n_base: int
+    gamma: float
+    k_drop: int
+    n: int
+    lam: float
+    aggregator: str
+    allowed_models: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, k: _Optional[int] = ..., n_base: _Optional[int] = ..., gamma: _Optional[float] = ..., k_drop: _Optional[int] = ..., n: _Optional[int] = ..., lam: _Optional[float] = ..., aggregator: _Optional[str] = ..., allowed_models: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class RouteRequest(_message.Message):
+    __slots__ = ("question", "embedding", "policy", "seed", "debug")
+    QUESTION_FIELD_NUMBER: _ClassVar[int]
+    EMBEDDING_FIELD_NUMBER: _ClassVar[int]
+    POLICY_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    DEBUG_FIELD_NUMBER: _ClassVar[int]
+    question: str
+    embedding: Embedding
+    policy: PolicyOverrides
+    seed: int
+    debug: bool
+    def __init__(self, question: _Optional[str] = ..., embedding: _Optional[_Union[Embedding, _Mapping]] = ..., policy: _Optional[_Union[PolicyOverrides, _Mapping]] = ..., seed: _Optional[int] = ..., debug: _Optional[bool] = ...) -> None: ...
+
+class Referencer(_message.Message):
+    __slots__ = ("model", "vote")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    VOTE_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    vote: float
+    def __init__(self, model: _Optional[str] = ..., vote: _Optional[float] = ...) -> None: ...
+
+class Subset(_message.Message):
+    __slots__ = ("models",)
+    MODELS_FIELD_NUMBER: _ClassVar[int]
+    models: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, models: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class SupportSet(_message.Message):
+    __slots__ = ("rows", "ids", "similarities", "texts", "outcomes")
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    IDS_FIELD_NUMBER: _ClassVar[int]
+    SIMILARITIES_FIELD_NUMBER: _ClassVar[int]
+    TEXTS_FIELD_NUMBER: _ClassVar[int]
+    OUTCOMES_FIELD_NUMBER: _ClassVar[int]
+    rows: _containers.RepeatedScalarFieldContainer[int]
+    ids: _containers.RepeatedScalarFieldContainer[str]
+    similarities: _containers.RepeatedScalarFieldContainer[float]
+    texts: _containers.RepeatedScalarFieldContainer[str]
+    outcomes: _containers.RepeatedCompositeFieldContainer[ModelOutcomes]
+    def __init__(self, rows: _Optional[_Iterable[int]] = ..., ids: _Optional[_Iterable[str]] = ..., similarities: _Optional[_Iterable[float]] = ..., texts: _Optional[_Iterable[str]] = ..., outcomes: _Optional[_Iterable[_Union[ModelOutcomes, _Mapping]]] = ...) -> None: ...
+
+class ModelOutcomes(_message.Message):
+    __slots__ = ("values",)
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    values: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, values: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class RouteResponse(_message.Message):
+    __slots__ = ("referencers", "aggregator", "subsets", "seed", "bank_version", "support")
+    REFERENCERS_FIELD_NUMBER: _ClassVar[int]
+    AGGREGATOR_FIELD_NUMBER: _ClassVar[int]
+    SUBSETS_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    BANK_VERSION_FIELD_NUMBER: _ClassVar[int]
+    SUPPORT_FIELD_NUMBER: _ClassVar[int]
+    referencers: _containers.RepeatedCompositeFieldContainer[Referencer]
+    aggregator: str
+    subsets: _containers.RepeatedCompositeFieldContainer[Subset]
+    seed: int
+    bank_version: str
+    support: SupportSet
+    def __init__(self, referencers: _Optional[_Iterable[_Union[Referencer, _Mapping]]] = ..., aggregator: _Optional[str] = ..., subsets: _Optional[_Iterable[_Union[Subset, _Mapping]]] = ..., seed: _Optional[int] = ..., bank_version: _Optional[str] = ..., support: _Optional[_Union[SupportSet, _Mapping]] = ...) -> None: ...
+
+class AnswerRequest(_message.Message):
+    __slots__ = ("question", "embedding", "policy", "seed", "strategy")
+    QUESTION_FIELD_NUMBER: _ClassVar[int]
+    EMBEDDING_FIELD_NUMBER: _ClassVar[int]
+    POLICY_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    STRATEGY_FIELD_NUMBER: _ClassVar[int]
+    question: str
+    embedding: Embedding
+    policy: PolicyOverrides
+    seed: int
+    strategy: str
+    def __init__(self, question: _Optional[str] = ..., embedding: _Optional[_Union[Embedding, _Mapping]] = ..., policy: _Optional[_Union[PolicyOverrides, _Mapping]] = ..., seed: _Optional[int] = ..., strategy: _Optional[str] = ...) -> None: ...
+
+class AnswerEvent(_message.Message):
+    __slots__ = ("routed", "reference", "aggregation", "final")
+    ROUTED_FIELD_NUMBER: _ClassVar[int]
+    REFERENCE_FIELD_NUMBER: _ClassVar[int]
+    AGGREGATION_FIELD_NUMBER: _ClassVar[int]
+    FINAL_FIELD_NUMBER: _ClassVar[int]
+    routed: RouteResponse
+    reference: ReferenceEvent
+    aggregation: AggregationEvent
+    final: FinalEvent
+    def __init__(self, routed: _Optional[_Union[RouteResponse, _Mapping]] = ..., reference: _Optional[_Union[ReferenceEvent, _Mapping]] = ..., aggregation: _Optional[_Union[AggregationEvent, _Mapping]] = ..., final: _Optional[_Union[FinalEvent, _Mapping]] = ...) -> None: ...
+
+class ReferenceEvent(_message.Message):
+    __slots__ = ("model", "text", "error", "latency_s")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_S_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    text: str
+    error: str
+    latency_s: float
+    def __init__(self, model: _Optional[str] = ..., text: _Optional[str] = ..., error: _Optional[str] = ..., latency_s: _Optional[float] = ...) -> None: ...
+
+class AggregationEvent(_message.Message):
+    __slots__ = ("index", "text", "similarity_score", "perplexity", "total_score", "error")
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    SIMILARITY_SCORE_FIELD_NUMBER: _ClassVar[int]
+    PERPLEXITY_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_SCORE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    index: int
+    text: str
+    similarity_score: float
+    perplexity: float
+    total_score: float
+    error: str
+    def __init__(self, index: _Optional[int] = ..., text: _Optional[str] = ..., similarity_score: _Optional[float] = ..., perplexity: _Optional[float] = ..., total_score: _Optional[float] = ..., error: _Optional[str] = ...) -> None: ...
+
+class FinalEvent(_message.Message):
+    __slots__ = ("text", "selected")
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    SELECTED_FIELD_NUMBER: _ClassVar[int]
+    text: str
+    selected: int
+    def __init__(self, text: _Optional[str] = ..., selected: _Optional[int] = ...) -> None: ...
+
+class ScoreRequest(_message.Message):
+    __slots__ = ("texts", "embeddings", "logprobs", "lam")
+    TEXTS_FIELD_NUMBER: _ClassVar[int]
+    EMBEDDINGS_FIELD_NUMBER: _ClassVar[int]
+    LOGPROBS_FIELD_NUMBER: _ClassVar[int]
+    LAM_FIELD_NUMBER: _ClassVar[int]
+    texts: _containers.RepeatedScalarFieldContainer[str]
+    embeddings: _containers.RepeatedCompositeFieldContainer[Embedding]
+    logprobs: _containers.RepeatedCompositeFieldContainer[TokenLogprobs]
+    lam: float
+    def __init__(self, texts: _Optional[_Iterable[str]] = ..., embeddings: _Optional[_Iterable[_Union[Embedding, _Mapping]]] = ..., logprobs: _Optional[_Iterable[_Union[TokenLogprobs, _Mapping]]] = ..., lam: _Optional[float] = ...) -> None: ...
+
+class TokenLogprobs(_message.Message):
+    __slots__ = ("values",)
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    values: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, values: _Optional[_Iterable[float]] = ...) -> None: ...
+
+class ScoreResponse(_message.Message):
+    __slots__ = ("similarity", "perplexity", "total", "best")
+    SIMILARITY_FIELD_NUMBER: _ClassVar[int]
+    PERPLEXITY_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_FIELD_NUMBER: _ClassVar[int]
+    BEST_FIELD_NUMBER: _ClassVar[int]
+    similarity: _containers.RepeatedScalarFieldContainer[float]
+    perplexity: _containers.RepeatedScalarFieldContainer[float]
+    total: _containers.RepeatedScalarFieldContainer[float]
+    best: int
+    def __init__(self, similarity: _Optional[_Iterable[float]] = ..., perplexity: _Optional[_Iterable[float]] = ..., total: _Optional[_Iterable[float]] = ..., best: _Optional[int] = ...) -> None: ...
+
+class BankInfoRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ModelSummary(_message.Message):
+    __slots__ = ("name", "accuracy", "evaluated")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    ACCURACY_FIELD_NUMBER: _ClassVar[int]
+    EVALUATED_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    accuracy: float
+    evaluated: int
+    def __init__(self, name: _Optional[str] = ..., accuracy: _Optional[float] = ..., evaluated: _Optional[int] = ...) -> None: ...
+
+class BankInfoResponse(_message.Message):
+    __slots__ = ("version", "n_questions", "n_models", "dim", "embedder", "created", "models")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    N_QUESTIONS_FIELD_NUMBER: _ClassVar[int]
+    N_MODELS_FIELD_NUMBER: _ClassVar[int]
+    DIM_FIELD_NUMBER: _ClassVar[int]
+    EMBEDDER_FIELD_NUMBER: _ClassVar[int]
+    CREATED_FIELD_NUMBER: _ClassVar[int]
+    MODELS_FIELD_NUMBER: _ClassVar[int]
+    version: str
+    n_questions: int
+    n_models: int
+    dim: int
+    embedder: str
+    created: str
+    models: _containers.RepeatedCompositeFieldContainer[ModelSummary]
+    def __init__(self, version: _Optional[str] = ..., n_questions: _Optional[int] = ..., n_models: _Optional[int] = ..., dim: _Optional[int] = ..., embedder: _Optional[str] = ..., created: _Optional[str] = ..., models: _Optional[_Iterable[_Union[ModelSummary, _Mapping]]] = ...) -> None: ...
+
+class NewQuestion(_message.Message):
+    __slots__ = ("id", "text", "source", "label", "embedding", "outcomes")
+    class OutcomesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    ID_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    EMBEDDING_FIELD_NUMBER: _ClassVar[int]
+    OUTCOMES_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    text: str
+    source: str
+    label: str
+    embedding: Embedding
+    outcomes: _containers.ScalarMap[str, int]
+    def __init__(self, id: _Optional[str] = ..., text: _Optional[str] = ..., source: _Optional[str] = ..., label: _Optional[str] = ..., embedding: _Optional[_Union[Embedding, _Mapping]] = ..., outcomes: _Optional[_Mapping[str, int]] = ...) -> None: ...
+
+class AppendQuestionsRequest(_message.Message):
+    __slots__ = ("questions",)
+    QUESTIONS_FIELD_NUMBER: _ClassVar[int]
+    questions: _containers.RepeatedCompositeFieldContainer[NewQuestion]
+    def __init__(self, questions: _Optional[_Iterable[_Union[NewQuestion, _Mapping]]] = ...) -> None: ...
+
+class Outcome(_message.Message):
+    __slots__ = ("model", "question_id", "value")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    QUESTION_ID_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    question_id: str
+    value: int
+    def __init__(self, model: _Optional[str] = ..., question_id: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+
+class RecordOutcomesRequest(_message.Message):
+    __slots__ = ("outcomes",)
+    OUTCOMES_FIELD_NUMBER: _ClassVar[int]
+    outcomes: _containers.RepeatedCompositeFieldContainer[Outcome]
+    def __init__(self, outcomes: _Optional[_Iterable[_Union[Outcome, _Mapping]]] = ...) -> None: ...
+
+class AddModelRequest(_message.Message):
+    __slots__ = ("name", "backend", "cost_per_input_token", "cost_per_output_token", "outcomes")
+    class BackendEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    class OutcomesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    BACKEND_FIELD_NUMBER: _ClassVar[int]
+    COST_PER_INPUT_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    COST_PER_OUTPUT_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    OUTCOMES_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    backend: _containers.ScalarMap[str, str]
+    cost_per_input_token: float
+    cost_per_output_token: float
+    outcomes: _containers.ScalarMap[str, int]
+    def __init__(self, name: _Optional[str] = ..., backend: _Optional[_Mapping[str, str]] = ..., cost_per_input_token: _Optional[float] = ..., cost_per_output_token: _Optional[float] = ..., outcomes: _Optional[_Mapping[str, int]] = ...) -> None: ...
+
+class BankWriteResponse(_message.Message):
+    __slots__ = ("version", "n_questions", "n_models")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    N_QUESTIONS_FIELD_NUMBER: _ClassVar[int]
+    N_MODELS_FIELD_NUMBER: _ClassVar[int]
+    version: str
+    n_questions: int
+    n_models: int
+    def __init__(self, version: _Optional[str] = ..., n_questions: _Optional[int] = ..., n_models: _Optional[int] = ...) -> None: ...
+
+class ReloadRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...

@@ -1,0 +1,321 @@
+"""Python clients of the smcs service: ``Client`` (blocking) and ``AsyncClient`` (asyncio).
+
+Both take plain Python values and return msgspec Structs (``RouteDecision`` is the same type the
+in-process ``Router`` returns), never protobuf messages. Calls carry a deadline (``timeout``), the bearer
+token when one is given, and are retried on UNAVAILABLE with exponential backoff by gRPC's own retry
+policy, so a restarting or failing-over server is invisible up to ``retries`` attempts.
+
+    with Client("127.0.0.1:50051") as client:
+        decision = client.route(embedding=vector, k=5, seed=7)
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, TypeVar
+
+import grpc
+import msgspec
+import numpy as np
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from ._proto import router_pb2 as pb
+from ._proto import router_pb2_grpc as pb_grpc
+from .core import RouteDecision
+from .service.convert import decision_from_response
+
+DEFAULT_TARGET = "127.0.0.1:50051"
+Result = TypeVar("Result")
+
+
+class ModelSummary(msgspec.Struct, frozen=True):
+    """One model of the bank: its accuracy among the questions where its outcome is known."""
+
+    name: str
+    accuracy: float
+    evaluated: int
+
+
+class BankSummary(msgspec.Struct, frozen=True):
+    """What ``BankInfo`` and ``Reload`` report about the bank the server routes over."""
+
+    version: str
+    n_questions: int
+    n_models: int
+    dim: int
+    embedder: str
+    created: str
+    models: list[ModelSummary]
+
+
+class BankWrite(msgspec.Struct, frozen=True):
+    """The version a bank write committed; the server routes over it from then on."""
+
+    version: str
+    n_questions: int
+    n_models: int
+
+
+class Scores(msgspec.Struct, frozen=True):
+    """Hybrid scores (Eq 7) of candidate answers; ``perplexity`` is empty when no logprobs were sent."""
+
+    similarity: list[float]
+    perplexity: list[float]
+    total: list[float]
+    best: int
+
+
+class NewQuestion(msgspec.Struct, frozen=True, kw_only=True):
+    """A question to append to the bank, with its embedding and any known outcomes (model → 1/0)."""
+
+    id: str
+    text: str
+    embedding: Sequence[float]
+    source: str = ""
+    label: str | None = None
+    outcomes: dict[str, int] = {}
+
+
+def _channel_options(retries: int) -> list[tuple[str, Any]]:
+    config = {
+        "methodConfig": [
+            {
+                "name": [{"service": "smcs.v1.Router"}, {"service": "grpc.health.v1.Health"}],
+                "retryPolicy": {
+                    "maxAttempts": max(2, retries + 1),
+                    "initialBackoff": "0.05s",
+                    "maxBackoff": "2s",
+                    "backoffMultiplier": 2,
+                    "retryableStatusCodes": ["UNAVAILABLE"],
+                },
+            }
+        ]
+    }
+    options: list[tuple[str, Any]] = [("grpc.enable_retries", 1 if retries > 0 else 0)]
+    if retries > 0:
+        options.append(("grpc.service_config", json.dumps(config)))
+    return options
+
+
+def _credentials(
+    root_certificates: bytes | None, private_key: bytes | None, certificate_chain: bytes | None
+) -> grpc.ChannelCredentials | None:
+    if root_certificates is None and private_key is None and certificate_chain is None:
+        return None
+    return grpc.ssl_channel_credentials(root_certificates, private_key, certificate_chain)
+
+
+def _route_request(
+    question: str | None, embedding: Sequence[float] | np.ndarray | None, seed: int | None, debug: bool, policy: dict[str, Any]
+) -> pb.RouteRequest:
+    if (question is None) == (embedding is None):
+        raise ValueError("give exactly one of question or embedding")
+    allowed = policy.pop("allowed_models", ())
+    request = pb.RouteRequest(policy=pb.PolicyOverrides(allowed_models=list(allowed), **policy), debug=debug)
+    if question is not None:
+        request.question = question
+    else:
+        request.embedding.values.extend(np.asarray(embedding, dtype=np.float32).tolist())
+    if seed is not None:
+        request.seed = seed
+    return request
+
+
+def _score_request(embeddings: Iterable[Sequence[float]], logprobs: Iterable[Sequence[float]] | None, lam: float | None) -> pb.ScoreRequest:
+    request = pb.ScoreRequest(
+        embeddings=[pb.Embedding(values=np.asarray(e, dtype=np.float32).tolist()) for e in embeddings],
+        logprobs=[pb.TokenLogprobs(values=list(lp)) for lp in (logprobs or ())],
+    )
+    if lam is not None:
+        request.lam = lam
+    return request
+
+
+def _append_request(questions: Iterable[NewQuestion]) -> pb.AppendQuestionsRequest:
+    return pb.AppendQuestionsRequest(
+        questions=[
+            pb.NewQuestion(
+                id=q.id,
+                text=q.text,
+                source=q.source,
+                label=q.label,
+                embedding=pb.Embedding(values=np.asarray(q.embedding, dtype=np.float32).tolist()),
+                outcomes=q.outcomes,
+            )
+            for q in questions
+        ]
+    )
+
+
+def _bank_summary(response: pb.BankInfoResponse) -> BankSummary:
+    return BankSummary(
+        version=response.version,
+        n_questions=response.n_questions,
+        n_models=response.n_models,
+        dim=response.dim,
+        embedder=response.embedder,
+        created=response.created,
+        models=[ModelSummary(m.name, m.accuracy, m.evaluated) for m in response.models],
+    )
+
+
+def _bank_write(response: pb.BankWriteResponse) -> BankWrite:
+    return BankWrite(response.version, response.n_questions, response.n_models)
+
+
+def _scores(response: pb.ScoreResponse) -> Scores:
+    return Scores(list(response.similarity), list(response.perplexity), list(response.total), response.best)
+
+
+def _health_status(response: health_pb2.HealthCheckResponse) -> str:
+    return health_pb2.HealthCheckResponse.ServingStatus.Name(response.status)
+
+
+class _Calls:
+    """The methods both clients share; ``_call`` makes them blocking or awaitable."""
+
+    _insecure_channel: Callable[..., Any]
+    _secure_channel: Callable[..., Any]
+
+    def __init__(
+        self,
+        target: str = DEFAULT_TARGET,
+        *,
+        token: str | None = None,
+        timeout: float = 10.0,
+        retries: int = 3,
+        root_certificates: bytes | None = None,
+        private_key: bytes | None = None,
+        certificate_chain: bytes | None = None,
+    ) -> None:
+        """Connect to the server at ``target`` (host:port, or any gRPC target such as dns:///name).
+
+        ``token``: bearer token sent with every call. ``timeout``: default deadline of a call in seconds.
+        ``retries``: extra attempts on UNAVAILABLE (0 = none). The three PEM byte strings turn on TLS:
+        ``root_certificates`` to trust the server, ``private_key`` and ``certificate_chain`` for mutual TLS.
+        """
+        credentials = _credentials(root_certificates, private_key, certificate_chain)
+        options = _channel_options(retries)
+        self._channel = (
+            self._insecure_channel(target, options=options)
+            if credentials is None
+            else self._secure_channel(target, credentials, options=options)
+        )
+        self._stub = pb_grpc.RouterStub(self._channel)
+        self._health = health_pb2_grpc.HealthStub(self._channel)
+        self._metadata = (("authorization", f"Bearer {token}"),) if token else None
+        self._timeout = timeout
+
+    def _call(self, method: Callable[..., Any], request: Any, parse: Callable[[Any], Result], timeout: float | None) -> Any:
+        raise NotImplementedError
+
+    def route(
+        self,
+        question: str | None = None,
+        *,
+        embedding: Sequence[float] | np.ndarray | None = None,
+        seed: int | None = None,
+        debug: bool = False,
+        timeout: float | None = None,
+        **policy: Any,
+    ) -> Any:
+        """Route a question (text, needs a server embedder) or an embedding; returns a ``RouteDecision``.
+
+        ``policy`` overrides the server's defaults for this call: k, n_base, gamma, k_drop, n, lam,
+        aggregator, allowed_models. ``debug`` also returns the support questions' text and outcomes.
+        """
+        request = _route_request(question, embedding, seed, debug, dict(policy))
+        return self._call(self._stub.Route, request, decision_from_response, timeout)
+
+    def score(
+        self,
+        embeddings: Iterable[Sequence[float]],
+        logprobs: Iterable[Sequence[float]] | None = None,
+        *,
+        lam: float | None = None,
+        timeout: float | None = None,
+    ) -> Any:
+        """Hybrid scores (Eq 7) of candidate answers given their embeddings and optionally token logprobs."""
+        return self._call(self._stub.Score, _score_request(embeddings, logprobs, lam), _scores, timeout)
+
+    def bank_info(self, *, timeout: float | None = None) -> Any:
+        """The server's bank: version, sizes, embedder, per-model accuracy (a ``BankSummary``)."""
+        return self._call(self._stub.BankInfo, pb.BankInfoRequest(), _bank_summary, timeout)
+
+    def reload(self, *, timeout: float | None = None) -> Any:
+        """Admin: switch the server to the bank's current version; returns the ``BankSummary``."""
+        return self._call(self._stub.Reload, pb.ReloadRequest(), _bank_summary, timeout)
+
+    def append_questions(self, questions: Iterable[NewQuestion], *, timeout: float | None = None) -> Any:
+        """Admin: append questions as a new bank version; returns the ``BankWrite``."""
+        return self._call(self._stub.AppendQuestions, _append_request(questions), _bank_write, timeout)
+
+    def record_outcomes(self, outcomes: Iterable[tuple[str, str, int]], *, timeout: float | None = None) -> Any:
+        """Admin: record (model, question id, 1/0/-1) outcomes as a new bank version; returns the ``BankWrite``."""
+        request = pb.RecordOutcomesRequest(outcomes=[pb.Outcome(model=m, question_id=q, value=v) for m, q, v in outcomes])
+        return self._call(self._stub.RecordOutcomes, request, _bank_write, timeout)
+
+    def add_model(
+        self,
+        name: str,
+        *,
+        outcomes: Mapping[str, int] | None = None,
+        backend: Mapping[str, str] | None = None,
+        cost_per_input_token: float = 0.0,
+        cost_per_output_token: float = 0.0,
+        timeout: float | None = None,
+    ) -> Any:
+        """Admin: add a model with its known outcomes (question id → 1/0) as a new bank version."""
+        request = pb.AddModelRequest(
+            name=name,
+            backend=dict(backend or {}),
+            cost_per_input_token=cost_per_input_token,
+            cost_per_output_token=cost_per_output_token,
+            outcomes=dict(outcomes or {}),
+        )
+        return self._call(self._stub.AddModel, request, _bank_write, timeout)
+
+    def health(self, service: str = "", *, timeout: float | None = None) -> Any:
+        """The standard health status of ``service`` ("" = the whole server): "SERVING", "NOT_SERVING"…"""
+        return self._call(self._health.Check, health_pb2.HealthCheckRequest(service=service), _health_status, timeout)
+
+
+class Client(_Calls):
+    """Blocking client. Use as a context manager, or call ``close``."""
+
+    _insecure_channel = staticmethod(grpc.insecure_channel)
+    _secure_channel = staticmethod(grpc.secure_channel)
+
+    def _call(self, method: Callable[..., Any], request: Any, parse: Callable[[Any], Result], timeout: float | None) -> Result:
+        return parse(method(request, timeout=timeout or self._timeout, metadata=self._metadata))
+
+    def close(self) -> None:
+        """Close the channel."""
+        self._channel.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class AsyncClient(_Calls):
+    """asyncio client: the same methods as ``Client``, each returning an awaitable. Use ``async with``."""
+
+    _insecure_channel = staticmethod(grpc.aio.insecure_channel)
+    _secure_channel = staticmethod(grpc.aio.secure_channel)
+
+    async def _call(self, method: Callable[..., Any], request: Any, parse: Callable[[Any], Result], timeout: float | None) -> Result:
+        return parse(await method(request, timeout=timeout or self._timeout, metadata=self._metadata))
+
+    async def close(self) -> None:
+        """Close the channel."""
+        await self._channel.close()
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()

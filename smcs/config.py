@@ -1,0 +1,152 @@
+"""The configuration file: one TOML document decoded into typed Structs.
+
+Decoding validates: an unknown key or a wrong type is a ``ConfigError`` naming the key and its path
+(e.g. ``Expected `int`, got `str` - at `$.server.port```). Secrets may come from the environment instead
+of the file: ``SMCS_QUERY_TOKENS`` and ``SMCS_ADMIN_TOKENS`` (comma-separated) replace the tokens of
+``[auth]`` when set.
+
+Example::
+
+    [server]
+    host = "127.0.0.1"
+    port = 50051
+
+    [bank]
+    path = "/srv/smcs/bank"
+
+    [policy]
+    k = 5
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import msgspec
+
+from .core import Policy
+
+QUERY_TOKENS_ENV = "SMCS_QUERY_TOKENS"
+ADMIN_TOKENS_ENV = "SMCS_ADMIN_TOKENS"
+
+
+class ConfigError(ValueError):
+    """The configuration file is missing, is not TOML, or does not match the schema; the message names the key."""
+
+
+class TLSConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """TLS for the server. Setting ``client_ca_file`` turns on mutual TLS (clients must present a
+    certificate signed by that CA).
+
+    Attributes:
+        cert_file: PEM certificate chain of the server.
+        key_file: PEM private key of the server.
+        client_ca_file: PEM CA bundle that client certificates must chain to; None = no client certificates.
+    """
+
+    cert_file: str
+    key_file: str
+    client_ca_file: str | None = None
+
+
+class ServerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """The gRPC server.
+
+    Attributes:
+        host: interface to listen on (127.0.0.1: this machine only; 0.0.0.0: every interface).
+        port: TCP port (0 picks a free one, reported at start).
+        max_concurrent_rpcs: requests served at once; more get RESOURCE_EXHAUSTED.
+        max_message_bytes: largest request or response message.
+        max_question_chars: longest question text accepted.
+        workers: threads that run the routing kernels (which release the GIL) beside the event loop.
+        reload_interval_s: how often to look for a new bank version and switch to it; 0 = only on Reload.
+        tls: TLS settings; None = plaintext.
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 50051
+    max_concurrent_rpcs: int = 64
+    max_message_bytes: int = 16 << 20
+    max_question_chars: int = 32768
+    workers: int = 2
+    reload_interval_s: float = 0.0
+    tls: TLSConfig | None = None
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"port must be in [0, 65535], got {self.port}")
+        for name in ("max_concurrent_rpcs", "max_message_bytes", "max_question_chars", "workers"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.reload_interval_s < 0:
+            raise ValueError(f"reload_interval_s must be >= 0, got {self.reload_interval_s}")
+
+
+class AuthConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """Bearer-token authentication (``authorization: Bearer <token>`` metadata). Off when no token is set.
+
+    Attributes:
+        query_tokens: tokens allowed to call Route, Answer, Score and BankInfo.
+        admin_tokens: tokens allowed to call everything, bank writes and Reload included.
+    """
+
+    query_tokens: list[str] = []
+    admin_tokens: list[str] = []
+
+    @property
+    def enabled(self) -> bool:
+        """Whether any token is configured (then every call must present one)."""
+        return bool(self.query_tokens or self.admin_tokens)
+
+
+class BankConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """The bank the server routes over.
+
+    Attributes:
+        path: bank directory (see ``smcs bank info``).
+    """
+
+    path: str
+
+
+class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """The whole configuration file; every table is optional.
+
+    Attributes:
+        server: the gRPC server (``[server]``).
+        auth: bearer tokens (``[auth]``).
+        bank: the bank (``[bank]``); None serves a synthetic demonstration bank.
+        policy: default routing policy (``[policy]``, fields of ``smcs.Policy``).
+    """
+
+    server: ServerConfig = ServerConfig()
+    auth: AuthConfig = AuthConfig()
+    bank: BankConfig | None = None
+    policy: Policy = Policy()
+
+
+def load_config(path: str | os.PathLike[str] | None = None, environ: dict[str, str] | None = None) -> Config:
+    """Read the TOML file at ``path`` (None: all defaults) and apply the environment's token overrides."""
+    config = Config()
+    if path is not None:
+        try:
+            data = Path(path).read_bytes()
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from None
+        try:
+            config = msgspec.toml.decode(data, type=Config)
+        except msgspec.ValidationError as exc:
+            raise ConfigError(f"{path}: {exc}") from None
+        except msgspec.DecodeError as exc:
+            raise ConfigError(f"{path} is not valid TOML: {exc}") from None
+    return _with_env_tokens(config, os.environ if environ is None else environ)
+
+
+def _with_env_tokens(config: Config, environ: dict[str, str] | os._Environ[str]) -> Config:
+    auth = config.auth
+    for field, var in (("query_tokens", QUERY_TOKENS_ENV), ("admin_tokens", ADMIN_TOKENS_ENV)):
+        if var in environ:
+            tokens = [t.strip() for t in environ[var].split(",") if t.strip()]
+            auth = msgspec.structs.replace(auth, **{field: tokens})
+    return msgspec.structs.replace(config, auth=auth)

@@ -1,0 +1,118 @@
+"""Building, starting and stopping the gRPC server (grpc.aio), with health checking and reflection."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from .._proto import router_pb2 as pb
+from .._proto import router_pb2_grpc as pb_grpc
+from ..config import Config, TLSConfig
+from .auth import BearerTokenInterceptor
+from .servicer import RouterService
+from .state import ServiceState
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Router"].full_name
+GRACE_S = 5.0
+"""How long a stopping server lets requests in flight finish."""
+
+
+class RunningServer:
+    """A started server: its port, its live state, and how to stop it."""
+
+    def __init__(self, server: grpc.aio.Server, port: int, state: ServiceState, health: health.aio.HealthServicer,
+                 executor: ThreadPoolExecutor, watcher: asyncio.Task[None] | None) -> None:
+        self.server = server
+        self.port = port
+        self.state = state
+        self._health = health
+        self._executor = executor
+        self._watcher = watcher
+
+    async def stop(self, grace_s: float = GRACE_S) -> None:
+        """Report NOT_SERVING, let requests in flight finish (up to ``grace_s``), then stop."""
+        await self._health.enter_graceful_shutdown()
+        if self._watcher is not None:
+            self._watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watcher
+        await self.server.stop(grace_s)
+        self._executor.shutdown(wait=False)
+
+
+async def start_server(config: Config, bank_path: Path) -> RunningServer:
+    """Start serving ``bank_path`` as ``config`` says; returns once the bank is loaded and kernels are warm.
+
+    The port is open (and health says NOT_SERVING) while the bank loads; health turns SERVING after.
+    """
+    options = [
+        ("grpc.max_receive_message_length", config.server.max_message_bytes),
+        ("grpc.max_send_message_length", config.server.max_message_bytes),
+    ]
+    interceptors = [BearerTokenInterceptor(config.auth)] if config.auth.enabled else []
+    server = grpc.aio.server(
+        interceptors=interceptors, options=options, maximum_concurrent_rpcs=config.server.max_concurrent_rpcs
+    )
+    executor = ThreadPoolExecutor(max_workers=config.server.workers, thread_name_prefix="smcs-route")
+    state = ServiceState(bank_path, config.policy, executor)
+    pb_grpc.add_RouterServicer_to_server(RouterService(state, config.server), server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+    address = f"{config.server.host}:{config.server.port}"
+    port = _bind(server, address, config.server.tls)
+    for name in ("", SERVICE_NAME):
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+    await server.start()
+    try:
+        await state.reload()
+    except BaseException:
+        await server.stop(0)
+        executor.shutdown(wait=False)
+        raise
+    for name in ("", SERVICE_NAME):
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    watcher = None
+    if config.server.reload_interval_s > 0:
+        watcher = asyncio.get_running_loop().create_task(state.watch(config.server.reload_interval_s))
+    log.info("smcs serving %s on %s:%d", bank_path, config.server.host, port)
+    return RunningServer(server, port, state, health_servicer, executor, watcher)
+
+
+async def serve(config: Config, bank_path: Path, ready: asyncio.Event | None = None) -> None:
+    """Run a server until SIGINT or SIGTERM, then stop gracefully."""
+    running = await start_server(config, bank_path)
+    print(f"smcs: serving bank {running.state.live.bank.version} on {config.server.host}:{running.port}", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    if ready is not None:
+        ready.set()
+    await stop.wait()
+    await running.stop()
+
+
+def _bind(server: grpc.aio.Server, address: str, tls: TLSConfig | None) -> int:
+    if tls is None:
+        port = server.add_insecure_port(address)
+    else:
+        credentials = grpc.ssl_server_credentials(
+            [(Path(tls.key_file).read_bytes(), Path(tls.cert_file).read_bytes())],
+            root_certificates=Path(tls.client_ca_file).read_bytes() if tls.client_ca_file else None,
+            require_client_auth=tls.client_ca_file is not None,
+        )
+        port = server.add_secure_port(address, credentials)
+    if port == 0:
+        raise OSError(f"cannot listen on {address}")
+    return port

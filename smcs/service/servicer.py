@@ -1,0 +1,212 @@
+"""The Router servicer: translates messages, calls the core, maps errors to status codes. No algorithm here."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TypeVar
+
+import grpc
+import numpy as np
+
+from .. import kernels
+from .._proto import router_pb2 as pb
+from .._proto import router_pb2_grpc as pb_grpc
+from ..bank import Bank, BankError, BankFormatError, ModelInfo, Question
+from ..config import ServerConfig
+from . import convert
+from .convert import RequestError, invalid
+from .state import ServiceState, Snapshot
+
+log = logging.getLogger(__name__)
+
+Response = TypeVar("Response")
+INLINE_BANK_BYTES = 4 << 20
+"""Banks smaller than this are routed on the event loop: the hop to a worker thread would cost more."""
+
+
+def _unary(method: Callable[..., Awaitable[Response]]) -> Callable[..., Awaitable[Response]]:
+    """Map refusals and bank errors to status codes; anything unexpected is logged and becomes INTERNAL
+    without a traceback to the caller."""
+
+    @functools.wraps(method)
+    async def wrapper(self: RouterService, request: object, context: grpc.aio.ServicerContext) -> Response:
+        try:
+            return await method(self, request, context)
+        except RequestError as exc:
+            code, message = exc.code, exc.message
+        except (BankError, ValueError) as exc:
+            code, message = grpc.StatusCode.INVALID_ARGUMENT, str(exc)
+        except BankFormatError as exc:
+            code, message = grpc.StatusCode.FAILED_PRECONDITION, str(exc)
+        except Exception:
+            log.exception("%s failed", method.__name__)
+            code, message = grpc.StatusCode.INTERNAL, f"{method.__name__} failed on the server; see its log"
+        await context.abort(code, message)
+
+    return wrapper
+
+
+class RouterService(pb_grpc.RouterServicer):
+    """The ``smcs.v1.Router`` service over a ``ServiceState``."""
+
+    def __init__(self, state: ServiceState, server: ServerConfig) -> None:
+        self._state = state
+        self._server = server
+
+    def _snapshot(self) -> Snapshot:
+        live = self._state.live
+        if live is None:
+            raise RequestError(grpc.StatusCode.UNAVAILABLE, "the bank is still loading; retry shortly")
+        return live
+
+    @_unary
+    async def Route(self, request: pb.RouteRequest, context: grpc.aio.ServicerContext) -> pb.RouteResponse:
+        snapshot = self._snapshot()
+        bank = snapshot.bank
+        query = convert.query_from_request(request, bank.dim, self._server.max_question_chars)
+        policy = convert.policy_from_request(request.policy, self._state.policy, bank.model_names)
+        route = functools.partial(snapshot.router.route, query, seed=convert.seed_from_request(request), policy=policy)
+        decision = route() if bank.embeddings.nbytes < INLINE_BANK_BYTES else await self._state.run(route)
+        return convert.route_response(decision, bank, snapshot.question_ids, request.debug)
+
+    async def Answer(self, request: pb.AnswerRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[pb.AnswerEvent]:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "Answer needs model backends, which this server does not have yet")
+        yield pb.AnswerEvent()  # pragma: no cover - makes this an async generator, as the stream contract needs
+
+    @_unary
+    async def Score(self, request: pb.ScoreRequest, context: grpc.aio.ServicerContext) -> pb.ScoreResponse:
+        if request.texts:
+            raise RequestError(
+                grpc.StatusCode.FAILED_PRECONDITION, "texts: this server has no embedder configured; send embeddings"
+            )
+        if not request.embeddings:
+            raise invalid("embeddings: at least one candidate is required")
+        dim = len(request.embeddings[0].values)
+        if dim == 0:
+            raise invalid("embeddings[0] is empty")
+        candidates = np.stack(
+            [convert.embedding_from_message(e, f"embeddings[{i}]", dim) for i, e in enumerate(request.embeddings)]
+        )
+        lam = convert.finite_lam(request, self._state.policy.lam)
+        similarity = kernels.mean_pairwise_similarity(candidates)
+        response = pb.ScoreResponse(similarity=similarity.tolist())
+        if request.logprobs:
+            if len(request.logprobs) != len(request.embeddings):
+                raise invalid(f"logprobs has {len(request.logprobs)} entries for {len(request.embeddings)} candidates")
+            lengths = [len(lp.values) for lp in request.logprobs]
+            offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+            flat = np.concatenate([np.asarray(lp.values, dtype=np.float64) for lp in request.logprobs])
+            try:
+                perplexity = kernels.perplexity(flat, offsets)
+            except ValueError as exc:
+                raise invalid(f"logprobs: {exc}") from None
+            total = kernels.hybrid_scores(similarity, perplexity, lam)
+            response.perplexity.extend(perplexity.tolist())
+        else:
+            total = similarity
+        response.total.extend(total.tolist())
+        response.best = kernels.select_best(total)
+        return response
+
+    @_unary
+    async def BankInfo(self, request: pb.BankInfoRequest, context: grpc.aio.ServicerContext) -> pb.BankInfoResponse:
+        return _bank_info(self._snapshot())
+
+    @_unary
+    async def Reload(self, request: pb.ReloadRequest, context: grpc.aio.ServicerContext) -> pb.BankInfoResponse:
+        return _bank_info(await self._state.reload())
+
+    @_unary
+    async def AppendQuestions(
+        self, request: pb.AppendQuestionsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.BankWriteResponse:
+        bank = self._snapshot().bank
+        if not request.questions:
+            raise invalid("questions: at least one question is required")
+        embeddings = np.stack(
+            [
+                convert.embedding_from_message(q.embedding, f"questions[{i}].embedding", bank.dim)
+                for i, q in enumerate(request.questions)
+            ]
+        )
+        questions = [
+            Question(id=q.id, text=q.text, source=q.source, label=q.label if q.HasField("label") else None)
+            for q in request.questions
+        ]
+        known = [
+            (j, model, _outcome(value, f"questions[{j}].outcomes[{model!r}]"))
+            for j, q in enumerate(request.questions)
+            for model, value in q.outcomes.items()
+        ]
+
+        def append(latest: Bank) -> Bank:
+            outcomes = np.full((latest.n_models, len(questions)), -1, dtype=np.int8)
+            for j, model, value in known:
+                outcomes[_model_row(latest, model, f"questions[{j}].outcomes"), j] = value
+            return latest.append_questions(embeddings, questions, outcomes)
+
+        return _write_response(await self._state.write(append))
+
+    @_unary
+    async def RecordOutcomes(
+        self, request: pb.RecordOutcomesRequest, context: grpc.aio.ServicerContext
+    ) -> pb.BankWriteResponse:
+        triples = [(o.model, o.question_id, o.value) for o in request.outcomes]
+        return _write_response(await self._state.write(lambda latest: latest.record_outcomes(triples)))
+
+    @_unary
+    async def AddModel(self, request: pb.AddModelRequest, context: grpc.aio.ServicerContext) -> pb.BankWriteResponse:
+        model = ModelInfo(
+            name=request.name,
+            backend=dict(request.backend),
+            cost_per_input_token=request.cost_per_input_token,
+            cost_per_output_token=request.cost_per_output_token,
+        )
+        known = [(qid, _outcome(value, f"outcomes[{qid!r}]")) for qid, value in request.outcomes.items()]
+
+        def add(latest: Bank) -> Bank:
+            rows = {q.id: i for i, q in enumerate(latest.questions)}
+            outcomes = np.full(latest.n_questions, -1, dtype=np.int8)
+            for qid, value in known:
+                if qid not in rows:
+                    raise BankError(f"outcomes names unknown question id {qid!r}")
+                outcomes[rows[qid]] = value
+            return latest.add_model(model, outcomes)
+
+        return _write_response(await self._state.write(add))
+
+
+def _model_row(bank: Bank, model: str, field: str) -> int:
+    try:
+        return bank.model_index(model)
+    except BankError:
+        raise BankError(f"{field} names unknown model {model!r}") from None
+
+
+def _outcome(value: int, field: str) -> int:
+    if value not in (0, 1):
+        raise invalid(f"{field} is {value}; an outcome is 1 (correct) or 0 (wrong)")
+    return value
+
+
+def _bank_info(snapshot: Snapshot) -> pb.BankInfoResponse:
+    bank = snapshot.bank
+    return pb.BankInfoResponse(
+        version=bank.version,
+        n_questions=bank.n_questions,
+        n_models=bank.n_models,
+        dim=bank.dim,
+        embedder=bank.manifest.embedder.id,
+        created=bank.manifest.created,
+        models=[
+            pb.ModelSummary(name=name, accuracy=float(acc), evaluated=int(count))
+            for name, acc, count in zip(bank.model_names, snapshot.accuracy, snapshot.evaluated)
+        ],
+    )
+
+
+def _write_response(snapshot: Snapshot) -> pb.BankWriteResponse:
+    bank = snapshot.bank
+    return pb.BankWriteResponse(version=bank.version, n_questions=bank.n_questions, n_models=bank.n_models)

@@ -1,0 +1,100 @@
+"""The service's live routing state: one warm Router over one bank snapshot, swapped atomically.
+
+A request reads ``state.live`` once and works on that snapshot to the end, so a reload or a bank write
+never changes the bank under a request in flight. Loading a version (opening the bank, warming the
+kernels, parsing question ids) happens off the event loop; only the final swap is on it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ..bank import Bank
+from ..core import Policy, Router
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """A warm router over one bank version, with what the service reads on every request."""
+
+    router: Router
+    question_ids: tuple[str, ...]
+    accuracy: np.ndarray  # per model: share correct among evaluated (NaN when none evaluated)
+    evaluated: np.ndarray  # per model: questions with a known outcome
+
+    @property
+    def bank(self) -> Bank:
+        """The bank version this snapshot reads."""
+        return self.router.bank
+
+    @classmethod
+    def load(cls, bank: Bank, policy: Policy) -> Snapshot:
+        """Warm a router over ``bank`` (blocking: run it in a worker thread)."""
+        router = Router(bank, policy)
+        capability = np.asarray(bank.capability)
+        evaluated = (capability >= 0).sum(axis=1)
+        correct = (capability == 1).sum(axis=1)
+        accuracy = np.divide(correct, evaluated, out=np.full(len(evaluated), np.nan), where=evaluated > 0)
+        return cls(router, tuple(q.id for q in bank.questions), accuracy, evaluated)
+
+
+class ServiceState:
+    """Holds the live snapshot; reloads and bank writes build a new one and swap it in."""
+
+    def __init__(self, bank_path: Path, policy: Policy, executor: Executor) -> None:
+        self.bank_path = bank_path
+        self.policy = policy
+        self._executor = executor
+        self._live: Snapshot | None = None
+        self._writing = asyncio.Lock()
+
+    @property
+    def live(self) -> Snapshot | None:
+        """The current snapshot, None until the first load has finished."""
+        return self._live
+
+    async def run(self, fn: Callable[..., object], *args: object) -> object:
+        """Run blocking ``fn(*args)`` on the service's worker threads."""
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    async def reload(self) -> Snapshot:
+        """Switch to the bank's current version if it changed; return the live snapshot."""
+        async with self._writing:
+            live = self._live
+            if live is not None and live.bank.is_current():
+                return live
+            bank = await self.run(Bank.open, self.bank_path)
+            return await self._swap(bank)
+
+    async def write(self, change: Callable[[Bank], Bank]) -> Snapshot:
+        """Apply a bank write (``change(bank) -> new version``) off the loop and switch to its result."""
+        async with self._writing:
+            live = self._live
+            if live is None:
+                raise RuntimeError("the bank is not loaded yet")
+            bank = await self.run(change, live.bank)
+            return await self._swap(bank)
+
+    async def _swap(self, bank: Bank) -> Snapshot:
+        snapshot = await self.run(Snapshot.load, bank, self.policy)
+        self._live = snapshot
+        log.info("routing over bank %s version %s (%d questions, %d models)", bank.path, bank.version, bank.n_questions, bank.n_models)
+        return snapshot
+
+    async def watch(self, interval_s: float) -> None:
+        """Reload whenever the bank's CURRENT moves on, checking every ``interval_s`` seconds (runs until cancelled)."""
+        while True:
+            await asyncio.sleep(interval_s)
+            try:
+                await self.reload()
+            except Exception:  # a bad new version must not stop the watcher; the old snapshot keeps serving
+                log.exception("reloading bank %s failed; still serving the previous version", self.bank_path)
