@@ -21,7 +21,7 @@ from . import _checks
 N_BINS = 4096
 """Histogram bins over [0, 1] used to locate the N_base-th largest similarity."""
 
-PARALLEL_MIN_BYTES = 4 << 20
+PARALLEL_MIN_BYTES = 2 << 20
 """Banks smaller than this are scanned on one thread: below it the parallel launch costs more than it saves."""
 
 

@@ -1,0 +1,224 @@
+"""Summarise a route-benchmark JSON as markdown tables.
+
+Run the benchmark, then the report::
+
+    .venv/bin/pytest benchmarks --benchmark-only --benchmark-json=out.json   # add --bench-large for N = 1e6
+    .venv/bin/python benchmarks/report.py out.json
+
+The first table has one row per bank size (N, d); each competitor's cell is its median time and, in
+parentheses, that median over the floor's (the cost of reading the bank once on as many threads as the
+competitor uses: ``floor`` or ``floor-1thread``). The last columns are smcs's speedup over numpy and over
+faiss (their median over smcs's). The second table shows the thread-pool interference runs: smcs timed
+right after a numpy (OpenBLAS) or faiss (its own libgomp) call, against smcs alone.
+
+For a smoke test without timing, ``pytest benchmarks --benchmark-disable -q`` runs every body once.
+Only the standard library is needed, so the report runs anywhere the JSON is.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+SMCS = "smcs"
+SPEEDUP_OVER = ("numpy", "faiss-flat")
+"""Competitors smcs's speedup is reported against."""
+
+
+@dataclass(frozen=True)
+class Result:
+    """One benchmark of the JSON: a competitor on a bank size."""
+
+    competitor: str
+    n: int
+    d: int
+    median_s: float
+    iqr_s: float
+    rounds: int
+    floor: str
+    support: int
+    disturbed_by: str | None
+
+
+def load(path: Path) -> tuple[list[Result], dict]:
+    """The route benchmarks of a ``--benchmark-json`` file (others are ignored), and its machine info."""
+    data = json.loads(path.read_text())
+    results = []
+    for bench in data.get("benchmarks", []):
+        info = bench.get("extra_info", {})
+        if "competitor" not in info:
+            continue
+        stats = bench["stats"]
+        results.append(
+            Result(
+                competitor=info["competitor"],
+                n=int(info["n"]),
+                d=int(info["d"]),
+                median_s=float(stats["median"]),
+                iqr_s=float(stats["iqr"]),
+                rounds=int(stats["rounds"]),
+                floor=info.get("floor", "floor"),
+                support=int(info.get("support", 0)),
+                disturbed_by=info.get("disturbed_by"),
+            )
+        )
+    return results, data.get("machine_info", {})
+
+
+def fmt_time(seconds: float) -> str:
+    """Seconds as µs, ms or s with three significant digits."""
+    for unit, scale in (("µs", 1e-6), ("ms", 1e-3), ("s", 1.0)):
+        value = seconds / scale
+        if value < 1000 or unit == "s":
+            return f"{value:.3g} {unit}"
+    raise AssertionError("unreachable")
+
+
+def fmt_ratio(ratio: float) -> str:
+    """A ratio as ``1.23×`` (``–`` when undefined)."""
+    return "–" if math.isnan(ratio) else f"{ratio:.2f}×"
+
+
+def size_label(n: int) -> str:
+    """10**k as ``1ek``, other counts as they are."""
+    exp = round(math.log10(n)) if n > 0 else 0
+    return f"1e{exp}" if 10**exp == n else str(n)
+
+
+def _ordered_unique(items: Iterable[str]) -> list[str]:
+    return list(dict.fromkeys(items))
+
+
+def _ratio(a: float | None, b: float | None) -> float:
+    return a / b if a is not None and b else math.nan
+
+
+def route_table(results: list[Result]) -> list[str]:
+    """Markdown lines of the main table: median (×floor) per competitor, smcs's speedups."""
+    plain = [r for r in results if r.disturbed_by is None]
+    names = _ordered_unique(r.competitor for r in plain)  # run order = the benchmark's competitor order
+    by_size: dict[tuple[int, int], dict[str, Result]] = defaultdict(dict)
+    for r in plain:
+        by_size[(r.n, r.d)][r.competitor] = r
+    speedups = [s for s in SPEEDUP_OVER if s in names]
+    header = ["N", "d", "|I|", *names, *(f"smcs vs {s}" for s in speedups)]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for (n, d), row in sorted(by_size.items()):
+        cells = [size_label(n), str(d), str(next(iter(row.values())).support)]
+        for name in names:
+            r = row.get(name)
+            if r is None:
+                cells.append("–")
+                continue
+            floor = row.get(r.floor)
+            ratio = _ratio(r.median_s, floor.median_s if floor else None)
+            cells.append(f"{fmt_time(r.median_s)} ({fmt_ratio(ratio)})")
+        smcs_s = row[SMCS].median_s if SMCS in row else None
+        for s in speedups:
+            cells.append(fmt_ratio(_ratio(row[s].median_s if s in row else None, smcs_s)))
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def interference_table(results: list[Result]) -> list[str]:
+    """Markdown lines of the interference table: smcs alone vs right after another thread pool ran."""
+    disturbed = [r for r in results if r.disturbed_by is not None]
+    if not disturbed:
+        return []
+    pools = _ordered_unique(r.disturbed_by for r in disturbed)
+    alone = {(r.n, r.d): r for r in results if r.competitor == SMCS}
+    after: dict[tuple[int, int], dict[str, Result]] = defaultdict(dict)
+    for r in disturbed:
+        after[(r.n, r.d)][r.disturbed_by] = r
+    header = ["N", "d", "smcs alone", *(f"after {p}" for p in pools)]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for (n, d), row in sorted(after.items()):
+        base = alone.get((n, d))
+        cells = [size_label(n), str(d), fmt_time(base.median_s) if base else "–"]
+        for p in pools:
+            r = row.get(p)
+            ratio = _ratio(r.median_s if r else None, base.median_s if base else None)
+            cells.append(f"{fmt_time(r.median_s)} ({fmt_ratio(ratio)})" if r else "–")
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def noise_line(results: list[Result]) -> str:
+    """The largest relative interquartile range among the timed results: how noisy the run was."""
+    worst = max(results, key=lambda r: r.iqr_s / r.median_s if r.median_s else 0.0)
+    return (
+        f"Noise: largest IQR/median = {worst.iqr_s / worst.median_s:.0%} "
+        f"({worst.competitor}, N={size_label(worst.n)} d={worst.d}, {worst.rounds} rounds)."
+    )
+
+
+def render(results: list[Result], machine_info: dict) -> str:
+    """The whole markdown report."""
+    if not results:
+        return "No route benchmarks in this file (was it run with --benchmark-disable?)."
+    cpu = machine_info.get("cpu", {})
+    threads = machine_info.get("smcs_bench_threads", {})
+    lines = [
+        "### smcs route benchmark (median; ×floor in parentheses; |I| = support-set size)",
+        "",
+        f"CPU: {cpu.get('brand_raw', '?')}, {cpu.get('count', '?')} logical cores. "
+        f"Threads: {', '.join(f'{k} {v}' for k, v in threads.items()) or '?'}.",
+        "",
+        *route_table(results),
+    ]
+    extra = interference_table(results)
+    if extra:
+        title = "### Thread-pool interference (smcs timed right after another library's call)"
+        lines += ["", title, "", *extra]
+    lines += ["", noise_line(results)]
+    foreign = machine_info.get("smcs_foreign_cpu_share")
+    if foreign is not None:
+        lines.append(
+            f"Other processes used {foreign:.0%} of the machine's CPU time during the run"
+            + (" (parallel timings are unreliable above a few %)." if foreign >= 0.05 else ".")
+        )
+    return "\n".join(lines)
+
+
+def service_table(path: Path) -> list[str]:
+    """Markdown lines for ``test_service.py``: per method, p50/p99 of one client and QPS of eight."""
+    rows: dict[str, dict[str, object]] = defaultdict(dict)
+    for bench in json.loads(path.read_text()).get("benchmarks", []):
+        if not bench.get("group", "").startswith("service:"):
+            continue
+        method = bench["params"]["method"]
+        rows[method].update(bench.get("extra_info", {}))
+    if not rows:
+        return []
+    lines = [
+        "### smcs service over loopback (15,000 × 384 bank, R = 15; health = bare unary call)",
+        "",
+        "| method | p50 (1 client) | p99 (1 client) | QPS (8 clients) |",
+        "|---|---|---|---|",
+    ]
+    for method, info in rows.items():
+        lines.append(f"| {method} | {info.get('p50_ms', '–')} ms | {info.get('p99_ms', '–')} ms | {info.get('qps', '–')} |")
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Print the markdown report of the JSON file named on the command line."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("json", type=Path, help="output of pytest --benchmark-json")
+    args = parser.parse_args(argv)
+    results, machine_info = load(args.json)
+    print(render(results, machine_info))
+    service = service_table(args.json)
+    if service:
+        print("\n" + "\n".join(service))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
