@@ -138,7 +138,7 @@ def load_config(path: str | os.PathLike[str] | None = None, environ: dict[str, s
             config = msgspec.toml.decode(data, type=Config)
         except msgspec.ValidationError as exc:
             raise ConfigError(f"{path}: {exc}") from None
-        except msgspec.DecodeError as exc:
+        except (msgspec.DecodeError, UnicodeDecodeError) as exc:  # TOML is UTF-8
             raise ConfigError(f"{path} is not valid TOML: {exc}") from None
     return _with_env_tokens(config, os.environ if environ is None else environ)
 

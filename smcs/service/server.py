@@ -58,6 +58,7 @@ async def start_server(config: Config, bank_path: Path) -> RunningServer:
     options = [
         ("grpc.max_receive_message_length", config.server.max_message_bytes),
         ("grpc.max_send_message_length", config.server.max_message_bytes),
+        ("grpc.so_reuseport", 0),  # a second server on a taken port must fail, not silently share its traffic
     ]
     interceptors = [BearerTokenInterceptor(config.auth)] if config.auth.enabled else []
     server = grpc.aio.server(
@@ -104,15 +105,18 @@ async def serve(config: Config, bank_path: Path, ready: asyncio.Event | None = N
 
 
 def _bind(server: grpc.aio.Server, address: str, tls: TLSConfig | None) -> int:
-    if tls is None:
-        port = server.add_insecure_port(address)
-    else:
-        credentials = grpc.ssl_server_credentials(
-            [(Path(tls.key_file).read_bytes(), Path(tls.cert_file).read_bytes())],
-            root_certificates=Path(tls.client_ca_file).read_bytes() if tls.client_ca_file else None,
-            require_client_auth=tls.client_ca_file is not None,
-        )
-        port = server.add_secure_port(address, credentials)
+    try:
+        if tls is None:
+            port = server.add_insecure_port(address)
+        else:
+            credentials = grpc.ssl_server_credentials(
+                [(Path(tls.key_file).read_bytes(), Path(tls.cert_file).read_bytes())],
+                root_certificates=Path(tls.client_ca_file).read_bytes() if tls.client_ca_file else None,
+                require_client_auth=tls.client_ca_file is not None,
+            )
+            port = server.add_secure_port(address, credentials)
+    except RuntimeError:  # grpcio raises this (older versions returned 0) when the address cannot be bound
+        port = 0
     if port == 0:
-        raise OSError(f"cannot listen on {address}")
+        raise OSError(f"cannot listen on {address} (address in use, or not an address of this machine)")
     return port

@@ -1,0 +1,60 @@
+"""The committed stubs in smcs/_proto match proto/smcs/v1/router.proto, and the check notices when not."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+import smcs.proto_gen as proto_gen
+
+
+def test_the_committed_stubs_match_the_proto():
+    assert proto_gen.main(["--check"]) == 0
+
+
+@pytest.fixture()
+def stub_copy(tmp_path, monkeypatch):
+    """A copy of the committed stubs that proto_gen reads and writes instead of smcs/_proto."""
+    copy = tmp_path / "_proto"
+    shutil.copytree(proto_gen.OUT_DIR, copy)
+    monkeypatch.setattr(proto_gen, "OUT_DIR", copy)
+    return copy
+
+
+def test_the_check_passes_on_an_exact_copy(stub_copy):
+    assert proto_gen.main(["--check"]) == 0
+
+
+@pytest.mark.parametrize("name", proto_gen.GENERATED)
+def test_the_check_detects_an_edited_stub(stub_copy, name, capsys):
+    path = stub_copy / name
+    path.write_text(path.read_text() + "\n# edited by hand\n")
+    assert proto_gen.main(["--check"]) == 1
+    assert name in capsys.readouterr().err
+
+
+def test_the_check_detects_a_missing_stub(stub_copy, capsys):
+    (stub_copy / "router_pb2_grpc.py").unlink()
+    assert proto_gen.main(["--check"]) == 1
+    assert "router_pb2_grpc.py" in capsys.readouterr().err
+
+
+def test_the_check_detects_a_changed_proto(stub_copy, tmp_path, monkeypatch, capsys):
+    proto_root = tmp_path / "proto"
+    shutil.copytree(proto_gen.PROTO_ROOT, proto_root)
+    proto = proto_root / proto_gen.PROTO_FILE
+    proto.write_text(proto.read_text().replace("message ReloadRequest {}", "message ReloadRequest {\n  bool force = 1;\n}"))
+    monkeypatch.setattr(proto_gen, "PROTO_ROOT", proto_root)
+    assert proto_gen.main(["--check"]) == 1
+    assert "router_pb2.py" in capsys.readouterr().err
+
+
+def test_regenerating_writes_what_the_check_accepts(stub_copy):
+    for name in proto_gen.GENERATED:
+        (stub_copy / name).write_text("stale\n")
+    assert proto_gen.main(["--check"]) == 1
+    assert proto_gen.main([]) == 0
+    assert proto_gen.main(["--check"]) == 0
+    grpc_stub = (stub_copy / "router_pb2_grpc.py").read_text()
+    assert "from . import router_pb2" in grpc_stub and "from smcs.v1 import" not in grpc_stub
