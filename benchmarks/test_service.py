@@ -19,9 +19,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from smcs import Bank, Client
-from smcs.bank import ModelInfo, Question
-from smcs.synthetic import clustered_bank, queries_near
+from smcs import Client
+from smcs.synthetic import create_clustered_bank, queries_near
 
 N_QUESTIONS, DIM, N_MODELS = 15_000, 384, 15
 CLIENTS = 8
@@ -33,14 +32,7 @@ READY = re.compile(r"serving bank \S+ on \S+:(\d+)")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, np.ndarray]]:
     """A ``smcs serve`` subprocess over a fresh synthetic bank; yields (target, query embeddings)."""
     path = tmp_path_factory.mktemp("service-bank") / "bank"
-    embeddings, capability, topics = clustered_bank(N_QUESTIONS, DIM, N_MODELS)
-    Bank.create(
-        path,
-        embeddings=embeddings,
-        capability=capability,
-        questions=[Question(id=f"q{i}", text=f"q{i}", source=f"t{t}") for i, t in enumerate(topics.tolist())],
-        models=[ModelInfo(name=f"m{r}") for r in range(N_MODELS)],
-    )
+    embeddings = np.asarray(create_clustered_bank(path, N_QUESTIONS, DIM, N_MODELS).embeddings)
     process = subprocess.Popen(
         [sys.executable, "-m", "smcs.cli", "serve", "--bank", str(path), "--port", "0"],
         stdout=subprocess.PIPE,

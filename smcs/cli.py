@@ -16,12 +16,12 @@ import grpc
 import msgspec
 import numpy as np
 
-from .bank import Bank, BankFormatError, ModelInfo, Question
+from .bank import Bank, BankFormatError
 from .client import DEFAULT_TARGET, Client
 from .config import ConfigError, load_config
 from .core import Policy, RouteDecision, Router
 from .service import serve
-from .synthetic import clustered_bank, queries_near
+from .synthetic import create_clustered_bank, queries_near
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -157,7 +157,7 @@ def _run_serve(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="smcs-serve-") as scratch:
         if bank_path is None:
             bank_path = Path(scratch) / "demo-bank"
-            _build_demo_bank(bank_path, 20000, 384, 15)
+            create_clustered_bank(bank_path, 20000, 384, 15)
             print(f"smcs: no bank configured; serving a synthetic demonstration bank at {bank_path}", flush=True)
         asyncio.run(serve(config, bank_path))
     return 0
@@ -207,7 +207,7 @@ def _run_demo(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="smcs-demo-") as scratch:
         path = args.path or Path(scratch) / "bank"
         print(f"building a synthetic bank: {args.questions} questions x {args.dim} dims, {args.models} models -> {path}")
-        embeddings = _build_demo_bank(path, args.questions, args.dim, args.models)
+        embeddings = np.asarray(create_clustered_bank(path, args.questions, args.dim, args.models).embeddings)
         started = time.perf_counter()
         router = Router(Bank.open(path), policy)
         print(f"router ready in {1e3 * (time.perf_counter() - started):.0f} ms (bank {router.bank.version})")
@@ -221,19 +221,6 @@ def _run_demo(args: argparse.Namespace) -> int:
         print("last decision:")
         print(msgspec.json.format(msgspec.json.encode(_summary(decision)).decode()))
     return 0
-
-
-def _build_demo_bank(path: Path, n_questions: int, dim: int, n_models: int) -> np.ndarray:
-    """Create a synthetic clustered bank at ``path``; return its embeddings (for drawing held-out queries)."""
-    embeddings, capability, topics = clustered_bank(n_questions, dim, n_models)
-    Bank.create(
-        path,
-        embeddings=embeddings,
-        capability=capability,
-        questions=[Question(id=f"q{i}", text=f"synthetic question {i}", source=f"topic-{t}") for i, t in enumerate(topics.tolist())],
-        models=[ModelInfo(name=f"model-{r:02d}") for r in range(n_models)],
-    )
-    return embeddings
 
 
 def _summary(decision: RouteDecision) -> dict[str, object]:

@@ -7,7 +7,11 @@ to a topic cluster, and each model has a per-topic skill that sets its chance of
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
+
+from .bank import Bank, ModelInfo, Question
 
 
 def clustered_bank(
@@ -38,6 +42,24 @@ def clustered_bank(
     capability = (rng.random((n_models, n_questions)) < skill[:, topics]).astype(np.int8)
     capability[rng.random((n_models, n_questions)) < unknown_share] = -1
     return embeddings, capability, topics
+
+
+def create_clustered_bank(
+    path: str | os.PathLike[str], n_questions: int, dim: int, n_models: int, *, seed: int = 0
+) -> Bank:
+    """Create a bank at ``path`` from ``clustered_bank``: question ids ``q0, q1, …`` with their topic as
+    source, models ``model-00, model-01, …``."""
+    embeddings, capability, topics = clustered_bank(n_questions, dim, n_models, seed=seed)
+    return Bank.create(
+        path,
+        embeddings=embeddings,
+        capability=capability,
+        questions=[
+            Question(id=f"q{i}", text=f"synthetic question {i} about topic {t}", source=f"topic-{t}")
+            for i, t in enumerate(topics.tolist())
+        ],
+        models=[ModelInfo(name=f"model-{r:02d}") for r in range(n_models)],
+    )
 
 
 def queries_near(embeddings: np.ndarray, n_queries: int, *, noise: float = 0.5, seed: int = 1) -> np.ndarray:

@@ -28,11 +28,10 @@ import pytest
 
 from smcs import Bank, Policy
 from smcs._proto import router_pb2_grpc as pb_grpc
-from smcs.bank import ModelInfo, Question
 from smcs.client import Client
 from smcs.config import AuthConfig, Config, ServerConfig
 from smcs.service import RunningServer, start_server
-from smcs.synthetic import clustered_bank, queries_near
+from smcs.synthetic import create_clustered_bank, queries_near
 
 N_QUESTIONS = 1000
 DIM = 32
@@ -47,17 +46,7 @@ T = TypeVar("T")
 
 def make_bank(path: Path, n_questions: int = N_QUESTIONS, dim: int = DIM, n_models: int = N_MODELS, seed: int = 0) -> Bank:
     """Create a clustered synthetic bank at ``path``: question ids ``q0…``, models ``model-00…``."""
-    embeddings, capability, topics = clustered_bank(n_questions, dim, n_models, seed=seed)
-    return Bank.create(
-        path,
-        embeddings=embeddings,
-        capability=capability,
-        questions=[
-            Question(id=f"q{i}", text=f"question {i} about topic {t}", source=f"topic-{t}")
-            for i, t in enumerate(topics.tolist())
-        ],
-        models=[ModelInfo(name=f"model-{r:02d}") for r in range(n_models)],
-    )
+    return create_clustered_bank(path, n_questions, dim, n_models, seed=seed)
 
 
 def queries_for(bank_path: Path, n: int, seed: int = 1) -> np.ndarray:
