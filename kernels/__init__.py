@@ -14,11 +14,13 @@ if "NUMBA_THREADING_LAYER" not in os.environ:
     numba.config.THREADING_LAYER = "threadsafe"
 
 from .evaluation import oca_mca, pairwise_ranking_score  # noqa: E402
+from .quantized import QuantizedBank, quantize_rows, route_quantized, route_quantized_stats  # noqa: E402
 from .retrieval import prior_vote, route, similarities, support_set, top_k  # noqa: E402
 from .sampling import draw_subsets, drop_distribution, sample_subsets, subset_uniforms  # noqa: E402
 from .scoring import hybrid_scores, mean_pairwise_similarity, perplexity, select_best  # noqa: E402
 
 __all__ = [
+    "QuantizedBank",
     "draw_subsets",
     "drop_distribution",
     "hybrid_scores",
@@ -27,7 +29,10 @@ __all__ = [
     "pairwise_ranking_score",
     "perplexity",
     "prior_vote",
+    "quantize_rows",
     "route",
+    "route_quantized",
+    "route_quantized_stats",
     "sample_subsets",
     "select_best",
     "similarities",

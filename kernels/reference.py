@@ -138,3 +138,29 @@ def oca_mca(correct: np.ndarray) -> tuple[float, float]:
         return float("nan"), float("nan")
     counts = correct.astype(bool).sum(axis=1)
     return float(np.mean(counts >= 1)), float(np.mean(counts >= 2))
+
+
+def _round_up_f32(x: np.ndarray) -> np.ndarray:
+    """The smallest float32 ≥ each float64 x."""
+    f = x.astype(np.float32)
+    return np.where(f.astype(np.float64) < x, np.nextafter(f, np.float32(np.inf)), f).astype(np.float32)
+
+
+def quantize_rows(embeddings: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per-row int8 quantisation e_i ≈ s_i·ẽ_i (``smcs.kernels.quantized``): returns (codes int8 N×d,
+    scales s_i, residual norms ‖e_i − s_i ẽ_i‖₂, code norms ‖s_i ẽ_i‖₂), the last three float32.
+
+    s_i = fl32(max_j |e_ij| / 127); ẽ_ij = rint(e_ij·fl64(1/s_i)) (half to even) clipped to ±127 (0 when
+    s_i = 0). The norms are computed in float64, inflated by 1 + (d + 8)·2^-52 (residual) and 1 + 2^-50
+    (code norm) to cover the float64 rounding, and rounded up to float32: each bounds the exact real norm
+    from above. The compiled kernel sums in another order, so its norms may differ in the last bit.
+    """
+    e = embeddings.astype(np.float64)
+    d = e.shape[1]
+    scales = (np.abs(e).max(axis=1, initial=0.0) / 127.0).astype(np.float32)
+    s = scales.astype(np.float64)[:, None]
+    inverse = 1.0 / np.where(s > 0.0, s, 1.0)
+    codes = np.where(s > 0.0, np.clip(np.rint(e * inverse), -127.0, 127.0), 0.0)
+    residual = np.sqrt(((e - s * codes) ** 2).sum(axis=1)) * (1.0 + (d + 8) * 2.0**-52)
+    code_norm = s[:, 0] * np.sqrt((codes**2).sum(axis=1)) * (1.0 + 2.0**-50)
+    return codes.astype(np.int8), scales, _round_up_f32(residual), _round_up_f32(code_norm)

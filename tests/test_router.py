@@ -187,3 +187,77 @@ def test_router_keeps_its_snapshot_while_the_bank_grows(tmp_path):
     assert newer.version != bank.version
     assert router.route(bank.embeddings[3], seed=1) == before
     assert Router(newer, Policy(k=3, n_base=20)).route(bank.embeddings[3], seed=1).bank_version == newer.version
+
+
+# --- the quantized policy ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "policy",
+    [
+        Policy(k=5, n_base=40, gamma=0.9, k_drop=2, n=6),
+        Policy(k=3, n_base=1, gamma=1.0),
+        Policy(k=4, n_base=10, gamma=0.5),
+        Policy(k=4, n_base=600, gamma=0.95),
+        Policy(k=9, n_base=5, gamma=0.0, k_drop=0),
+        Policy(k=4, n_base=20, threads=2),
+    ],
+)
+def test_quantized_policy_gives_the_exact_decision(bank, policy):
+    exact = Router(bank, policy)
+    quantized = Router(bank, msgspec.structs.replace(policy, quantized=True))
+    embeddings = np.asarray(bank.embeddings)
+    near, opposite = queries_near(embeddings, 15, seed=21), -queries_near(embeddings, 3, seed=22)
+    queries = np.concatenate([near, opposite, embeddings[:3]])
+    for seed, query in enumerate(queries):
+        assert quantized.route(query, seed=seed) == exact.route(query, seed=seed)
+
+
+def test_quantized_decisions_match_on_a_bank_large_enough_to_prune(tmp_path):
+    bank = _make_bank(tmp_path / "b", n=20000, dim=48, n_models=6, seed=3)
+    exact, quantized = Router(bank, Policy(k=4, n_base=50)), Router(bank, Policy(k=4, n_base=50, quantized=True))
+    for seed, query in enumerate(queries_near(np.asarray(bank.embeddings), 10, seed=5)):
+        assert quantized.route(query, seed=seed) == exact.route(query, seed=seed)
+
+
+def test_quantized_copy_is_built_at_warm_up_only_for_a_quantized_router(bank):
+    assert Router(bank, Policy(k=3, quantized=True))._quantized is not None
+    router = Router(bank, Policy(k=3))
+    assert router._quantized is None
+    query = bank.embeddings[5]
+    override = router.route(query, seed=3, policy=Policy(k=3, quantized=True))  # per-call override: built now
+    assert router._quantized is not None
+    assert override == router.route(query, seed=3)
+
+
+def test_quantized_copy_is_built_once_under_concurrent_first_use(bank, monkeypatch):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from smcs import kernels
+
+    calls = []
+    real = kernels.quantize_rows
+
+    def counting(embeddings, *args, **kwargs):
+        calls.append(1)
+        return real(embeddings, *args, **kwargs)
+
+    monkeypatch.setattr(kernels, "quantize_rows", counting)
+    router = Router(bank, Policy(k=3))
+    policy = Policy(k=3, quantized=True)
+    queries = queries_near(np.asarray(bank.embeddings), 16, seed=8)
+    with ThreadPoolExecutor(8) as pool:
+        decisions = list(pool.map(lambda q: router.route(q, seed=1, policy=policy), queries))
+    assert len(calls) == 1
+    assert decisions == [router.route(q, seed=1) for q in queries]
+
+
+def test_quantized_policy_is_validated_and_decoded():
+    with pytest.raises(ValueError, match="quantized"):
+        Policy(quantized=1)
+    with pytest.raises(ValueError, match="quantized"):
+        Policy(quantized="yes")
+    assert msgspec.json.decode(b'{"quantized": true}', type=Policy) == Policy(quantized=True)
+    assert Policy().quantized is False
+    with pytest.raises(msgspec.ValidationError, match="quantized"):
+        msgspec.json.decode(b'{"quantized": 1}', type=Policy)

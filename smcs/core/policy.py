@@ -24,6 +24,9 @@ class Policy(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tr
             overall accuracy in the bank (ties to the lower model index).
         threads: threads of the route kernel; None chooses by bank size (one thread for small banks),
             1 forces single-threaded scanning.
+        quantized: scan an int8 copy of the bank (4× fewer bytes) and re-score in float32 only the rows
+            its error bounds cannot rule out. The decision is identical to the exact scan's; the router
+            builds the int8 copy once, on first use (at construction when its own policy sets this).
     """
 
     k: int = 7
@@ -34,6 +37,7 @@ class Policy(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tr
     lam: float = 1.0
     aggregator: str | None = None
     threads: int | None = None
+    quantized: bool = False
 
     def __post_init__(self) -> None:
         for name in ("k", "n_base", "n"):
@@ -49,6 +53,8 @@ class Policy(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tr
             raise ValueError("aggregator must be a model name or None, got an empty string")
         if self.threads is not None:
             _require_int("threads", self.threads, minimum=1)
+        if not isinstance(self.quantized, bool):
+            raise ValueError(f"quantized must be true or false, got {self.quantized!r}")
 
     def check_models(self, model_names: tuple[str, ...]) -> None:
         """Raise ``ValueError`` if this policy cannot route over a bank holding ``model_names``."""

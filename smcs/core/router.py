@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+import threading
 
 import numpy as np
 
@@ -27,6 +28,8 @@ class Router:
         self._policy = policy if policy is not None else Policy()
         self._policy.check_models(bank.model_names)
         self._best_model = _most_accurate_model(bank.capability)
+        self._quantized: kernels.QuantizedBank | None = None  # int8 copy of the snapshot, built on first use
+        self._quantized_lock = threading.Lock()
         if bank.n_questions:
             self._warm_up()
 
@@ -50,9 +53,10 @@ class Router:
     ) -> RouteDecision:
         """Route one question given its embedding (length = the bank's dim, any norm but zero).
 
-        Runs Eqs (2)–(5) in the fused kernel, then draws the n exploration subsets of Eq (6) from
-        ``seed`` (a fresh random seed when None, reported in the decision). ``policy`` overrides the
-        router's policy for this call. Raises ``ValueError`` naming the bad argument.
+        Runs Eqs (2)–(5) in the fused kernel (the int8 kernel with its exact re-score when the policy
+        says ``quantized``: same decision), then draws the n exploration subsets of Eq (6) from ``seed``
+        (a fresh random seed when None, reported in the decision). ``policy`` overrides the router's
+        policy for this call. Raises ``ValueError`` naming the bad argument.
         """
         if policy is None:
             policy = self._policy
@@ -61,9 +65,20 @@ class Router:
         seed = _checked_seed(seed)
         query = _unit_query(embedding, self._bank.dim)
         bank = self._bank
-        rows, sims, votes = kernels.route(
-            bank.embeddings, query, bank.capability, policy.n_base, policy.gamma, policy.threads
-        )
+        if policy.quantized:
+            rows, sims, votes = kernels.route_quantized(
+                self._quantized_bank(),
+                bank.embeddings,
+                query,
+                bank.capability,
+                policy.n_base,
+                policy.gamma,
+                policy.threads,
+            )
+        else:
+            rows, sims, votes = kernels.route(
+                bank.embeddings, query, bank.capability, policy.n_base, policy.gamma, policy.threads
+            )
         referencers = kernels.top_k(votes, policy.k)
         referencer_votes = votes[referencers]
         positions = kernels.draw_subsets(referencer_votes, policy.k_drop, policy.n, seed)
@@ -80,9 +95,20 @@ class Router:
             bank_version=bank.version,
         )
 
+    def _quantized_bank(self) -> kernels.QuantizedBank:
+        """The int8 copy of this router's snapshot, built once (the first caller builds, others wait)."""
+        quantized = self._quantized
+        if quantized is None:
+            with self._quantized_lock:
+                quantized = self._quantized
+                if quantized is None:
+                    quantized = kernels.quantize_rows(self._bank.embeddings)
+                    self._quantized = quantized
+        return quantized
+
     def _warm_up(self) -> None:
         """Compile (or load from numba's cache) the kernels for this bank's array types, so the first
-        request does not pay for it."""
+        request does not pay for it; with a quantized policy this also builds the int8 copy."""
         self.route(np.asarray(self._bank.embeddings[0], dtype=np.float32), seed=0)
 
 
