@@ -19,7 +19,7 @@ import numpy as np
 from .bank import Bank, BankFormatError
 from .client import DEFAULT_TARGET, Client
 from .config import ConfigError, load_config
-from .core import Policy, RouteDecision, Router
+from .core import Policy, RouteDecision, Router, model_accuracy
 from .service import serve
 from .synthetic import create_clustered_bank, queries_near
 
@@ -181,9 +181,7 @@ def _read_embedding(path: Path) -> np.ndarray:
 
 def _run_bank_info(args: argparse.Namespace) -> int:
     bank = Bank.open(args.path)
-    m = bank.capability
-    known = (m >= 0).sum(axis=1)
-    accuracy = np.divide((m == 1).sum(axis=1), known, out=np.full(len(known), np.nan), where=known > 0)
+    accuracy, known = model_accuracy(bank.capability)
     print(f"bank {bank.path}  version {bank.version}  created {bank.manifest.created}")
     print(f"questions {bank.n_questions}  models {bank.n_models}  embedder {bank.manifest.embedder.id} (dim {bank.dim})")
     width = max((len(name) for name in bank.model_names), default=5)

@@ -118,6 +118,30 @@ def test_hand_computed_route(tmp_path):
     assert decision.subsets == [["z", "y", "x"]]
 
 
+def test_allowed_models_pick_the_top_votes_among_them_and_default_the_aggregator(tmp_path):
+    # Ŝ = [1, 0.8] for query e0; votes: a = 1, b = 1.8, c = 1.8, d = 0.8 → among {a, c, d}: c, a
+    embeddings = np.array([[1, 0], [0.8, 0.6]], dtype=np.float32)
+    capability = np.array([[1, 0], [1, 1], [1, 1], [0, 1]], dtype=np.int8)
+    bank = Bank.create(
+        tmp_path / "b",
+        embeddings=embeddings,
+        capability=capability,
+        questions=[Question(id=str(i), text=str(i)) for i in range(2)],
+        models=[ModelInfo(name=n) for n in ("a", "b", "c", "d")],
+    )
+    router = Router(bank, Policy(k=2, n_base=2, gamma=0.5, k_drop=0, n=1))
+    assert router.route(embeddings[0], seed=0).referencers == ["b", "c"]  # the tie goes to the lower index
+    restricted = router.route(embeddings[0], seed=0, allowed_models=["d", "c", "a"])
+    assert restricted.referencers == ["c", "a"]
+    # accuracies a 1/2, b 1, c 1, d 1/2: the bank's best is b, the best allowed is c
+    assert router.route(embeddings[0], seed=0).aggregator == "b"
+    assert restricted.aggregator == "c"
+    with pytest.raises(ValueError, match="allowed_models names unknown models: 'zz'"):
+        router.route(embeddings[0], seed=0, allowed_models=["a", "zz"])
+    with pytest.raises(ValueError, match="k=2 exceeds the 1 allowed_models"):
+        router.route(embeddings[0], seed=0, allowed_models=["a"])
+
+
 @pytest.mark.parametrize(
     ("kwargs", "field"),
     [

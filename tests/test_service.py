@@ -122,6 +122,15 @@ def test_unset_seed_is_reported_and_replays(client, local_router, shared_queries
         assert client.route(embedding=query, seed=decision.seed) == decision
 
 
+def test_allowed_models_restrict_referencers_like_the_router(client, local_router, shared_queries):
+    allowed = ["model-05", "model-01", "model-03"]
+    query = shared_queries[2]
+    remote = client.route(embedding=query, seed=4, k=3, allowed_models=allowed)
+    local = local_router.route(query, seed=4, policy=msgspec.structs.replace(POLICY, k=3), allowed_models=allowed)
+    assert_same_decision(remote, local, local_router.bank)
+    assert sorted(remote.referencers) == sorted(allowed)
+
+
 @pytest.mark.parametrize(
     "overrides",
     [
@@ -226,10 +235,15 @@ ROUTE_ERRORS = {
     "lam inf": (_route(embedding=_emb(_GOOD), policy=pb.PolicyOverrides(lam=float("inf"))), INVALID, ["policy.lam"]),
     "unknown aggregator": (_route(embedding=_emb(_GOOD), policy=pb.PolicyOverrides(aggregator="gpt-99")), INVALID, ["aggregator", "gpt-99"]),
     "empty aggregator": (_route(embedding=_emb(_GOOD), policy=pb.PolicyOverrides(aggregator="")), INVALID, ["policy.aggregator"]),
-    "allowed_models": (
+    "unknown allowed model": (
+        _route(embedding=_emb(_GOOD), policy=pb.PolicyOverrides(allowed_models=["model-00", "gpt-99"])),
+        INVALID,
+        ["allowed_models", "gpt-99"],
+    ),
+    "k > allowed models": (
         _route(embedding=_emb(_GOOD), policy=pb.PolicyOverrides(allowed_models=["model-00", "model-01"])),
-        grpc.StatusCode.UNIMPLEMENTED,
-        ["allowed_models"],
+        INVALID,
+        [f"k={POLICY.k}", "2 allowed_models"],
     ),
 }
 

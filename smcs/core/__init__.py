@@ -2,6 +2,6 @@
 
 from .decision import RouteDecision
 from .policy import Policy
-from .router import Router
+from .router import Router, model_accuracy
 
-__all__ = ["Policy", "RouteDecision", "Router"]
+__all__ = ["Policy", "RouteDecision", "Router", "model_accuracy"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import secrets
 import threading
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -27,7 +28,7 @@ class Router:
         self._bank = bank
         self._policy = policy if policy is not None else Policy()
         self._policy.check_models(bank.model_names)
-        self._best_model = _most_accurate_model(bank.capability)
+        self._accuracy, self._evaluated = model_accuracy(bank.capability)
         self._quantized: kernels.QuantizedBank | None = None  # int8 copy of the snapshot, built on first use
         self._quantized_lock = threading.Lock()
         if bank.n_questions:
@@ -43,25 +44,48 @@ class Router:
         """The default policy of ``route``."""
         return self._policy
 
-    def default_aggregator(self, policy: Policy | None = None) -> str:
-        """The aggregator of ``policy`` (or this router's), else the bank's most accurate model."""
+    @property
+    def accuracy(self) -> np.ndarray:
+        """Per model: share correct among its evaluated bank questions (NaN where none is evaluated)."""
+        return self._accuracy
+
+    @property
+    def evaluated(self) -> np.ndarray:
+        """Per model: how many bank questions have a known outcome."""
+        return self._evaluated
+
+    def default_aggregator(self, policy: Policy | None = None, allowed: np.ndarray | None = None) -> str:
+        """The aggregator of ``policy`` (or this router's), else the most accurate model (of ``allowed``
+        model indices when given), ties to the lower index."""
         name = (policy or self._policy).aggregator
-        return name if name is not None else self._bank.model_names[self._best_model]
+        if name is not None:
+            return name
+        candidates = np.arange(self._bank.n_models) if allowed is None else allowed
+        scores = np.nan_to_num(self._accuracy[candidates], nan=-1.0)
+        return self._bank.model_names[int(candidates[int(np.argmax(scores))])]
 
     def route(
-        self, embedding: np.ndarray, *, seed: int | None = None, policy: Policy | None = None
+        self,
+        embedding: np.ndarray,
+        *,
+        seed: int | None = None,
+        policy: Policy | None = None,
+        allowed_models: Sequence[str] | None = None,
     ) -> RouteDecision:
         """Route one question given its embedding (length = the bank's dim, any norm but zero).
 
         Runs Eqs (2)–(5) in the fused kernel (the int8 kernel with its exact re-score when the policy
         says ``quantized``: same decision), then draws the n exploration subsets of Eq (6) from ``seed``
         (a fresh random seed when None, reported in the decision). ``policy`` overrides the router's
-        policy for this call. Raises ``ValueError`` naming the bad argument.
+        policy for this call. ``allowed_models`` (non-empty) restricts the referencers, and the default
+        aggregator, to those models; votes are still computed over the whole bank. Raises
+        ``ValueError`` naming the bad argument.
         """
         if policy is None:
             policy = self._policy
         else:
             policy.check_models(self._bank.model_names)
+        allowed = self._allowed_indices(allowed_models, policy.k)
         seed = _checked_seed(seed)
         query = _unit_query(embedding, self._bank.dim)
         bank = self._bank
@@ -79,7 +103,7 @@ class Router:
             rows, sims, votes = kernels.route(
                 bank.embeddings, query, bank.capability, policy.n_base, policy.gamma, policy.threads
             )
-        referencers = kernels.top_k(votes, policy.k)
+        referencers = kernels.top_k(votes, policy.k) if allowed is None else allowed[kernels.top_k(votes[allowed], policy.k)]
         referencer_votes = votes[referencers]
         positions = kernels.draw_subsets(referencer_votes, policy.k_drop, policy.n, seed)
         names = bank.model_names
@@ -87,13 +111,27 @@ class Router:
         return RouteDecision(
             referencers=referencer_names,
             votes=referencer_votes.tolist(),
-            aggregator=self.default_aggregator(policy),
+            aggregator=self.default_aggregator(policy, allowed),
             support_rows=rows.tolist(),
             support_similarities=sims.tolist(),
             subsets=[[referencer_names[p] for p in subset] for subset in positions.tolist()],
             seed=seed,
             bank_version=bank.version,
         )
+
+    def _allowed_indices(self, allowed_models: Sequence[str] | None, k: int) -> np.ndarray | None:
+        """Ascending model indices of ``allowed_models`` (None when unrestricted), so ties in the top-K
+        still go to the lower model index."""
+        if not allowed_models:
+            return None
+        names = self._bank.model_names
+        unknown = sorted(set(allowed_models) - set(names))
+        if unknown:
+            raise ValueError(f"allowed_models names unknown models: {', '.join(map(repr, unknown))}")
+        allowed = np.array(sorted({names.index(m) for m in allowed_models}), dtype=np.int64)
+        if k > allowed.size:
+            raise ValueError(f"policy k={k} exceeds the {allowed.size} allowed_models")
+        return allowed
 
     def _quantized_bank(self) -> kernels.QuantizedBank:
         """The int8 copy of this router's snapshot, built once (the first caller builds, others wait)."""
@@ -112,13 +150,14 @@ class Router:
         self.route(np.asarray(self._bank.embeddings[0], dtype=np.float32), seed=0)
 
 
-def _most_accurate_model(capability: np.ndarray) -> int:
-    """Index of the model with the highest share of correct answers among its evaluated questions
-    (models with none evaluated count as 0), ties to the lower index."""
-    correct = (capability == 1).sum(axis=1)
-    known = (capability >= 0).sum(axis=1)
-    accuracy = np.divide(correct, known, out=np.zeros(correct.shape, dtype=np.float64), where=known > 0)
-    return int(np.argmax(accuracy))
+def model_accuracy(capability: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per model (row of ``capability``): (share correct among evaluated questions, NaN where none is
+    evaluated; number of evaluated questions)."""
+    m = np.asarray(capability)
+    evaluated = (m >= 0).sum(axis=1)
+    correct = (m == 1).sum(axis=1)
+    accuracy = np.divide(correct, evaluated, out=np.full(evaluated.shape, np.nan), where=evaluated > 0)
+    return accuracy, evaluated
 
 
 def _checked_seed(seed: int | None) -> int:

@@ -35,19 +35,14 @@ def invalid(message: str) -> RequestError:
     return RequestError(grpc.StatusCode.INVALID_ARGUMENT, message)
 
 
-def policy_from_request(overrides: pb.PolicyOverrides, default: Policy, model_names: tuple[str, ...]) -> Policy:
-    """``default`` with the fields set in ``overrides``; INVALID_ARGUMENT naming a bad field."""
+def policy_from_request(overrides: pb.PolicyOverrides, default: Policy) -> Policy:
+    """``default`` with the fields set in ``overrides``; INVALID_ARGUMENT naming a bad field. Whether the
+    policy fits the bank (k, aggregator, allowed_models) is the router's check."""
     changes = {name: getattr(overrides, name) for name in _OVERRIDABLE if overrides.HasField(name)}
-    if overrides.allowed_models:
-        raise RequestError(grpc.StatusCode.UNIMPLEMENTED, "policy.allowed_models is not supported by this server yet")
     try:
         policy = msgspec.structs.replace(default, **changes) if changes else default
     except ValueError as exc:
         raise invalid(f"policy.{exc}") from None
-    try:
-        policy.check_models(model_names)
-    except ValueError as exc:
-        raise invalid(str(exc)) from None
     return policy
 
 

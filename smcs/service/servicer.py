@@ -66,8 +66,14 @@ class RouterService(pb_grpc.RouterServicer):
         snapshot = self._snapshot()
         bank = snapshot.bank
         query = convert.query_from_request(request, bank.dim, self._server.max_question_chars)
-        policy = convert.policy_from_request(request.policy, self._state.policy, bank.model_names)
-        route = functools.partial(snapshot.router.route, query, seed=convert.seed_from_request(request), policy=policy)
+        policy = convert.policy_from_request(request.policy, self._state.policy)
+        route = functools.partial(
+            snapshot.router.route,
+            query,
+            seed=convert.seed_from_request(request),
+            policy=policy,
+            allowed_models=list(request.policy.allowed_models),
+        )
         decision = route() if bank.embeddings.nbytes < INLINE_BANK_BYTES else await self._state.run(route)
         return convert.route_response(decision, bank, snapshot.question_ids, request.debug)
 
@@ -202,7 +208,7 @@ def _bank_info(snapshot: Snapshot) -> pb.BankInfoResponse:
         created=bank.manifest.created,
         models=[
             pb.ModelSummary(name=name, accuracy=float(acc), evaluated=int(count))
-            for name, acc, count in zip(bank.model_names, snapshot.accuracy, snapshot.evaluated)
+            for name, acc, count in zip(bank.model_names, snapshot.router.accuracy, snapshot.router.evaluated)
         ],
     )
 

@@ -14,8 +14,6 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 from ..bank import Bank
 from ..core import Policy, Router
 
@@ -28,8 +26,6 @@ class Snapshot:
 
     router: Router
     question_ids: tuple[str, ...]
-    accuracy: np.ndarray  # per model: share correct among evaluated (NaN when none evaluated)
-    evaluated: np.ndarray  # per model: questions with a known outcome
 
     @property
     def bank(self) -> Bank:
@@ -39,12 +35,7 @@ class Snapshot:
     @classmethod
     def load(cls, bank: Bank, policy: Policy) -> Snapshot:
         """Warm a router over ``bank`` (blocking: run it in a worker thread)."""
-        router = Router(bank, policy)
-        capability = np.asarray(bank.capability)
-        evaluated = (capability >= 0).sum(axis=1)
-        correct = (capability == 1).sum(axis=1)
-        accuracy = np.divide(correct, evaluated, out=np.full(len(evaluated), np.nan), where=evaluated > 0)
-        return cls(router, tuple(q.id for q in bank.questions), accuracy, evaluated)
+        return cls(Router(bank, policy), tuple(q.id for q in bank.questions))
 
 
 class ServiceState:
