@@ -59,7 +59,10 @@ class ServerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
         max_concurrent_rpcs: requests served at once; more get RESOURCE_EXHAUSTED.
         max_message_bytes: largest request or response message.
         max_question_chars: longest question text accepted.
-        workers: threads that run the routing kernels (which release the GIL) beside the event loop.
+        workers: threads that run the routing kernels (which release the GIL) beside the event loop. One
+            is best while the kernels are parallel themselves: each extra calling thread brings its own
+            OpenMP team, and the teams contend for the cores. Raise it together with ``[policy] threads = 1``
+            for throughput under many concurrent clients.
         reload_interval_s: how often to look for a new bank version and switch to it; 0 = only on Reload.
         tls: TLS settings; None = plaintext.
     """
@@ -69,7 +72,7 @@ class ServerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
     max_concurrent_rpcs: int = 64
     max_message_bytes: int = 16 << 20
     max_question_chars: int = 32768
-    workers: int = 2
+    workers: int = 1
     reload_interval_s: float = 0.0
     tls: TLSConfig | None = None
 
