@@ -20,6 +20,7 @@ from .bank import Bank, BankFormatError
 from .client import DEFAULT_TARGET, Client
 from .config import ConfigError, load_config
 from .core import Policy, RouteDecision, Router, model_accuracy
+from .embed import EmbedderConfig, EmbedderError, as_sync, check_compatible, make_embedder
 from .service import serve
 from .synthetic import create_clustered_bank, queries_near
 
@@ -33,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     except grpc.RpcError as exc:
         print(f"smcs: error: {exc.code().name}: {exc.details()}", file=sys.stderr)
         return 2
-    except (ValueError, ConfigError, BankFormatError, OSError, msgspec.ValidationError) as exc:
+    except (ValueError, ConfigError, BankFormatError, EmbedderError, OSError, msgspec.ValidationError) as exc:
         print(f"smcs: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
@@ -56,7 +57,7 @@ def _parser() -> argparse.ArgumentParser:
     route = commands.add_parser(
         "route", help="route one question through a server (or in-process over --bank) and print the decision"
     )
-    route.add_argument("question", nargs="?", help="question text (needs an embedder); or give --embedding")
+    route.add_argument("question", nargs="?", help="question text (embedded by the server's embedder, or the bundled one with --bank); or give --embedding")
     route.add_argument("--embedding", type=Path, help="query embedding: a .npy vector or a JSON list")
     where = route.add_mutually_exclusive_group()
     where.add_argument("--server", default=DEFAULT_TARGET, help=f"server address (default {DEFAULT_TARGET})")
@@ -117,9 +118,10 @@ def _run_route(args: argparse.Namespace) -> int:
         raise ValueError("give a question or --embedding FILE (exactly one)")
     embedding = _read_embedding(args.embedding) if args.embedding is not None else None
     if args.bank is not None:
+        bank = Bank.open(args.bank)
         if embedding is None:
-            raise ValueError("routing in-process over --bank needs --embedding (no embedder is configured)")
-        decision = Router(Bank.open(args.bank), _policy(args)).route(embedding, seed=args.seed)
+            embedding = _embed_locally(args.question, bank)
+        decision = Router(bank, _policy(args)).route(embedding, seed=args.seed)
     else:
         with Client(args.server, token=args.token or os.environ.get("SMCS_TOKEN")) as client:
             decision = client.route(
@@ -130,6 +132,13 @@ def _run_route(args: argparse.Namespace) -> int:
     else:
         _print_decision(decision)
     return 0
+
+
+def _embed_locally(question: str, bank: Bank) -> np.ndarray:
+    """``question`` embedded by the bundled ONNX model, after checking the bank was built with it."""
+    embedder = as_sync(make_embedder(EmbedderConfig()))
+    check_compatible(embedder.info, bank)
+    return embedder.embed([question])[0]
 
 
 def _print_decision(decision: RouteDecision) -> None:

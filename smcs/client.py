@@ -122,10 +122,16 @@ def _route_request(
     return request
 
 
-def _score_request(embeddings: Iterable[Sequence[float]], logprobs: Iterable[Sequence[float]] | None, lam: float | None) -> pb.ScoreRequest:
+def _score_request(
+    embeddings: Iterable[Sequence[float]] | None,
+    texts: Iterable[str] | None,
+    logprobs: Iterable[Sequence[float]] | None,
+    lam: float | None,
+) -> pb.ScoreRequest:
     request = pb.ScoreRequest(
-        embeddings=[pb.Embedding(values=np.asarray(e, dtype=np.float32).tolist()) for e in embeddings],
-        logprobs=[pb.TokenLogprobs(values=list(lp)) for lp in (logprobs or ())],
+        texts=[] if texts is None else list(texts),
+        embeddings=[] if embeddings is None else [pb.Embedding(values=np.asarray(e, dtype=np.float32).tolist()) for e in embeddings],
+        logprobs=[] if logprobs is None else [pb.TokenLogprobs(values=list(lp)) for lp in logprobs],
     )
     if lam is not None:
         request.lam = lam
@@ -230,14 +236,16 @@ class _Calls:
 
     def score(
         self,
-        embeddings: Iterable[Sequence[float]],
+        embeddings: Iterable[Sequence[float]] | None = None,
         logprobs: Iterable[Sequence[float]] | None = None,
         *,
+        texts: Iterable[str] | None = None,
         lam: float | None = None,
         timeout: float | None = None,
     ) -> Any:
-        """Hybrid scores (Eq 7) of candidate answers given their embeddings and optionally token logprobs."""
-        return self._call(self._stub.Score, _score_request(embeddings, logprobs, lam), _scores, timeout)
+        """Hybrid scores (Eq 7) of candidate answers, given as embeddings or as ``texts`` (embedded by the
+        server), optionally with each candidate's token logprobs; returns ``Scores``."""
+        return self._call(self._stub.Score, _score_request(embeddings, texts, logprobs, lam), _scores, timeout)
 
     def bank_info(self, *, timeout: float | None = None) -> Any:
         """The server's bank: version, sizes, embedder, per-model accuracy (a ``BankSummary``)."""

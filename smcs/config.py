@@ -26,6 +26,7 @@ from pathlib import Path
 import msgspec
 
 from .core import Policy
+from .embed import EmbedderConfig
 
 QUERY_TOKENS_ENV = "SMCS_QUERY_TOKENS"
 ADMIN_TOKENS_ENV = "SMCS_ADMIN_TOKENS"
@@ -121,12 +122,17 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tr
         auth: bearer tokens (``[auth]``).
         bank: the bank (``[bank]``); None serves a synthetic demonstration bank.
         policy: default routing policy (``[policy]``, fields of ``smcs.Policy``).
+        embedder: how question text becomes a query embedding (``[embedder]``, fields of
+            ``smcs.embed.EmbedderConfig``). Unset: the bundled ONNX model when the bank accepts it,
+            else embeddings only (text requests then get FAILED_PRECONDITION saying why). Set: that
+            embedder or a start-up error if the bank was built by another. ``kind = "none"``: embeddings only.
     """
 
     server: ServerConfig = ServerConfig()
     auth: AuthConfig = AuthConfig()
     bank: BankConfig | None = None
     policy: Policy = Policy()
+    embedder: EmbedderConfig | None = None
 
 
 def load_config(path: str | os.PathLike[str] | None = None, environ: dict[str, str] | None = None) -> Config:

@@ -30,6 +30,7 @@ from smcs import Bank, Policy
 from smcs._proto import router_pb2_grpc as pb_grpc
 from smcs.client import Client
 from smcs.config import AuthConfig, Config, ServerConfig
+from smcs.embed import EmbedderConfig
 from smcs.service import RunningServer, start_server
 from smcs.synthetic import create_clustered_bank, queries_near
 
@@ -54,12 +55,19 @@ def queries_for(bank_path: Path, n: int, seed: int = 1) -> np.ndarray:
     return queries_near(np.asarray(Bank.open(bank_path).embeddings), n, seed=seed)
 
 
-def make_config(*, policy: Policy = POLICY, auth: AuthConfig | None = None, **server: Any) -> Config:
+NO_EMBEDDER = EmbedderConfig(kind="none")
+"""The test banks are 32-d synthetic vectors: no text embedder can query them."""
+
+
+def make_config(
+    *, policy: Policy = POLICY, auth: AuthConfig | None = None, embedder: EmbedderConfig | None = NO_EMBEDDER, **server: Any
+) -> Config:
     """A Config listening on 127.0.0.1, port 0 (a free port); ``server`` overrides ServerConfig fields."""
     return Config(
         server=ServerConfig(**{"host": "127.0.0.1", "port": 0, **server}),
         auth=auth if auth is not None else AuthConfig(),
         policy=policy,
+        embedder=embedder,
     )
 
 

@@ -600,10 +600,10 @@ def test_health_is_not_serving_while_the_bank_loads(fresh_bank, monkeypatch):
     entered = threading.Event()
     original_load = state_module.Snapshot.load
 
-    def slow_load(bank, policy):
+    def slow_load(bank, policy, embedder):
         entered.set()
         release.wait(30)
-        return original_load(bank, policy)
+        return original_load(bank, policy, embedder)
 
     monkeypatch.setattr(state_module.Snapshot, "load", staticmethod(slow_load))
     ports: list[int] = []

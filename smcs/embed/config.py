@@ -38,7 +38,8 @@ class EmbedderConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw
 
     Attributes:
         kind: ``"onnx"``, the bundled all-MiniLM-L6-v2 (int8, 384-d) run locally by ONNX Runtime; or
-            ``"remote"``, an OpenAI-compatible ``/v1/embeddings`` endpoint.
+            ``"remote"``, an OpenAI-compatible ``/v1/embeddings`` endpoint; or ``"none"``: no embedder
+            (a service then takes embeddings only).
         threads: onnx only: CPU threads per embedding call (1 suits a server answering concurrent
             requests; 2 is about 1.8x faster for one large batch on a 2-core machine).
         batch_size: most texts per model run (onnx) or per HTTP request (remote).
@@ -55,7 +56,7 @@ class EmbedderConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw
         max_backoff_s: remote only: longest wait between attempts; a longer ``Retry-After`` fails at once.
     """
 
-    kind: Literal["onnx", "remote"] = "onnx"
+    kind: Literal["onnx", "remote", "none"] = "onnx"
     threads: int = 1
     batch_size: int = 32
     base_url: str | None = None
@@ -81,7 +82,7 @@ class EmbedderConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw
             raise ValueError(f"backoff_s and max_backoff_s must be >= 0, got {self.backoff_s}, {self.max_backoff_s}")
         if self.dim is not None and self.dim < 1:
             raise ValueError(f"dim must be >= 1, got {self.dim}")
-        if self.kind == "onnx":
+        if self.kind in ("onnx", "none"):
             for name in _REMOTE_ONLY:
                 if getattr(self, name) is not None:
                     raise ValueError(f"{name} applies only to kind = 'remote'")
@@ -99,6 +100,8 @@ def make_embedder(config: EmbedderConfig, environ: Mapping[str, str] | None = No
     ``environ`` (default ``os.environ``) supplies the API key named by ``api_key_env``; an unset or empty
     variable is an ``EmbedderSetupError`` naming it. Wrap the result with ``as_async`` to await either.
     """
+    if config.kind == "none":
+        raise EmbedderSetupError("kind = 'none' configures no embedder")
     if config.kind == "onnx":
         from .onnx import OnnxEmbedder  # onnxruntime loads only when the local model is chosen
 

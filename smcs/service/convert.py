@@ -46,21 +46,23 @@ def policy_from_request(overrides: pb.PolicyOverrides, default: Policy) -> Polic
     return policy
 
 
-def query_from_request(request: pb.RouteRequest | pb.AnswerRequest, dim: int, max_chars: int) -> np.ndarray:
-    """The query embedding of a Route/Answer request; refuses text while no embedder is configured."""
+def query_from_request(request: pb.RouteRequest | pb.AnswerRequest, dim: int, max_chars: int) -> str | np.ndarray:
+    """The query of a Route/Answer request: its question text (checked, still to embed) or its embedding."""
     kind = request.WhichOneof("query")
     if kind is None:
         raise invalid("question or embedding is required")
     if kind == "question":
-        if not request.question.strip():
-            raise invalid("question is empty")
-        if len(request.question) > max_chars:
-            raise invalid(f"question has {len(request.question)} characters; the limit is {max_chars}")
-        raise RequestError(
-            grpc.StatusCode.FAILED_PRECONDITION,
-            "question: this server has no embedder configured; send embedding instead",
-        )
+        return question_text(request.question, "question", max_chars)
     return embedding_from_message(request.embedding, "embedding", dim)
+
+
+def question_text(text: str, field: str, max_chars: int) -> str:
+    """``text`` if it is a question the server accepts: not blank, at most ``max_chars`` characters."""
+    if not text.strip():
+        raise invalid(f"{field} is empty")
+    if len(text) > max_chars:
+        raise invalid(f"{field} has {len(text)} characters; the limit is {max_chars}")
+    return text
 
 
 def embedding_from_message(message: pb.Embedding, field: str, dim: int) -> np.ndarray:

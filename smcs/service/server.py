@@ -16,9 +16,10 @@ from grpc_reflection.v1alpha import reflection
 from .._proto import router_pb2 as pb
 from .._proto import router_pb2_grpc as pb_grpc
 from ..config import Config, TLSConfig
+from ..embed import EmbedderConfig, EmbedderError, as_async, make_embedder
 from .auth import BearerTokenInterceptor
 from .servicer import RouterService
-from .state import ServiceState
+from .state import EmbedderChoice, ServiceState
 
 log = logging.getLogger(__name__)
 
@@ -31,12 +32,12 @@ class RunningServer:
     """A started server: its port, its live state, and how to stop it."""
 
     def __init__(self, server: grpc.aio.Server, port: int, state: ServiceState, health: health.aio.HealthServicer,
-                 executor: ThreadPoolExecutor, watcher: asyncio.Task[None] | None) -> None:
+                 executors: list[ThreadPoolExecutor], watcher: asyncio.Task[None] | None) -> None:
         self.server = server
         self.port = port
         self.state = state
         self._health = health
-        self._executor = executor
+        self._executors = executors
         self._watcher = watcher
 
     async def stop(self, grace_s: float = GRACE_S) -> None:
@@ -47,7 +48,7 @@ class RunningServer:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watcher
         await self.server.stop(grace_s)
-        self._executor.shutdown(wait=False)
+        _shut_down(self._executors)
 
 
 async def start_server(config: Config, bank_path: Path) -> RunningServer:
@@ -64,8 +65,16 @@ async def start_server(config: Config, bank_path: Path) -> RunningServer:
     server = grpc.aio.server(
         interceptors=interceptors, options=options, maximum_concurrent_rpcs=config.server.max_concurrent_rpcs
     )
-    executor = ThreadPoolExecutor(max_workers=config.server.workers, thread_name_prefix="smcs-route")
-    state = ServiceState(bank_path, config.policy, executor)
+    executors = [
+        ThreadPoolExecutor(max_workers=config.server.workers, thread_name_prefix="smcs-route"),
+        ThreadPoolExecutor(max_workers=1, thread_name_prefix="smcs-embed"),
+    ]
+    try:
+        embedder = await _embedder_choice(config.embedder, executors[1])
+    except BaseException:
+        _shut_down(executors)
+        raise
+    state = ServiceState(bank_path, config.policy, executors[0], embedder)
     pb_grpc.add_RouterServicer_to_server(RouterService(state, config.server), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -79,7 +88,7 @@ async def start_server(config: Config, bank_path: Path) -> RunningServer:
         await state.reload()
     except BaseException:
         await server.stop(0)
-        executor.shutdown(wait=False)
+        _shut_down(executors)
         raise
     for name in ("", SERVICE_NAME):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
@@ -87,7 +96,7 @@ async def start_server(config: Config, bank_path: Path) -> RunningServer:
     if config.server.reload_interval_s > 0:
         watcher = asyncio.get_running_loop().create_task(state.watch(config.server.reload_interval_s))
     log.info("smcs serving %s on %s:%d", bank_path, config.server.host, port)
-    return RunningServer(server, port, state, health_servicer, executor, watcher)
+    return RunningServer(server, port, state, health_servicer, executors, watcher)
 
 
 async def serve(config: Config, bank_path: Path, ready: asyncio.Event | None = None) -> None:
@@ -102,6 +111,30 @@ async def serve(config: Config, bank_path: Path, ready: asyncio.Event | None = N
         ready.set()
     await stop.wait()
     await running.stop()
+
+
+async def _embedder_choice(config: EmbedderConfig | None, executor: ThreadPoolExecutor) -> EmbedderChoice:
+    """Load the configured embedder (strict), or the bundled default (lenient: if it cannot load, the
+    server takes embeddings only)."""
+    if config is not None and config.kind == "none":
+        return EmbedderChoice(None, strict=True, reason='the embedder is configured as kind = "none"')
+    try:
+        loaded = await asyncio.get_running_loop().run_in_executor(executor, make_embedder, config or EmbedderConfig())
+        embedder = as_async(loaded, executor)
+        probe = getattr(embedder, "probe", None)
+        if probe is not None:
+            await probe()  # a remote embedder without a configured dim learns it now, not on the first request
+    except EmbedderError as exc:
+        if config is not None:
+            raise
+        log.warning("the default embedder cannot load (%s); serving embeddings only", exc)
+        return EmbedderChoice(None, strict=False, reason=f"the default embedder cannot load: {exc}")
+    return EmbedderChoice(embedder, strict=config is not None)
+
+
+def _shut_down(executors: list[ThreadPoolExecutor]) -> None:
+    for executor in executors:
+        executor.shutdown(wait=False)
 
 
 def _bind(server: grpc.aio.Server, address: str, tls: TLSConfig | None) -> int:

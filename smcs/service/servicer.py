@@ -15,6 +15,7 @@ from .._proto import router_pb2 as pb
 from .._proto import router_pb2_grpc as pb_grpc
 from ..bank import Bank, BankError, BankFormatError, ModelInfo, Question
 from ..config import ServerConfig
+from ..embed import EmbedderError, EmbedderTimeout
 from . import convert
 from .convert import RequestError, invalid
 from .state import ServiceState, Snapshot
@@ -66,6 +67,8 @@ class RouterService(pb_grpc.RouterServicer):
         snapshot = self._snapshot()
         bank = snapshot.bank
         query = convert.query_from_request(request, bank.dim, self._server.max_question_chars)
+        if isinstance(query, str):
+            query = (await _embed(snapshot, [query], "question"))[0]
         policy = convert.policy_from_request(request.policy, self._state.policy)
         route = functools.partial(
             snapshot.router.route,
@@ -83,24 +86,28 @@ class RouterService(pb_grpc.RouterServicer):
 
     @_unary
     async def Score(self, request: pb.ScoreRequest, context: grpc.aio.ServicerContext) -> pb.ScoreResponse:
+        if request.texts and request.embeddings:
+            raise invalid("texts and embeddings: give the candidates one way, not both")
         if request.texts:
-            raise RequestError(
-                grpc.StatusCode.FAILED_PRECONDITION, "texts: this server has no embedder configured; send embeddings"
+            texts = [
+                convert.question_text(t, f"texts[{i}]", self._server.max_message_bytes) for i, t in enumerate(request.texts)
+            ]
+            candidates = await _embed(self._snapshot(), texts, "texts")
+        elif request.embeddings:
+            dim = len(request.embeddings[0].values)
+            if dim == 0:
+                raise invalid("embeddings[0] is empty")
+            candidates = np.stack(
+                [convert.embedding_from_message(e, f"embeddings[{i}]", dim) for i, e in enumerate(request.embeddings)]
             )
-        if not request.embeddings:
-            raise invalid("embeddings: at least one candidate is required")
-        dim = len(request.embeddings[0].values)
-        if dim == 0:
-            raise invalid("embeddings[0] is empty")
-        candidates = np.stack(
-            [convert.embedding_from_message(e, f"embeddings[{i}]", dim) for i, e in enumerate(request.embeddings)]
-        )
+        else:
+            raise invalid("texts or embeddings: at least one candidate is required")
         lam = convert.finite_lam(request, self._state.policy.lam)
         similarity = kernels.mean_pairwise_similarity(candidates)
         response = pb.ScoreResponse(similarity=similarity.tolist())
         if request.logprobs:
-            if len(request.logprobs) != len(request.embeddings):
-                raise invalid(f"logprobs has {len(request.logprobs)} entries for {len(request.embeddings)} candidates")
+            if len(request.logprobs) != len(candidates):
+                raise invalid(f"logprobs has {len(request.logprobs)} entries for {len(candidates)} candidates")
             lengths = [len(lp.values) for lp in request.logprobs]
             offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
             flat = np.concatenate([np.asarray(lp.values, dtype=np.float64) for lp in request.logprobs])
@@ -182,6 +189,21 @@ class RouterService(pb_grpc.RouterServicer):
             return latest.add_model(model, outcomes)
 
         return _write_response(await self._state.write(add))
+
+
+async def _embed(snapshot: Snapshot, texts: list[str], field: str) -> np.ndarray:
+    """Embed ``texts`` with the snapshot's embedder; FAILED_PRECONDITION without one, DEADLINE_EXCEEDED
+    or UNAVAILABLE when a remote embedder times out or fails."""
+    if snapshot.embedder is None:
+        raise RequestError(
+            grpc.StatusCode.FAILED_PRECONDITION, f"{field}: {snapshot.no_embedder_reason}; send embeddings instead"
+        )
+    try:
+        return await snapshot.embedder.embed(texts)
+    except EmbedderTimeout as exc:
+        raise RequestError(grpc.StatusCode.DEADLINE_EXCEEDED, f"{field}: embedding timed out: {exc}") from None
+    except EmbedderError as exc:
+        raise RequestError(grpc.StatusCode.UNAVAILABLE, f"{field}: embedding failed: {exc}") from None
 
 
 def _model_row(bank: Bank, model: str, field: str) -> int:

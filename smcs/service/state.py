@@ -16,6 +16,7 @@ from pathlib import Path
 
 from ..bank import Bank
 from ..core import Policy, Router
+from ..embed import AsyncEmbedder, check_compatible
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +27,8 @@ class Snapshot:
 
     router: Router
     question_ids: tuple[str, ...]
+    embedder: AsyncEmbedder | None  # None: this snapshot takes embeddings only
+    no_embedder_reason: str  # why ``embedder`` is None, for the FAILED_PRECONDITION message
 
     @property
     def bank(self) -> Bank:
@@ -33,17 +36,40 @@ class Snapshot:
         return self.router.bank
 
     @classmethod
-    def load(cls, bank: Bank, policy: Policy) -> Snapshot:
-        """Warm a router over ``bank`` (blocking: run it in a worker thread)."""
-        return cls(Router(bank, policy), tuple(q.id for q in bank.questions))
+    def load(cls, bank: Bank, policy: Policy, embedder: EmbedderChoice) -> Snapshot:
+        """Warm a router over ``bank`` (blocking: run it in a worker thread) and pair it with the embedder
+        if its vectors can query this bank; a ``strict`` embedder that cannot is a ``ValueError``."""
+        router = Router(bank, policy)
+        ids = tuple(q.id for q in bank.questions)
+        if embedder.embedder is None:
+            return cls(router, ids, None, embedder.reason)
+        try:
+            check_compatible(embedder.embedder.info, bank)
+        except ValueError as exc:
+            if embedder.strict:
+                raise
+            log.warning("question text disabled: %s", exc)
+            return cls(router, ids, None, str(exc))
+        return cls(router, ids, embedder.embedder, "")
+
+
+@dataclass(frozen=True)
+class EmbedderChoice:
+    """The configured embedder: ``strict`` (set in the config: a bank it cannot query is an error) or the
+    lenient default (a bank it cannot query is served embeddings-only)."""
+
+    embedder: AsyncEmbedder | None
+    strict: bool
+    reason: str = "this server has no embedder configured"
 
 
 class ServiceState:
     """Holds the live snapshot; reloads and bank writes build a new one and swap it in."""
 
-    def __init__(self, bank_path: Path, policy: Policy, executor: Executor) -> None:
+    def __init__(self, bank_path: Path, policy: Policy, executor: Executor, embedder: EmbedderChoice) -> None:
         self.bank_path = bank_path
         self.policy = policy
+        self.embedder = embedder
         self._executor = executor
         self._live: Snapshot | None = None
         self._writing = asyncio.Lock()
@@ -76,7 +102,7 @@ class ServiceState:
             return await self._swap(bank)
 
     async def _swap(self, bank: Bank) -> Snapshot:
-        snapshot = await self.run(Snapshot.load, bank, self.policy)
+        snapshot = await self.run(Snapshot.load, bank, self.policy, self.embedder)
         self._live = snapshot
         log.info("routing over bank %s version %s (%d questions, %d models)", bank.path, bank.version, bank.n_questions, bank.n_models)
         return snapshot
