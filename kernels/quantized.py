@@ -53,14 +53,12 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-import numba
 import numpy as np
 from numba import njit, prange
 
 from . import _checks
 from .retrieval import (
     N_BINS,
-    PARALLEL_MIN_BYTES,
     _bank_arrays,
     _bin_of,
     _kth_largest,
@@ -71,6 +69,7 @@ from .retrieval import (
     _scan_parallel,
     _scan_serial,
     _support,
+    _threads,
 )
 
 MAX_DIM = 131072
@@ -435,12 +434,6 @@ def _route_quantized(codes, scales, resid, cnorms, embeddings, query, capability
 
 
 # --- Python wrappers -----------------------------------------------------------------------------------------
-
-
-def _threads(threads: int | None, nbytes: int) -> int:
-    if threads is None:
-        threads = 1 if nbytes < PARALLEL_MIN_BYTES else numba.get_num_threads()
-    return _checks.positive_int("threads", threads)
 
 
 def _check_dim(name: str, d: int) -> None:

@@ -162,6 +162,13 @@ def _query(query: object, dim: int) -> np.ndarray:
     return _checks.finite("query", q)
 
 
+def _threads(threads: int | None, nbytes: int) -> int:
+    """The scan's thread count: ``threads``, or by size when None (one below ``PARALLEL_MIN_BYTES``)."""
+    if threads is None:
+        threads = 1 if nbytes < PARALLEL_MIN_BYTES else numba.get_num_threads()
+    return _checks.positive_int("threads", threads)
+
+
 def similarities(embeddings: np.ndarray, query: np.ndarray) -> np.ndarray:
     """Eq (2): Ŝ = max(E·q, 0) in float32 (the paper's S ∈ [0, 1]: negative cosines clip to 0)."""
     e = _checks.finite("embeddings", _checks.float_matrix("embeddings", embeddings))
@@ -220,9 +227,7 @@ def route(
     q = _query(query, e.shape[1])
     n_base = _checks.positive_int("n_base", n_base)
     gamma = _checks.unit_interval("gamma", gamma)
-    if threads is None:
-        threads = 1 if e.nbytes < PARALLEL_MIN_BYTES else numba.get_num_threads()
-    threads = _checks.positive_int("threads", threads)
+    threads = _threads(threads, e.nbytes)
     if threads == 1:
         return _route_serial(e, q, m, n_base, gamma)
     return _route_parallel(e, q, m, n_base, gamma, threads)
