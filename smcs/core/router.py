@@ -22,6 +22,10 @@ class Router:
     ``route`` is pure: no model is called and nothing is written. The same embedding, policy, seed and
     bank version always give the same decision. A Router holds one snapshot for its lifetime; to follow
     a bank that grows, build a new Router on ``bank.latest()``.
+
+    ``route`` is thread-safe, but numba's OpenMP runtime runs every parallel kernel ≈ 1.7× slower once
+    a second thread of the process has launched one (measured): call it from one thread, or give
+    multi-threaded callers ``Policy(threads=1)``.
     """
 
     def __init__(self, bank: Bank, policy: Policy | None = None) -> None:
