@@ -97,3 +97,130 @@ def test_console_script_runs_as_a_real_process(bank_path):
     )
     assert done.returncode == 0, done.stderr
     assert "questions 300" in done.stdout
+
+
+# ------------------------------------------------------------------------------------- bank append
+
+
+def _write_jsonl(path, records):
+    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in records))
+    return path
+
+
+def _new_question(i, dim=16, **extra):
+    vector = np.random.default_rng(100 + i).standard_normal(dim)
+    return {"id": f"new-{i}", "text": f"new question {i}", "embedding": vector.tolist(), **extra}
+
+
+def test_bank_append_adds_questions_with_embeddings_and_outcomes(bank_path, tmp_path, capsys):
+    before = Bank.open(bank_path)
+    records = [
+        _new_question(0, source="cli-test", label="42", outcomes={"model-00": 1, "model-03": 0}),
+        _new_question(1),
+    ]
+    capsys.readouterr()
+    assert main(["bank", "append", str(bank_path), str(_write_jsonl(tmp_path / "new.jsonl", records))]) == 0
+    out = capsys.readouterr().out
+    after = Bank.open(bank_path)
+    assert after.version != before.version and after.version in out
+    assert "appended 2 questions" in out and f"{before.n_questions + 2} questions" in out
+    assert after.n_questions == before.n_questions + 2 and after.n_models == before.n_models
+    assert [q.id for q in after.questions[-2:]] == ["new-0", "new-1"]
+    first = after.questions[-2]
+    assert (first.text, first.source, first.label) == ("new question 0", "cli-test", "42")
+    capability = np.asarray(after.capability)
+    column = after.n_questions - 2
+    assert capability[after.model_index("model-00"), column] == 1
+    assert capability[after.model_index("model-03"), column] == 0
+    assert capability[after.model_index("model-01"), column] == -1
+    assert (capability[:, column + 1] == -1).all()
+    stored = np.asarray(after.embeddings[-2:], dtype=np.float64)
+    given = np.array([r["embedding"] for r in records])
+    np.testing.assert_allclose(stored, given / np.linalg.norm(given, axis=1, keepdims=True), atol=1e-6)
+    np.testing.assert_array_equal(np.asarray(after.embeddings[:-2]), np.asarray(before.embeddings))
+    after.validate()
+
+
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [
+        ("{not json", ""),
+        ({"id": "x", "embedding": [1.0] * 16}, "text"),
+        ({"id": "x", "text": "t", "embedding": [1.0] * 16, "outcomes": {"model-00": 2}}, "outcomes"),
+        ({"id": "x", "text": "t", "embeding": [1.0] * 16}, "embeding"),
+        ({"id": "x", "text": "t", "embedding": [1.0] * 15}, "dimension is 16"),
+        ({"id": "new-0", "text": "t", "embedding": [1.0] * 16}, "repeats line 1"),
+        ({"id": "q0", "text": "t", "embedding": [1.0] * 16}, "already in the bank"),
+        ({"id": "x", "text": "t", "embedding": [0.0] * 16}, "zeros"),
+    ],
+    ids=["not-json", "no-text", "outcome-2", "unknown-field", "wrong-dim", "repeated-id", "taken-id", "zero-vector"],
+)
+def test_bank_append_bad_line_names_the_line_and_appends_nothing(bank_path, tmp_path, capsys, bad, message):
+    before = Bank.open(bank_path)
+    assert before.questions[0].id == "q0"
+    path = _write_jsonl(tmp_path / "bad.jsonl", [_new_question(0), "", _new_question(1), bad])
+    capsys.readouterr()
+    assert main(["bank", "append", str(bank_path), str(path)]) == 2
+    err = capsys.readouterr().err
+    assert f"{path}:4:" in err and message in err and "Traceback" not in err
+    after = Bank.open(bank_path)
+    assert (after.version, after.n_questions) == (before.version, before.n_questions)
+
+
+def test_bank_append_unknown_model_in_outcomes_is_named(bank_path, tmp_path, capsys):
+    before = Bank.open(bank_path)
+    path = _write_jsonl(tmp_path / "new.jsonl", [_new_question(0, outcomes={"model-00": 1, "gpt-nonexistent": 1})])
+    capsys.readouterr()
+    assert main(["bank", "append", str(bank_path), str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "gpt-nonexistent" in err and f"{path}:1:" in err
+    assert Bank.open(bank_path).version == before.version
+
+
+def test_bank_append_text_only_line_needs_a_bank_of_the_bundled_embedder(bank_path, tmp_path, capsys):
+    """A line without an embedding is embedded locally; a synthetic 16-d bank cannot take the bundled
+    model's vectors, so that is a message and nothing is appended."""
+    before = Bank.open(bank_path)
+    path = _write_jsonl(tmp_path / "new.jsonl", [_new_question(0), {"id": "text-only", "text": "what is 2+2?"}])
+    capsys.readouterr()
+    assert main(["bank", "append", str(bank_path), str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "embedder" in err and "Traceback" not in err
+    assert Bank.open(bank_path).version == before.version
+
+
+def test_bank_append_empty_file_is_a_message(bank_path, tmp_path, capsys):
+    path = tmp_path / "empty.jsonl"
+    path.write_text("\n\n")
+    assert main(["bank", "append", str(bank_path), str(path)]) == 2
+    assert "no questions" in capsys.readouterr().err
+
+
+def test_bank_append_embeds_text_only_lines_with_the_bundled_model(tmp_path, capsys):
+    from smcs.bank import ModelInfo, Question
+    from smcs.embed import OnnxEmbedder
+
+    embedder = OnnxEmbedder()
+    texts = ["What is the capital of France?", "Compute 345 plus 678.", "How do you sort a list in Python?"]
+    bank = Bank.create(
+        tmp_path / "text-bank",
+        embeddings=embedder.embed(texts),
+        capability=np.array([[1, 0, 0], [0, 1, 1]], dtype=np.int8),
+        questions=[Question(id=f"t{i}", text=t) for i, t in enumerate(texts)],
+        models=[ModelInfo(name="a"), ModelInfo(name="b")],
+        embedder=embedder.info,
+    )
+    given = np.random.default_rng(7).standard_normal(bank.dim)
+    records = [
+        {"id": "text-only", "text": "Which river flows through Cairo?", "outcomes": {"a": 1}},
+        {"id": "with-vector", "text": "anything", "embedding": given.tolist()},
+    ]
+    capsys.readouterr()
+    assert main(["bank", "append", str(bank.path), str(_write_jsonl(tmp_path / "new.jsonl", records))]) == 0
+    assert "1 embedded locally" in capsys.readouterr().out
+    after = Bank.open(bank.path)
+    assert [q.id for q in after.questions] == ["t0", "t1", "t2", "text-only", "with-vector"]
+    expected = np.asarray(embedder.embed(["Which river flows through Cairo?"]), dtype=np.float64)[0]
+    np.testing.assert_allclose(np.asarray(after.embeddings[3], dtype=np.float64), expected / np.linalg.norm(expected), atol=1e-5)
+    np.testing.assert_allclose(np.asarray(after.embeddings[4], dtype=np.float64), given / np.linalg.norm(given), atol=1e-6)
+    assert np.asarray(after.capability)[:, 3].tolist() == [1, -1]
