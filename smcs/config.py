@@ -114,6 +114,22 @@ class BankConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_onl
     path: str
 
 
+class MetricsConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """The Prometheus exposition (``http://host:port/metrics``), a plain-HTTP listener beside the gRPC port.
+
+    Attributes:
+        host: interface the metrics listener binds (127.0.0.1: this machine only).
+        port: its TCP port; 0 = off (the default: no metrics listener). Metrics are recorded either way.
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 0
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"port must be in [0, 65535], got {self.port}")
+
+
 class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     """The whole configuration file; every table is optional.
 
@@ -126,6 +142,7 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tr
             ``smcs.embed.EmbedderConfig``). Unset: the bundled ONNX model when the bank accepts it,
             else embeddings only (text requests then get FAILED_PRECONDITION saying why). Set: that
             embedder or a start-up error if the bank was built by another. ``kind = "none"``: embeddings only.
+        metrics: the Prometheus ``/metrics`` listener (``[metrics]``); off unless its port is set.
     """
 
     server: ServerConfig = ServerConfig()
@@ -133,6 +150,7 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tr
     bank: BankConfig | None = None
     policy: Policy = Policy()
     embedder: EmbedderConfig | None = None
+    metrics: MetricsConfig = MetricsConfig()
 
 
 def load_config(path: str | os.PathLike[str] | None = None, environ: dict[str, str] | None = None) -> Config:

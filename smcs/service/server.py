@@ -18,6 +18,7 @@ from .._proto import router_pb2_grpc as pb_grpc
 from ..config import Config, TLSConfig
 from ..embed import EmbedderConfig, EmbedderError, as_async, make_embedder
 from .auth import BearerTokenInterceptor
+from .metrics import Metrics, MetricsHTTPServer, MetricsInterceptor
 from .servicer import RouterService
 from .state import EmbedderChoice, ServiceState
 
@@ -29,13 +30,20 @@ GRACE_S = 5.0
 
 
 class RunningServer:
-    """A started server: its port, its live state, and how to stop it."""
+    """A started server: its port, its live state, its metrics, and how to stop it.
+
+    ``metrics_port`` is the port of the ``/metrics`` listener, None when ``[metrics]`` leaves it off.
+    """
 
     def __init__(self, server: grpc.aio.Server, port: int, state: ServiceState, health: health.aio.HealthServicer,
-                 executors: list[ThreadPoolExecutor], watcher: asyncio.Task[None] | None) -> None:
+                 executors: list[ThreadPoolExecutor], watcher: asyncio.Task[None] | None, metrics: Metrics,
+                 exposition: MetricsHTTPServer | None) -> None:
         self.server = server
         self.port = port
         self.state = state
+        self.metrics = metrics
+        self.metrics_port = exposition.port if exposition is not None else None
+        self._exposition = exposition
         self._health = health
         self._executors = executors
         self._watcher = watcher
@@ -49,6 +57,8 @@ class RunningServer:
                 await self._watcher
         await self.server.stop(grace_s)
         _shut_down(self._executors)
+        if self._exposition is not None:
+            self._exposition.close()
 
 
 async def start_server(config: Config, bank_path: Path) -> RunningServer:
@@ -61,10 +71,6 @@ async def start_server(config: Config, bank_path: Path) -> RunningServer:
         ("grpc.max_send_message_length", config.server.max_message_bytes),
         ("grpc.so_reuseport", 0),  # a second server on a taken port must fail, not silently share its traffic
     ]
-    interceptors = [BearerTokenInterceptor(config.auth)] if config.auth.enabled else []
-    server = grpc.aio.server(
-        interceptors=interceptors, options=options, maximum_concurrent_rpcs=config.server.max_concurrent_rpcs
-    )
     executors = [
         ThreadPoolExecutor(max_workers=config.server.workers, thread_name_prefix="smcs-route"),
         ThreadPoolExecutor(max_workers=1, thread_name_prefix="smcs-embed"),
@@ -75,17 +81,32 @@ async def start_server(config: Config, bank_path: Path) -> RunningServer:
         _shut_down(executors)
         raise
     state = ServiceState(bank_path, config.policy, executors[0], embedder)
-    pb_grpc.add_RouterServicer_to_server(RouterService(state, config.server), server)
+    metrics = Metrics(state)
+    # metrics first: it then counts the refusals of the interceptors after it (auth) too
+    interceptors: list[grpc.aio.ServerInterceptor] = [MetricsInterceptor(metrics)]
+    if config.auth.enabled:
+        interceptors.append(BearerTokenInterceptor(config.auth))
+    server = grpc.aio.server(
+        interceptors=interceptors, options=options, maximum_concurrent_rpcs=config.server.max_concurrent_rpcs
+    )
+    pb_grpc.add_RouterServicer_to_server(RouterService(state, config.server, metrics), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
     address = f"{config.server.host}:{config.server.port}"
-    port = _bind(server, address, config.server.tls)
+    try:
+        port = _bind(server, address, config.server.tls)
+    except BaseException:
+        _shut_down(executors)
+        raise
     for name in ("", SERVICE_NAME):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
     await server.start()
+    exposition = None
     try:
         await state.reload()
+        if config.metrics.port != 0:
+            exposition = MetricsHTTPServer(config.metrics, metrics.registry)
     except BaseException:
         await server.stop(0)
         _shut_down(executors)
@@ -96,7 +117,9 @@ async def start_server(config: Config, bank_path: Path) -> RunningServer:
     if config.server.reload_interval_s > 0:
         watcher = asyncio.get_running_loop().create_task(state.watch(config.server.reload_interval_s))
     log.info("smcs serving %s on %s:%d", bank_path, config.server.host, port)
-    return RunningServer(server, port, state, health_servicer, executors, watcher)
+    if exposition is not None:
+        log.info("smcs metrics on http://%s:%d/metrics", config.metrics.host, exposition.port)
+    return RunningServer(server, port, state, health_servicer, executors, watcher, metrics, exposition)
 
 
 async def serve(config: Config, bank_path: Path, ready: asyncio.Event | None = None) -> None:
@@ -151,5 +174,10 @@ def _bind(server: grpc.aio.Server, address: str, tls: TLSConfig | None) -> int:
     except RuntimeError:  # grpcio raises this (older versions returned 0) when the address cannot be bound
         port = 0
     if port == 0:
+        if tls is not None:  # grpcio only logs why the credentials were refused; name the files to check
+            raise OSError(
+                f"cannot listen on {address} with TLS (address in use, not an address of this machine, or "
+                f"{tls.cert_file} / {tls.key_file} is not a PEM certificate chain / its private key)"
+            )
         raise OSError(f"cannot listen on {address} (address in use, or not an address of this machine)")
     return port

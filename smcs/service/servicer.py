@@ -18,6 +18,7 @@ from ..config import ServerConfig
 from ..embed import EmbedderError, EmbedderTimeout
 from . import convert
 from .convert import RequestError, invalid
+from .metrics import Metrics
 from .state import ServiceState, Snapshot
 
 log = logging.getLogger(__name__)
@@ -52,9 +53,10 @@ def _unary(method: Callable[..., Awaitable[Response]]) -> Callable[..., Awaitabl
 class RouterService(pb_grpc.RouterServicer):
     """The ``smcs.v1.Router`` service over a ``ServiceState``."""
 
-    def __init__(self, state: ServiceState, server: ServerConfig) -> None:
+    def __init__(self, state: ServiceState, server: ServerConfig, metrics: Metrics) -> None:
         self._state = state
         self._server = server
+        self._metrics = metrics
 
     def _snapshot(self) -> Snapshot:
         live = self._state.live
@@ -68,7 +70,8 @@ class RouterService(pb_grpc.RouterServicer):
         bank = snapshot.bank
         query = convert.query_from_request(request, bank.dim, self._server.max_question_chars)
         if isinstance(query, str):
-            query = (await _embed(snapshot, [query], "question"))[0]
+            with self._metrics.stage("embed"):
+                query = (await _embed(snapshot, [query], "question"))[0]
         policy = convert.policy_from_request(request.policy, self._state.policy)
         route = functools.partial(
             snapshot.router.route,
@@ -77,8 +80,10 @@ class RouterService(pb_grpc.RouterServicer):
             policy=policy,
             allowed_models=list(request.policy.allowed_models),
         )
-        decision = route() if bank.embeddings.nbytes < INLINE_BANK_BYTES else await self._state.run(route)
-        return convert.route_response(decision, bank, snapshot.question_ids, request.debug)
+        with self._metrics.stage("route"):
+            decision = route() if bank.embeddings.nbytes < INLINE_BANK_BYTES else await self._state.run(route)
+        with self._metrics.stage("respond"):
+            return convert.route_response(decision, bank, snapshot.question_ids, request.debug)
 
     async def Answer(self, request: pb.AnswerRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[pb.AnswerEvent]:
         await context.abort(grpc.StatusCode.UNIMPLEMENTED, "Answer needs model backends, which this server does not have yet")
