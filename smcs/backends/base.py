@@ -1,0 +1,104 @@
+"""The model-backend interface: chat messages in, a completion with per-token logprobs out (DESIGN.md §2, layer 4).
+
+One async method, ``complete``, so that nothing above this layer (the pipeline host, the strategies, the
+service) knows whether a model answers over HTTP from a GPU server or from the embedded CPU model. Every
+backend promises:
+
+- ``messages`` is a non-empty sequence of ``ChatMessage``; ``settings`` (None: the backend's own) say how
+  to sample;
+- the result is a ``Completion``: the generated text, the log-probability of each generated token (empty
+  only when the server gives none: then ``logprobs_missing`` is True and perplexity cannot be computed),
+  token usage and the wall time of the call;
+- failures are ``BackendError`` subclasses (``smcs.backends.errors``) whose ``kind`` says what went wrong;
+- cancelling the coroutine abandons the request (an HTTP backend closes its connection).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal, Protocol, runtime_checkable
+
+import msgspec
+
+Role = Literal["system", "user", "assistant"]
+
+
+class ChatMessage(msgspec.Struct, frozen=True):
+    """One turn of a chat: ``role`` and its text."""
+
+    role: Role
+    content: str
+
+
+class GenerationSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """How a model samples; the defaults are the SMCS paper's (A.3).
+
+    Attributes:
+        temperature: sampling temperature, >= 0 (0: greedy).
+        max_tokens: most tokens to generate, >= 1.
+        presence_penalty: OpenAI-style presence penalty, in [-2, 2].
+        top_p: nucleus sampling mass in (0, 1]; None: the server's default.
+        stop: strings that end generation.
+        seed: sampling seed passed to the server; None: the server's own randomness.
+    """
+
+    temperature: float = 0.7
+    max_tokens: int = 8192
+    presence_penalty: float = 1.05
+    top_p: float | None = None
+    stop: list[str] = []
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        if not self.temperature >= 0:
+            raise ValueError(f"temperature must be >= 0, got {self.temperature!r}")
+        if isinstance(self.max_tokens, bool) or self.max_tokens < 1:
+            raise ValueError(f"max_tokens must be >= 1, got {self.max_tokens!r}")
+        if not -2.0 <= self.presence_penalty <= 2.0:
+            raise ValueError(f"presence_penalty must be in [-2, 2], got {self.presence_penalty!r}")
+        if self.top_p is not None and not 0.0 < self.top_p <= 1.0:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p!r}")
+
+
+class Completion(msgspec.Struct, frozen=True, kw_only=True):
+    """What a model returned for one request.
+
+    Attributes:
+        text: the generated text (the assistant message's content).
+        token_logprobs: natural-log probability of each generated token, in order.
+        logprobs_missing: True when the server returned no logprobs (``token_logprobs`` is then empty).
+        prompt_tokens: tokens of the prompt, as the server counted them (0 if it did not say).
+        completion_tokens: tokens generated (0 if the server did not say).
+        finish_reason: why generation stopped (``stop``, ``length``, ...), None if not given.
+        latency_s: wall time of the call, retries and waits included.
+        url: the base URL that answered; None for a local model.
+    """
+
+    text: str
+    token_logprobs: list[float]
+    logprobs_missing: bool = False
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    finish_reason: str | None = None
+    latency_s: float = 0.0
+    url: str | None = None
+
+
+@runtime_checkable
+class ChatBackend(Protocol):
+    """A model that answers chat requests. ``name`` is the model's name in the bank and the config."""
+
+    @property
+    def name(self) -> str:
+        """The model's name (a plain attribute satisfies this too)."""
+        ...
+
+    async def complete(
+        self, messages: Sequence[ChatMessage], settings: GenerationSettings | None = None
+    ) -> Completion:
+        """Generate the assistant's reply to ``messages``; ``BackendError`` subclasses on failure."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release connections, threads or model memory; the backend is unusable afterwards."""
+        ...
