@@ -6,9 +6,9 @@ backend promises:
 
 - ``messages`` is a non-empty sequence of ``ChatMessage``; ``settings`` (None: the backend's own) say how
   to sample;
-- the result is a ``Completion``: the generated text, the log-probability of each generated token (empty
-  only when the server gives none: then ``logprobs_missing`` is True and perplexity cannot be computed),
-  token usage and the wall time of the call;
+- the result is a ``Completion`` (defined in ``smcs.core.messages``, since the pipeline consumes it):
+  the generated text, the log-probability of each generated token (empty only when the server gives
+  none: then ``logprobs_missing`` is True and perplexity cannot be computed), token usage and wall time;
 - failures are ``BackendError`` subclasses (``smcs.backends.errors``) whose ``kind`` says what went wrong;
 - cancelling the coroutine abandons the request (an HTTP backend closes its connection).
 """
@@ -16,18 +16,13 @@ backend promises:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 import msgspec
 
-Role = Literal["system", "user", "assistant"]
+from ..core.messages import ChatMessage, Completion, Role
 
-
-class ChatMessage(msgspec.Struct, frozen=True):
-    """One turn of a chat: ``role`` and its text."""
-
-    role: Role
-    content: str
+__all__ = ["ChatBackend", "ChatMessage", "Completion", "GenerationSettings", "Role"]
 
 
 class GenerationSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -58,30 +53,6 @@ class GenerationSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True
             raise ValueError(f"presence_penalty must be in [-2, 2], got {self.presence_penalty!r}")
         if self.top_p is not None and not 0.0 < self.top_p <= 1.0:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p!r}")
-
-
-class Completion(msgspec.Struct, frozen=True, kw_only=True):
-    """What a model returned for one request.
-
-    Attributes:
-        text: the generated text (the assistant message's content).
-        token_logprobs: natural-log probability of each generated token, in order.
-        logprobs_missing: True when the server returned no logprobs (``token_logprobs`` is then empty).
-        prompt_tokens: tokens of the prompt, as the server counted them (0 if it did not say).
-        completion_tokens: tokens generated (0 if the server did not say).
-        finish_reason: why generation stopped (``stop``, ``length``, ...), None if not given.
-        latency_s: wall time of the call, retries and waits included.
-        url: the base URL that answered; None for a local model.
-    """
-
-    text: str
-    token_logprobs: list[float]
-    logprobs_missing: bool = False
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    finish_reason: str | None = None
-    latency_s: float = 0.0
-    url: str | None = None
 
 
 @runtime_checkable

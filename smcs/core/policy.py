@@ -27,6 +27,8 @@ class Policy(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tr
         quantized: scan an int8 copy of the bank (4× fewer bytes) and re-score in float32 only the rows
             its error bounds cannot rule out. The decision is identical to the exact scan's; the router
             builds the int8 copy once, on first use (at construction when its own policy sets this).
+        min_references: the full pipeline (Answer) goes on while at least this many referencers answered,
+            else it fails naming who did not; None = ⌈k/2⌉. At most k.
     """
 
     k: int = 7
@@ -38,6 +40,7 @@ class Policy(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tr
     aggregator: str | None = None
     threads: int | None = None
     quantized: bool = False
+    min_references: int | None = None
 
     def __post_init__(self) -> None:
         for name in ("k", "n_base", "n"):
@@ -53,8 +56,17 @@ class Policy(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tr
             raise ValueError("aggregator must be a model name or None, got an empty string")
         if self.threads is not None:
             _require_int("threads", self.threads, minimum=1)
+        if self.min_references is not None:
+            _require_int("min_references", self.min_references, minimum=1)
+            if self.min_references > self.k:
+                raise ValueError(f"min_references must be at most k ({self.k}), got {self.min_references}")
         if not isinstance(self.quantized, bool):
             raise ValueError(f"quantized must be true or false, got {self.quantized!r}")
+
+    @property
+    def quorum(self) -> int:
+        """Referencers that must answer for the pipeline to go on: ``min_references`` or ⌈k/2⌉."""
+        return self.min_references if self.min_references is not None else -(-self.k // 2)
 
     def check_models(self, model_names: tuple[str, ...]) -> None:
         """Raise ``ValueError`` if this policy cannot route over a bank holding ``model_names``."""

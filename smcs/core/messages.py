@@ -1,0 +1,44 @@
+"""What the pipeline sends to models and gets back: chat messages and completions.
+
+They live in the core, not in ``smcs.backends``, because the sans-I/O pipeline builds the messages and
+scores the completions; the backends (an outer layer) import them from here.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import msgspec
+
+Role = Literal["system", "user", "assistant"]
+
+
+class ChatMessage(msgspec.Struct, frozen=True):
+    """One turn of a chat: ``role`` and its text."""
+
+    role: Role
+    content: str
+
+
+class Completion(msgspec.Struct, frozen=True, kw_only=True):
+    """What a model returned for one request.
+
+    Attributes:
+        text: the generated text (the assistant message's content).
+        token_logprobs: natural-log probability of each generated token, in order.
+        logprobs_missing: True when the server returned no logprobs (``token_logprobs`` is then empty).
+        prompt_tokens: tokens of the prompt, as the server counted them (0 if it did not say).
+        completion_tokens: tokens generated (0 if the server did not say).
+        finish_reason: why generation stopped (``stop``, ``length``, ...), None if not given.
+        latency_s: wall time of the call, retries and waits included.
+        url: the base URL that answered; None for a local model.
+    """
+
+    text: str
+    token_logprobs: list[float]
+    logprobs_missing: bool = False
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    finish_reason: str | None = None
+    latency_s: float = 0.0
+    url: str | None = None

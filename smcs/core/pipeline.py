@@ -1,0 +1,354 @@
+"""The full SMCS pipeline as a sans-I/O step machine: references, exploration, exploitation (Eqs 6–7).
+
+``smcs_pipeline(...)`` is a generator. It yields *steps*; the host performs each and sends the result
+back with ``generator.send``; the generator's return value (``StopIteration.value``) is the
+``AnswerResult``. Steps and what the host sends back:
+
+==================  ==========================================================================
+step                the host sends back
+==================  ==========================================================================
+``Emit(event)``     None, after passing ``event`` on (a gRPC stream, a progress line, a log)
+``CallModels``      one ``Completion`` or ``CallFailed`` per call, in the order of ``calls``
+``EmbedTexts``      a float array ``(len(texts), d)``, one row per text (any embedder; the
+                    retrieval one by convention)
+==================  ==========================================================================
+
+The order of steps: ``Emit(Routed)``; ``CallModels("reference")`` for the K referencers;
+``Emit(ReferenceEvidence)`` per referencer; ``CallModels("aggregate")`` for the n exploration subsets
+(again with the fallback aggregator if every aggregation failed); ``EmbedTexts`` of the aggregations
+that succeeded (skipped when only one did); ``Emit(AggregationEvidence)`` per subset;
+``Emit(AnswerResult)``; return.
+
+Faults: a referencer that failed is left out of every subset. With fewer than ``policy.quorum``
+referencers answering the generator raises ``QuorumNotMet`` naming who failed. An aggregation that
+failed (or came back empty) is dropped from selection; if all failed, the fallback aggregator (when
+given) writes them again; if that fails too, the answer is the best reference by prior, and the result
+says so (``source`` and ``notes``). When some answered aggregation has no logprobs, perplexity cannot be
+compared, so selection uses S^sim alone (λ taken as 0) and a note says so.
+
+The generator draws no random numbers (the exploration plan is the decision's) and calls nothing, so a
+scripted host replays it exactly.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Generator, Sequence
+from typing import Literal
+
+import msgspec
+import numpy as np
+
+from .. import kernels
+from .decision import RouteDecision
+from .messages import ChatMessage, Completion
+from .policy import Policy
+from .prompts import Task, aggregation_messages, question_messages
+
+Stage = Literal["reference", "aggregate"]
+Source = Literal["aggregation", "fallback_aggregator", "best_reference"]
+
+
+class ModelCall(msgspec.Struct, frozen=True, kw_only=True):
+    """One request for the host to send: ``messages`` to ``model``, sampling with ``seed``."""
+
+    model: str
+    messages: list[ChatMessage]
+    seed: int
+
+
+class CallFailed(msgspec.Struct, frozen=True, kw_only=True):
+    """What the host sends back for a call that failed: the error's ``kind`` (e.g. ``timeout``) and message."""
+
+    kind: str
+    message: str
+    latency_s: float = 0.0
+
+
+class CallModels(msgspec.Struct, frozen=True, kw_only=True):
+    """Step: perform ``calls`` (concurrently) and send back one result per call, in order."""
+
+    stage: Stage
+    calls: list[ModelCall]
+
+
+class EmbedTexts(msgspec.Struct, frozen=True, kw_only=True):
+    """Step: embed ``texts`` and send back the array, one row per text."""
+
+    texts: list[str]
+
+
+class Routed(msgspec.Struct, frozen=True, tag="routed"):
+    """Event: the route decision the pipeline follows."""
+
+    decision: RouteDecision
+
+
+class ReferenceEvidence(msgspec.Struct, frozen=True, kw_only=True, tag="reference"):
+    """Event: one referencer's answer (``text``) or failure (``error``, ``error_kind``)."""
+
+    model: str
+    prior: float
+    text: str = ""
+    error: str | None = None
+    error_kind: str | None = None
+    latency_s: float = 0.0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    @property
+    def ok(self) -> bool:
+        """Whether the referencer answered."""
+        return self.error is None
+
+
+class AggregationEvidence(msgspec.Struct, frozen=True, kw_only=True, tag="aggregation"):
+    """Event: one exploration subset's aggregation with its scores (Eq 7), or why it has none.
+
+    ``subset`` lists the references it saw (failed referencers removed), in the order they were numbered.
+    ``similarity``, ``perplexity`` and ``total`` are NaN for a failed aggregation; ``perplexity`` is NaN
+    when the aggregator returned no logprobs.
+    """
+
+    index: int
+    aggregator: str
+    subset: list[str]
+    text: str = ""
+    error: str | None = None
+    error_kind: str | None = None
+    similarity: float = math.nan
+    perplexity: float = math.nan
+    total: float = math.nan
+    latency_s: float = 0.0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    @property
+    def ok(self) -> bool:
+        """Whether this aggregation was written."""
+        return self.error is None
+
+
+class AnswerResult(msgspec.Struct, frozen=True, kw_only=True, tag="final"):
+    """Event and return value: the selected answer and the evidence for every step.
+
+    Attributes:
+        text: the answer.
+        source: ``aggregation`` (the best of the n aggregations by Eq 7), ``fallback_aggregator`` (the
+            same, written by the fallback aggregator), or ``best_reference`` (every aggregation failed:
+            the answer of the highest-prior referencer that answered).
+        selected: index of the selected aggregation among ``aggregations``; None for ``best_reference``.
+        decision: the route decision followed.
+        references: one per referencer, in the decision's order.
+        aggregations: one per exploration subset (twice n when the fallback aggregator ran).
+        notes: what deviated from the plan and why, one line each.
+    """
+
+    text: str
+    source: Source
+    selected: int | None
+    decision: RouteDecision
+    references: list[ReferenceEvidence]
+    aggregations: list[AggregationEvidence]
+    notes: list[str] = []
+
+    @property
+    def seed(self) -> int:
+        """The seed of the route decision (replaying with it reproduces the plan)."""
+        return self.decision.seed
+
+    @property
+    def bank_version(self) -> str:
+        """The bank snapshot routed over."""
+        return self.decision.bank_version
+
+
+class Emit(msgspec.Struct, frozen=True):
+    """Step: pass ``event`` on; send back None."""
+
+    event: Routed | ReferenceEvidence | AggregationEvidence | AnswerResult
+
+
+Step = Emit | CallModels | EmbedTexts
+CallResult = Completion | CallFailed
+Event = Routed | ReferenceEvidence | AggregationEvidence | AnswerResult
+
+
+class QuorumNotMet(RuntimeError):
+    """Fewer referencers answered than the policy's quorum; ``references`` holds every one's evidence."""
+
+    def __init__(self, message: str, references: list[ReferenceEvidence]) -> None:
+        """``message`` names who failed and why."""
+        super().__init__(message)
+        self.references = references
+
+
+def smcs_pipeline(
+    decision: RouteDecision,
+    question: str,
+    *,
+    policy: Policy,
+    task: Task | None = None,
+    fallback_aggregator: str | None = None,
+) -> Generator[Step, object, AnswerResult]:
+    """Run SMCS on ``question`` along ``decision`` (see the module docstring for the protocol).
+
+    ``policy`` gives λ (Eq 7) and the quorum; ``task`` the prompt template; ``fallback_aggregator`` the
+    model that rewrites the aggregations if every one of the aggregator's failed (None: no second try).
+    Sampling seeds of the calls derive from ``decision.seed``, so replays send identical requests.
+    """
+    yield Emit(Routed(decision))
+    asked = question_messages(question, task)
+    calls = [ModelCall(model=m, messages=asked, seed=_call_seed(decision.seed, i)) for i, m in enumerate(decision.referencers)]
+    results = yield CallModels(stage="reference", calls=calls)
+    references = [_reference_evidence(m, v, r) for m, v, r in zip(decision.referencers, decision.votes, _results(results, calls))]
+    for evidence in references:
+        yield Emit(evidence)
+    answered = {e.model: e for e in references if e.ok}
+    if len(answered) < policy.quorum:
+        failed = "; ".join(f"{e.model}: {e.error_kind}: {e.error}" for e in references if not e.ok)
+        raise QuorumNotMet(
+            f"only {len(answered)} of {len(references)} referencers answered, fewer than min_references="
+            f"{policy.quorum} ({failed})",
+            references,
+        )
+    notes = [f"referencer {e.model} failed ({e.error_kind}) and was left out of every subset" for e in references if not e.ok]
+    subsets = [[m for m in subset if m in answered] for subset in decision.subsets]
+
+    aggregators: list[tuple[str, Source]] = [(decision.aggregator, "aggregation")]
+    if fallback_aggregator is not None and fallback_aggregator != decision.aggregator:
+        aggregators.append((fallback_aggregator, "fallback_aggregator"))
+    aggregations: list[AggregationEvidence] = []
+    for round_, (aggregator, source) in enumerate(aggregators):
+        first = len(aggregations)
+        written = yield from _aggregate(question, task, aggregator, subsets, answered, decision.seed, round_, first)
+        scored, note = yield from _score(written, policy.lam)
+        aggregations.extend(scored)
+        notes.extend(note)
+        for evidence in scored:
+            yield Emit(evidence)
+        best = _best(scored)
+        if best is not None:
+            result = AnswerResult(
+                text=scored[best].text,
+                source=source,
+                selected=first + best,
+                decision=decision,
+                references=references,
+                aggregations=aggregations,
+                notes=notes,
+            )
+            yield Emit(result)
+            return result
+        notes.append(f"every aggregation by {aggregator} failed")
+    top = next(e for e in references if e.ok)  # the decision lists referencers by descending prior
+    notes.append(f"answered with the highest-prior reference, {top.model}")
+    result = AnswerResult(
+        text=top.text, source="best_reference", selected=None, decision=decision,
+        references=references, aggregations=aggregations, notes=notes,
+    )
+    yield Emit(result)
+    return result
+
+
+def _aggregate(
+    question: str,
+    task: Task | None,
+    aggregator: str,
+    subsets: list[list[str]],
+    answered: dict[str, ReferenceEvidence],
+    seed: int,
+    round_: int,
+    first_index: int,
+) -> Generator[Step, object, list[tuple[AggregationEvidence, Completion | None]]]:
+    """Ask ``aggregator`` to synthesise each non-empty subset; the evidence of each (unscored) with its completion."""
+    calls: list[ModelCall] = []
+    for i, subset in enumerate(subsets):
+        if subset:
+            messages = aggregation_messages(question, [answered[m].text for m in subset], task)
+            calls.append(ModelCall(model=aggregator, messages=messages, seed=_call_seed(seed, round_ * len(subsets) + i, stage=1)))
+    results = iter(_results((yield CallModels(stage="aggregate", calls=calls)), calls)) if calls else iter(())
+    written = []
+    for i, subset in enumerate(subsets):
+        base = AggregationEvidence(index=first_index + i, aggregator=aggregator, subset=subset)
+        if not subset:
+            written.append((msgspec.structs.replace(base, error="every reference of this subset failed", error_kind="empty_subset"), None))
+            continue
+        result = next(results)
+        if isinstance(result, CallFailed):
+            written.append((msgspec.structs.replace(base, error=result.message, error_kind=result.kind, latency_s=result.latency_s), None))
+        elif not result.text.strip():
+            written.append((msgspec.structs.replace(base, error="the aggregator returned no text", error_kind="empty_response", latency_s=result.latency_s), None))
+        else:
+            written.append((msgspec.structs.replace(
+                base, text=result.text, latency_s=result.latency_s,
+                prompt_tokens=result.prompt_tokens, completion_tokens=result.completion_tokens,
+            ), result))
+    return written
+
+
+def _score(
+    written: list[tuple[AggregationEvidence, Completion | None]], lam: float
+) -> Generator[Step, object, tuple[list[AggregationEvidence], list[str]]]:
+    """Eq (7) over the aggregations that were written: S^sim from their embeddings, PPL from their logprobs."""
+    done = [(i, c) for i, (_, c) in enumerate(written) if c is not None]
+    evidence = [e for e, _ in written]
+    if not done:
+        return evidence, []
+    if len(done) == 1:
+        similarity = np.ones(1)
+    else:
+        vectors = yield EmbedTexts(texts=[c.text for _, c in done])
+        similarity = kernels.mean_pairwise_similarity(np.asarray(vectors, dtype=np.float64))
+    notes = []
+    if all(c.token_logprobs for _, c in done):
+        lengths = [len(c.token_logprobs) for _, c in done]
+        offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+        ppl = kernels.perplexity(np.concatenate([c.token_logprobs for _, c in done]), offsets)
+        total = kernels.hybrid_scores(similarity, ppl, lam)
+    else:
+        ppl = np.full(len(done), math.nan)
+        total = kernels.hybrid_scores(similarity, np.ones(len(done)), 0.0)
+        notes.append("an aggregation came without logprobs: selected by similarity alone (λ taken as 0)")
+    for j, (i, _) in enumerate(done):
+        evidence[i] = msgspec.structs.replace(
+            evidence[i], similarity=float(similarity[j]), perplexity=float(ppl[j]), total=float(total[j])
+        )
+    return evidence, notes
+
+
+def _best(scored: list[AggregationEvidence]) -> int | None:
+    """Index in ``scored`` of the highest total among those written (ties to the lowest), None if none was."""
+    done = [i for i, e in enumerate(scored) if e.ok]
+    if not done:
+        return None
+    return done[kernels.select_best(np.array([scored[i].total for i in done]))]
+
+
+def _reference_evidence(model: str, prior: float, result: CallResult) -> ReferenceEvidence:
+    """The evidence of one referencer's call; an empty answer counts as a failure."""
+    if isinstance(result, CallFailed):
+        return ReferenceEvidence(model=model, prior=prior, error=result.message, error_kind=result.kind, latency_s=result.latency_s)
+    if not result.text.strip():
+        return ReferenceEvidence(model=model, prior=prior, error="the model returned no text", error_kind="empty_response", latency_s=result.latency_s)
+    return ReferenceEvidence(
+        model=model, prior=prior, text=result.text, latency_s=result.latency_s,
+        prompt_tokens=result.prompt_tokens, completion_tokens=result.completion_tokens,
+    )
+
+
+def _results(sent: object, calls: Sequence[ModelCall]) -> list[CallResult]:
+    """The host's answer to a ``CallModels`` step, checked: one ``Completion`` or ``CallFailed`` per call."""
+    if not isinstance(sent, Sequence) or len(sent) != len(calls):
+        raise TypeError(f"the host must send back {len(calls)} results for CallModels, got {sent!r:.80}")
+    for i, result in enumerate(sent):
+        if not isinstance(result, (Completion, CallFailed)):
+            raise TypeError(f"result {i} of CallModels must be a Completion or CallFailed, got {type(result).__name__}")
+    return list(sent)
+
+
+def _call_seed(seed: int, index: int, stage: int = 0) -> int:
+    """The sampling seed of call ``index`` of ``stage`` (0 references, 1 aggregations) of a request: a
+    63-bit value mixed from the request seed, so replays send identical requests."""
+    mixed = np.random.SeedSequence([seed & (2**64 - 1), stage, index]).generate_state(1, dtype=np.uint64)[0]
+    return int(mixed >> np.uint64(1))
