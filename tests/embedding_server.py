@@ -21,6 +21,7 @@ import json
 from dataclasses import dataclass, field
 
 import numpy as np
+from http_wire import read_request, to_json, write_response
 
 HANG_LIMIT_S = 5.0
 """How long a ``hang`` step waits before closing the connection unanswered."""
@@ -122,14 +123,14 @@ class EmbeddingServer:
         elif kind == "close":
             pass
         elif kind == "status":
-            await _write(writer, step.status, step.body, step.headers)
+            await write_response(writer, step.status, step.body, step.headers)
         elif kind == "malformed_json":
-            await _write(writer, 200, b'{"data": [{"embedding": [0.1, 0.2')
+            await write_response(writer, 200, b'{"data": [{"embedding": [0.1, 0.2')
         elif kind == "truncated":
-            body = _json({"object": "list", "data": items})
-            await _write(writer, 200, body[: len(body) // 2], content_length=len(body))
+            body = to_json({"object": "list", "data": items})
+            await write_response(writer, 200, body[: len(body) // 2], content_length=len(body))
         else:
-            await _write(writer, 200, _json(_payload(kind, items, self.dim)))
+            await write_response(writer, 200, to_json(_payload(kind, items, self.dim)))
 
 
 def _payload(kind: str, items: list[dict], dim: int) -> dict[str, object]:
@@ -156,34 +157,7 @@ def _payload(kind: str, items: list[dict], dim: int) -> dict[str, object]:
     return payload
 
 
-def _json(value: object) -> bytes:
-    return json.dumps(value).encode()
-
-
 async def _read_request(reader: asyncio.StreamReader) -> Request:
     """Parse one HTTP/1.1 request (request line, headers, ``Content-Length`` body)."""
-    head = await reader.readuntil(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
-    method, path, _ = lines[0].split(" ", 2)
-    headers = {}
-    for line in lines[1:]:
-        if line:
-            name, _, value = line.partition(":")
-            headers[name.strip().lower()] = value.strip()
-    body = await reader.readexactly(int(headers.get("content-length", "0")))
+    method, path, headers, body = await read_request(reader)
     return Request(method, path, headers, json.loads(body) if body else None)
-
-
-async def _write(
-    writer: asyncio.StreamWriter,
-    status: int,
-    body: bytes,
-    headers: dict[str, str] | None = None,
-    content_length: int | None = None,
-) -> None:
-    """Write one response and flush it; ``content_length`` may claim more than ``body`` (truncation)."""
-    lines = [f"HTTP/1.1 {status} X", "Content-Type: application/json", "Connection: close"]
-    lines.append(f"Content-Length: {len(body) if content_length is None else content_length}")
-    lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
-    writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body)
-    await writer.drain()

@@ -3,6 +3,8 @@
 from .base import ChatBackend, ChatMessage, Completion, GenerationSettings
 from .config import LocalModelConfig, ModelConfig, OpenAIModelConfig
 from .errors import BackendError
+from .factory import make_backend
+from .openai import OpenAIBackend
 
 __all__ = [
     "BackendError",
@@ -12,5 +14,7 @@ __all__ = [
     "GenerationSettings",
     "LocalModelConfig",
     "ModelConfig",
+    "OpenAIBackend",
     "OpenAIModelConfig",
+    "make_backend",
 ]

@@ -29,7 +29,8 @@ zero or non-finite vector)
 
 Retries wait ``backoff_s · 2^k`` (k = 0, 1, ...), jittered into [½, 1] of that and capped at
 ``max_backoff_s``, so one batch takes at most ``(retries + 1) · timeout_s + retries · max_backoff_s``.
-A caller's own deadline (cancelling the task) stops it sooner.
+A caller's own deadline (cancelling the task) stops it sooner. The attempt, its classification and the
+backoff are ``smcs.http_retry``'s, shared with the chat backend.
 
 The dimension is the configured ``dim``, or else learned from the first response and then required of
 every later one; ``info`` is unknown until then (``probe`` learns it with a one-text request).
@@ -37,25 +38,29 @@ every later one; ``info`` is unknown until then (``probe`` learns it with a one-
 
 from __future__ import annotations
 
-import asyncio
-import datetime
-import email.utils
-import math
-import random
 from collections.abc import Sequence
-from types import TracebackType
 
 import httpx
 import msgspec
 import numpy as np
 
 from smcs.bank import EmbedderInfo
+from smcs.http_retry import (
+    AsyncClosing,
+    AttemptFailed,
+    Backoff,
+    bearer,
+    by_kind,
+    endpoint,
+    error_for,
+    post_once,
+    retrying,
+)
 
 from .base import check_texts, normalise_rows
 from .errors import (
     EmbedderAuthError,
     EmbedderConnectionError,
-    EmbedderError,
     EmbedderMalformedResponse,
     EmbedderRateLimited,
     EmbedderRequestError,
@@ -66,8 +71,6 @@ from .errors import (
 
 PROBE_TEXT = "dimension probe"
 """What ``probe`` embeds to learn the dimension."""
-_BODY_EXCERPT = 200
-"""How much of an error response's body a message quotes."""
 
 
 class _Item(msgspec.Struct):
@@ -85,18 +88,18 @@ class _Response(msgspec.Struct):
 
 _DECODER = msgspec.json.Decoder(_Response)
 
+_ERRORS = by_kind(
+    EmbedderConnectionError,
+    EmbedderTimeout,
+    EmbedderRateLimited,
+    EmbedderServerError,
+    EmbedderAuthError,
+    EmbedderRequestError,
+)
+"""The error raised for each kind of failed attempt (``smcs.http_retry``)."""
 
-class _Retry(Exception):
-    """An attempt failed in a way worth retrying; ``error`` is what to raise if no retry is left."""
 
-    def __init__(self, error: EmbedderError, retry_after: float | None = None) -> None:
-        """``error`` to raise when retries run out; ``retry_after``: the server's ``Retry-After`` (s)."""
-        super().__init__(str(error))
-        self.error = error
-        self.retry_after = retry_after
-
-
-class RemoteEmbedder:
+class RemoteEmbedder(AsyncClosing):
     """An ``AsyncEmbedder`` over an OpenAI-compatible embeddings endpoint.
 
     Use it as ``async with RemoteEmbedder(...) as e:`` to keep one connection pool for many calls (a
@@ -145,8 +148,7 @@ class RemoteEmbedder:
         )
         if not model:
             raise ValueError("model must be a non-empty string")
-        root = base_url.rstrip("/")
-        self.url = f"{root}/embeddings" if root.endswith("/v1") else f"{root}/v1/embeddings"
+        self.url = endpoint(base_url, "embeddings")
         self.model = model
         self.embedder_id = embedder_id or model
         self.batch_size = batch_size
@@ -155,10 +157,10 @@ class RemoteEmbedder:
         self.backoff_s = backoff_s
         self.max_backoff_s = max_backoff_s
         self._dim = dim
-        self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self._headers = bearer(api_key)
         self._client = client
         self._owns_client = False
-        self._jitter = random.Random()  # only spreads retries out; no result depends on it
+        self._backoff = Backoff(retries, backoff_s, max_backoff_s)
 
     def __repr__(self) -> str:
         return f"RemoteEmbedder({self.url!r}, model={self.model!r}, dim={self._dim})"  # never the key
@@ -171,12 +173,6 @@ class RemoteEmbedder:
             self._client = self._new_client()
             self._owns_client = True
         return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        """``aclose``."""
-        await self.aclose()
 
     async def aclose(self) -> None:
         """Close the connection pool opened by ``__aenter__`` (a client given by the caller is left open)."""
@@ -231,53 +227,14 @@ class RemoteEmbedder:
     async def _embed_batch(self, client: httpx.AsyncClient, batch: list[str]) -> np.ndarray:
         """One batch, with the retries described in the module docstring."""
         body = msgspec.json.encode({"model": self.model, "input": batch})
-        for attempt in range(self.retries + 1):
-            try:
-                return self._parse(await self._attempt(client, body), len(batch))
-            except _Retry as retry:
-                if attempt == self.retries:
-                    raise retry.error from None
-                delay = self._delay(attempt)
-                if retry.retry_after is not None:
-                    if retry.retry_after > self.max_backoff_s:
-                        raise retry.error from None  # the server wants longer than we may wait
-                    delay = max(delay, retry.retry_after)
-                await asyncio.sleep(delay)
-        raise AssertionError("unreachable")
-
-    def _delay(self, attempt: int) -> float:
-        """Backoff before retry ``attempt + 1``: ``backoff_s · 2^attempt``, jittered, capped."""
-        return min(self.max_backoff_s, self.backoff_s * 2.0**attempt) * (0.5 + 0.5 * self._jitter.random())
-
-    async def _attempt(self, client: httpx.AsyncClient, body: bytes) -> bytes:
-        """POST ``body`` once; the 2xx body, else an error to raise or a ``_Retry``."""
-        headers = {"Content-Type": "application/json", **self._headers}
         try:
-            async with asyncio.timeout(self.timeout_s):
-                response = await client.post(self.url, content=body, headers=headers)
-        except (TimeoutError, httpx.ReadTimeout, httpx.WriteTimeout, httpx.PoolTimeout):
-            raise EmbedderTimeout(
-                f"{self.url} did not answer within timeout_s={self.timeout_s:g} s", url=self.url
-            ) from None
-        except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
-            raise _Retry(EmbedderConnectionError(f"cannot connect to {self.url}: {exc}", url=self.url)) from None
-        except httpx.TransportError as exc:  # reset, closed mid-body, protocol error
-            raise _Retry(
-                EmbedderConnectionError(f"connection to {self.url} broke during the request: {exc}", url=self.url)
-            ) from None
-        status = response.status_code
-        if 200 <= status < 300:
-            return response.content
-        detail = f"{self.url} answered {status}: {_excerpt(response)}"
-        retry_after = _retry_after(response.headers.get("Retry-After"))
-        if status == 429:
-            raise _Retry(EmbedderRateLimited(detail, url=self.url, retry_after=retry_after), retry_after)
-        if status >= 500:
-            raise _Retry(EmbedderServerError(detail, url=self.url, status=status), retry_after)
-        if status in (401, 403):
-            hint = "check the API key" if self._headers else "no API key was sent"
-            raise EmbedderAuthError(f"{detail} ({hint})", url=self.url)
-        raise EmbedderRequestError(detail, url=self.url, status=status)
+            response = await retrying(
+                lambda: post_once(client, self.url, body, headers=self._headers, timeout_s=self.timeout_s),
+                self._backoff,
+            )
+        except AttemptFailed as failed:
+            raise error_for(failed.failure, _ERRORS, url=self.url) from None
+        return self._parse(response.content, len(batch))
 
     def _parse(self, content: bytes, n: int) -> np.ndarray:
         """The rows of a 2xx body for ``n`` inputs, in input order; ``EmbedderMalformedResponse`` naming the field."""
@@ -319,29 +276,6 @@ class RemoteEmbedder:
     def _malformed(self, what: str) -> EmbedderMalformedResponse:
         """The error for a 2xx body that is not a valid response; ``what`` names the field."""
         return EmbedderMalformedResponse(f"malformed response from {self.url}: {what}", url=self.url)
-
-
-def _retry_after(value: str | None) -> float | None:
-    """``Retry-After`` in seconds (delta-seconds or an HTTP date); None if absent or unreadable."""
-    if value is None:
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError):
-            return None
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=datetime.UTC)
-        seconds = (when - datetime.datetime.now(datetime.UTC)).total_seconds()
-    return max(0.0, seconds) if math.isfinite(seconds) else None
-
-
-def _excerpt(response: httpx.Response) -> str:
-    """The start of an error response's body, on one line, for a message."""
-    text = " ".join(response.content[:_BODY_EXCERPT].decode("utf-8", "replace").split())
-    return repr(text + ("..." if len(response.content) > _BODY_EXCERPT else "")) if text else "(empty body)"
 
 
 def _check_settings(

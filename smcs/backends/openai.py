@@ -1,0 +1,426 @@
+"""The chat backend for OpenAI-compatible servers: ``POST /v1/chat/completions`` (vLLM, SGLang, TGI,
+llama.cpp's server, OpenAI itself).
+
+One request per ``complete`` call, not streamed, asking for the log-probability of every generated token
+(``logprobs: true`` and ``top_logprobs: 0``: llama.cpp's server returns null logprobs without the
+latter). The model's ``system_prompt`` is put first: as its own system message, or joined (a blank line
+between) with the system message the caller's messages start with.
+
+**Replicas.** A model may have several ``base_urls``. Each attempt goes to the URL with the fewest of this
+backend's requests in flight, among those not cooling down (ties: the first listed); when all are
+cooling down, to the one whose cooldown ends first. A URL cools down for ``cooldown_s`` after a
+connection error, a timeout or a 5xx. At most
+``max_concurrency`` requests are in flight over all URLs; more wait (a retry waits too, so backing off
+holds no slot). The wait counts in ``latency_s`` but not in ``timeout_s``.
+
+**Attempts.** An attempt is bounded by ``timeout_s`` from sending the request to having read the whole
+body, and ``connect_timeout_s`` for opening the connection (``smcs.http_retry.post_once``). What happens
+on failure:
+
+==========================================  ======================================  =========================
+what the attempt ran into                   then                                    error at the end
+==========================================  ======================================  =========================
+cannot connect; connection reset or         URL cools down; retried                 ``BackendConnectionError``
+closed before the answer; body cut short
+of its ``Content-Length``
+timeout                                     URL cools down; retried only if         ``BackendTimeout``
+                                            another URL is usable (see below)
+429                                         retried after ``Retry-After`` (or the   ``BackendRateLimited``
+                                            backoff); given up at once if the
+                                            server asks for more than
+                                            ``max_backoff_s``
+5xx                                         URL cools down; retried, honouring      ``BackendServerError``
+                                            ``Retry-After`` as for 429
+401, 403                                    not retried                             ``BackendAuthError``
+400, 413, 422 saying the prompt does not    not retried                             ``BackendContextOverflow``
+fit (``CONTEXT_OVERFLOW_MARKERS``)
+other non-2xx                               not retried                             ``BackendRequestError``
+2xx that is not a chat completion (not      not retried                             ``BackendMalformedResponse``
+JSON, no ``choices[0].message.content``,
+a mistyped field, a non-finite logprob)
+==========================================  ======================================  =========================
+
+Retries (``retries`` of them, on whichever URL is best then) wait ``backoff_s · 2^k``, jittered into
+[½, 1] and capped at ``max_backoff_s``. A timeout is retried only on another URL that is not cooling
+down: a hung server is most likely hung for the next attempt too, and waiting for it again would
+multiply the wait a caller sees, while another replica may well answer. With one URL (or the others
+cooling down) a timeout fails at once.
+
+A 2xx without logprobs (``logprobs`` or its ``content`` null or absent, or an empty list for a non-empty
+text) is not an error: the completion has ``logprobs_missing=True`` and no token logprobs.
+
+Every error names the model and the endpoint that failed; its ``url`` is that endpoint's base URL, as
+``Completion.url`` is the base URL that answered. The API key is never shown, not even in ``repr``.
+Cancelling ``complete`` closes the connection of the attempt in flight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import httpx
+import msgspec
+
+from smcs.http_retry import (
+    AsyncClosing,
+    AttemptFailed,
+    Backoff,
+    Failure,
+    bearer,
+    by_kind,
+    endpoint,
+    error_for,
+    post_once,
+    retrying,
+)
+
+from .base import ChatMessage, Completion, GenerationSettings
+from .config import OpenAIModelConfig
+from .errors import (
+    BackendAuthError,
+    BackendConnectionError,
+    BackendContextOverflow,
+    BackendError,
+    BackendMalformedResponse,
+    BackendRateLimited,
+    BackendRequestError,
+    BackendServerError,
+    BackendTimeout,
+)
+
+CONTEXT_OVERFLOW_MARKERS = (
+    # vLLM, OpenAI: "This model's maximum context length is N tokens. However, you requested M tokens ...";
+    # SGLang: "The input (N tokens) is longer than the model's context length (M tokens)."
+    "context length",
+    "context_length_exceeded",  # OpenAI's error code
+    "maximum context",
+    # vLLM V1: "The decoder prompt (length N) is longer than the maximum model length of M."
+    "maximum model length",
+    # llama.cpp's server: "the request exceeds the available context size, try increasing it", type
+    # "exceed_context_size_error"
+    "context size",
+    "exceed_context_size_error",
+    "too many tokens",
+    "prompt is too long",
+    # TGI (422): "`inputs` tokens + `max_new_tokens` must be <= N", "`inputs` must have less than N tokens"
+    "`inputs` tokens + `max_new_tokens`",
+    "`inputs` must have less than",
+)
+"""Lower-case phrases by which a 400, 413 or 422 body says the prompt does not fit the context window."""
+CONTEXT_OVERFLOW_STATUSES = frozenset({400, 413, 422})
+"""The statuses whose body is searched for ``CONTEXT_OVERFLOW_MARKERS``."""
+COOLING_KINDS = frozenset({"connection", "timeout", "server_error"})
+"""The failures after which a URL cools down."""
+
+_ERRORS = by_kind(
+    BackendConnectionError,
+    BackendTimeout,
+    BackendRateLimited,
+    BackendServerError,
+    BackendAuthError,
+    BackendRequestError,
+)
+"""The error raised for each kind of failed attempt (``smcs.http_retry``)."""
+
+
+# ----------------------------------------------------------------------------------- the response
+
+
+class _TokenLogprob(msgspec.Struct):
+    """One element of ``logprobs.content``; ``token``, ``bytes`` and ``top_logprobs`` are ignored."""
+
+    logprob: float
+
+
+class _Logprobs(msgspec.Struct):
+    """``choices[i].logprobs``."""
+
+    content: list[_TokenLogprob] | None = None
+
+
+class _Message(msgspec.Struct):
+    """``choices[i].message``; ``role``, ``tool_calls`` and the rest are ignored."""
+
+    content: str | None = None
+
+
+class _Choice(msgspec.Struct):
+    """One element of ``choices``."""
+
+    message: _Message | None = None
+    logprobs: _Logprobs | None = None
+    finish_reason: str | None = None
+
+
+class _Usage(msgspec.Struct):
+    """``usage``; ``total_tokens`` is ignored."""
+
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+
+
+class _Response(msgspec.Struct):
+    """The part of a chat completion we use; ``id``, ``model``, ``created`` ... are ignored."""
+
+    choices: list[_Choice] | None = None
+    usage: _Usage | None = None
+
+
+_DECODER = msgspec.json.Decoder(_Response)
+
+
+# ------------------------------------------------------------------------------------- the backend
+
+
+@dataclass(eq=False)
+class _Replica:
+    """One base URL of the model and what the balancer knows about it."""
+
+    base_url: str
+    endpoint: str
+    in_flight: int = 0
+    cool_until: float = -math.inf
+    """``time.monotonic()`` at which a cooldown ends; in the past: usable."""
+
+    def cooling(self, now: float) -> bool:
+        """Whether the URL is cooling down at ``now``."""
+        return self.cool_until > now
+
+
+class OpenAIBackend(AsyncClosing):
+    """A ``ChatBackend`` over one model's OpenAI-compatible chat-completions servers (module docstring).
+
+    It opens its connection pool when built and closes it in ``aclose`` (``async with backend:``
+    closes it at the end of the block). Pass ``client`` to send with an ``httpx.AsyncClient`` you own
+    instead: it is never closed here, and ``timeout_s`` and ``connect_timeout_s`` override its own
+    timeouts per request. Use a backend from one event loop.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        config: OpenAIModelConfig,
+        *,
+        api_key: str | None = None,
+        client: httpx.AsyncClient | None = None,
+    ) -> None:
+        """Configure the backend; nothing is sent until the first ``complete``.
+
+        Args:
+            name: the model's name in the configuration (sent as ``model`` unless ``config.served_model``).
+            config: the model's table: URLs, timeouts, retries, generation settings, system prompt.
+            api_key: sent as ``Authorization: Bearer <api_key>``; None sends no credentials.
+            client: an ``httpx.AsyncClient`` to send with (owned by the caller); None makes our own.
+        """
+        self.name = name
+        self.config = config
+        self.model = config.served_model or name
+        """The model name sent in requests."""
+        self._replicas = [_Replica(url, endpoint(url, "chat/completions")) for url in config.base_urls]
+        self._by_endpoint = {replica.endpoint: replica for replica in self._replicas}
+        self._headers = bearer(api_key)
+        self._slots = asyncio.Semaphore(config.max_concurrency)
+        self._backoff = Backoff(config.retries, config.backoff_s, config.max_backoff_s)
+        self._owns_client = client is None
+        self._client = client if client is not None else self._new_client()
+        self._closed = False
+
+    def __repr__(self) -> str:
+        urls = [replica.base_url for replica in self._replicas]
+        return f"OpenAIBackend({self.name!r}, model={self.model!r}, base_urls={urls!r})"  # never the key
+
+    def _new_client(self) -> httpx.AsyncClient:
+        """A pool with room for ``max_concurrency`` connections; redirects are not followed (a POST must
+        not be silently re-sent elsewhere)."""
+        n = self.config.max_concurrency
+        return httpx.AsyncClient(
+            timeout=httpx.Timeout(self.config.timeout_s, connect=self.config.connect_timeout_s),
+            limits=httpx.Limits(max_connections=n, max_keepalive_connections=n),
+            follow_redirects=False,
+        )
+
+    # -------------------------------------------------------------------------------------- lifecycle
+
+    async def aclose(self) -> None:
+        """Close our connection pool (a client given by the caller is left open); ``complete`` then refuses."""
+        self._closed = True
+        if self._owns_client:
+            await self._client.aclose()
+
+    # --------------------------------------------------------------------------------------- complete
+
+    async def complete(
+        self, messages: Sequence[ChatMessage], settings: GenerationSettings | None = None
+    ) -> Completion:
+        """The model's reply to ``messages`` with ``settings`` (None: the model's own); ``BackendError``
+        subclasses on failure, as the module docstring says."""
+        if self._closed:
+            raise RuntimeError(f"the backend of model {self.name!r} is closed")
+        start = time.monotonic()
+        body = msgspec.json.encode(self.request_body(messages, settings))
+        try:
+            replica, response = await retrying(lambda: self._attempt(body), self._backoff, self._retryable)
+        except AttemptFailed as failed:
+            raise self._error(failed.failure) from None
+        return self._parse(response.content, replica, time.monotonic() - start)
+
+    def request_body(
+        self, messages: Sequence[ChatMessage], settings: GenerationSettings | None = None
+    ) -> dict[str, object]:
+        """The JSON object ``complete`` sends for ``messages`` and ``settings`` (None: the model's own)."""
+        if not messages:
+            raise ValueError("messages must not be empty")
+        settings = self.config.generation() if settings is None else settings
+        body: dict[str, object] = {
+            "model": self.model,
+            "messages": self._with_system_prompt(messages),
+            "temperature": settings.temperature,
+            "max_tokens": settings.max_tokens,
+            "presence_penalty": settings.presence_penalty,
+            "logprobs": True,
+            "top_logprobs": 0,
+            "stream": False,
+        }
+        if settings.top_p is not None:
+            body["top_p"] = settings.top_p
+        if settings.stop:
+            body["stop"] = list(settings.stop)
+        if settings.seed is not None:
+            body["seed"] = settings.seed
+        return body
+
+    def _with_system_prompt(self, messages: Sequence[ChatMessage]) -> list[ChatMessage]:
+        """``messages`` with the model's system prompt first (joined with theirs if they start with one)."""
+        prompt = self.config.system_prompt
+        if not prompt:
+            return list(messages)
+        if messages[0].role == "system":
+            return [ChatMessage("system", f"{prompt}\n\n{messages[0].content}"), *messages[1:]]
+        return [ChatMessage("system", prompt), *messages]
+
+    # ---------------------------------------------------------------------------------------- attempts
+
+    async def _attempt(self, body: bytes) -> tuple[_Replica, httpx.Response]:
+        """One POST to the best URL, within the concurrency bound; the URL and its 2xx response."""
+        async with self._slots:
+            replica = self._pick(time.monotonic())
+            replica.in_flight += 1
+            try:
+                response = await post_once(
+                    self._client,
+                    replica.endpoint,
+                    body,
+                    headers=self._headers,
+                    timeout_s=self.config.timeout_s,
+                    connect_timeout_s=self.config.connect_timeout_s,
+                )
+            except AttemptFailed as failed:
+                if failed.failure.kind in COOLING_KINDS:
+                    replica.cool_until = time.monotonic() + self.config.cooldown_s
+                raise
+            finally:
+                replica.in_flight -= 1
+        return replica, response
+
+    def _pick(self, now: float) -> _Replica:
+        """The URL with the fewest in flight among those not cooling down (ties: the first listed), or,
+        when all are cooling down, the one whose cooldown ends first."""
+        usable = [replica for replica in self._replicas if not replica.cooling(now)]
+        if usable:
+            return min(usable, key=lambda replica: replica.in_flight)
+        return min(self._replicas, key=lambda replica: replica.cool_until)
+
+    def _retryable(self, failure: Failure) -> bool:
+        """Whether to try again after ``failure``: as ``http_retry`` says, and a timeout if another URL
+        is usable (not cooling down)."""
+        if failure.kind != "timeout":
+            return failure.retryable
+        now = time.monotonic()
+        return any(replica.endpoint != failure.url and not replica.cooling(now) for replica in self._replicas)
+
+    # ------------------------------------------------------------------------------------------ errors
+
+    def _error(self, failure: Failure) -> BackendError:
+        """The ``BackendError`` for the last failed attempt."""
+        base_url = self._by_endpoint[failure.url].base_url
+        message = f"model {self.name!r}: {failure.detail}"
+        if failure.kind == "bad_request" and is_context_overflow(failure.status, failure.body):
+            return BackendContextOverflow(message, model=self.name, url=base_url)
+        return error_for(failure, _ERRORS, message, model=self.name, url=base_url)
+
+    def _malformed(self, replica: _Replica, what: str) -> BackendMalformedResponse:
+        """The error for a 2xx body that is not a chat completion; ``what`` names the field."""
+        return BackendMalformedResponse(
+            f"model {self.name!r}: malformed response from {replica.endpoint}: {what}",
+            model=self.name,
+            url=replica.base_url,
+        )
+
+    # ----------------------------------------------------------------------------------------- parsing
+
+    def _parse(self, content: bytes, replica: _Replica, latency_s: float) -> Completion:
+        """The ``Completion`` in a 2xx body from ``replica``; ``BackendMalformedResponse`` naming the field."""
+        try:
+            response = _decode(content)
+        except msgspec.DecodeError as exc:  # not JSON, a mistyped field (the message gives its path), ...
+            raise self._malformed(replica, str(exc)) from None
+        if not response.choices:
+            raise self._malformed(replica, "$.choices is missing or empty")
+        choice = response.choices[0]
+        if choice.message is None or choice.message.content is None:
+            raise self._malformed(replica, "$.choices[0].message.content is missing or null")
+        text = choice.message.content
+        logprobs = self._token_logprobs(choice, replica)
+        missing = logprobs is None or (not logprobs and bool(text))
+        usage = response.usage or _Usage()
+        return Completion(
+            text=text,
+            token_logprobs=[] if logprobs is None or missing else logprobs,
+            logprobs_missing=missing,
+            prompt_tokens=usage.prompt_tokens or 0,
+            completion_tokens=usage.completion_tokens or 0,
+            finish_reason=choice.finish_reason,
+            latency_s=latency_s,
+            url=replica.base_url,
+        )
+
+    def _token_logprobs(self, choice: _Choice, replica: _Replica) -> list[float] | None:
+        """The logprob of each generated token (None if the server gave none); non-finite ones are malformed."""
+        if choice.logprobs is None or choice.logprobs.content is None:
+            return None
+        values = [token.logprob for token in choice.logprobs.content]
+        for i, value in enumerate(values):
+            if not math.isfinite(value):
+                raise self._malformed(replica, f"$.choices[0].logprobs.content[{i}].logprob is {value!r}")
+        return values
+
+
+def _decode(content: bytes) -> _Response:
+    """The chat completion in ``content``; ``msgspec.DecodeError`` (naming the path where there is one).
+
+    Strict JSON first. A body that is not (``NaN``, ``-Infinity``: what Python's ``json`` writes for a
+    non-finite float) is read leniently, so that the non-finite value is then reported by its path.
+    """
+    try:
+        return _DECODER.decode(content)
+    except msgspec.ValidationError:
+        raise
+    except msgspec.DecodeError as strict:
+        try:
+            value = json.loads(content)
+        except ValueError:
+            raise strict from None
+        return msgspec.convert(value, _Response)
+
+
+def is_context_overflow(status: int | None, body: str) -> bool:
+    """Whether a ``status`` answer with ``body`` says the prompt (plus ``max_tokens``) exceeds the context."""
+    if status not in CONTEXT_OVERFLOW_STATUSES:
+        return False
+    text = body.lower()
+    return any(marker.lower() in text for marker in CONTEXT_OVERFLOW_MARKERS)
