@@ -1,4 +1,4 @@
-"""The ``smcs`` command line: bank inspection, routing, and a self-contained demo."""
+"""The ``smcs`` command line: bank inspection, routing, answering, and a self-contained demo."""
 
 from __future__ import annotations
 
@@ -17,10 +17,13 @@ import grpc
 import msgspec
 import numpy as np
 
+from .ask import add_ask_parser, run_ask
+from .backends import BackendError
 from .bank import Bank, BankFormatError, Question
 from .client import DEFAULT_TARGET, Client
 from .config import ConfigError, load_config
 from .core import Policy, RouteDecision, Router, model_accuracy
+from .core.pipeline import QuorumNotMet
 from .embed import EmbedderConfig, EmbedderError, as_sync, check_compatible, make_embedder
 from .service import serve
 from .synthetic import create_clustered_bank, queries_near
@@ -35,7 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     except grpc.RpcError as exc:
         print(f"smcs: error: {exc.code().name}: {exc.details()}", file=sys.stderr)
         return 2
-    except (ValueError, ConfigError, BankFormatError, EmbedderError, OSError, msgspec.ValidationError) as exc:
+    except (ValueError, ConfigError, BankFormatError, EmbedderError, BackendError, QuorumNotMet, OSError,
+            msgspec.ValidationError) as exc:
         print(f"smcs: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
@@ -69,6 +73,11 @@ def _parser() -> argparse.ArgumentParser:
     route.add_argument("--json", action="store_true", help="print the decision as JSON instead of a table")
     _add_policy_options(route)
     route.set_defaults(run=_run_route)
+
+    ask = add_ask_parser(commands, DEFAULT_TARGET)
+    _add_policy_options(ask)
+    ask.add_argument("--min-references", type=int, help="referencers that must answer (default: ceil(k/2))")
+    ask.set_defaults(run=lambda args: run_ask(args, _policy_overrides(args)))
 
     serve = commands.add_parser("serve", help="run the gRPC router service")
     serve.add_argument("--config", type=Path, help="TOML configuration file (see README)")
@@ -115,11 +124,11 @@ def _add_policy_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--aggregator", help="aggregator model (default: the bank's most accurate)")
 
 
-POLICY_OPTIONS = ("k", "n_base", "gamma", "k_drop", "n", "aggregator")
+POLICY_OPTIONS = ("k", "n_base", "gamma", "k_drop", "n", "aggregator", "min_references")
 
 
 def _policy_overrides(args: argparse.Namespace) -> dict[str, object]:
-    return {name: getattr(args, name) for name in POLICY_OPTIONS if getattr(args, name) is not None}
+    return {name: getattr(args, name) for name in POLICY_OPTIONS if getattr(args, name, None) is not None}
 
 
 def _policy(args: argparse.Namespace) -> Policy:

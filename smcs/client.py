@@ -12,7 +12,7 @@ policy, so a restarting or failing-over server is invisible up to ``retries`` at
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
 import grpc
@@ -23,7 +23,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from ._proto import router_pb2 as pb
 from ._proto import router_pb2_grpc as pb_grpc
 from .core import RouteDecision
-from .service.convert import decision_from_response
+from .core.pipeline import Event
+from .service.convert import AnswerEventDecoder, decision_from_response
 
 DEFAULT_TARGET = "127.0.0.1:50051"
 Result = TypeVar("Result")
@@ -122,6 +123,20 @@ def _route_request(
     return request
 
 
+def _answer_request(
+    question: str, embedding: Sequence[float] | np.ndarray | None, seed: int | None, task: str | None, policy: dict[str, Any]
+) -> pb.AnswerRequest:
+    allowed = policy.pop("allowed_models", ())
+    request = pb.AnswerRequest(
+        question=question, task=task or "", policy=pb.PolicyOverrides(allowed_models=list(allowed), **policy)
+    )
+    if embedding is not None:
+        request.embedding.values.extend(np.asarray(embedding, dtype=np.float32).tolist())
+    if seed is not None:
+        request.seed = seed
+    return request
+
+
 def _score_request(
     embeddings: Iterable[Sequence[float]] | None,
     texts: Iterable[str] | None,
@@ -190,6 +205,7 @@ class _Calls:
         *,
         token: str | None = None,
         timeout: float = 10.0,
+        answer_timeout: float = 600.0,
         retries: int = 3,
         root_certificates: bytes | None = None,
         private_key: bytes | None = None,
@@ -197,7 +213,8 @@ class _Calls:
     ) -> None:
         """Connect to the server at ``target`` (host:port, or any gRPC target such as dns:///name).
 
-        ``token``: bearer token sent with every call. ``timeout``: default deadline of a call in seconds.
+        ``token``: bearer token sent with every call. ``timeout``: default deadline of a call in seconds;
+        ``answer_timeout``: the same for ``answer``, whose calls wait for models.
         ``retries``: extra attempts on UNAVAILABLE (0 = none). The three PEM byte strings turn on TLS:
         ``root_certificates`` to trust the server, ``private_key`` and ``certificate_chain`` for mutual TLS.
         """
@@ -212,6 +229,7 @@ class _Calls:
         self._health = health_pb2_grpc.HealthStub(self._channel)
         self._metadata = (("authorization", f"Bearer {token}"),) if token else None
         self._timeout = timeout
+        self._answer_timeout = answer_timeout
 
     def _call(self, method: Callable[..., Any], request: Any, parse: Callable[[Any], Result], timeout: float | None) -> Any:
         raise NotImplementedError
@@ -233,6 +251,30 @@ class _Calls:
         """
         request = _route_request(question, embedding, seed, debug, dict(policy))
         return self._call(self._stub.Route, request, decision_from_response, timeout)
+
+    def answer(
+        self,
+        question: str,
+        *,
+        embedding: Sequence[float] | np.ndarray | None = None,
+        seed: int | None = None,
+        task: str | None = None,
+        timeout: float | None = None,
+        **policy: Any,
+    ) -> Any:
+        """Run the full pipeline on ``question``: an iterator (``async for`` on ``AsyncClient``) of the
+        pipeline's events as the server streams them, ``Routed``, one ``ReferenceEvidence`` per referencer,
+        ``AggregationEvidence`` per aggregation, and last the whole ``AnswerResult``.
+
+        ``embedding``: its precomputed embedding (else the server embeds the question). ``task``: the
+        prompt template (math, numeric, multiple_choice, code, exact, instruction). ``policy`` as in
+        ``route``, plus min_references. A failure ends the iteration with ``grpc.RpcError``.
+        """
+        request = _answer_request(question, embedding, seed, task, dict(policy))
+        return self._stream(self._stub.Answer, request, timeout or self._answer_timeout)
+
+    def _stream(self, method: Callable[..., Any], request: Any, timeout: float) -> Any:
+        raise NotImplementedError
 
     def score(
         self,
@@ -298,6 +340,11 @@ class Client(_Calls):
     def _call(self, method: Callable[..., Any], request: Any, parse: Callable[[Any], Result], timeout: float | None) -> Result:
         return parse(method(request, timeout=timeout or self._timeout, metadata=self._metadata))
 
+    def _stream(self, method: Callable[..., Any], request: Any, timeout: float) -> Iterator[Event]:
+        decoder = AnswerEventDecoder()
+        for message in method(request, timeout=timeout, metadata=self._metadata):
+            yield decoder.decode(message)
+
     def close(self) -> None:
         """Close the channel."""
         self._channel.close()
@@ -317,6 +364,11 @@ class AsyncClient(_Calls):
 
     async def _call(self, method: Callable[..., Any], request: Any, parse: Callable[[Any], Result], timeout: float | None) -> Result:
         return parse(await method(request, timeout=timeout or self._timeout, metadata=self._metadata))
+
+    async def _stream(self, method: Callable[..., Any], request: Any, timeout: float) -> AsyncIterator[Event]:
+        decoder = AnswerEventDecoder()
+        async for message in method(request, timeout=timeout, metadata=self._metadata):
+            yield decoder.decode(message)
 
     async def close(self) -> None:
         """Close the channel."""

@@ -25,7 +25,9 @@ from pathlib import Path
 
 import msgspec
 
+from .backends import ModelConfig
 from .core import Policy
+from .core.pipeline import Stage
 from .embed import EmbedderConfig
 
 QUERY_TOKENS_ENV = "SMCS_QUERY_TOKENS"
@@ -130,6 +132,32 @@ class MetricsConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_
             raise ValueError(f"port must be in [0, 65535], got {self.port}")
 
 
+class AnswerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """The full pipeline (``Answer``, ``smcs ask``).
+
+    Attributes:
+        reference_timeout_s: most seconds one referencer may take; one that takes longer is left out
+            (like any failed referencer). 0 = only the backends' own ``timeout_s``.
+        aggregation_timeout_s: the same for each aggregation.
+        fallback_aggregator: when every aggregation failed, have the most accurate other model write
+            them again before answering with the best reference.
+    """
+
+    reference_timeout_s: float = 0.0
+    aggregation_timeout_s: float = 0.0
+    fallback_aggregator: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("reference_timeout_s", "aggregation_timeout_s"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+
+    @property
+    def timeouts(self) -> dict[Stage, float | None]:
+        """Per pipeline stage, the limit of one call (None: none beyond the backend's)."""
+        return {"reference": self.reference_timeout_s or None, "aggregate": self.aggregation_timeout_s or None}
+
+
 class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     """The whole configuration file; every table is optional.
 
@@ -143,6 +171,9 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tr
             else embeddings only (text requests then get FAILED_PRECONDITION saying why). Set: that
             embedder or a start-up error if the bank was built by another. ``kind = "none"``: embeddings only.
         metrics: the Prometheus ``/metrics`` listener (``[metrics]``); off unless its port is set.
+        models: the models answers are asked of (``[models."NAME"]``, see ``smcs.backends.config``), by
+            their names in the bank. Route needs none; Answer uses the bank's models that are listed.
+        answer: the full pipeline's timeouts and fallback (``[answer]``).
     """
 
     server: ServerConfig = ServerConfig()
@@ -151,6 +182,8 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tr
     policy: Policy = Policy()
     embedder: EmbedderConfig | None = None
     metrics: MetricsConfig = MetricsConfig()
+    models: dict[str, ModelConfig] = {}
+    answer: AnswerConfig = AnswerConfig()
 
 
 def load_config(path: str | os.PathLike[str] | None = None, environ: dict[str, str] | None = None) -> Config:
@@ -162,12 +195,29 @@ def load_config(path: str | os.PathLike[str] | None = None, environ: dict[str, s
         except OSError as exc:
             raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from None
         try:
-            config = msgspec.toml.decode(data, type=Config)
-        except msgspec.ValidationError as exc:
-            raise ConfigError(f"{path}: {exc}") from None
+            document = msgspec.toml.decode(data)
         except (msgspec.DecodeError, UnicodeDecodeError) as exc:  # TOML is UTF-8
             raise ConfigError(f"{path} is not valid TOML: {exc}") from None
+        _check_models(path, document)
+        try:
+            config = msgspec.convert(document, type=Config)
+        except msgspec.ValidationError as exc:
+            raise ConfigError(f"{path}: {exc}") from None
     return _with_env_tokens(config, os.environ if environ is None else environ)
+
+
+def _check_models(path: str | os.PathLike[str], document: object) -> None:
+    """``ConfigError`` naming the model table (``$.models."NAME"``) that does not decode: msgspec's own
+    message would only say ``$.models[...]``."""
+    models = document.get("models") if isinstance(document, dict) else None
+    if not isinstance(models, dict):
+        return
+    for name, table in models.items():
+        try:
+            msgspec.convert(table, type=ModelConfig)
+        except msgspec.ValidationError as exc:
+            message = str(exc).replace("$", f'$.models."{name}"', 1) if "- at `$" in str(exc) else f'{exc} - at `$.models."{name}"`'
+            raise ConfigError(f"{path}: {message}") from None
 
 
 def _with_env_tokens(config: Config, environ: dict[str, str] | os._Environ[str]) -> Config:

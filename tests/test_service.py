@@ -189,12 +189,6 @@ def test_async_client_routes_like_the_blocking_one(shared_server, local_router, 
         assert_same_decision(decision, local_router.route(shared_queries[i], seed=i), local_router.bank)
 
 
-def test_answer_is_unimplemented(shared_server, shared_queries):
-    with raw_stub(shared_server.target) as stub:
-        request = pb.AnswerRequest(embedding=pb.Embedding(values=shared_queries[0].tolist()))
-        expect_rpc_error(lambda: list(stub.Answer(request, timeout=10)), grpc.StatusCode.UNIMPLEMENTED, "Answer")
-
-
 # ----------------------------------------------------------------------------------------- 2. errors
 
 

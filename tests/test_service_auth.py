@@ -134,11 +134,11 @@ def test_query_token_cannot_write_or_reload(auth_server, auth_bank, query, metho
 
 
 def test_refusals_reach_answer_as_a_stream(auth_server, query):
-    # Answer is a server stream: a query token passes auth and reaches the (unimplemented) method
+    # Answer is a server stream: a query token passes auth and reaches the method, which validates the request
     with raw_stub(auth_server.target) as stub:
         request = pb.AnswerRequest(embedding=pb.Embedding(values=query.tolist()))
         call = lambda: list(stub.Answer(request, metadata=(("authorization", f"Bearer {QUERY_TOKEN}"),), timeout=10))  # noqa: E731
-        expect_rpc_error(call, grpc.StatusCode.UNIMPLEMENTED)
+        expect_rpc_error(call, grpc.StatusCode.INVALID_ARGUMENT, "question is empty")
 
 
 def test_admin_token_can_do_everything(tmp_path):

@@ -13,7 +13,7 @@ class Embedding(_message.Message):
     def __init__(self, values: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class PolicyOverrides(_message.Message):
-    __slots__ = ("k", "n_base", "gamma", "k_drop", "n", "lam", "aggregator", "allowed_models")
+    __slots__ = ("k", "n_base", "gamma", "k_drop", "n", "lam", "aggregator", "allowed_models", "min_references")
     K_FIELD_NUMBER: _ClassVar[int]
     N_BASE_FIELD_NUMBER: _ClassVar[int]
     GAMMA_FIELD_NUMBER: _ClassVar[int]
@@ -22,6 +22,7 @@ class PolicyOverrides(_message.Message):
     LAM_FIELD_NUMBER: _ClassVar[int]
     AGGREGATOR_FIELD_NUMBER: _ClassVar[int]
     ALLOWED_MODELS_FIELD_NUMBER: _ClassVar[int]
+    MIN_REFERENCES_FIELD_NUMBER: _ClassVar[int]
     k: int
     n_base: int
     gamma: float
@@ -30,7 +31,8 @@ class PolicyOverrides(_message.Message):
     lam: float
     aggregator: str
     allowed_models: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, k: _Optional[int] = ..., n_base: _Optional[int] = ..., gamma: _Optional[float] = ..., k_drop: _Optional[int] = ..., n: _Optional[int] = ..., lam: _Optional[float] = ..., aggregator: _Optional[str] = ..., allowed_models: _Optional[_Iterable[str]] = ...) -> None: ...
+    min_references: int
+    def __init__(self, k: _Optional[int] = ..., n_base: _Optional[int] = ..., gamma: _Optional[float] = ..., k_drop: _Optional[int] = ..., n: _Optional[int] = ..., lam: _Optional[float] = ..., aggregator: _Optional[str] = ..., allowed_models: _Optional[_Iterable[str]] = ..., min_references: _Optional[int] = ...) -> None: ...
 
 class RouteRequest(_message.Message):
     __slots__ = ("question", "embedding", "policy", "seed", "debug")
@@ -97,18 +99,20 @@ class RouteResponse(_message.Message):
     def __init__(self, referencers: _Optional[_Iterable[_Union[Referencer, _Mapping]]] = ..., aggregator: _Optional[str] = ..., subsets: _Optional[_Iterable[_Union[Subset, _Mapping]]] = ..., seed: _Optional[int] = ..., bank_version: _Optional[str] = ..., support: _Optional[_Union[SupportSet, _Mapping]] = ...) -> None: ...
 
 class AnswerRequest(_message.Message):
-    __slots__ = ("question", "embedding", "policy", "seed", "strategy")
+    __slots__ = ("question", "embedding", "policy", "seed", "strategy", "task")
     QUESTION_FIELD_NUMBER: _ClassVar[int]
     EMBEDDING_FIELD_NUMBER: _ClassVar[int]
     POLICY_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
     STRATEGY_FIELD_NUMBER: _ClassVar[int]
+    TASK_FIELD_NUMBER: _ClassVar[int]
     question: str
     embedding: Embedding
     policy: PolicyOverrides
     seed: int
     strategy: str
-    def __init__(self, question: _Optional[str] = ..., embedding: _Optional[_Union[Embedding, _Mapping]] = ..., policy: _Optional[_Union[PolicyOverrides, _Mapping]] = ..., seed: _Optional[int] = ..., strategy: _Optional[str] = ...) -> None: ...
+    task: str
+    def __init__(self, question: _Optional[str] = ..., embedding: _Optional[_Union[Embedding, _Mapping]] = ..., policy: _Optional[_Union[PolicyOverrides, _Mapping]] = ..., seed: _Optional[int] = ..., strategy: _Optional[str] = ..., task: _Optional[str] = ...) -> None: ...
 
 class AnswerEvent(_message.Message):
     __slots__ = ("routed", "reference", "aggregation", "final")
@@ -123,40 +127,68 @@ class AnswerEvent(_message.Message):
     def __init__(self, routed: _Optional[_Union[RouteResponse, _Mapping]] = ..., reference: _Optional[_Union[ReferenceEvent, _Mapping]] = ..., aggregation: _Optional[_Union[AggregationEvent, _Mapping]] = ..., final: _Optional[_Union[FinalEvent, _Mapping]] = ...) -> None: ...
 
 class ReferenceEvent(_message.Message):
-    __slots__ = ("model", "text", "error", "latency_s")
+    __slots__ = ("model", "text", "error", "latency_s", "prior", "error_kind", "prompt_tokens", "completion_tokens")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     TEXT_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     LATENCY_S_FIELD_NUMBER: _ClassVar[int]
+    PRIOR_FIELD_NUMBER: _ClassVar[int]
+    ERROR_KIND_FIELD_NUMBER: _ClassVar[int]
+    PROMPT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    COMPLETION_TOKENS_FIELD_NUMBER: _ClassVar[int]
     model: str
     text: str
     error: str
     latency_s: float
-    def __init__(self, model: _Optional[str] = ..., text: _Optional[str] = ..., error: _Optional[str] = ..., latency_s: _Optional[float] = ...) -> None: ...
+    prior: float
+    error_kind: str
+    prompt_tokens: int
+    completion_tokens: int
+    def __init__(self, model: _Optional[str] = ..., text: _Optional[str] = ..., error: _Optional[str] = ..., latency_s: _Optional[float] = ..., prior: _Optional[float] = ..., error_kind: _Optional[str] = ..., prompt_tokens: _Optional[int] = ..., completion_tokens: _Optional[int] = ...) -> None: ...
 
 class AggregationEvent(_message.Message):
-    __slots__ = ("index", "text", "similarity_score", "perplexity", "total_score", "error")
+    __slots__ = ("index", "text", "similarity_score", "perplexity", "total_score", "error", "aggregator", "subset", "error_kind", "latency_s", "prompt_tokens", "completion_tokens")
     INDEX_FIELD_NUMBER: _ClassVar[int]
     TEXT_FIELD_NUMBER: _ClassVar[int]
     SIMILARITY_SCORE_FIELD_NUMBER: _ClassVar[int]
     PERPLEXITY_FIELD_NUMBER: _ClassVar[int]
     TOTAL_SCORE_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    AGGREGATOR_FIELD_NUMBER: _ClassVar[int]
+    SUBSET_FIELD_NUMBER: _ClassVar[int]
+    ERROR_KIND_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_S_FIELD_NUMBER: _ClassVar[int]
+    PROMPT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    COMPLETION_TOKENS_FIELD_NUMBER: _ClassVar[int]
     index: int
     text: str
     similarity_score: float
     perplexity: float
     total_score: float
     error: str
-    def __init__(self, index: _Optional[int] = ..., text: _Optional[str] = ..., similarity_score: _Optional[float] = ..., perplexity: _Optional[float] = ..., total_score: _Optional[float] = ..., error: _Optional[str] = ...) -> None: ...
+    aggregator: str
+    subset: _containers.RepeatedScalarFieldContainer[str]
+    error_kind: str
+    latency_s: float
+    prompt_tokens: int
+    completion_tokens: int
+    def __init__(self, index: _Optional[int] = ..., text: _Optional[str] = ..., similarity_score: _Optional[float] = ..., perplexity: _Optional[float] = ..., total_score: _Optional[float] = ..., error: _Optional[str] = ..., aggregator: _Optional[str] = ..., subset: _Optional[_Iterable[str]] = ..., error_kind: _Optional[str] = ..., latency_s: _Optional[float] = ..., prompt_tokens: _Optional[int] = ..., completion_tokens: _Optional[int] = ...) -> None: ...
 
 class FinalEvent(_message.Message):
-    __slots__ = ("text", "selected")
+    __slots__ = ("text", "selected", "source", "notes", "seed", "bank_version")
     TEXT_FIELD_NUMBER: _ClassVar[int]
     SELECTED_FIELD_NUMBER: _ClassVar[int]
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    NOTES_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    BANK_VERSION_FIELD_NUMBER: _ClassVar[int]
     text: str
     selected: int
-    def __init__(self, text: _Optional[str] = ..., selected: _Optional[int] = ...) -> None: ...
+    source: str
+    notes: _containers.RepeatedScalarFieldContainer[str]
+    seed: int
+    bank_version: str
+    def __init__(self, text: _Optional[str] = ..., selected: _Optional[int] = ..., source: _Optional[str] = ..., notes: _Optional[_Iterable[str]] = ..., seed: _Optional[int] = ..., bank_version: _Optional[str] = ...) -> None: ...
 
 class ScoreRequest(_message.Message):
     __slots__ = ("texts", "embeddings", "logprobs", "lam")

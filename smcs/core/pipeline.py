@@ -84,11 +84,11 @@ class Routed(msgspec.Struct, frozen=True, tag="routed"):
     decision: RouteDecision
 
 
-class ReferenceEvidence(msgspec.Struct, frozen=True, kw_only=True, tag="reference"):
-    """Event: one referencer's answer (``text``) or failure (``error``, ``error_kind``)."""
+class CallEvidence(msgspec.Struct, frozen=True, kw_only=True):
+    """What every model call of the pipeline reports: the text written, or why there is none
+    (``error``, and its ``kind``: a backend error kind, ``empty_response`` or ``empty_subset``), with its
+    latency and token usage."""
 
-    model: str
-    prior: float
     text: str = ""
     error: str | None = None
     error_kind: str | None = None
@@ -98,11 +98,18 @@ class ReferenceEvidence(msgspec.Struct, frozen=True, kw_only=True, tag="referenc
 
     @property
     def ok(self) -> bool:
-        """Whether the referencer answered."""
+        """Whether the call produced text."""
         return self.error is None
 
 
-class AggregationEvidence(msgspec.Struct, frozen=True, kw_only=True, tag="aggregation"):
+class ReferenceEvidence(CallEvidence, frozen=True, kw_only=True, tag="reference"):
+    """Event: one referencer's answer, with its prior vote V_r (Eq 4)."""
+
+    model: str
+    prior: float
+
+
+class AggregationEvidence(CallEvidence, frozen=True, kw_only=True, tag="aggregation"):
     """Event: one exploration subset's aggregation with its scores (Eq 7), or why it has none.
 
     ``subset`` lists the references it saw (failed referencers removed), in the order they were numbered.
@@ -113,20 +120,9 @@ class AggregationEvidence(msgspec.Struct, frozen=True, kw_only=True, tag="aggreg
     index: int
     aggregator: str
     subset: list[str]
-    text: str = ""
-    error: str | None = None
-    error_kind: str | None = None
     similarity: float = math.nan
     perplexity: float = math.nan
     total: float = math.nan
-    latency_s: float = 0.0
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-
-    @property
-    def ok(self) -> bool:
-        """Whether this aggregation was written."""
-        return self.error is None
 
 
 class AnswerResult(msgspec.Struct, frozen=True, kw_only=True, tag="final"):
@@ -201,7 +197,10 @@ def smcs_pipeline(
     asked = question_messages(question, task)
     calls = [ModelCall(model=m, messages=asked, seed=_call_seed(decision.seed, i)) for i, m in enumerate(decision.referencers)]
     results = yield CallModels(stage="reference", calls=calls)
-    references = [_reference_evidence(m, v, r) for m, v, r in zip(decision.referencers, decision.votes, _results(results, calls))]
+    references = [
+        ReferenceEvidence(model=m, prior=v, **_call_fields(r))  # type: ignore[arg-type]
+        for m, v, r in zip(decision.referencers, decision.votes, _results(results, calls))
+    ]
     for evidence in references:
         yield Emit(evidence)
     answered = {e.model: e for e in references if e.ok}
@@ -270,20 +269,14 @@ def _aggregate(
     results = iter(_results((yield CallModels(stage="aggregate", calls=calls)), calls)) if calls else iter(())
     written = []
     for i, subset in enumerate(subsets):
-        base = AggregationEvidence(index=first_index + i, aggregator=aggregator, subset=subset)
+        where = {"index": first_index + i, "aggregator": aggregator, "subset": subset}
         if not subset:
-            written.append((msgspec.structs.replace(base, error="every reference of this subset failed", error_kind="empty_subset"), None))
+            failed = AggregationEvidence(**where, error="every reference of this subset failed", error_kind="empty_subset")
+            written.append((failed, None))
             continue
         result = next(results)
-        if isinstance(result, CallFailed):
-            written.append((msgspec.structs.replace(base, error=result.message, error_kind=result.kind, latency_s=result.latency_s), None))
-        elif not result.text.strip():
-            written.append((msgspec.structs.replace(base, error="the aggregator returned no text", error_kind="empty_response", latency_s=result.latency_s), None))
-        else:
-            written.append((msgspec.structs.replace(
-                base, text=result.text, latency_s=result.latency_s,
-                prompt_tokens=result.prompt_tokens, completion_tokens=result.completion_tokens,
-            ), result))
+        evidence = AggregationEvidence(**where, **_call_fields(result))
+        written.append((evidence, result if evidence.ok else None))  # type: ignore[arg-type]  # ok: a Completion
     return written
 
 
@@ -325,16 +318,16 @@ def _best(scored: list[AggregationEvidence]) -> int | None:
     return done[kernels.select_best(np.array([scored[i].total for i in done]))]
 
 
-def _reference_evidence(model: str, prior: float, result: CallResult) -> ReferenceEvidence:
-    """The evidence of one referencer's call; an empty answer counts as a failure."""
+def _call_fields(result: CallResult) -> dict[str, object]:
+    """The ``CallEvidence`` fields of one call's result; an empty text counts as a failure."""
     if isinstance(result, CallFailed):
-        return ReferenceEvidence(model=model, prior=prior, error=result.message, error_kind=result.kind, latency_s=result.latency_s)
+        return {"error": result.message, "error_kind": result.kind, "latency_s": result.latency_s}
     if not result.text.strip():
-        return ReferenceEvidence(model=model, prior=prior, error="the model returned no text", error_kind="empty_response", latency_s=result.latency_s)
-    return ReferenceEvidence(
-        model=model, prior=prior, text=result.text, latency_s=result.latency_s,
-        prompt_tokens=result.prompt_tokens, completion_tokens=result.completion_tokens,
-    )
+        return {"error": "the model returned no text", "error_kind": "empty_response", "latency_s": result.latency_s}
+    return {
+        "text": result.text, "latency_s": result.latency_s,
+        "prompt_tokens": result.prompt_tokens, "completion_tokens": result.completion_tokens,
+    }
 
 
 def _results(sent: object, calls: Sequence[ModelCall]) -> list[CallResult]:

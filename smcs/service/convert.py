@@ -17,8 +17,9 @@ import numpy as np
 from .._proto import router_pb2 as pb
 from ..bank import Bank
 from ..core import Policy, RouteDecision
+from ..core.pipeline import AggregationEvidence, AnswerResult, Event, ReferenceEvidence, Routed
 
-_OVERRIDABLE = ("k", "n_base", "gamma", "k_drop", "n", "lam", "aggregator")
+_OVERRIDABLE = ("k", "n_base", "gamma", "k_drop", "n", "lam", "aggregator", "min_references")
 
 
 class RequestError(Exception):
@@ -46,8 +47,8 @@ def policy_from_request(overrides: pb.PolicyOverrides, default: Policy) -> Polic
     return policy
 
 
-def query_from_request(request: pb.RouteRequest | pb.AnswerRequest, dim: int, max_chars: int) -> str | np.ndarray:
-    """The query of a Route/Answer request: its question text (checked, still to embed) or its embedding."""
+def query_from_request(request: pb.RouteRequest, dim: int, max_chars: int) -> str | np.ndarray:
+    """The query of a Route request: its question text (checked, still to embed) or its embedding."""
     kind = request.WhichOneof("query")
     if kind is None:
         raise invalid("question or embedding is required")
@@ -130,3 +131,72 @@ def finite_lam(request: pb.ScoreRequest, default: float) -> float:
     if not math.isfinite(lam):
         raise invalid(f"lam must be finite, got {lam}")
     return lam
+
+
+def answer_event(event: Event, bank: Bank, ids: tuple[str, ...]) -> pb.AnswerEvent:
+    """The wire form of one pipeline event (server side)."""
+    if isinstance(event, Routed):
+        return pb.AnswerEvent(routed=route_response(event.decision, bank, ids, debug=False))
+    if isinstance(event, ReferenceEvidence):
+        return pb.AnswerEvent(reference=pb.ReferenceEvent(
+            model=event.model, text=event.text, error=event.error or "", latency_s=event.latency_s,
+            prior=event.prior, error_kind=event.error_kind or "", prompt_tokens=event.prompt_tokens,
+            completion_tokens=event.completion_tokens,
+        ))
+    if isinstance(event, AggregationEvidence):
+        return pb.AnswerEvent(aggregation=pb.AggregationEvent(
+            index=event.index, text=event.text, similarity_score=event.similarity, perplexity=event.perplexity,
+            total_score=event.total, error=event.error or "", aggregator=event.aggregator, subset=event.subset,
+            error_kind=event.error_kind or "", latency_s=event.latency_s, prompt_tokens=event.prompt_tokens,
+            completion_tokens=event.completion_tokens,
+        ))
+    final = pb.FinalEvent(
+        text=event.text, source=event.source, notes=event.notes, seed=event.seed, bank_version=event.bank_version
+    )
+    if event.selected is not None:
+        final.selected = event.selected
+    return pb.AnswerEvent(final=final)
+
+
+class AnswerEventDecoder:
+    """Turns the messages of one Answer stream back into pipeline events (client side).
+
+    It keeps the decision and the evidence received so far, so that the final event is the whole
+    ``AnswerResult``, as the in-process pipeline returns it.
+    """
+
+    def __init__(self) -> None:
+        self.decision: RouteDecision | None = None
+        self.references: list[ReferenceEvidence] = []
+        self.aggregations: list[AggregationEvidence] = []
+
+    def decode(self, message: pb.AnswerEvent) -> Event:
+        """The event ``message`` carries; ``ValueError`` for a stream out of order."""
+        kind = message.WhichOneof("event")
+        if kind == "routed":
+            self.decision = decision_from_response(message.routed)
+            return Routed(self.decision)
+        if kind == "reference":
+            r = message.reference
+            self.references.append(ReferenceEvidence(
+                model=r.model, prior=r.prior, text=r.text, error=r.error or None, error_kind=r.error_kind or None,
+                latency_s=r.latency_s, prompt_tokens=r.prompt_tokens, completion_tokens=r.completion_tokens,
+            ))
+            return self.references[-1]
+        if kind == "aggregation":
+            a = message.aggregation
+            self.aggregations.append(AggregationEvidence(
+                index=a.index, aggregator=a.aggregator, subset=list(a.subset), text=a.text, error=a.error or None,
+                error_kind=a.error_kind or None, similarity=a.similarity_score, perplexity=a.perplexity,
+                total=a.total_score, latency_s=a.latency_s, prompt_tokens=a.prompt_tokens,
+                completion_tokens=a.completion_tokens,
+            ))
+            return self.aggregations[-1]
+        if kind == "final" and self.decision is not None:
+            f = message.final
+            return AnswerResult(
+                text=f.text, source=f.source,  # type: ignore[arg-type]  # the server sends one of the three
+                selected=f.selected if f.HasField("selected") else None, decision=self.decision,
+                references=list(self.references), aggregations=list(self.aggregations), notes=list(f.notes),
+            )
+        raise ValueError(f"unexpected Answer event {kind!r} (a final event needs a routed event before it)")

@@ -16,6 +16,7 @@ from grpc_reflection.v1alpha import reflection
 from .._proto import router_pb2 as pb
 from .._proto import router_pb2_grpc as pb_grpc
 from ..config import Config, TLSConfig
+from ..dispatch import ModelPool
 from ..embed import EmbedderConfig, EmbedderError, as_async, make_embedder
 from .auth import BearerTokenInterceptor
 from .metrics import Metrics, MetricsHTTPServer, MetricsInterceptor
@@ -37,7 +38,7 @@ class RunningServer:
 
     def __init__(self, server: grpc.aio.Server, port: int, state: ServiceState, health: health.aio.HealthServicer,
                  executors: list[ThreadPoolExecutor], watcher: asyncio.Task[None] | None, metrics: Metrics,
-                 exposition: MetricsHTTPServer | None) -> None:
+                 exposition: MetricsHTTPServer | None, pool: ModelPool) -> None:
         self.server = server
         self.port = port
         self.state = state
@@ -47,6 +48,7 @@ class RunningServer:
         self._health = health
         self._executors = executors
         self._watcher = watcher
+        self._pool = pool
 
     async def stop(self, grace_s: float = GRACE_S) -> None:
         """Report NOT_SERVING, let requests in flight finish (up to ``grace_s``), then stop."""
@@ -57,6 +59,7 @@ class RunningServer:
                 await self._watcher
         await self.server.stop(grace_s)
         _shut_down(self._executors)
+        await self._pool.aclose()
         if self._exposition is not None:
             self._exposition.close()
 
@@ -77,6 +80,7 @@ async def start_server(config: Config, bank_path: Path) -> RunningServer:
     ]
     try:
         embedder = await _embedder_choice(config.embedder, executors[1])
+        pool = ModelPool.from_config(config.models)  # builds clients only: a model that is down does not stop start-up
     except BaseException:
         _shut_down(executors)
         raise
@@ -89,7 +93,7 @@ async def start_server(config: Config, bank_path: Path) -> RunningServer:
     server = grpc.aio.server(
         interceptors=interceptors, options=options, maximum_concurrent_rpcs=config.server.max_concurrent_rpcs
     )
-    pb_grpc.add_RouterServicer_to_server(RouterService(state, config.server, metrics), server)
+    pb_grpc.add_RouterServicer_to_server(RouterService(state, config.server, metrics, pool, config.answer), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
@@ -98,6 +102,7 @@ async def start_server(config: Config, bank_path: Path) -> RunningServer:
         port = _bind(server, address, config.server.tls)
     except BaseException:
         _shut_down(executors)
+        await pool.aclose()
         raise
     for name in ("", SERVICE_NAME):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
@@ -110,6 +115,7 @@ async def start_server(config: Config, bank_path: Path) -> RunningServer:
     except BaseException:
         await server.stop(0)
         _shut_down(executors)
+        await pool.aclose()
         raise
     for name in ("", SERVICE_NAME):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
@@ -119,7 +125,7 @@ async def start_server(config: Config, bank_path: Path) -> RunningServer:
     log.info("smcs serving %s on %s:%d", bank_path, config.server.host, port)
     if exposition is not None:
         log.info("smcs metrics on http://%s:%d/metrics", config.metrics.host, exposition.port)
-    return RunningServer(server, port, state, health_servicer, executors, watcher, metrics, exposition)
+    return RunningServer(server, port, state, health_servicer, executors, watcher, metrics, exposition, pool)
 
 
 async def serve(config: Config, bank_path: Path, ready: asyncio.Event | None = None) -> None:

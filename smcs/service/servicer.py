@@ -14,7 +14,10 @@ from .. import kernels
 from .._proto import router_pb2 as pb
 from .._proto import router_pb2_grpc as pb_grpc
 from ..bank import Bank, BankError, BankFormatError, ModelInfo, Question
-from ..config import ServerConfig
+from ..config import AnswerConfig, ServerConfig
+from ..core.pipeline import QuorumNotMet
+from ..core.prompts import check_task
+from ..dispatch import ModelPool, NoModelsConfigured, answer_models, answer_steps, run_steps
 from ..embed import EmbedderError, EmbedderTimeout
 from . import convert
 from .convert import RequestError, invalid
@@ -28,24 +31,49 @@ INLINE_BANK_BYTES = 4 << 20
 """Banks smaller than this are routed on the event loop: the hop to a worker thread would cost more."""
 
 
+def _status(exc: Exception, method: str) -> tuple[grpc.StatusCode, str]:
+    """The status code and message a failed call ends with; anything unexpected is logged and becomes
+    INTERNAL, without a traceback to the caller."""
+    if isinstance(exc, RequestError):
+        return exc.code, exc.message
+    if isinstance(exc, NoModelsConfigured):
+        return grpc.StatusCode.FAILED_PRECONDITION, str(exc)
+    if isinstance(exc, (BankError, ValueError)):
+        return grpc.StatusCode.INVALID_ARGUMENT, str(exc)
+    if isinstance(exc, BankFormatError):
+        return grpc.StatusCode.FAILED_PRECONDITION, str(exc)
+    if isinstance(exc, QuorumNotMet):
+        return grpc.StatusCode.UNAVAILABLE, str(exc)
+    log.exception("%s failed", method, exc_info=exc)
+    return grpc.StatusCode.INTERNAL, f"{method} failed on the server; see its log"
+
+
 def _unary(method: Callable[..., Awaitable[Response]]) -> Callable[..., Awaitable[Response]]:
-    """Map refusals and bank errors to status codes; anything unexpected is logged and becomes INTERNAL
-    without a traceback to the caller."""
+    """End a unary call that raised with the status ``_status`` gives it."""
 
     @functools.wraps(method)
     async def wrapper(self: RouterService, request: object, context: grpc.aio.ServicerContext) -> Response:
         try:
             return await method(self, request, context)
-        except RequestError as exc:
-            code, message = exc.code, exc.message
-        except (BankError, ValueError) as exc:
-            code, message = grpc.StatusCode.INVALID_ARGUMENT, str(exc)
-        except BankFormatError as exc:
-            code, message = grpc.StatusCode.FAILED_PRECONDITION, str(exc)
-        except Exception:
-            log.exception("%s failed", method.__name__)
-            code, message = grpc.StatusCode.INTERNAL, f"{method.__name__} failed on the server; see its log"
+        except Exception as exc:
+            code, message = _status(exc, method.__name__)
         await context.abort(code, message)
+
+    return wrapper
+
+
+def _streaming(method: Callable[..., AsyncIterator[Response]]) -> Callable[..., AsyncIterator[Response]]:
+    """End a server-streaming call that raised, before or between messages, with the status ``_status`` gives it."""
+
+    @functools.wraps(method)
+    async def wrapper(self: RouterService, request: object, context: grpc.aio.ServicerContext) -> AsyncIterator[Response]:
+        try:
+            async for message in method(self, request, context):
+                yield message
+            return
+        except Exception as exc:
+            code, message_text = _status(exc, method.__name__)
+        await context.abort(code, message_text)
 
     return wrapper
 
@@ -53,10 +81,14 @@ def _unary(method: Callable[..., Awaitable[Response]]) -> Callable[..., Awaitabl
 class RouterService(pb_grpc.RouterServicer):
     """The ``smcs.v1.Router`` service over a ``ServiceState``."""
 
-    def __init__(self, state: ServiceState, server: ServerConfig, metrics: Metrics) -> None:
+    def __init__(
+        self, state: ServiceState, server: ServerConfig, metrics: Metrics, pool: ModelPool, answer: AnswerConfig
+    ) -> None:
         self._state = state
         self._server = server
         self._metrics = metrics
+        self._pool = pool
+        self._answer = answer
 
     def _snapshot(self) -> Snapshot:
         live = self._state.live
@@ -85,9 +117,42 @@ class RouterService(pb_grpc.RouterServicer):
         with self._metrics.stage("respond"):
             return convert.route_response(decision, bank, snapshot.question_ids, request.debug)
 
+    @_streaming
     async def Answer(self, request: pb.AnswerRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[pb.AnswerEvent]:
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "Answer needs model backends, which this server does not have yet")
-        yield pb.AnswerEvent()  # pragma: no cover - makes this an async generator, as the stream contract needs
+        snapshot = self._snapshot()
+        bank = snapshot.bank
+        question = convert.question_text(request.question, "question", self._server.max_question_chars)
+        if request.strategy not in ("", "smcs"):
+            raise invalid(f"strategy {request.strategy!r} is not available on this server (only 'smcs')")
+        try:
+            task = check_task(request.task or None)
+        except ValueError as exc:
+            raise invalid(str(exc)) from None
+        policy = convert.policy_from_request(request.policy, self._state.policy)
+        usable = answer_models(bank.model_names, self._pool, list(request.policy.allowed_models))
+        if snapshot.embedder is None:  # the aggregations are compared by embedding (Eq 7), so one is needed
+            raise RequestError(grpc.StatusCode.FAILED_PRECONDITION, f"Answer needs an embedder: {snapshot.no_embedder_reason}")
+        if request.HasField("embedding"):
+            query = convert.embedding_from_message(request.embedding, "embedding", bank.dim)
+        else:
+            with self._metrics.stage("embed"):
+                query = (await _embed(snapshot, [question], "question"))[0]
+        route = functools.partial(
+            snapshot.router.route, query, seed=convert.seed_from_request(request), policy=policy, allowed_models=usable
+        )
+        with self._metrics.stage("route"):
+            decision = route() if bank.embeddings.nbytes < INLINE_BANK_BYTES else await self._state.run(route)
+        steps = answer_steps(
+            snapshot.router, decision, question, usable=usable, policy=policy, task=task,
+            use_fallback=self._answer.fallback_aggregator,
+        )
+        try:
+            async for event in run_steps(steps, self._pool, snapshot.embedder, self._answer.timeouts):
+                yield convert.answer_event(event, bank, snapshot.question_ids)
+        except EmbedderTimeout as exc:
+            raise RequestError(grpc.StatusCode.DEADLINE_EXCEEDED, f"embedding the aggregations timed out: {exc}") from None
+        except EmbedderError as exc:
+            raise RequestError(grpc.StatusCode.UNAVAILABLE, f"embedding the aggregations failed: {exc}") from None
 
     @_unary
     async def Score(self, request: pb.ScoreRequest, context: grpc.aio.ServicerContext) -> pb.ScoreResponse:

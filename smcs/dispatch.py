@@ -1,0 +1,188 @@
+"""The host of the sans-I/O pipeline: performs its steps with real model backends and an embedder.
+
+``ModelPool`` holds the configured models (a backend and default generation settings per name);
+``run_steps`` runs a pipeline generator (``smcs.core.pipeline``), yielding its events as they come: the
+calls of one step go out concurrently and each failure becomes a ``CallFailed`` the pipeline can reason
+about. Cancelling it cancels the calls in flight (an HTTP backend then closes its connections).
+``answer_models`` picks the models an answer may use and ``answer_steps`` the pipeline over them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import AsyncIterator, Generator, Mapping, Sequence
+
+import msgspec
+import numpy as np
+
+from .backends import ChatBackend, GenerationSettings, ModelConfig
+from .backends.errors import BackendError
+from .backends.factory import make_backend
+from .core import Policy, RouteDecision, Router
+from .core.pipeline import (
+    AnswerResult,
+    CallFailed,
+    CallModels,
+    CallResult,
+    EmbedTexts,
+    Emit,
+    Event,
+    ModelCall,
+    Stage,
+    Step,
+    smcs_pipeline,
+)
+from .core.prompts import Task
+from .embed import AsyncEmbedder
+from .http_retry import AsyncClosing
+
+class ModelPool(AsyncClosing):
+    """The models requests can be sent to: a backend and its default generation settings per model name.
+
+    ``async with pool:`` closes every backend at the end.
+    """
+
+    def __init__(self, backends: Mapping[str, ChatBackend], settings: Mapping[str, GenerationSettings]) -> None:
+        """``backends`` and ``settings`` keyed by model name (the same keys)."""
+        if set(backends) != set(settings):
+            raise ValueError("backends and settings must name the same models")
+        self._backends = dict(backends)
+        self._settings = dict(settings)
+
+    @classmethod
+    def from_config(cls, models: Mapping[str, ModelConfig], environ: Mapping[str, str] | None = None) -> ModelPool:
+        """A pool of the ``[models]`` tables; ``BackendSetupError`` naming the model whose backend cannot be built."""
+        env = os.environ if environ is None else environ
+        backends: dict[str, ChatBackend] = {}
+        for name, config in models.items():
+            backends[name] = make_backend(name, config, env)
+        return cls(backends, {name: config.generation() for name, config in models.items()})
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The models of the pool, in configuration order."""
+        return tuple(self._backends)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._backends
+
+    async def call(self, call: ModelCall, timeout_s: float | None = None) -> CallResult:
+        """Send one call; a ``Completion``, or a ``CallFailed`` for a model with no backend, a backend
+        error, or no answer within ``timeout_s`` (None: the backend's own timeouts only)."""
+        start = time.perf_counter()
+        backend = self._backends.get(call.model)
+        if backend is None:
+            return CallFailed(kind="setup", message=f"no backend is configured for model {call.model!r}")
+        settings = msgspec.structs.replace(self._settings[call.model], seed=call.seed)
+        try:
+            async with asyncio.timeout(timeout_s):
+                return await backend.complete(call.messages, settings)
+        except BackendError as exc:
+            return CallFailed(kind=exc.kind, message=str(exc), latency_s=time.perf_counter() - start)
+        except TimeoutError:
+            return CallFailed(
+                kind="timeout",
+                message=f"{call.model} did not answer within {timeout_s:g} s",
+                latency_s=time.perf_counter() - start,
+            )
+
+    async def aclose(self) -> None:
+        """Close every backend."""
+        await asyncio.gather(*(backend.aclose() for backend in self._backends.values()))
+
+
+async def run_steps(
+    steps: Generator[Step, object, AnswerResult],
+    pool: ModelPool,
+    embedder: AsyncEmbedder,
+    timeouts: Mapping[Stage, float | None] | None = None,
+) -> AsyncIterator[Event]:
+    """Perform the steps of ``steps``, yielding each event as the pipeline emits it; the last is the
+    ``AnswerResult``.
+
+    ``timeouts`` bounds each call of a stage (``reference``, ``aggregate``); a call past it is a
+    ``timeout`` failure, which the pipeline handles like any other. Errors the pipeline raises (e.g.
+    ``QuorumNotMet``) and embedder errors propagate. Closing the iterator early (or cancelling the task
+    iterating it) cancels the calls in flight.
+    """
+    limits = timeouts or {}
+    reply: object = None
+    while True:
+        try:
+            step = steps.send(reply)
+        except StopIteration:
+            return
+        if isinstance(step, Emit):
+            yield step.event
+            reply = None
+        elif isinstance(step, CallModels):
+            timeout_s = limits.get(step.stage)
+            async with asyncio.TaskGroup() as group:  # one escaping error cancels the other calls
+                tasks = [group.create_task(pool.call(call, timeout_s)) for call in step.calls]
+            reply = [task.result() for task in tasks]
+        elif isinstance(step, EmbedTexts):
+            reply = np.asarray(await embedder.embed(step.texts))
+        else:
+            raise TypeError(f"unknown pipeline step {type(step).__name__}")
+
+
+async def drive(
+    steps: Generator[Step, object, AnswerResult],
+    pool: ModelPool,
+    embedder: AsyncEmbedder,
+    timeouts: Mapping[Stage, float | None] | None = None,
+) -> AnswerResult:
+    """``run_steps`` to the end, for callers that want only the ``AnswerResult``."""
+    async for event in run_steps(steps, pool, embedder, timeouts):
+        if isinstance(event, AnswerResult):
+            return event
+    raise RuntimeError("the pipeline ended without a result")
+
+
+def answer_models(bank_models: Sequence[str], pool: ModelPool, allowed: Sequence[str] = ()) -> list[str]:
+    """The models an answer may use: the bank's models that have a backend in ``pool`` (and are in
+    ``allowed`` when it is non-empty), in bank order; ``ValueError`` naming the problem when none is left."""
+    unknown = [m for m in allowed if m not in bank_models]
+    if unknown:
+        raise ValueError(f"allowed_models names {unknown[0]!r}, which is not a model of the bank")
+    usable = [m for m in bank_models if m in pool and (not allowed or m in allowed)]
+    if not usable:
+        where = "of allowed_models" if allowed else "of the bank"
+        raise NoModelsConfigured(
+            f"no model {where} has a backend configured (configured: {', '.join(pool.names) or 'none'}; "
+            f"the bank's: {', '.join(bank_models)})"
+        )
+    return usable
+
+
+class NoModelsConfigured(ValueError):
+    """None of the models a request may use has a backend in the pool."""
+
+
+def answer_steps(
+    router: Router,
+    decision: RouteDecision,
+    question: str,
+    *,
+    usable: Sequence[str],
+    policy: Policy,
+    task: Task | None = None,
+    use_fallback: bool = True,
+) -> Generator[Step, object, AnswerResult]:
+    """The SMCS pipeline along ``decision``, with the fallback aggregator picked from ``usable`` by the
+    router's bank accuracy (none when ``use_fallback`` is off)."""
+    bank_models = router.bank.model_names
+    fallback = fallback_aggregator(router.accuracy, bank_models, usable, decision.aggregator) if use_fallback else None
+    return smcs_pipeline(decision, question, policy=policy, task=task, fallback_aggregator=fallback)
+
+
+def fallback_aggregator(accuracy: np.ndarray, bank_models: Sequence[str], usable: Sequence[str], aggregator: str) -> str | None:
+    """The aggregator to try when every aggregation of ``aggregator`` failed: the most accurate other
+    usable model (``accuracy`` per bank model, NaN = unknown, ties to the lower index); None if none."""
+    index = {m: i for i, m in enumerate(bank_models)}
+    others = [m for m in usable if m != aggregator]
+    if not others:
+        return None
+    return max(others, key=lambda m: (np.nan_to_num(accuracy[index[m]], nan=-1.0), -index[m]))
