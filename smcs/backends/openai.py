@@ -79,6 +79,7 @@ from smcs.http_retry import (
     retrying,
 )
 
+from ..core.messages import with_system_prompt
 from .base import ChatMessage, Completion, GenerationSettings
 from .config import OpenAIModelConfig
 from .errors import (
@@ -278,7 +279,7 @@ class OpenAIBackend(AsyncClosing):
         settings = self.config.generation() if settings is None else settings
         body: dict[str, object] = {
             "model": self.model,
-            "messages": self._with_system_prompt(messages),
+            "messages": with_system_prompt(self.config.system_prompt, messages),
             "temperature": settings.temperature,
             "max_tokens": settings.max_tokens,
             "presence_penalty": settings.presence_penalty,
@@ -293,15 +294,6 @@ class OpenAIBackend(AsyncClosing):
         if settings.seed is not None:
             body["seed"] = settings.seed
         return body
-
-    def _with_system_prompt(self, messages: Sequence[ChatMessage]) -> list[ChatMessage]:
-        """``messages`` with the model's system prompt first (joined with theirs if they start with one)."""
-        prompt = self.config.system_prompt
-        if not prompt:
-            return list(messages)
-        if messages[0].role == "system":
-            return [ChatMessage("system", f"{prompt}\n\n{messages[0].content}"), *messages[1:]]
-        return [ChatMessage("system", prompt), *messages]
 
     # ---------------------------------------------------------------------------------------- attempts
 

@@ -6,6 +6,7 @@ scores the completions; the backends (an outer layer) import them from here.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Literal
 
 import msgspec
@@ -42,3 +43,15 @@ class Completion(msgspec.Struct, frozen=True, kw_only=True):
     finish_reason: str | None = None
     latency_s: float = 0.0
     url: str | None = None
+
+
+def with_system_prompt(system_prompt: str | None, messages: Sequence[ChatMessage]) -> list[ChatMessage]:
+    """``messages`` with a model's ``system_prompt`` put first: joined to a leading system message (the
+    model's first, a blank line, then the given one), or as a new system message before them. None or
+    "" adds nothing."""
+    merged = list(messages)
+    if not system_prompt:
+        return merged
+    if merged and merged[0].role == "system":
+        return [ChatMessage("system", f"{system_prompt}\n\n{merged[0].content}"), *merged[1:]]
+    return [ChatMessage("system", system_prompt), *merged]
