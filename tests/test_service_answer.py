@@ -194,3 +194,34 @@ def test_smcs_ask_against_the_server_prints_the_answer_and_its_evidence(text_ban
     assert lines[0] == "m-agg thinks 156"  # every model answers with its own text; the aggregator wrote it
     assert "source aggregation, seed 4" in captured.out and "reference" in captured.out and "aggregation" in captured.out
     assert captured.err.splitlines()[0].startswith("routed") and "final" in captured.err.splitlines()[-1]
+
+
+@pytest.mark.slow
+def test_answer_end_to_end_with_the_embedded_model_pool(text_bank):
+    """Every stage for real on the CPU: the bank's four models are members of one SmolLM2 pool (one
+    loaded model, different temperatures and system prompts), answering through the Answer RPC."""
+    import importlib.util
+
+    import msgspec
+
+    from llama_server import model_path_or_skip
+    from smcs.backends import LocalModelConfig
+
+    if importlib.util.find_spec("llama_cpp") is None:
+        pytest.skip("llama-cpp-python is not installed (pip install 'smcs[local]')")
+    path = model_path_or_skip()
+    members = {
+        "m-math": LocalModelConfig(model_path=path, temperature=0.2, max_tokens=12, threads=1, system_prompt="Be brief."),
+        "m-code": LocalModelConfig(model_path=path, temperature=0.9, max_tokens=12, threads=1),
+        "m-general": LocalModelConfig(model_path=path, temperature=0.5, max_tokens=12, threads=1),
+        "m-agg": LocalModelConfig(model_path=path, temperature=0.0, max_tokens=16, threads=1),
+    }
+    config = msgspec.structs.replace(make_config(policy=Policy(k=3, n_base=3, gamma=0.5, k_drop=1, n=2), embedder=EmbedderConfig()), models=members)
+    with running_server(text_bank, config) as server, server.client() as client:
+        events = list(client.answer("What is 2+2?", seed=9))
+    result = events[-1]
+    assert isinstance(result, AnswerResult) and result.text.strip()
+    assert all(r.ok and r.completion_tokens > 0 for r in result.references)
+    written = [a for a in result.aggregations if a.ok]
+    assert result.source == "aggregation" and len(written) == 2
+    assert all(a.perplexity >= 1.0 and math.isfinite(a.total) for a in written)  # the local model's own logprobs

@@ -1,0 +1,119 @@
+"""The router's own overhead on the full pipeline: wall time of one answer minus the models' time.
+
+Every model is a loopback OpenAI-compatible server (``tests/fault_server.py``, run in a subprocess of its
+own so that it does not share this process's GIL) that answers after a fixed ``DELAY_S`` with a canned
+body and logprobs, so an answer at K = 7, n = 8 costs the models exactly two
+delays (the references in parallel, then the aggregations in parallel). What is left is ours: routing,
+prompt building, HTTP requests and parsing, scoring (Eq 7) and the evidence. The aggregations' embedding
+is timed two ways: a free stub embedder (the dispatch overhead alone) and the bundled ONNX model on the
+CPU (what a router without a GPU embedder pays on top).
+
+``extra_info`` carries the overhead's p50 and p99 in milliseconds; ``report.py`` prints them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from smcs import Bank, Policy, Router
+from smcs.backends import OpenAIModelConfig
+from smcs.bank import EmbedderInfo
+from smcs.dispatch import ModelPool, answer_models, answer_steps, drive
+from smcs.embed import OnnxEmbedder, as_async
+from smcs.synthetic import create_clustered_bank, queries_near
+
+TESTS = Path(__file__).resolve().parent.parent / "tests"
+
+DELAY_S = 0.05
+N_MODELS, K, N = 8, 7, 8
+ROUNDS = 20
+ANSWER_TEXT = " ".join(["word"] * 200)  # a 200-token answer, each token with its logprob
+
+
+class FreeEmbedder:
+    """An async embedder that costs nothing: a fixed pseudo-random unit vector per call position."""
+
+    info = EmbedderInfo("bench-free", 384)
+
+    async def embed(self, texts: Sequence[str]) -> np.ndarray:
+        vectors = np.random.default_rng(len(texts)).standard_normal((len(texts), 384)).astype(np.float32)
+        return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+SERVERS_SCRIPT = f"""
+import contextlib, sys
+sys.path.insert(0, {str(TESTS)!r})
+from fault_server import FaultServer, Reply
+with contextlib.ExitStack() as stack:
+    servers = [stack.enter_context(FaultServer(default=Reply.ok({ANSWER_TEXT!r}, delay_s={DELAY_S}))) for _ in range({N_MODELS})]
+    print(" ".join(s.base_url for s in servers), flush=True)
+    sys.stdin.read()  # until the benchmark closes our stdin
+"""
+
+
+@contextlib.contextmanager
+def model_servers() -> Iterator[list[str]]:
+    """The base URLs of ``N_MODELS`` fixed-delay model servers in a subprocess (stopped at the end)."""
+    process = subprocess.Popen([sys.executable, "-c", SERVERS_SCRIPT], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout is not None
+        yield process.stdout.readline().split()
+    finally:
+        if process.stdin is not None:
+            process.stdin.close()
+        process.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def router(tmp_path_factory: pytest.TempPathFactory) -> tuple[Router, np.ndarray]:
+    path = tmp_path_factory.mktemp("answer-bank") / "bank"
+    embeddings = np.asarray(create_clustered_bank(path, 15_000, 384, N_MODELS).embeddings)
+    return Router(Bank.open(path), Policy(k=K, n=N)), queries_near(embeddings, ROUNDS)
+
+
+def _measure(benchmark, router: tuple[Router, np.ndarray], embedder) -> None:  # type: ignore[no-untyped-def]
+    routing, queries = router
+    names = routing.bank.model_names
+    overheads: list[float] = []
+    loop = asyncio.new_event_loop()
+    with model_servers() as urls:
+        configs = {m: OpenAIModelConfig(base_urls=[url], retries=0, max_tokens=256) for m, url in zip(names, urls)}
+        pool = ModelPool.from_config(configs)
+        usable = answer_models(names, pool)
+
+        async def one(i: int) -> None:
+            start = time.perf_counter()
+            decision = routing.route(queries[i % len(queries)], seed=i, allowed_models=usable)
+            steps = answer_steps(routing, decision, "What is 12 times 13?", usable=usable, policy=routing.policy)
+            result = await drive(steps, pool, embedder)
+            overheads.append(time.perf_counter() - start - 2 * DELAY_S)
+            assert result.source == "aggregation" and len(result.aggregations) == N
+
+        counter = iter(range(10**9))
+        loop.run_until_complete(one(next(counter)))  # connections, JIT and the embedder warm
+        overheads.clear()
+        benchmark.pedantic(lambda: loop.run_until_complete(one(next(counter))), rounds=ROUNDS, iterations=1)
+        loop.run_until_complete(pool.aclose())
+    loop.close()
+    benchmark.extra_info["overhead_p50_ms"] = round(1e3 * float(np.median(overheads)), 2)
+    benchmark.extra_info["overhead_p99_ms"] = round(1e3 * float(np.quantile(overheads, 0.99)), 2)
+    benchmark.extra_info["model_time_ms"] = 2e3 * DELAY_S
+
+
+def test_answer_overhead_free_embedder(benchmark, router):
+    benchmark.group = "answer"
+    _measure(benchmark, router, FreeEmbedder())
+
+
+def test_answer_overhead_onnx_embedder(benchmark, router):
+    benchmark.group = "answer"
+    _measure(benchmark, router, as_async(OnnxEmbedder()))
