@@ -295,9 +295,7 @@ def _score(
         similarity = kernels.mean_pairwise_similarity(np.asarray(vectors, dtype=np.float64))
     notes = []
     if all(c.token_logprobs for _, c in done):
-        lengths = [len(c.token_logprobs) for _, c in done]
-        offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-        ppl = kernels.perplexity(np.concatenate([c.token_logprobs for _, c in done]), offsets)
+        ppl = perplexities([c.token_logprobs for _, c in done])
         total = kernels.hybrid_scores(similarity, ppl, lam)
     else:
         ppl = np.full(len(done), math.nan)
@@ -308,6 +306,14 @@ def _score(
             evidence[i], similarity=float(similarity[j]), perplexity=float(ppl[j]), total=float(total[j])
         )
     return evidence, notes
+
+
+def perplexities(sequences: Sequence[Sequence[float]]) -> np.ndarray:
+    """PPL of each token-logprob sequence (Eq 7's S^PPL input), packed ragged for ``kernels.perplexity``;
+    ``ValueError`` as that kernel raises it (an empty sequence, a non-finite value)."""
+    offsets = np.concatenate([[0], np.cumsum([len(lp) for lp in sequences])]).astype(np.int64)
+    flat = np.concatenate([np.asarray(lp, dtype=np.float64) for lp in sequences]) if sequences else np.empty(0)
+    return kernels.perplexity(flat, offsets)
 
 
 def _best(scored: list[AggregationEvidence]) -> int | None:

@@ -15,7 +15,7 @@ from .._proto import router_pb2 as pb
 from .._proto import router_pb2_grpc as pb_grpc
 from ..bank import Bank, BankError, BankFormatError, ModelInfo, Question
 from ..config import AnswerConfig, ServerConfig
-from ..core.pipeline import QuorumNotMet
+from ..core.pipeline import QuorumNotMet, perplexities
 from ..core.prompts import check_task
 from ..dispatch import ModelPool, NoModelsConfigured, answer_models, answer_steps, run_steps
 from ..embed import EmbedderError, EmbedderTimeout
@@ -178,11 +178,8 @@ class RouterService(pb_grpc.RouterServicer):
         if request.logprobs:
             if len(request.logprobs) != len(candidates):
                 raise invalid(f"logprobs has {len(request.logprobs)} entries for {len(candidates)} candidates")
-            lengths = [len(lp.values) for lp in request.logprobs]
-            offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-            flat = np.concatenate([np.asarray(lp.values, dtype=np.float64) for lp in request.logprobs])
             try:
-                perplexity = kernels.perplexity(flat, offsets)
+                perplexity = perplexities([lp.values for lp in request.logprobs])
             except ValueError as exc:
                 raise invalid(f"logprobs: {exc}") from None
             total = kernels.hybrid_scores(similarity, perplexity, lam)
