@@ -175,9 +175,14 @@ class Received:
 class FaultServer:
     """A chat-completions server following a script of ``Reply`` s (module docstring)."""
 
-    def __init__(self, script: Iterable[Reply] = (), *, default: Reply | None = None) -> None:
-        """``script``: the replies of the first requests, in order; ``default``: the reply to every later one."""
+    def __init__(
+        self, script: Iterable[Reply] = (), *, default: Reply | None = None,
+        responder: Callable[[dict], Reply] | None = None,
+    ) -> None:
+        """``script``: the replies of the first requests, in order; ``default``: the reply to every later
+        one, or ``responder``, which chooses it from the request's JSON body (called on the server thread)."""
         self.default = default or Reply.ok()
+        self.responder = responder
         self.base_url = ""
         """``http://127.0.0.1:<port>``, once started."""
         self._script = list(script)
@@ -229,9 +234,11 @@ class FaultServer:
         with self._lock:
             self._script.extend(replies)
 
-    def _next_reply(self) -> Reply:
+    def _next_reply(self, body: dict | None) -> Reply:
         with self._lock:
-            return self._script.pop(0) if self._script else self.default
+            if self._script:
+                return self._script.pop(0)
+        return self.responder(body or {}) if self.responder is not None else self.default
 
     # ------------------------------------------------------------------------------------ what it saw
 
@@ -301,8 +308,9 @@ class FaultServer:
         except (ConnectionError, asyncio.IncompleteReadError, ValueError):
             writer.close()
             return
-        reply = self._next_reply()
-        received = Received(method, path, headers, json.loads(body) if body else None, time.monotonic(), reply)
+        request = json.loads(body) if body else None
+        reply = self._next_reply(request)
+        received = Received(method, path, headers, request, time.monotonic(), reply)
         with self._lock:
             self._requests.append(received)
             self._in_flight += 1

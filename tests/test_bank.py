@@ -137,6 +137,19 @@ def test_create_accepts_integer_embeddings_and_named_embedder(tmp_path: Path) ->
     np.testing.assert_allclose(bank.embeddings, [[2**-0.5, 2**-0.5], [0, 1]], rtol=1e-6)
 
 
+def test_provenance_is_kept_by_every_derived_version_and_checked(tmp_path: Path) -> None:
+    made = {"built_by": "smcs bank build", "questions_sha256": "ab12"}
+    bank = Bank.create(tmp_path / "b", embeddings=[[1, 0]], capability=[[1]], questions=questions(["a"]),
+                       models=[ModelInfo("m")], provenance=made)
+    grown = bank.append_questions([[0, 1]], questions(["b"]))
+    assert Bank.open(bank.path).manifest.provenance == made and grown.manifest.provenance == made
+    assert grown.manifest.parent == bank.version
+    with pytest.raises(BankError, match="provenance must map strings to strings"):
+        Bank.create(tmp_path / "c", embeddings=[[1, 0]], capability=[[1]], questions=questions(["a"]),
+                    models=[ModelInfo("m")], provenance={"count": 3})  # type: ignore[dict-item]
+    assert not (tmp_path / "c" / "CURRENT").exists()
+
+
 def test_an_empty_bank_grows_by_models_and_questions(tmp_path: Path) -> None:
     bank = Bank.create(
         tmp_path / "b", embeddings=np.zeros((0, 3)), capability=np.zeros((0, 0), int), questions=[], models=[]

@@ -59,7 +59,9 @@ class Manifest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """``manifest.json`` of one version: what the version holds and the SHA-256 of each data file.
 
     ``created`` is ISO-8601 UTC; ``parent`` is the version this one was derived from (``None`` for the
-    first); ``files`` maps each data file name to its SHA-256 (hex).
+    first); ``files`` maps each data file name to its SHA-256 (hex); ``provenance`` says how the bank's
+    first version was made (e.g. the builder, the questions file and its hash) and is carried unchanged
+    into every version derived from it.
     """
 
     schema_version: int
@@ -69,3 +71,4 @@ class Manifest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     created: str
     parent: str | None
     files: dict[str, str]
+    provenance: dict[str, str] = {}

@@ -39,7 +39,7 @@ import re
 import shutil
 import threading
 import weakref
-from collections.abc import Callable, Container, Iterable, Iterator, Sequence
+from collections.abc import Callable, Container, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -252,12 +252,14 @@ class Bank:
         questions: Iterable[Question],
         models: Iterable[ModelInfo],
         embedder: EmbedderInfo | None = None,
+        provenance: Mapping[str, str] | None = None,
     ) -> Bank:
         """Create a new bank at ``path`` (a new or empty directory) and return its first version.
 
         ``embeddings`` is N x d (rows are L2-normalised on write), ``capability`` R x N integers in
         {-1, 0, 1}, ``questions`` N records in row order, ``models`` R records in row order. ``embedder``
-        defaults to ``EmbedderInfo("unspecified", d)``. Empty banks (N = 0 with a d-column array, or
+        defaults to ``EmbedderInfo("unspecified", d)``; ``provenance`` (text to text) says how the bank
+        was made, for the manifest of this and every later version. Empty banks (N = 0 with a d-column array, or
         R = 0) are allowed. Every input is checked before anything is written.
         """
         rows = _unit_rows(embeddings)
@@ -266,6 +268,7 @@ class Bank:
         _check_models(models)
         capability_values = _outcome_values(capability, (len(models), len(rows)), "capability", ("models", "questions"))
         embedder = _check_embedder(embedder, rows.shape[1])
+        provenance = _check_provenance(provenance)
         root = Path(path).absolute()
         root.mkdir(parents=True, exist_ok=True)
         with atomic.exclusive_lock(root / LOCK):
@@ -277,7 +280,7 @@ class Bank:
                 QUESTIONS: _bytes_fill(question_lines),
                 MODELS: _bytes_fill(_encode_json(models)),
             }
-            return _write_version(root, _version_name(1), None, embedder, len(rows), len(models), fills)
+            return _write_version(root, _version_name(1), None, embedder, len(rows), len(models), fills, provenance)
 
     def append_questions(self, embeddings: object, questions: Iterable[Question], outcomes: object = None) -> Bank:
         """Append m questions (with their embeddings, m x d) to the latest version; return the new version.
@@ -451,7 +454,8 @@ def _writing(root: Path) -> Iterator[tuple[Bank, int]]:
 def _commit(base: Bank, number: int, n_questions: int, n_models: int, fills: dict[str, Fill]) -> Bank:
     """Write version ``number`` derived from ``base`` (same root and embedder) and make it current."""
     return _write_version(
-        base.path, _version_name(number), base.version, base.manifest.embedder, n_questions, n_models, fills
+        base.path, _version_name(number), base.version, base.manifest.embedder, n_questions, n_models, fills,
+        base.manifest.provenance,
     )
 
 
@@ -463,6 +467,7 @@ def _write_version(
     n_questions: int,
     n_models: int,
     fills: dict[str, Fill],
+    provenance: dict[str, str],
 ) -> Bank:
     """Write version ``name`` of ``root`` from ``fills``, make it current and return it opened; caller holds the lock.
 
@@ -482,6 +487,7 @@ def _write_version(
             created=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
             parent=parent,
             files=hashes,
+            provenance=provenance,
         )
         atomic.write_synced(scratch / MANIFEST, _bytes_fill(_encode_json(manifest)))
         atomic.publish_dir(scratch, root / name)
@@ -709,6 +715,15 @@ def _check_embedder(embedder: EmbedderInfo | None, dim: int) -> EmbedderInfo:
     if embedder.dim != dim:
         raise BankError(f"embedder.dim {embedder.dim} does not match the embeddings' dimension {dim}")
     return embedder
+
+
+def _check_provenance(provenance: Mapping[str, str] | None) -> dict[str, str]:
+    """``provenance`` as a plain dict; ``BankError`` unless every key and value is a string."""
+    items = dict(provenance or {})
+    for key, value in items.items():
+        if not isinstance(key, str) or not isinstance(value, str):
+            raise BankError(f"provenance must map strings to strings, got {key!r}: {value!r}")
+    return items
 
 
 def _outcome_values(values: object, shape: tuple[int, ...], field: str, axes: tuple[str, ...]) -> np.ndarray:
