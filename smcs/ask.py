@@ -17,6 +17,7 @@ from typing import TextIO
 
 import msgspec
 
+from . import bundled
 from .bank import Bank
 from .client import AsyncClient
 from .config import Config, load_config
@@ -30,14 +31,12 @@ from .embed import EmbedderConfig, as_async, check_compatible, make_embedder
 def run_ask(args: argparse.Namespace, policy_overrides: dict[str, object]) -> int:
     """The ``smcs ask`` command: print progress, then the answer; exit status 0 (errors raise)."""
     task = check_task(args.task)
-    if args.bank is not None or args.config is not None:
-        config = load_config(args.config)
-        bank_path = args.bank or (Path(config.bank.path) if config.bank is not None else None)
-        if bank_path is None:
-            raise ValueError("smcs ask in-process needs a bank: --bank DIR or [bank] path in --config")
-        events = _in_process(bank_path, config, args.question, task, args.seed, policy_overrides)
-    else:
+    if args.server is not None:
         events = _through_server(args.server, args.token or os.environ.get("SMCS_TOKEN"), args.question, task, args.seed, policy_overrides)
+    else:
+        config = load_config(args.config if args.config is not None else bundled.POOL)
+        bank_path = args.bank or (Path(config.bank.path) if config.bank is not None else bundled.BANK)
+        events = _in_process(bank_path, config, args.question, task, args.seed, policy_overrides)
     result = asyncio.run(_follow(events, None if args.quiet else sys.stderr))
     if args.json:
         print(msgspec.json.format(msgspec.json.encode(result).decode()))
@@ -132,17 +131,22 @@ def _one_line(text: str, limit: int) -> str:
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 
-def add_ask_parser(commands: argparse._SubParsersAction, server_default: str) -> argparse.ArgumentParser:  # type: ignore[type-arg]
+def add_ask_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentParser:  # type: ignore[type-arg]
     """Register ``smcs ask`` (its policy options are added by the caller)."""
     ask = commands.add_parser(
         "ask",
-        help="answer one question with the full SMCS pipeline (through a server, or in-process with --bank/--config)",
+        help="answer one question with the full SMCS pipeline (in this process, or through --server)",
+        description=(
+            "With no --server the pipeline runs in this process: over --bank (or the configuration's [bank], or "
+            "the bundled default bank) with the models of --config (default: the bundled demonstration pool of "
+            "SmolLM2-135M members, which needs the smcs[local] extra)."
+        ),
     )
     ask.add_argument("question", help="the question")
     ask.add_argument("--task", help="prompt template: math, numeric, multiple_choice, code, exact, instruction")
-    ask.add_argument("--server", default=server_default, help=f"server address (default {server_default})")
-    ask.add_argument("--bank", type=Path, help="answer in this process over this bank (models from --config)")
-    ask.add_argument("--config", type=Path, help="TOML configuration ([models], [embedder], [policy], [answer]) for in-process answering")
+    ask.add_argument("--server", help="answer through the smcs server at this address (e.g. 127.0.0.1:50051)")
+    ask.add_argument("--bank", type=Path, help="in-process: this bank (default: [bank] of --config, else the bundled bank)")
+    ask.add_argument("--config", type=Path, help="in-process: TOML configuration ([models], [embedder], [policy], [answer]); default: the bundled pool")
     ask.add_argument("--token", help="bearer token for --server (or set SMCS_TOKEN)")
     ask.add_argument("--seed", type=int, help="seed of the exploration and of every model call (default: random, reported)")
     ask.add_argument("--json", action="store_true", help="print the whole result with its evidence as JSON")

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import json
 import logging
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -17,14 +19,17 @@ import grpc
 import msgspec
 import numpy as np
 
+from . import bundled
 from .ask import add_ask_parser, run_ask
 from .backends import BackendError
 from .bank import Bank, BankFormatError, Question
+from .build.cli import add_build_parser
 from .client import DEFAULT_TARGET, Client
 from .config import ConfigError, load_config
 from .core import Policy, RouteDecision, Router, model_accuracy
 from .core.pipeline import QuorumNotMet
 from .embed import EmbedderConfig, EmbedderError, as_sync, check_compatible, make_embedder
+from .import_cli import add_import_parser
 from .service import serve
 from .synthetic import create_clustered_bank, queries_near
 
@@ -74,14 +79,14 @@ def _parser() -> argparse.ArgumentParser:
     _add_policy_options(route)
     route.set_defaults(run=_run_route)
 
-    ask = add_ask_parser(commands, DEFAULT_TARGET)
+    ask = add_ask_parser(commands)
     _add_policy_options(ask)
     ask.add_argument("--min-references", type=int, help="referencers that must answer (default: ceil(k/2))")
     ask.set_defaults(run=lambda args: run_ask(args, _policy_overrides(args)))
 
     serve = commands.add_parser("serve", help="run the gRPC router service")
-    serve.add_argument("--config", type=Path, help="TOML configuration file (see README)")
-    serve.add_argument("--bank", type=Path, help="bank directory (overrides [bank] path; default: a synthetic demo bank)")
+    serve.add_argument("--config", type=Path, help="TOML configuration file (see README); default: the bundled demonstration pool")
+    serve.add_argument("--bank", type=Path, help="bank directory (overrides [bank] path; default: the bundled bank)")
     serve.add_argument("--host", help="interface to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (default 50051; 0 picks a free one)")
     serve.set_defaults(run=_run_serve)
@@ -90,7 +95,7 @@ def _parser() -> argparse.ArgumentParser:
     health.add_argument("--server", default=DEFAULT_TARGET, help=f"server address (default {DEFAULT_TARGET})")
     health.set_defaults(run=_run_health)
 
-    bank = commands.add_parser("bank", help="inspect a bank")
+    bank = commands.add_parser("bank", help="build, inspect and extend banks")
     bank_commands = bank.add_subparsers(required=True, metavar="ACTION")
     info = bank_commands.add_parser("info", help="version, sizes, embedder and per-model accuracy")
     info.add_argument("path", type=Path)
@@ -110,6 +115,8 @@ def _parser() -> argparse.ArgumentParser:
     append.add_argument("path", type=Path, help="bank directory")
     append.add_argument("file", type=Path, help="JSON Lines file of new questions")
     append.set_defaults(run=_run_bank_append)
+    add_build_parser(bank_commands)
+    add_import_parser(bank_commands)
     return parser
 
 
@@ -176,7 +183,11 @@ def _print_decision(decision: RouteDecision) -> None:
 
 
 def _run_serve(args: argparse.Namespace) -> int:
-    config = load_config(args.config)
+    config = load_config(args.config if args.config is not None else bundled.POOL)
+    if args.config is None and importlib.util.find_spec("llama_cpp") is None:
+        config = msgspec.structs.replace(config, models={})
+        print("smcs: llama-cpp-python is not installed (pip install 'smcs[local]'): serving Route without the "
+              "bundled models; Answer needs them", flush=True)
     server_changes = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
     if server_changes:
         try:
@@ -186,10 +197,9 @@ def _run_serve(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     bank_path = args.bank or (Path(config.bank.path) if config.bank else None)
     with tempfile.TemporaryDirectory(prefix="smcs-serve-") as scratch:
-        if bank_path is None:
-            bank_path = Path(scratch) / "demo-bank"
-            create_clustered_bank(bank_path, 20000, 384, 15)
-            print(f"smcs: no bank configured; serving a synthetic demonstration bank at {bank_path}", flush=True)
+        if bank_path is None:  # a copy, so that the admin RPCs never write into the installed package
+            bank_path = Path(shutil.copytree(bundled.BANK, Path(scratch) / "bank"))
+            print(f"smcs: no bank configured; serving a copy of the bundled bank at {bank_path}", flush=True)
         asyncio.run(serve(config, bank_path))
     return 0
 
