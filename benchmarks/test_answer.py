@@ -1,8 +1,8 @@
 """The router's own overhead on the full pipeline: wall time of one answer minus the models' time.
 
-Every model is a loopback OpenAI-compatible server (``tests/fault_server.py``, run in a subprocess of its
+Every model is a loopback OpenAI-compatible server (``model_server.py``, run in a subprocess of its
 own so that it does not share this process's GIL) that answers after a fixed ``DELAY_S`` with a canned
-body and logprobs, so an answer at K = 7, n = 8 costs the models exactly two
+body and logprobs on a keep-alive connection, so an answer at K = 7, n = 8 costs the models exactly two
 delays (the references in parallel, then the aggregations in parallel). What is left is ours: routing,
 prompt building, HTTP requests and parsing, scoring (Eq 7) and the evidence. The aggregations' embedding
 is timed two ways: a free stub embedder (the dispatch overhead alone) and the bundled ONNX model on the
@@ -31,12 +31,10 @@ from smcs.dispatch import ModelPool, answer_models, answer_steps, drive
 from smcs.embed import OnnxEmbedder, as_async
 from smcs.synthetic import create_clustered_bank, queries_near
 
-TESTS = Path(__file__).resolve().parent.parent / "tests"
-
 DELAY_S = 0.05
 N_MODELS, K, N = 8, 7, 8
 ROUNDS = 20
-ANSWER_TEXT = " ".join(["word"] * 200)  # a 200-token answer, each token with its logprob
+ANSWER_WORDS = 200  # tokens of every answer, each with its logprob
 
 
 class FreeEmbedder:
@@ -49,21 +47,11 @@ class FreeEmbedder:
         return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
 
 
-SERVERS_SCRIPT = f"""
-import contextlib, sys
-sys.path.insert(0, {str(TESTS)!r})
-from fault_server import FaultServer, Reply
-with contextlib.ExitStack() as stack:
-    servers = [stack.enter_context(FaultServer(default=Reply.ok({ANSWER_TEXT!r}, delay_s={DELAY_S}))) for _ in range({N_MODELS})]
-    print(" ".join(s.base_url for s in servers), flush=True)
-    sys.stdin.read()  # until the benchmark closes our stdin
-"""
-
-
 @contextlib.contextmanager
 def model_servers() -> Iterator[list[str]]:
-    """The base URLs of ``N_MODELS`` fixed-delay model servers in a subprocess (stopped at the end)."""
-    process = subprocess.Popen([sys.executable, "-c", SERVERS_SCRIPT], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    """The base URLs of ``N_MODELS`` fixed-delay keep-alive model servers in a subprocess (stopped at the end)."""
+    command = [sys.executable, str(Path(__file__).with_name("model_server.py")), str(N_MODELS), str(DELAY_S), str(ANSWER_WORDS)]
+    process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         assert process.stdout is not None
         yield process.stdout.readline().split()
