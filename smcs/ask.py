@@ -20,7 +20,7 @@ import msgspec
 from . import bundled
 from .bank import Bank
 from .client import AsyncClient
-from .config import Config, load_config
+from .config import Config
 from .core import Router
 from .core.pipeline import AggregationEvidence, AnswerResult, Event, ReferenceEvidence, Routed
 from .core.prompts import check_task
@@ -34,8 +34,7 @@ def run_ask(args: argparse.Namespace, policy_overrides: dict[str, object]) -> in
     if args.server is not None:
         events = _through_server(args.server, args.token or os.environ.get("SMCS_TOKEN"), args.question, task, args.seed, policy_overrides)
     else:
-        config = load_config(args.config if args.config is not None else bundled.POOL)
-        bank_path = args.bank or (Path(config.bank.path) if config.bank is not None else bundled.BANK)
+        config, bank_path = bundled.config_and_bank(args.config, args.bank)
         events = _in_process(bank_path, config, args.question, task, args.seed, policy_overrides)
     result = asyncio.run(_follow(events, None if args.quiet else sys.stderr))
     if args.json:

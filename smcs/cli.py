@@ -25,7 +25,7 @@ from .backends import BackendError
 from .bank import Bank, BankFormatError, Question
 from .build.cli import add_build_parser
 from .client import DEFAULT_TARGET, Client
-from .config import ConfigError, load_config
+from .config import ConfigError
 from .core import Policy, RouteDecision, Router, model_accuracy
 from .core.pipeline import QuorumNotMet
 from .embed import EmbedderConfig, EmbedderError, as_sync, check_compatible, make_embedder
@@ -183,8 +183,9 @@ def _print_decision(decision: RouteDecision) -> None:
 
 
 def _run_serve(args: argparse.Namespace) -> int:
-    config = load_config(args.config if args.config is not None else bundled.POOL)
-    if args.config is None and importlib.util.find_spec("llama_cpp") is None:
+    config, bank_path = bundled.config_and_bank(args.config, args.bank)
+    serving_bundled = bank_path == bundled.BANK
+    if serving_bundled and args.config is None and importlib.util.find_spec("llama_cpp") is None:
         config = msgspec.structs.replace(config, models={})
         print("smcs: llama-cpp-python is not installed (pip install 'smcs[local]'): serving Route without the "
               "bundled models; Answer needs them", flush=True)
@@ -195,9 +196,8 @@ def _run_serve(args: argparse.Namespace) -> int:
         except ValueError as exc:
             raise ValueError(f"--{exc}") from None
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    bank_path = args.bank or (Path(config.bank.path) if config.bank else None)
     with tempfile.TemporaryDirectory(prefix="smcs-serve-") as scratch:
-        if bank_path is None:  # a copy, so that the admin RPCs never write into the installed package
+        if serving_bundled:  # a copy, so that the admin RPCs never write into the installed package
             bank_path = Path(shutil.copytree(bundled.BANK, Path(scratch) / "bank"))
             print(f"smcs: no bank configured; serving a copy of the bundled bank at {bank_path}", flush=True)
         asyncio.run(serve(config, bank_path))
