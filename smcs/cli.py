@@ -13,7 +13,6 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Annotated, Literal
 
 import grpc
 import msgspec
@@ -21,15 +20,14 @@ import numpy as np
 
 from . import bundled
 from .ask import add_ask_parser, run_ask
+from .bank_cli import add_bank_parser, embed_with_bundled
 from .backends import BackendError
-from .bank import Bank, BankFormatError, Question
-from .build.cli import add_build_parser
+from .bank import Bank, BankFormatError
 from .client import DEFAULT_TARGET, Client
 from .config import ConfigError
-from .core import Policy, RouteDecision, Router, model_accuracy
+from .core import Policy, RouteDecision, Router
 from .core.pipeline import QuorumNotMet
-from .embed import EmbedderConfig, EmbedderError, as_sync, check_compatible, make_embedder
-from .import_cli import add_import_parser
+from .embed import EmbedderError
 from .service import serve
 from .synthetic import create_clustered_bank, queries_near
 
@@ -95,28 +93,7 @@ def _parser() -> argparse.ArgumentParser:
     health.add_argument("--server", default=DEFAULT_TARGET, help=f"server address (default {DEFAULT_TARGET})")
     health.set_defaults(run=_run_health)
 
-    bank = commands.add_parser("bank", help="build, inspect and extend banks")
-    bank_commands = bank.add_subparsers(required=True, metavar="ACTION")
-    info = bank_commands.add_parser("info", help="version, sizes, embedder and per-model accuracy")
-    info.add_argument("path", type=Path)
-    info.set_defaults(run=_run_bank_info)
-    validate = bank_commands.add_parser("validate", help="verify every file of the current version (hashes included)")
-    validate.add_argument("path", type=Path)
-    validate.set_defaults(run=_run_bank_validate)
-    append = bank_commands.add_parser(
-        "append",
-        help="append questions from a JSON Lines file as one new version",
-        description=(
-            'Each line is a JSON object {"id", "text", "embedding"?, "source"?, "label"?, "outcomes"?: {model: 0|1}}. '
-            "Lines without an embedding have their text embedded by the bundled ONNX model (the bank must have been "
-            "built with it). All questions are appended in one version, or none if any line is bad."
-        ),
-    )
-    append.add_argument("path", type=Path, help="bank directory")
-    append.add_argument("file", type=Path, help="JSON Lines file of new questions")
-    append.set_defaults(run=_run_bank_append)
-    add_build_parser(bank_commands)
-    add_import_parser(bank_commands)
+    add_bank_parser(commands)
     return parser
 
 
@@ -149,7 +126,7 @@ def _run_route(args: argparse.Namespace) -> int:
     if args.bank is not None:
         bank = Bank.open(args.bank)
         if embedding is None:
-            embedding = _embed_locally([args.question], bank)[0]
+            embedding = embed_with_bundled([args.question], bank)[0]
         decision = Router(bank, _policy(args)).route(embedding, seed=args.seed)
     else:
         with Client(args.server, token=args.token or os.environ.get("SMCS_TOKEN")) as client:
@@ -161,13 +138,6 @@ def _run_route(args: argparse.Namespace) -> int:
     else:
         _print_decision(decision)
     return 0
-
-
-def _embed_locally(texts: list[str], bank: Bank) -> np.ndarray:
-    """``texts`` embedded by the bundled ONNX model (one row each), after checking the bank was built with it."""
-    embedder = as_sync(make_embedder(EmbedderConfig()))
-    check_compatible(embedder.info, bank)
-    return np.asarray(embedder.embed(texts))
 
 
 def _print_decision(decision: RouteDecision) -> None:
@@ -218,94 +188,6 @@ def _read_embedding(path: Path) -> np.ndarray:
         return np.asarray(json.loads(path.read_text()), dtype=np.float64)
     except (json.JSONDecodeError, TypeError) as exc:
         raise ValueError(f"--embedding {path}: not a JSON list of numbers ({exc})") from None
-
-
-def _run_bank_info(args: argparse.Namespace) -> int:
-    bank = Bank.open(args.path)
-    accuracy, known = model_accuracy(bank.capability)
-    print(f"bank {bank.path}  version {bank.version}  created {bank.manifest.created}")
-    print(f"questions {bank.n_questions}  models {bank.n_models}  embedder {bank.manifest.embedder.id} (dim {bank.dim})")
-    width = max((len(name) for name in bank.model_names), default=5)
-    print(f"{'model':<{width}}  accuracy  evaluated")
-    for name, acc, count in zip(bank.model_names, accuracy, known):
-        print(f"{name:<{width}}  {acc:8.3f}  {count:9d}")
-    return 0
-
-
-def _run_bank_validate(args: argparse.Namespace) -> int:
-    bank = Bank.open(args.path)
-    bank.validate()
-    print(f"bank {bank.path} version {bank.version}: valid ({bank.n_questions} questions, {bank.n_models} models)")
-    return 0
-
-
-class AppendLine(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
-    """One line of the ``smcs bank append`` file: a new question, its embedding (None: embed ``text``
-    locally) and any known outcomes (model name → 1 correct / 0 wrong)."""
-
-    id: Annotated[str, msgspec.Meta(min_length=1)]
-    text: str
-    embedding: Annotated[list[float], msgspec.Meta(min_length=1)] | None = None
-    source: str = ""
-    label: str | None = None
-    outcomes: dict[str, Literal[0, 1]] = {}
-
-
-def _read_append_lines(path: Path) -> list[tuple[int, AppendLine]]:
-    """The questions of ``path`` with their line numbers (blank lines skipped); ``ValueError`` naming
-    ``FILE:LINE`` on the first bad line."""
-    decoder = msgspec.json.Decoder(AppendLine)
-    lines = []
-    for number, raw in enumerate(path.read_bytes().splitlines(), start=1):
-        if not raw.strip():
-            continue
-        try:
-            lines.append((number, decoder.decode(raw)))
-        except msgspec.MsgspecError as exc:
-            raise ValueError(f"{path}:{number}: {exc}") from None
-    if not lines:
-        raise ValueError(f"{path}: no questions to append (the file has no non-blank line)")
-    return lines
-
-
-def _run_bank_append(args: argparse.Namespace) -> int:
-    bank = Bank.open(args.path)
-    lines = _read_append_lines(args.file)
-    first_line: dict[str, int] = {}
-    taken = {q.id for q in bank.questions}
-    outcomes = np.full((bank.n_models, len(lines)), -1, dtype=np.int8)
-    for column, (number, line) in enumerate(lines):
-        where = f"{args.file}:{number}"
-        if line.id in first_line:
-            raise ValueError(f"{where}: id {line.id!r} repeats line {first_line[line.id]}")
-        if line.id in taken:
-            raise ValueError(f"{where}: id {line.id!r} is already in the bank")
-        first_line[line.id] = number
-        if line.embedding is not None:
-            if len(line.embedding) != bank.dim:
-                raise ValueError(f"{where}: embedding has {len(line.embedding)} values but the bank's dimension is {bank.dim}")
-            if not np.isfinite(line.embedding).all() or not np.any(line.embedding):
-                raise ValueError(f"{where}: embedding must be finite and not all zeros")
-        for model, value in line.outcomes.items():
-            if model not in bank.model_names:
-                raise ValueError(f"{where}: outcomes names unknown model {model!r} (the bank's models: {', '.join(bank.model_names)})")
-            outcomes[bank.model_index(model), column] = value
-    to_embed = [j for j, (_, line) in enumerate(lines) if line.embedding is None]
-    embeddings = np.empty((len(lines), bank.dim), dtype=np.float64)
-    if to_embed:
-        vectors = _embed_locally([lines[j][1].text for j in to_embed], bank)
-        embeddings[to_embed] = vectors
-    for j, (_, line) in enumerate(lines):
-        if line.embedding is not None:
-            embeddings[j] = line.embedding
-    questions = [Question(id=line.id, text=line.text, source=line.source, label=line.label) for _, line in lines]
-    new = bank.append_questions(embeddings, questions, outcomes)
-    known = int((outcomes >= 0).sum())
-    print(
-        f"bank {new.path}  version {bank.version} -> {new.version}: appended {len(lines)} questions "
-        f"({len(to_embed)} embedded locally, {known} outcomes); now {new.n_questions} questions, {new.n_models} models"
-    )
-    return 0
 
 
 def _run_demo(args: argparse.Namespace) -> int:

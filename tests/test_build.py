@@ -140,7 +140,7 @@ def test_read_questions_refuses_repeated_ids_and_empty_files(tmp_path: Path) -> 
     with pytest.raises(ValueError, match=r"q\.jsonl:2: id 'same' repeats line 1"):
         read_questions(path)
     path.write_text("\n  \n")
-    with pytest.raises(ValueError, match="no questions"):
+    with pytest.raises(ValueError, match="no records"):
         read_questions(path)
 
 

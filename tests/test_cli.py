@@ -193,7 +193,7 @@ def test_bank_append_empty_file_is_a_message(bank_path, tmp_path, capsys):
     path = tmp_path / "empty.jsonl"
     path.write_text("\n\n")
     assert main(["bank", "append", str(bank_path), str(path)]) == 2
-    assert "no questions" in capsys.readouterr().err
+    assert "no records" in capsys.readouterr().err
 
 
 def test_bank_append_embeds_text_only_lines_with_the_bundled_model(tmp_path, capsys):
@@ -224,3 +224,65 @@ def test_bank_append_embeds_text_only_lines_with_the_bundled_model(tmp_path, cap
     np.testing.assert_allclose(np.asarray(after.embeddings[3], dtype=np.float64), expected / np.linalg.norm(expected), atol=1e-5)
     np.testing.assert_allclose(np.asarray(after.embeddings[4], dtype=np.float64), given / np.linalg.norm(given), atol=1e-6)
     assert np.asarray(after.capability)[:, 3].tolist() == [1, -1]
+
+
+# ------------------------------------------------------------------------------- bank record, add-model
+
+
+def test_bank_record_sets_outcomes_of_existing_questions(bank_path, tmp_path, capsys):
+    before = Bank.open(bank_path)
+    first, second = before.questions[0].id, before.questions[7].id
+    rows = [{"model": "model-01", "id": first, "outcome": 1}, {"model": "model-03", "id": second, "outcome": -1}]
+    path = _write_jsonl(tmp_path / "outcomes.jsonl", rows)
+    capsys.readouterr()
+    assert main(["bank", "record", str(bank_path), str(path)]) == 0
+    after = Bank.open(bank_path)
+    assert after.manifest.parent == before.version
+    assert after.capability[1, 0] == 1 and after.capability[3, 7] == -1
+    changed = np.argwhere(np.asarray(after.capability) != np.asarray(before.capability))
+    assert {tuple(ix) for ix in changed} <= {(1, 0), (3, 7)}
+    assert "recorded 2 outcomes" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("row", "message"),
+    [
+        ({"model": "model-09", "id": "x", "outcome": 1}, "unknown model 'model-09'"),
+        ({"model": "model-01", "id": "no-such-question", "outcome": 1}, "'no-such-question' is not a question of the bank"),
+        ({"model": "model-01", "id": "x", "outcome": 2}, "outcome"),
+        ({"model": "model-01", "outcome": 1}, "id"),
+    ],
+)
+def test_bank_record_names_the_bad_line_and_writes_nothing(bank_path, tmp_path, capsys, row, message):
+    before = Bank.open(bank_path)
+    good = {"model": "model-00", "id": before.questions[0].id, "outcome": 0}
+    row = {**row, "id": before.questions[1].id} if row.get("id") == "x" else row
+    path = _write_jsonl(tmp_path / "outcomes.jsonl", [good, row])
+    capsys.readouterr()
+    assert main(["bank", "record", str(bank_path), str(path)]) == 2
+    err = capsys.readouterr().err
+    assert f"{path}:2:" in err and message in err and "Traceback" not in err
+    assert Bank.open(bank_path).version == before.version
+
+
+def test_bank_record_refuses_a_repeated_pair(bank_path, tmp_path, capsys):
+    qid = Bank.open(bank_path).questions[0].id
+    path = _write_jsonl(tmp_path / "o.jsonl", [{"model": "model-00", "id": qid, "outcome": 0}] * 2)
+    assert main(["bank", "record", str(bank_path), str(path)]) == 2
+    assert "repeats line 1" in capsys.readouterr().err
+
+
+def test_bank_add_model_starts_unknown_and_info_shows_it(bank_path, capsys):
+    before = Bank.open(bank_path)
+    assert main(["bank", "add-model", str(bank_path), "newcomer", "--cost-per-output-token", "0.5"]) == 0
+    after = Bank.open(bank_path)
+    assert after.model_names == (*before.model_names, "newcomer")
+    assert (np.asarray(after.capability)[-1] == -1).all() and after.models[-1].cost_per_output_token == 0.5
+    capsys.readouterr()
+    assert main(["bank", "add-model", str(bank_path), "newcomer"]) == 2
+    assert "already in the bank" in capsys.readouterr().err
+    assert main(["bank", "add-model", str(bank_path), "cheap", "--cost-per-input-token", "-1"]) == 2
+    assert "cost_per_input_token" in capsys.readouterr().err
+    assert main(["bank", "info", str(bank_path)]) == 0
+    out = capsys.readouterr().out
+    assert "newcomer" in out and f"parent {before.version}" in out

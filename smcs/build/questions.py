@@ -22,6 +22,7 @@ import msgspec
 from smcs.bank import Question
 from smcs.core.messages import ChatMessage
 from smcs.core.prompts import Task, question_messages
+from smcs.jsonl import decode_lines
 
 
 class BuildQuestion(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -86,20 +87,11 @@ def read_questions(path: str | Path) -> tuple[list[BuildQuestion], str]:
     naming ``FILE:LINE`` and the field on the first bad line or repeated id."""
     path = Path(path)
     data = path.read_bytes()
-    decoder = msgspec.json.Decoder(BuildQuestion)
     questions: list[BuildQuestion] = []
     first_line: dict[str, int] = {}
-    for number, raw in enumerate(data.splitlines(), start=1):
-        if not raw.strip():
-            continue
-        try:
-            question = decoder.decode(raw)
-        except msgspec.MsgspecError as exc:
-            raise ValueError(f"{path}:{number}: {exc}") from None
+    for number, question in decode_lines(data, BuildQuestion, path):
         if question.id in first_line:
             raise ValueError(f"{path}:{number}: id {question.id!r} repeats line {first_line[question.id]}")
         first_line[question.id] = number
         questions.append(question)
-    if not questions:
-        raise ValueError(f"{path}: no questions (the file has no non-blank line)")
     return questions, hashlib.sha256(data).hexdigest()
