@@ -3,8 +3,11 @@
 Used by the remote embedder (``smcs.embed.remote``) and the chat backend (``smcs.backends.openai``); each
 keeps its own error classes and its own choice of URL, and gets from here:
 
-- ``post_once``: one POST, bounded by ``timeout_s`` from sending the request to having read the whole
-  body; a 2xx response, or ``AttemptFailed`` carrying a ``Failure`` that says what went wrong;
+- ``post_once``: one POST over an ``aiohttp.ClientSession``, bounded by ``timeout_s`` from sending the
+  request to having read the whole body; the 2xx ``HttpReply``, or ``AttemptFailed`` carrying a
+  ``Failure`` that says what went wrong;
+- ``new_session``: the session a client makes for itself (inside the running loop: a session belongs
+  to the loop it was made in);
 - ``retrying``: attempts until one succeeds, a failure is not worth retrying, the retries run out or the
   server asks (``Retry-After``) for a longer wait than ``max_backoff_s``; ``Backoff`` holds the policy;
 - ``error_for``: the caller's error class for a ``Failure`` (both error families have the same kinds);
@@ -33,6 +36,13 @@ any other non-2xx                           ``bad_request``   no         ``URL a
 .. [#] by default; a caller may retry a timeout elsewhere (the chat backend does when another replica is
    usable), never on the same server, where it would only multiply the wait.
 
+In aiohttp's terms: ``ClientConnectorError`` (refused, DNS, TLS) and ``ConnectionTimeoutError`` (no
+connection within ``connect_timeout_s``) cannot connect; ``asyncio.timeout(timeout_s)`` around the
+attempt (or any other of aiohttp's ``TimeoutError`` subclasses) is a timeout; ``ServerDisconnectedError``,
+``ClientOSError`` (reset), ``ClientPayloadError`` (body cut short), ``ClientResponseError`` (malformed
+HTTP) and any other ``ClientError`` broke the connection. Redirects are not followed (a POST must not be
+silently re-sent elsewhere).
+
 Retry ``k`` (k = 0, 1, ...) waits ``backoff_s · 2^k``, jittered into [½, 1] of that and capped at
 ``max_backoff_s``, or the server's ``Retry-After`` if that is longer. BODY is the start of the response
 body on one line (``excerpt``); headers, and so the API key, never appear in a message.
@@ -51,7 +61,7 @@ from itertools import count
 from types import TracebackType
 from typing import Literal, Self, TypeVar
 
-import httpx
+import aiohttp
 
 FailureKind = Literal["connection", "timeout", "rate_limited", "auth", "bad_request", "server_error"]
 """What went wrong in one attempt; the names are the ``kind`` of the embedder and backend errors."""
@@ -148,47 +158,71 @@ async def retrying(
     raise AssertionError("unreachable")
 
 
+@dataclass(frozen=True, slots=True)
+class HttpReply:
+    """A server's answer to one POST, its body read whole."""
+
+    status: int
+    headers: Mapping[str, str]
+    """Case-insensitive (aiohttp's ``CIMultiDictProxy``)."""
+    content: bytes
+
+
+def new_session(max_connections: int) -> aiohttp.ClientSession:
+    """A session keeping up to ``max_connections`` keep-alive connections and no cookies; call it in the
+    running loop, and close it there."""
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=max_connections), cookie_jar=aiohttp.DummyCookieJar()
+    )
+
+
 async def post_once(
-    client: httpx.AsyncClient,
+    client: aiohttp.ClientSession,
     url: str,
     body: bytes,
     *,
     headers: Mapping[str, str],
     timeout_s: float,
     connect_timeout_s: float | None = None,
-) -> httpx.Response:
-    """POST the JSON ``body`` to ``url`` once; the 2xx response with its body read, else ``AttemptFailed``.
+) -> HttpReply:
+    """POST the JSON ``body`` to ``url`` once; the 2xx reply with its body read, else ``AttemptFailed``.
 
     ``timeout_s`` bounds the whole attempt, request sent to body read; ``connect_timeout_s`` (None:
     ``timeout_s``) bounds opening the connection. Cancelling the caller closes the connection.
     """
-    timeout = httpx.Timeout(timeout_s, connect=timeout_s if connect_timeout_s is None else connect_timeout_s)
+    connect_s = timeout_s if connect_timeout_s is None else connect_timeout_s
+    timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect_s)  # the whole attempt: asyncio.timeout
     try:
         async with asyncio.timeout(timeout_s):
-            response = await client.post(
-                url, content=body, headers={"Content-Type": "application/json", **headers}, timeout=timeout
-            )
-    except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+            async with client.post(
+                url,
+                data=body,
+                headers={"Content-Type": "application/json", **headers},
+                timeout=timeout,
+                allow_redirects=False,
+            ) as response:
+                reply = HttpReply(response.status, response.headers, await response.read())
+    except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
         raise AttemptFailed(Failure("connection", f"cannot connect to {url}: {exc}", url, True)) from None
-    except (TimeoutError, httpx.TimeoutException):
+    except TimeoutError:  # the whole attempt's (or any other of aiohttp's)
         detail = f"{url} did not answer within timeout_s={timeout_s:g} s"
         raise AttemptFailed(Failure("timeout", detail, url, False)) from None
-    except httpx.TransportError as exc:  # reset, closed mid-body, protocol error
+    except aiohttp.ClientError as exc:  # disconnected, reset, body cut short, malformed HTTP
         detail = f"connection to {url} broke during the request: {exc}"
         raise AttemptFailed(Failure("connection", detail, url, True)) from None
-    failure = status_failure(response, url, key_sent=any(name.lower() == "authorization" for name in headers))
+    failure = status_failure(reply, url, key_sent=any(name.lower() == "authorization" for name in headers))
     if failure is not None:
         raise AttemptFailed(failure)
-    return response
+    return reply
 
 
-def status_failure(response: httpx.Response, url: str, *, key_sent: bool) -> Failure | None:
-    """The ``Failure`` a non-2xx ``response`` from ``url`` is (None for a 2xx); ``key_sent``: whether
+def status_failure(reply: HttpReply, url: str, *, key_sent: bool) -> Failure | None:
+    """The ``Failure`` a non-2xx ``reply`` from ``url`` is (None for a 2xx); ``key_sent``: whether
     credentials went with the request (an auth failure says so)."""
-    status = response.status_code
+    status = reply.status
     if 200 <= status < 300:
         return None
-    detail = f"{url} answered {status}: {excerpt(response)}"
+    detail = f"{url} answered {status}: {excerpt(reply)}"
     kind: FailureKind
     if status == 429:
         kind, retryable = "rate_limited", True
@@ -205,8 +239,8 @@ def status_failure(response: httpx.Response, url: str, *, key_sent: bool) -> Fai
         url,
         retryable,
         status=status,
-        retry_after=parse_retry_after(response.headers.get("Retry-After")),
-        body=response.content[:BODY_KEPT].decode("utf-8", "replace"),
+        retry_after=parse_retry_after(reply.headers.get("Retry-After")),
+        body=reply.content[:BODY_KEPT].decode("utf-8", "replace"),
     )
 
 
@@ -265,10 +299,10 @@ def parse_retry_after(value: str | None) -> float | None:
     return max(0.0, seconds) if math.isfinite(seconds) else None
 
 
-def excerpt(response: httpx.Response) -> str:
-    """The start of an error response's body, on one line, quoted, for a message."""
-    text = " ".join(response.content[:BODY_EXCERPT].decode("utf-8", "replace").split())
-    return repr(text + ("..." if len(response.content) > BODY_EXCERPT else "")) if text else "(empty body)"
+def excerpt(reply: HttpReply) -> str:
+    """The start of an error reply's body, on one line, quoted, for a message."""
+    text = " ".join(reply.content[:BODY_EXCERPT].decode("utf-8", "replace").split())
+    return repr(text + ("..." if len(reply.content) > BODY_EXCERPT else "")) if text else "(empty body)"
 
 
 def endpoint(base_url: str, path: str) -> str:

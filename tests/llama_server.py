@@ -17,6 +17,7 @@ What the server answers (llama-cpp-python 0.3.36) to ``POST /v1/chat/completions
 
 from __future__ import annotations
 
+import http.client
 import importlib.util
 import os
 import signal
@@ -25,11 +26,11 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import pytest
 
 START_TIMEOUT_S = 120.0
@@ -83,9 +84,10 @@ def _wait_ready(server: LlamaServer) -> None:
         if server.process.poll() is not None:
             pytest.fail(f"llama_cpp.server exited with {server.process.returncode}:\n{server.output()}")
         try:
-            if httpx.get(f"{server.base_url}/v1/models", timeout=2.0).status_code == 200:
-                return
-        except httpx.HTTPError:
+            with urllib.request.urlopen(f"{server.base_url}/v1/models", timeout=2.0) as response:
+                if response.status == 200:
+                    return
+        except (OSError, http.client.HTTPException):  # refused or cut off while it starts, or a non-200
             pass
         time.sleep(0.25)
     pytest.fail(f"llama_cpp.server did not answer /v1/models within {START_TIMEOUT_S:g} s:\n{server.output()}")

@@ -12,8 +12,9 @@ import asyncio
 import importlib.util
 import math
 import threading
+import urllib.error
+import urllib.request
 
-import httpx
 import msgspec
 import numpy as np
 import pytest
@@ -305,9 +306,13 @@ def test_requests_to_one_model_queue_without_blocking_the_loop(anchor: LocalBack
 def chat(server, content: str, **fields: object) -> dict:
     """POST one user message to the server's /v1/chat/completions; the decoded 200 body."""
     body = {"model": server.model, "messages": [{"role": "user", "content": content}], **fields}
-    response = httpx.post(f"{server.base_url}/v1/chat/completions", json=body, timeout=60.0)
-    assert response.status_code == 200, response.text
-    return response.json()
+    url, headers = f"{server.base_url}/v1/chat/completions", {"Content-Type": "application/json"}
+    request = urllib.request.Request(url, data=msgspec.json.encode(body), headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=60.0) as response:
+            return msgspec.json.decode(response.read())
+    except urllib.error.HTTPError as error:
+        pytest.fail(f"{error.code}: {error.read().decode(errors='replace')}")
 
 
 @pytest.mark.slow

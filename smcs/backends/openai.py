@@ -52,6 +52,9 @@ text) is not an error: the completion has ``logprobs_missing=True`` and no token
 Every error names the model and the endpoint that failed; its ``url`` is that endpoint's base URL, as
 ``Completion.url`` is the base URL that answered. The API key is never shown, not even in ``repr``.
 Cancelling ``complete`` closes the connection of the attempt in flight.
+
+The HTTP client is aiohttp: one ``ClientSession``, made on the first request in the running loop (a
+session belongs to its loop), so a backend may be built outside any loop.
 """
 
 from __future__ import annotations
@@ -63,7 +66,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import httpx
+import aiohttp
 import msgspec
 
 from smcs.http_retry import (
@@ -71,10 +74,12 @@ from smcs.http_retry import (
     AttemptFailed,
     Backoff,
     Failure,
+    HttpReply,
     bearer,
     by_kind,
     endpoint,
     error_for,
+    new_session,
     post_once,
     retrying,
 )
@@ -196,10 +201,11 @@ class _Replica:
 class OpenAIBackend(AsyncClosing):
     """A ``ChatBackend`` over one model's OpenAI-compatible chat-completions servers (module docstring).
 
-    It opens its connection pool when built and closes it in ``aclose`` (``async with backend:``
-    closes it at the end of the block). Pass ``client`` to send with an ``httpx.AsyncClient`` you own
-    instead: it is never closed here, and ``timeout_s`` and ``connect_timeout_s`` override its own
-    timeouts per request. Use a backend from one event loop.
+    It opens its connection pool (an ``aiohttp.ClientSession`` with room for ``max_concurrency``
+    connections) on the first request, in the running loop, and closes it in ``aclose`` (``async with
+    backend:`` closes it at the end of the block). Pass ``client`` to send with an
+    ``aiohttp.ClientSession`` you own instead: it is never closed here, and ``timeout_s`` and
+    ``connect_timeout_s`` override its own timeouts per request. Use a backend from one event loop.
     """
 
     def __init__(
@@ -208,7 +214,7 @@ class OpenAIBackend(AsyncClosing):
         config: OpenAIModelConfig,
         *,
         api_key: str | None = None,
-        client: httpx.AsyncClient | None = None,
+        client: aiohttp.ClientSession | None = None,
     ) -> None:
         """Configure the backend; nothing is sent until the first ``complete``.
 
@@ -216,7 +222,8 @@ class OpenAIBackend(AsyncClosing):
             name: the model's name in the configuration (sent as ``model`` unless ``config.served_model``).
             config: the model's table: URLs, timeouts, retries, generation settings, system prompt.
             api_key: sent as ``Authorization: Bearer <api_key>``; None sends no credentials.
-            client: an ``httpx.AsyncClient`` to send with (owned by the caller); None makes our own.
+            client: an ``aiohttp.ClientSession`` to send with (owned by the caller); None makes our own
+                on the first request.
         """
         self.name = name
         self.config = config
@@ -228,30 +235,22 @@ class OpenAIBackend(AsyncClosing):
         self._slots = asyncio.Semaphore(config.max_concurrency)
         self._backoff = Backoff(config.retries, config.backoff_s, config.max_backoff_s)
         self._owns_client = client is None
-        self._client = client if client is not None else self._new_client()
+        self._client = client
         self._closed = False
 
     def __repr__(self) -> str:
         urls = [replica.base_url for replica in self._replicas]
         return f"OpenAIBackend({self.name!r}, model={self.model!r}, base_urls={urls!r})"  # never the key
 
-    def _new_client(self) -> httpx.AsyncClient:
-        """A pool with room for ``max_concurrency`` connections; redirects are not followed (a POST must
-        not be silently re-sent elsewhere)."""
-        n = self.config.max_concurrency
-        return httpx.AsyncClient(
-            timeout=httpx.Timeout(self.config.timeout_s, connect=self.config.connect_timeout_s),
-            limits=httpx.Limits(max_connections=n, max_keepalive_connections=n),
-            follow_redirects=False,
-        )
-
     # -------------------------------------------------------------------------------------- lifecycle
 
     async def aclose(self) -> None:
-        """Close our connection pool (a client given by the caller is left open); ``complete`` then refuses."""
+        """Close our connection pool, if a request opened one (a client given by the caller is left open);
+        ``complete`` then refuses. Closing again does nothing."""
         self._closed = True
-        if self._owns_client:
-            await self._client.aclose()
+        if self._owns_client and self._client is not None:
+            client, self._client = self._client, None
+            await client.close()
 
     # --------------------------------------------------------------------------------------- complete
 
@@ -297,14 +296,15 @@ class OpenAIBackend(AsyncClosing):
 
     # ---------------------------------------------------------------------------------------- attempts
 
-    async def _attempt(self, body: bytes) -> tuple[_Replica, httpx.Response]:
+    async def _attempt(self, body: bytes) -> tuple[_Replica, HttpReply]:
         """One POST to the best URL, within the concurrency bound; the URL and its 2xx response."""
         async with self._slots:
             replica = self._pick(time.monotonic())
+            client = self._session()
             replica.in_flight += 1
             try:
                 response = await post_once(
-                    self._client,
+                    client,
                     replica.endpoint,
                     body,
                     headers=self._headers,
@@ -318,6 +318,15 @@ class OpenAIBackend(AsyncClosing):
             finally:
                 replica.in_flight -= 1
         return replica, response
+
+    def _session(self) -> aiohttp.ClientSession:
+        """The session to send with: the caller's, ours, or (the first request) a new one of ours, made
+        here because a session belongs to the running loop."""
+        if self._client is None:
+            if self._closed:  # a retry that outlived aclose must not reopen the pool
+                raise RuntimeError(f"the backend of model {self.name!r} is closed")
+            self._client = new_session(self.config.max_concurrency)
+        return self._client
 
     def _pick(self, now: float) -> _Replica:
         """The URL with the fewest in flight among those not cooling down (ties: the first listed), or,

@@ -1,7 +1,7 @@
 """Embedders: texts to unit-norm float32 vectors (DESIGN.md §2, layer 4, an I/O edge).
 
 - ``OnnxEmbedder``: the default; all-MiniLM-L6-v2 (int8, 384-d) on the CPU via ONNX Runtime. Blocking.
-- ``RemoteEmbedder``: an OpenAI-compatible ``/v1/embeddings`` server over httpx. Async.
+- ``RemoteEmbedder``: an OpenAI-compatible ``/v1/embeddings`` server over aiohttp. Async.
 - ``as_async`` / ``as_sync``: either shape from the other, so callers await (or call) both alike.
 - ``EmbedderConfig`` + ``make_embedder``: the choice as a config table.
 - ``check_compatible``: refuse to query a bank built by another embedder.
@@ -12,7 +12,7 @@
     vectors = await embedder.embed(["What is the capital of France?"])
 
 ``OnnxEmbedder`` and ``RemoteEmbedder`` are imported on first use, so that importing this package does
-not load onnxruntime or httpx.
+not load onnxruntime or aiohttp.
 """
 
 from __future__ import annotations

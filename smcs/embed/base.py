@@ -1,6 +1,6 @@
 """The embedder interface: texts in, unit-norm float32 rows out (DESIGN.md §2, layer 4).
 
-Two small interfaces with one method each, in the manner of httpx's transports:
+Two small interfaces with one method each, one blocking and one async (as HTTP clients pair them):
 
 - ``Embedder``: ``embed(texts) -> ndarray``, synchronous. The local ONNX model is CPU-bound, so it is
   written as plain blocking code; a server calls it in a worker thread.

@@ -30,7 +30,7 @@ zero or non-finite vector)
 Retries wait ``backoff_s · 2^k`` (k = 0, 1, ...), jittered into [½, 1] of that and capped at
 ``max_backoff_s``, so one batch takes at most ``(retries + 1) · timeout_s + retries · max_backoff_s``.
 A caller's own deadline (cancelling the task) stops it sooner. The attempt, its classification and the
-backoff are ``smcs.http_retry``'s, shared with the chat backend.
+backoff are ``smcs.http_retry``'s, shared with the chat backend; the HTTP client is aiohttp.
 
 The dimension is the configured ``dim``, or else learned from the first response and then required of
 every later one; ``info`` is unknown until then (``probe`` learns it with a one-text request).
@@ -40,7 +40,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import httpx
+import aiohttp
 import msgspec
 import numpy as np
 
@@ -53,6 +53,7 @@ from smcs.http_retry import (
     by_kind,
     endpoint,
     error_for,
+    new_session,
     post_once,
     retrying,
 )
@@ -71,6 +72,9 @@ from .errors import (
 
 PROBE_TEXT = "dimension probe"
 """What ``probe`` embeds to learn the dimension."""
+MAX_CONNECTIONS = 100
+"""Most connections a pool of our own keeps open (batches go one after another; concurrent ``embed``
+calls on one pool each take one)."""
 
 
 class _Item(msgspec.Struct):
@@ -104,7 +108,9 @@ class RemoteEmbedder(AsyncClosing):
 
     Use it as ``async with RemoteEmbedder(...) as e:`` to keep one connection pool for many calls (a
     server does this for its lifetime); outside such a block each ``embed`` call opens and closes its
-    own client. Pass ``client`` to share an ``httpx.AsyncClient`` you own (it is never closed here).
+    own (so the embedder may be used from one event loop after another: an aiohttp session belongs to
+    the loop it was made in). Pass ``client`` to share an ``aiohttp.ClientSession`` you own (it is never
+    closed here).
     """
 
     def __init__(
@@ -120,7 +126,7 @@ class RemoteEmbedder(AsyncClosing):
         retries: int = 3,
         backoff_s: float = 0.5,
         max_backoff_s: float = 10.0,
-        client: httpx.AsyncClient | None = None,
+        client: aiohttp.ClientSession | None = None,
     ) -> None:
         """Configure the endpoint; nothing is sent until the first ``embed`` or ``probe``.
 
@@ -136,7 +142,7 @@ class RemoteEmbedder(AsyncClosing):
             retries: further attempts after a retryable failure (>= 0).
             backoff_s: first wait between attempts (>= 0); doubles each retry.
             max_backoff_s: longest wait between attempts (>= 0); a ``Retry-After`` beyond it is not waited for.
-            client: an ``httpx.AsyncClient`` to send with (owned by the caller); None makes our own.
+            client: an ``aiohttp.ClientSession`` to send with (owned by the caller); None makes our own.
         """
         _check_settings(
             batch_size=batch_size,
@@ -175,14 +181,15 @@ class RemoteEmbedder(AsyncClosing):
         return self
 
     async def aclose(self) -> None:
-        """Close the connection pool opened by ``__aenter__`` (a client given by the caller is left open)."""
+        """Close the connection pool opened by ``__aenter__`` (a client given by the caller is left open);
+        closing again, or without ``__aenter__``, does nothing."""
         if self._owns_client and self._client is not None:
             client, self._client, self._owns_client = self._client, None, False
-            await client.aclose()
+            await client.close()
 
-    def _new_client(self) -> httpx.AsyncClient:
-        """A client with our timeout; redirects are not followed (a POST must not be silently re-sent)."""
-        return httpx.AsyncClient(timeout=httpx.Timeout(self.timeout_s), follow_redirects=False)
+    def _new_client(self) -> aiohttp.ClientSession:
+        """A session of our own (made in the running loop; ``post_once`` sets the timeouts per request)."""
+        return new_session(MAX_CONNECTIONS)
 
     # ---------------------------------------------------------------------------------------- embedding
 
@@ -216,7 +223,7 @@ class RemoteEmbedder(AsyncClosing):
         async with self._new_client() as client:
             return await self._embed_all(client, texts)
 
-    async def _embed_all(self, client: httpx.AsyncClient, texts: list[str]) -> np.ndarray:
+    async def _embed_all(self, client: aiohttp.ClientSession, texts: list[str]) -> np.ndarray:
         """``texts`` (non-empty) in batches of ``batch_size``, one request after another, rows in input order."""
         parts = [
             await self._embed_batch(client, texts[start : start + self.batch_size])
@@ -224,7 +231,7 @@ class RemoteEmbedder(AsyncClosing):
         ]
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
-    async def _embed_batch(self, client: httpx.AsyncClient, batch: list[str]) -> np.ndarray:
+    async def _embed_batch(self, client: aiohttp.ClientSession, batch: list[str]) -> np.ndarray:
         """One batch, with the retries described in the module docstring."""
         body = msgspec.json.encode({"model": self.model, "input": batch})
         try:
