@@ -28,6 +28,7 @@ from .config import ConfigError
 from .core import Policy, RouteDecision, Router
 from .core.pipeline import QuorumNotMet
 from .embed import EmbedderError
+from .eval.cli import add_eval_parser
 from .service import serve
 from .synthetic import create_clustered_bank, queries_near
 
@@ -94,6 +95,7 @@ def _parser() -> argparse.ArgumentParser:
     health.set_defaults(run=_run_health)
 
     add_bank_parser(commands)
+    add_eval_parser(commands)
     return parser
 
 
