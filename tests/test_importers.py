@@ -83,18 +83,19 @@ HALF = [[0, 1, -1], [1, 1, 0], [0, -1, 0]]
 
 
 @pytest.mark.parametrize(
-    ("stem", "rule", "expected"),
-    [("mmlu_train", "auto", POSITIVE), ("gsm8k-train", "auto", HALF), ("MATH_prealgebra", "auto", HALF),
-     ("humaneval_test", "auto", HALF), ("mmlu_train", "half", HALF), ("gsm8k-train", "positive", POSITIVE)],
+    ("stem", "rule", "expected", "source"),
+    [("mmlu_train", "auto", POSITIVE, "mmlu"), ("gsm8k-train", "auto", HALF, "gsm8k"),
+     ("MATH_prealgebra", "auto", HALF, "MATH_prealgebra"), ("humaneval_test", "auto", HALF, "humaneval"),
+     ("mmlu_train", "half", HALF, "mmlu"), ("gsm8k-train", "positive", POSITIVE, "gsm8k")],
 )
-def test_routerdc_matrix_ids_and_sources(tmp_path, stem, rule, expected):
+def test_routerdc_matrix_ids_and_sources(tmp_path, stem, rule, expected, source):
     imported = read_import("routerdc", write_json(tmp_path / f"{stem}.json", ROUTERDC_RECORDS), rule=rule)
     assert [m.name for m in imported.models] == ["a", "b", "c"]
     assert imported.outcomes.dtype == np.int8
     assert imported.outcomes.tolist() == expected
     assert [q.id for q in imported.questions] == [f"{stem}-0", f"{stem}-1", f"{stem}-2"]
     assert [q.text for q in imported.questions] == ["Q zero?", "Q one?", "Q two?"]
-    assert {q.source for q in imported.questions} == {stem}
+    assert {q.source for q in imported.questions} == {source}
     assert imported.embeddings is None and imported.embedder_id is None
 
 
@@ -133,7 +134,7 @@ def test_merging_routerdc_files_unions_models_with_not_evaluated(tmp_path):
     assert [m.name for m in merged.models] == ["a", "b", "c"]
     assert merged.outcomes.tolist() == [[1, 0, -1], [0, -1, 1], [-1, 1, -1]]  # gsm8k: half rule
     assert [q.id for q in merged.questions] == ["mmlu_train-0", "gsm8k-train-0", "gsm8k-train-1"]
-    assert [q.source for q in merged.questions] == ["mmlu_train", "gsm8k-train", "gsm8k-train"]
+    assert [q.source for q in merged.questions] == ["mmlu", "gsm8k", "gsm8k"]
     assert read_imports("routerdc", [first, second], limit=2).outcomes.tolist() == [[1, 0], [0, -1], [-1, 1]]
     (tmp_path / "again").mkdir()
     twin = write_json(tmp_path / "again" / "mmlu_train.json", [{"question": "other", "scores": {"a": 1}}])

@@ -1,8 +1,10 @@
 """RouterDC's score files: a JSON array of ``{"question": str, "scores": {model: float}, ...}``.
 
 As published with RouterDC (Chen et al., NeurIPS 2024), one file per dataset (``mmlu_train.json``,
-``gsm8k-train.json``, ...). Other keys (``cluster_id``) are ignored. The file stem is each question's
-``source`` and the prefix of its id (``mmlu_train-0``, ``mmlu_train-1``, ... in file order). Models are
+``gsm8k-train.json``, ...). Other keys (``cluster_id``) are ignored. The file stem is the prefix of each
+question's id (``mmlu_train-0``, ``mmlu_train-1``, ... in file order) and, less a split suffix
+(``_train``, ``-test``, ``_dev``, ``_val``), its ``source``: ``mmlu_train`` and ``mmlu_test`` are both
+``mmlu``, so a held-out evaluation's breakdown by source lines up with the bank's. Models are
 the score keys in first-seen order; a question that lacks a model's score, or gives it as null, is -1
 (not evaluated) for that model.
 
@@ -15,6 +17,7 @@ gsm8k, mbpp, humaneval, javascript or MATH (in any case), ``positive`` for every
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -36,6 +39,11 @@ class _Record(msgspec.Struct):
     scores: dict[str, Any]  # values checked one by one, so that a bad one is named by its model
 
 
+def dataset_of(stem: str) -> str:
+    """The dataset a file stem names: the stem less a trailing split (``_train``, ``-test``, ``_dev``, ``_val``)."""
+    return re.sub(r"[_-](train|test|dev|val|validation)$", "", stem, flags=re.IGNORECASE) or stem
+
+
 def rule_for(source: str) -> str:
     """The rule ``"auto"`` picks for a file of this stem: ``"half"`` for generative sources, else ``"positive"``."""
     return "half" if source.lower().startswith(GENERATIVE_SOURCES) else "positive"
@@ -46,10 +54,11 @@ def read_routerdc(path: Path, *, rule: str = "auto") -> ImportedBank:
     if rule not in RULES:
         raise ValueError(f"rule must be one of {', '.join(RULES)}; got {rule!r}")
     correct = _CORRECT[rule_for(path.stem) if rule == "auto" else rule]
+    source = dataset_of(path.stem)
     where, records = json_records(path, _Record)
     collector = Collector(path, where)
     for index, (location, record) in enumerate(records):
-        question = Question(id=collector.default_id(index), text=record.question, source=path.stem)
+        question = Question(id=collector.default_id(index), text=record.question, source=source)
         column = collector.add_question(location, question, "question")
         for model, value in record.scores.items():
             score = number(value, where(location), f"scores[{model!r}]")
