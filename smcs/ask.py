@@ -1,7 +1,10 @@
-"""``smcs ask``: the full pipeline on one question, in this process or through a server, with live progress.
+"""``smcs ask``: the full pipeline (or another strategy) on one question, in this process or through a
+server, with live progress.
 
 Progress goes to stderr as the stages complete (one line per event); the answer and a compact evidence
-table go to stdout, or, with ``--json``, the whole ``AnswerResult`` as JSON.
+table go to stdout, or, with ``--json``, the whole result (``AnswerResult`` for ``smcs``,
+``StrategyResult`` for the others) as JSON. ``--strategy NAME`` picks a strategy of ``smcs.strategies``
+(default ``smcs``) and ``--option KEY=VALUE`` sets its parameters; through ``--server`` only ``smcs`` runs.
 """
 
 from __future__ import annotations
@@ -11,9 +14,9 @@ import asyncio
 import math
 import os
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Generator
 from pathlib import Path
-from typing import TextIO
+from typing import TextIO, cast
 
 import msgspec
 
@@ -21,48 +24,71 @@ from . import bundled
 from .bank import Bank
 from .client import AsyncClient
 from .config import Config
-from .core import Router
-from .core.pipeline import AggregationEvidence, AnswerResult, Event, ReferenceEvidence, Routed
+from .core import Policy, Router
+from .core.pipeline import AggregationEvidence, AnswerResult, CallEvidence, Event, ReferenceEvidence, Routed, Step
 from .core.prompts import check_task
-from .dispatch import ModelPool, answer_models, answer_steps, run_steps
+from .dispatch import ModelPool, answer_models, run_steps
 from .embed import EmbedderConfig, as_async, check_compatible, make_embedder
+from .strategies import STRATEGIES, StrategyCall, StrategyContext, StrategyError, StrategyPlan, StrategyResult, StrategySpec
+from .strategies import get_strategy, parse_options, parse_params
+
+Result = AnswerResult | StrategyResult
 
 
 def run_ask(args: argparse.Namespace, policy_overrides: dict[str, object]) -> int:
     """The ``smcs ask`` command: print progress, then the answer; exit status 0 (errors raise)."""
     task = check_task(args.task)
+    spec = get_strategy(args.strategy)
+    params = parse_params(spec.name, parse_options(args.option or []))
     if args.server is not None:
+        if spec.name != "smcs":
+            raise StrategyError(f"--server runs only --strategy smcs for now; run {spec.name} in this process (without --server)")
         events = _through_server(args.server, args.token or os.environ.get("SMCS_TOKEN"), args.question, task, args.seed, policy_overrides)
     else:
         config, bank_path = bundled.config_and_bank(args.config, args.bank)
-        events = _in_process(bank_path, config, args.question, task, args.seed, policy_overrides)
+        events = _in_process(bank_path, config, args.question, task, args.seed, policy_overrides, spec, params)
     result = asyncio.run(_follow(events, None if args.quiet else sys.stderr))
     if args.json:
         print(msgspec.json.format(msgspec.json.encode(result).decode()))
+    elif isinstance(result, StrategyResult):
+        print_strategy_result(result, sys.stdout)
     else:
         print_result(result, sys.stdout)
     return 0
 
 
 async def _in_process(
-    bank_path: Path, config: Config, question: str, task: str | None, seed: int | None, overrides: dict[str, object]
+    bank_path: Path, config: Config, question: str, task: str | None, seed: int | None, overrides: dict[str, object],
+    spec: StrategySpec = STRATEGIES["smcs"], params: msgspec.Struct | None = None,
 ) -> AsyncIterator[Event]:
-    """The pipeline's events, computed here with the configured models and embedder."""
+    """The strategy's events (the full pipeline's for ``smcs``), computed here with the configured models
+    and embedder; the question is embedded only for the strategies that route it."""
     bank = Bank.open(bank_path)
     embedder = as_async(make_embedder(config.embedder or EmbedderConfig()))
     check_compatible(embedder.info, bank)
     policy = msgspec.structs.replace(config.policy, **overrides) if overrides else config.policy
-    router = Router(bank, config.policy)
+    base = config.policy
+    if spec.name != "smcs":  # k, k_drop and min_references are the pipeline's: a bank with fewer models is fine
+        base, policy = _within(base, bank.n_models), _within(policy, bank.n_models)
+    router = Router(bank, base)
     async with ModelPool.from_config(config.models) as pool:
         usable = answer_models(bank.model_names, pool)
-        query = (await embedder.embed([question]))[0]
-        decision = router.route(query, seed=seed, policy=policy, allowed_models=usable)
-        steps = answer_steps(
-            router, decision, question, usable=usable, policy=policy, task=task,  # type: ignore[arg-type]
-            use_fallback=config.answer.fallback_aggregator,
+        query = (await embedder.embed([question]))[0] if spec.needs_query else None
+        ctx = StrategyContext.from_router(
+            router, question, usable, task=task, seed=seed, query=query, policy=policy,
+            fallback_aggregator=config.answer.fallback_aggregator,
         )
-        async for event in run_steps(steps, pool, embedder, config.answer.timeouts):
+        steps = spec.run(ctx, params if params is not None else spec.params())
+        # run_steps is annotated for the pipeline's AnswerResult; it hosts any generator of pipeline steps
+        async for event in run_steps(cast(Generator[Step, object, AnswerResult], steps), pool, embedder, config.answer.timeouts):
             yield event
+
+
+def _within(policy: Policy, n_models: int) -> Policy:
+    """``policy`` with K at most ``n_models`` (and k_drop, min_references fitted to it)."""
+    if policy.k <= n_models or n_models == 0:
+        return policy
+    return msgspec.structs.replace(policy, k=n_models, k_drop=min(policy.k_drop, n_models - 1), min_references=None)
 
 
 async def _through_server(
@@ -74,18 +100,27 @@ async def _through_server(
             yield event
 
 
-async def _follow(events: AsyncIterator[Event], progress: TextIO | None) -> AnswerResult:
+async def _follow(events: AsyncIterator[Event], progress: TextIO | None) -> Result:
     """Consume ``events``, writing a progress line for each to ``progress``; the final result."""
     async for event in events:
         if progress is not None:
             print(progress_line(event), file=progress, flush=True)
-        if isinstance(event, AnswerResult):
+        if isinstance(event, (AnswerResult, StrategyResult)):
             return event
     raise RuntimeError("the answer stream ended without a result")
 
 
-def progress_line(event: Event) -> str:
+def progress_line(event: Event | StrategyPlan | StrategyCall | StrategyResult) -> str:
     """One line saying what an event reports."""
+    if isinstance(event, StrategyPlan):
+        scores = f" ({event.score_kind} {', '.join(f'{s:.3f}' for s in event.scores)})" if event.score_kind else ""
+        aggregator = f"; aggregator {event.aggregator}" if event.aggregator else ""
+        return f"plan        {event.strategy}: {', '.join(event.models)}{scores}{aggregator}"
+    if isinstance(event, StrategyCall):
+        extracted = f"  answer {_one_line(event.extracted, 24)}" if event.extracted is not None else ""
+        return f"{event.role:<11} {event.model:<24} L{event.layer}#{event.index:<3} {_outcome(event)}{extracted}"
+    if isinstance(event, StrategyResult):
+        return f"final       {event.strategy}" + (f" #{event.chosen}" if event.chosen is not None else "")
     if isinstance(event, Routed):
         d = event.decision
         return f"routed      referencers {', '.join(d.referencers)}; aggregator {d.aggregator}; {len(d.subsets)} subsets (seed {d.seed})"
@@ -97,7 +132,7 @@ def progress_line(event: Event) -> str:
     return f"final       {event.source}" + (f" #{event.selected}" if event.selected is not None else "")
 
 
-def _outcome(evidence: ReferenceEvidence | AggregationEvidence) -> str:
+def _outcome(evidence: CallEvidence) -> str:
     if evidence.ok:
         return f"ok     {evidence.latency_s:6.2f} s  {evidence.completion_tokens:5d} tokens"
     return f"failed {evidence.latency_s:6.2f} s  {evidence.error_kind}: {_one_line(evidence.error or '', 80)}"
@@ -105,19 +140,45 @@ def _outcome(evidence: ReferenceEvidence | AggregationEvidence) -> str:
 
 def print_result(result: AnswerResult, out: TextIO) -> None:
     """The answer, then the evidence table (references, aggregations) and any notes."""
-    print(result.text.strip(), file=out)
-    print(file=out)
-    print(f"source {result.source}, seed {result.seed}, bank {result.bank_version}", file=out)
+    _print_answer(result.text, f"source {result.source}, seed {result.seed}, bank {result.bank_version}", out)
     print(f"{'reference':<24} {'prior':>8}  {'status':<8} {'latency':>8}  text", file=out)
     for r in result.references:
-        status = "ok" if r.ok else r.error_kind or "failed"
-        print(f"{r.model:<24} {r.prior:8.3f}  {status:<8} {r.latency_s:7.2f}s  {_one_line(r.text or r.error or '', 50)}", file=out)
+        print(f"{r.model:<24} {r.prior:8.3f}  {_status(r):<8} {r.latency_s:7.2f}s  {_one_line(r.text or r.error or '', 50)}", file=out)
     print(f"{'aggregation':<12} {'sim':>7} {'ppl':>9} {'total':>9}  subset", file=out)
     for a in result.aggregations:
         mark = "*" if a.index == result.selected else " "
         print(f"{mark}{a.index:<11} {_number(a.similarity, 7)} {_number(a.perplexity, 9)} {_number(a.total, 9)}  "
               f"{', '.join(a.subset)}" + ("" if a.ok else f"  ({a.error_kind})"), file=out)
-    for note in result.notes:
+    _print_notes(result.notes, out)
+
+
+def print_strategy_result(result: StrategyResult, out: TextIO) -> None:
+    """The answer, then a table of every call (the chosen one starred), the votes and any notes."""
+    _print_answer(result.text, f"strategy {result.strategy}, seed {result.seed}, bank {result.bank_version or '-'}", out)
+    print(f" {'call':<4} {'role':<10} {'layer':>5} {'model':<24} {'status':<14} {'latency':>8}  {'answer':<12} text", file=out)
+    for c in result.calls:
+        mark = "*" if c.position == result.chosen else " "
+        inputs = f"[{','.join(map(str, c.inputs))}] " if c.inputs else ""
+        answer = _one_line(c.extracted, 12) if c.extracted is not None else "-"
+        print(f"{mark}{c.position:<4} {c.role:<10} {c.layer:>5} {c.model:<24} {_status(c):<14} {c.latency_s:7.2f}s  {answer:<12} "
+              f"{inputs}{_one_line(c.text or c.error or '', 50)}", file=out)
+    if result.votes:
+        print("votes: " + ", ".join(f"{_one_line(answer, 30)} ×{count}" for answer, count in result.votes.items()), file=out)
+    _print_notes(result.notes, out)
+
+
+def _print_answer(text: str, summary: str, out: TextIO) -> None:
+    print(text.strip(), file=out)
+    print(file=out)
+    print(summary, file=out)
+
+
+def _status(evidence: CallEvidence) -> str:
+    return "ok" if evidence.ok else evidence.error_kind or "failed"
+
+
+def _print_notes(notes: list[str], out: TextIO) -> None:
+    for note in notes:
         print(f"note: {note}", file=out)
 
 
@@ -134,14 +195,18 @@ def add_ask_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentPar
     """Register ``smcs ask`` (its policy options are added by the caller)."""
     ask = commands.add_parser(
         "ask",
-        help="answer one question with the full SMCS pipeline (in this process, or through --server)",
+        help="answer one question with the full SMCS pipeline or a baseline strategy (in this process, or through --server)",
         description=(
-            "With no --server the pipeline runs in this process: over --bank (or the configuration's [bank], or "
-            "the bundled default bank) with the models of --config (default: the bundled demonstration pool of "
+            "With no --server the pipeline (or the --strategy) runs in this process: over --bank (or the configuration's "
+            "[bank], or the bundled default bank) with the models of --config (default: the bundled demonstration pool of "
             "SmolLM2-135M members, which needs the smcs[local] extra)."
         ),
     )
     ask.add_argument("question", help="the question")
+    ask.add_argument("--strategy", default="smcs", metavar="NAME",
+                     help=f"how to answer: {', '.join(STRATEGIES)} (default smcs, the full pipeline; others run in-process only)")
+    ask.add_argument("--option", action="append", metavar="KEY=VALUE",
+                     help="a parameter of --strategy, e.g. --option layers=3 (repeatable; see smcs.strategies)")
     ask.add_argument("--task", help="prompt template: math, numeric, multiple_choice, code, exact, instruction")
     ask.add_argument("--server", help="answer through the smcs server at this address (e.g. 127.0.0.1:50051)")
     ask.add_argument("--bank", type=Path, help="in-process: this bank (default: [bank] of --config, else the bundled bank)")

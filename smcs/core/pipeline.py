@@ -195,11 +195,11 @@ def smcs_pipeline(
     """
     yield Emit(Routed(decision))
     asked = question_messages(question, task)
-    calls = [ModelCall(model=m, messages=asked, seed=_call_seed(decision.seed, i)) for i, m in enumerate(decision.referencers)]
+    calls = [ModelCall(model=m, messages=asked, seed=derived_seed(decision.seed, i)) for i, m in enumerate(decision.referencers)]
     results = yield CallModels(stage="reference", calls=calls)
     references = [
-        ReferenceEvidence(model=m, prior=v, **_call_fields(r))  # type: ignore[arg-type]
-        for m, v, r in zip(decision.referencers, decision.votes, _results(results, calls))
+        ReferenceEvidence(model=m, prior=v, **call_evidence_fields(r))  # type: ignore[arg-type]
+        for m, v, r in zip(decision.referencers, decision.votes, checked_results(results, calls))
     ]
     for evidence in references:
         yield Emit(evidence)
@@ -265,8 +265,8 @@ def _aggregate(
     for i, subset in enumerate(subsets):
         if subset:
             messages = aggregation_messages(question, [answered[m].text for m in subset], task)
-            calls.append(ModelCall(model=aggregator, messages=messages, seed=_call_seed(seed, round_ * len(subsets) + i, stage=1)))
-    results = iter(_results((yield CallModels(stage="aggregate", calls=calls)), calls)) if calls else iter(())
+            calls.append(ModelCall(model=aggregator, messages=messages, seed=derived_seed(seed, round_ * len(subsets) + i, stage=1)))
+    results = iter(checked_results((yield CallModels(stage="aggregate", calls=calls)), calls)) if calls else iter(())
     written = []
     for i, subset in enumerate(subsets):
         where = {"index": first_index + i, "aggregator": aggregator, "subset": subset}
@@ -275,7 +275,7 @@ def _aggregate(
             written.append((failed, None))
             continue
         result = next(results)
-        evidence = AggregationEvidence(**where, **_call_fields(result))
+        evidence = AggregationEvidence(**where, **call_evidence_fields(result))
         written.append((evidence, result if evidence.ok else None))  # type: ignore[arg-type]  # ok: a Completion
     return written
 
@@ -324,7 +324,7 @@ def _best(scored: list[AggregationEvidence]) -> int | None:
     return done[kernels.select_best(np.array([scored[i].total for i in done]))]
 
 
-def _call_fields(result: CallResult) -> dict[str, object]:
+def call_evidence_fields(result: CallResult) -> dict[str, object]:
     """The ``CallEvidence`` fields of one call's result; an empty text counts as a failure."""
     if isinstance(result, CallFailed):
         return {"error": result.message, "error_kind": result.kind, "latency_s": result.latency_s}
@@ -336,7 +336,7 @@ def _call_fields(result: CallResult) -> dict[str, object]:
     }
 
 
-def _results(sent: object, calls: Sequence[ModelCall]) -> list[CallResult]:
+def checked_results(sent: object, calls: Sequence[ModelCall]) -> list[CallResult]:
     """The host's answer to a ``CallModels`` step, checked: one ``Completion`` or ``CallFailed`` per call."""
     if not isinstance(sent, Sequence) or len(sent) != len(calls):
         raise TypeError(f"the host must send back {len(calls)} results for CallModels, got {sent!r:.80}")
@@ -346,7 +346,7 @@ def _results(sent: object, calls: Sequence[ModelCall]) -> list[CallResult]:
     return list(sent)
 
 
-def _call_seed(seed: int, index: int, stage: int = 0) -> int:
+def derived_seed(seed: int, index: int, stage: int = 0) -> int:
     """The sampling seed of call ``index`` of ``stage`` (0 references, 1 aggregations) of a request: a
     63-bit value mixed from the request seed, so replays send identical requests."""
     mixed = np.random.SeedSequence([seed & (2**64 - 1), stage, index]).generate_state(1, dtype=np.uint64)[0]
