@@ -68,8 +68,10 @@ def router(tmp_path_factory: pytest.TempPathFactory) -> tuple[Router, np.ndarray
     return Router(Bank.open(path), Policy(k=K, n=N)), queries_near(embeddings, ROUNDS)
 
 
-def _measure(benchmark, router: tuple[Router, np.ndarray], embedder) -> None:  # type: ignore[no-untyped-def]
+def _measure(benchmark, router: tuple[Router, np.ndarray], embedder, policy: Policy | None = None) -> None:  # type: ignore[no-untyped-def]
     routing, queries = router
+    if policy is not None:
+        routing = Router(routing.bank, policy)
     names = routing.bank.model_names
     overheads: list[float] = []
     loop = asyncio.new_event_loop()
@@ -100,6 +102,13 @@ def _measure(benchmark, router: tuple[Router, np.ndarray], embedder) -> None:  #
 def test_answer_overhead_free_embedder(benchmark, router):
     benchmark.group = "answer"
     _measure(benchmark, router, FreeEmbedder())
+
+
+def test_answer_overhead_free_embedder_one_routing_thread(benchmark, router):
+    """The same with the route kernel on one thread: on two busy cores the parallel kernel, called between
+    the event loop's HTTP work, has been measured 8x slower than alone."""
+    benchmark.group = "answer"
+    _measure(benchmark, router, FreeEmbedder(), Policy(k=K, n=N, threads=1))
 
 
 def test_answer_overhead_onnx_embedder(benchmark, router):
