@@ -4,7 +4,7 @@ server, with live progress.
 Progress goes to stderr as the stages complete (one line per event); the answer and a compact evidence
 table go to stdout, or, with ``--json``, the whole result (``AnswerResult`` for ``smcs``,
 ``StrategyResult`` for the others) as JSON. ``--strategy NAME`` picks a strategy of ``smcs.strategies``
-(default ``smcs``) and ``--option KEY=VALUE`` sets its parameters; through ``--server`` only ``smcs`` runs.
+(default ``smcs``) and ``--option KEY=VALUE`` sets its parameters, in this process or on the server.
 """
 
 from __future__ import annotations
@@ -24,13 +24,13 @@ from . import bundled
 from .bank import Bank
 from .client import AsyncClient
 from .config import Config
-from .core import Policy, Router
+from .core import Router
 from .core.pipeline import AggregationEvidence, AnswerResult, CallEvidence, Event, ReferenceEvidence, Routed, Step
 from .core.prompts import check_task
 from .dispatch import ModelPool, answer_models, run_steps
 from .embed import EmbedderConfig, as_async, check_compatible, make_embedder
-from .strategies import STRATEGIES, StrategyCall, StrategyContext, StrategyError, StrategyPlan, StrategyResult, StrategySpec
-from .strategies import get_strategy, parse_options, parse_params
+from .strategies import STRATEGIES, StrategyCall, StrategyContext, StrategyPlan, StrategyResult, StrategySpec
+from .strategies import fit_policy, get_strategy, parse_options, parse_params
 
 Result = AnswerResult | StrategyResult
 
@@ -38,14 +38,22 @@ Result = AnswerResult | StrategyResult
 def run_ask(args: argparse.Namespace, policy_overrides: dict[str, object]) -> int:
     """The ``smcs ask`` command: print progress, then the answer; exit status 0 (errors raise)."""
     task = check_task(args.task)
-    spec = get_strategy(args.strategy)
-    params = parse_params(spec.name, parse_options(args.option or []))
+    options: dict[str, object] = dict(parse_options(args.option or []))
     if args.server is not None:
-        if spec.name != "smcs":
-            raise StrategyError(f"--server runs only --strategy smcs for now; run {spec.name} in this process (without --server)")
-        events = _through_server(args.server, args.token or os.environ.get("SMCS_TOKEN"), args.question, task, args.seed, policy_overrides)
+        if args.strategy is not None:  # checked here too, so that a typo fails before the call
+            parse_params(get_strategy(args.strategy).name, options)
+        elif options:
+            raise ValueError("--option needs --strategy (the server's default strategy takes its own options)")
+        events = _through_server(
+            args.server, args.token or os.environ.get("SMCS_TOKEN"), args.question, task, args.seed, policy_overrides,
+            strategy=args.strategy or "", options=options,
+        )
     else:
         config, bank_path = bundled.config_and_bank(args.config, args.bank)
+        if args.strategy is None:  # the configuration's [answer] strategy, with its options unless given
+            options = options or dict(config.answer.strategy_options)
+        spec = get_strategy(args.strategy or config.answer.strategy)
+        params = parse_params(spec.name, options)
         events = _in_process(bank_path, config, args.question, task, args.seed, policy_overrides, spec, params)
     result = asyncio.run(_follow(events, None if args.quiet else sys.stderr))
     if args.json:
@@ -69,7 +77,7 @@ async def _in_process(
     policy = msgspec.structs.replace(config.policy, **overrides) if overrides else config.policy
     base = config.policy
     if spec.name != "smcs":  # k, k_drop and min_references are the pipeline's: a bank with fewer models is fine
-        base, policy = _within(base, bank.n_models), _within(policy, bank.n_models)
+        base, policy = fit_policy(base, bank.n_models), fit_policy(policy, bank.n_models)
     router = Router(bank, base)
     async with ModelPool.from_config(config.models) as pool:
         usable = answer_models(bank.model_names, pool)
@@ -84,19 +92,13 @@ async def _in_process(
             yield event
 
 
-def _within(policy: Policy, n_models: int) -> Policy:
-    """``policy`` with K at most ``n_models`` (and k_drop, min_references fitted to it)."""
-    if policy.k <= n_models or n_models == 0:
-        return policy
-    return msgspec.structs.replace(policy, k=n_models, k_drop=min(policy.k_drop, n_models - 1), min_references=None)
-
-
 async def _through_server(
-    target: str, token: str | None, question: str, task: str | None, seed: int | None, overrides: dict[str, object]
+    target: str, token: str | None, question: str, task: str | None, seed: int | None, overrides: dict[str, object],
+    *, strategy: str = "", options: dict[str, object] | None = None,
 ) -> AsyncIterator[Event]:
     """The events a server streams for the question."""
     async with AsyncClient(target, token=token) as client:
-        async for event in client.answer(question, seed=seed, task=task, **overrides):
+        async for event in client.answer(question, seed=seed, task=task, strategy=strategy, options=options, **overrides):
             yield event
 
 
@@ -203,8 +205,8 @@ def add_ask_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentPar
         ),
     )
     ask.add_argument("question", help="the question")
-    ask.add_argument("--strategy", default="smcs", metavar="NAME",
-                     help=f"how to answer: {', '.join(STRATEGIES)} (default smcs, the full pipeline; others run in-process only)")
+    ask.add_argument("--strategy", metavar="NAME",
+                     help=f"how to answer: {', '.join(STRATEGIES)} (default: [answer] strategy of the configuration, else smcs, the full pipeline)")
     ask.add_argument("--option", action="append", metavar="KEY=VALUE",
                      help="a parameter of --strategy, e.g. --option layers=3 (repeatable; see smcs.strategies)")
     ask.add_argument("--task", help="prompt template: math, numeric, multiple_choice, code, exact, instruction")

@@ -22,7 +22,6 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from ._proto import router_pb2 as pb
 from ._proto import router_pb2_grpc as pb_grpc
-from .core import RouteDecision
 from .core.pipeline import Event
 from .service.convert import AnswerEventDecoder, decision_from_response
 
@@ -260,6 +259,8 @@ class _Calls:
         seed: int | None = None,
         task: str | None = None,
         timeout: float | None = None,
+        strategy: str | None = None,
+        options: Mapping[str, object] | None = None,
         **policy: Any,
     ) -> Any:
         """Run the full pipeline on ``question``: an iterator (``async for`` on ``AsyncClient``) of the
@@ -267,10 +268,15 @@ class _Calls:
         ``AggregationEvidence`` per aggregation, and last the whole ``AnswerResult``.
 
         ``embedding``: its precomputed embedding (else the server embeds the question). ``task``: the
-        prompt template (math, numeric, multiple_choice, code, exact, instruction). ``policy`` as in
-        ``route``, plus min_references. A failure ends the iteration with ``grpc.RpcError``.
+        prompt template (math, numeric, multiple_choice, code, exact, instruction). ``strategy``: a
+        baseline of ``smcs.strategies`` instead of SMCS (its events are then ``StrategyPlan``, one
+        ``StrategyCall`` per model call and the whole ``StrategyResult``), with its ``options`` (sent as
+        text). ``policy`` as in ``route``, plus min_references. A failure ends the iteration with
+        ``grpc.RpcError``.
         """
         request = _answer_request(question, embedding, seed, task, dict(policy))
+        request.strategy = strategy or ""
+        request.strategy_options.update({str(k): str(v) for k, v in (options or {}).items()})
         return self._stream(self._stub.Answer, request, timeout or self._answer_timeout)
 
     def _stream(self, method: Callable[..., Any], request: Any, timeout: float) -> Any:

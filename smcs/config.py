@@ -141,16 +141,27 @@ class AnswerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
         aggregation_timeout_s: the same for each aggregation.
         fallback_aggregator: when every aggregation failed, have the most accurate other model write
             them again before answering with the best reference.
+        strategy: the strategy of a request that names none (``smcs``, or a baseline of ``smcs.strategies``).
+        strategy_options: its parameters (``--option`` of ``smcs ask``), used when a request names no
+            strategy.
     """
 
     reference_timeout_s: float = 0.0
     aggregation_timeout_s: float = 0.0
     fallback_aggregator: bool = True
+    strategy: str = "smcs"
+    strategy_options: dict[str, str | int | float | bool] = {}
 
     def __post_init__(self) -> None:
         for name in ("reference_timeout_s", "aggregation_timeout_s"):
             if not getattr(self, name) >= 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        from .strategies import StrategyError, get_strategy, parse_params  # here: strategies import the core
+
+        try:
+            parse_params(get_strategy(self.strategy).name, self.strategy_options)
+        except StrategyError as exc:
+            raise ValueError(f"strategy: {exc}") from None
 
     @property
     def timeouts(self) -> dict[Stage, float | None]:

@@ -199,3 +199,18 @@ def test_environ_defaults_to_the_process_environment(tmp_path, monkeypatch):
     monkeypatch.setenv("SMCS_QUERY_TOKENS", "from-os")
     monkeypatch.delenv("SMCS_ADMIN_TOKENS", raising=False)
     assert load_config(None).auth == AuthConfig(query_tokens=["from-os"], admin_tokens=[])
+
+
+def test_the_answer_strategy_and_its_options_are_checked_at_load(tmp_path):
+    from smcs.config import ConfigError, load_config
+
+    path = tmp_path / "c.toml"
+    path.write_text('[answer]\nstrategy = "moa-lite"\nstrategy_options = { proposers = 2 }\n')
+    answer = load_config(path).answer
+    assert answer.strategy == "moa-lite" and answer.strategy_options == {"proposers": 2}
+    path.write_text('[answer]\nstrategy = "moe"\n')
+    with pytest.raises(ConfigError, match=r"unknown strategy 'moe'.*\$\.answer"):
+        load_config(path)
+    path.write_text('[answer]\nstrategy = "moa"\nstrategy_options = { layers = 1 }\n')
+    with pytest.raises(ConfigError, match="option layers"):
+        load_config(path)

@@ -144,7 +144,7 @@ def test_answer_request_errors_name_the_field(text_bank):
 
             expect_rpc_error(lambda: answer(question="  "), grpc.StatusCode.INVALID_ARGUMENT, "question is empty")
             expect_rpc_error(lambda: answer(question="q?", task="poetry"), grpc.StatusCode.INVALID_ARGUMENT, "task must be one of")
-            expect_rpc_error(lambda: answer(question="q?", strategy="moa"), grpc.StatusCode.INVALID_ARGUMENT, "strategy 'moa'")
+            expect_rpc_error(lambda: answer(question="q?", strategy="moe"), grpc.StatusCode.INVALID_ARGUMENT, "unknown strategy 'moe'")
             expect_rpc_error(
                 lambda: answer(question="q?", policy=pb.PolicyOverrides(allowed_models=["nope"])),
                 grpc.StatusCode.INVALID_ARGUMENT, "allowed_models names 'nope'",
@@ -225,3 +225,53 @@ def test_answer_end_to_end_with_the_embedded_model_pool(text_bank):
     written = [a for a in result.aggregations if a.ok]
     assert result.source == "aggregation" and len(written) == 2
     assert all(a.perplexity >= 1.0 and math.isfinite(a.total) for a in written)  # the local model's own logprobs
+
+
+# --------------------------------------------------------------------------------- baseline strategies
+
+
+def test_a_baseline_strategy_streams_its_plan_calls_and_result_over_grpc(text_bank):
+    from smcs.strategies import StrategyCall, StrategyPlan, StrategyResult
+
+    with model_servers({}) as servers:
+        servers["m-agg"].push(Reply.ok("m-agg thinks 156"), Reply.ok("all agree: 156"))
+        with running_server(text_bank, answer_config(servers)) as server, server.client() as client:
+            events = list(client.answer("What is 12 times 13?", seed=3, strategy="moa-lite", options={"proposers": 2}))
+    plan, *calls, result = events
+    assert isinstance(plan, StrategyPlan) and isinstance(result, StrategyResult)
+    assert all(isinstance(c, StrategyCall) for c in calls)
+    assert plan.strategy == "moa-lite" and len(plan.models) == 2 and plan.aggregator == "m-agg"
+    assert plan.decision is not None and plan.decision.seed == 3  # proposers chosen by the prior
+    assert [c.role for c in calls] == ["proposer", "proposer", "aggregator"]
+    assert calls[-1].inputs == [0, 1] and result.chosen == 2 and result.text == "all agree: 156"
+    assert result.calls == calls and result.plan == plan and result.params["proposers"] == 2
+    proposers_asked = sum(len(servers[m].bodies) for m in plan.models if m != "m-agg")
+    assert proposers_asked == len([m for m in plan.models if m != "m-agg"])
+
+
+@pytest.mark.parametrize(
+    ("strategy", "options", "message"),
+    [("moa-max", {}, "unknown strategy 'moa-max'"), ("moa", {"layers": "1"}, "option layers"),
+     ("self-moa", {"colour": "red"}, "colour")],
+)
+def test_a_bad_strategy_or_option_is_invalid_argument_naming_it(text_bank, strategy, options, message):
+    with model_servers({}) as servers:
+        with running_server(text_bank, answer_config(servers)) as server, server.client() as client:
+            with pytest.raises(grpc.RpcError) as info:
+                list(client.answer("What is 12 times 13?", strategy=strategy, options=options))
+            assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT and message in info.value.details()
+            assert all(not s.requests for s in servers.values())
+            assert client.health() == "SERVING"
+
+
+def test_the_configured_strategy_answers_requests_that_name_none(text_bank):
+    from smcs.strategies import StrategyResult
+
+    with model_servers({m: Reply.ok("The answer is \\boxed{156}.") for m in MODELS}) as servers:
+        config = answer_config(servers, strategy="majority-vote", strategy_options={"k": 3})
+        with running_server(text_bank, config) as server, server.client() as client:
+            configured = list(client.answer("What is 12 times 13?", seed=1, task="math"))[-1]
+            named = list(client.answer("What is 12 times 13?", seed=1, strategy="smcs"))[-1]
+    assert isinstance(configured, StrategyResult) and configured.strategy == "majority-vote"
+    assert configured.votes == {"156": 3} and configured.params["k"] == 3
+    assert isinstance(named, AnswerResult)

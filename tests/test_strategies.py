@@ -529,8 +529,6 @@ def test_smcs_ask_strategy_moa_lite_prints_the_aggregators_answer(text_bank, tmp
 
 
 def test_smcs_ask_strategy_errors_are_one_line(text_bank, tmp_path, capsys):
-    assert main(["ask", "Q?", "--strategy", "moa", "--server", "127.0.0.1:1"]) == 2
-    assert "--server runs only --strategy smcs for now" in capsys.readouterr().err
     assert main(["ask", "Q?", "--strategy", "moa", "--option", "layers=1"]) == 2
     assert capsys.readouterr().err.strip() == "smcs: error: strategy moa: option layers: Expected `int` >= 2 (its options: layers, proposers, aggregator)"
     with FaultServer(responder=responder) as server:

@@ -99,32 +99,131 @@ class RouteResponse(_message.Message):
     def __init__(self, referencers: _Optional[_Iterable[_Union[Referencer, _Mapping]]] = ..., aggregator: _Optional[str] = ..., subsets: _Optional[_Iterable[_Union[Subset, _Mapping]]] = ..., seed: _Optional[int] = ..., bank_version: _Optional[str] = ..., support: _Optional[_Union[SupportSet, _Mapping]] = ...) -> None: ...
 
 class AnswerRequest(_message.Message):
-    __slots__ = ("question", "embedding", "policy", "seed", "strategy", "task")
+    __slots__ = ("question", "embedding", "policy", "seed", "strategy", "task", "strategy_options")
+    class StrategyOptionsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     QUESTION_FIELD_NUMBER: _ClassVar[int]
     EMBEDDING_FIELD_NUMBER: _ClassVar[int]
     POLICY_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
     STRATEGY_FIELD_NUMBER: _ClassVar[int]
     TASK_FIELD_NUMBER: _ClassVar[int]
+    STRATEGY_OPTIONS_FIELD_NUMBER: _ClassVar[int]
     question: str
     embedding: Embedding
     policy: PolicyOverrides
     seed: int
     strategy: str
     task: str
-    def __init__(self, question: _Optional[str] = ..., embedding: _Optional[_Union[Embedding, _Mapping]] = ..., policy: _Optional[_Union[PolicyOverrides, _Mapping]] = ..., seed: _Optional[int] = ..., strategy: _Optional[str] = ..., task: _Optional[str] = ...) -> None: ...
+    strategy_options: _containers.ScalarMap[str, str]
+    def __init__(self, question: _Optional[str] = ..., embedding: _Optional[_Union[Embedding, _Mapping]] = ..., policy: _Optional[_Union[PolicyOverrides, _Mapping]] = ..., seed: _Optional[int] = ..., strategy: _Optional[str] = ..., task: _Optional[str] = ..., strategy_options: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class AnswerEvent(_message.Message):
-    __slots__ = ("routed", "reference", "aggregation", "final")
+    __slots__ = ("routed", "reference", "aggregation", "final", "plan", "call", "strategy_result")
     ROUTED_FIELD_NUMBER: _ClassVar[int]
     REFERENCE_FIELD_NUMBER: _ClassVar[int]
     AGGREGATION_FIELD_NUMBER: _ClassVar[int]
     FINAL_FIELD_NUMBER: _ClassVar[int]
+    PLAN_FIELD_NUMBER: _ClassVar[int]
+    CALL_FIELD_NUMBER: _ClassVar[int]
+    STRATEGY_RESULT_FIELD_NUMBER: _ClassVar[int]
     routed: RouteResponse
     reference: ReferenceEvent
     aggregation: AggregationEvent
     final: FinalEvent
-    def __init__(self, routed: _Optional[_Union[RouteResponse, _Mapping]] = ..., reference: _Optional[_Union[ReferenceEvent, _Mapping]] = ..., aggregation: _Optional[_Union[AggregationEvent, _Mapping]] = ..., final: _Optional[_Union[FinalEvent, _Mapping]] = ...) -> None: ...
+    plan: StrategyPlanEvent
+    call: StrategyCallEvent
+    strategy_result: StrategyResultEvent
+    def __init__(self, routed: _Optional[_Union[RouteResponse, _Mapping]] = ..., reference: _Optional[_Union[ReferenceEvent, _Mapping]] = ..., aggregation: _Optional[_Union[AggregationEvent, _Mapping]] = ..., final: _Optional[_Union[FinalEvent, _Mapping]] = ..., plan: _Optional[_Union[StrategyPlanEvent, _Mapping]] = ..., call: _Optional[_Union[StrategyCallEvent, _Mapping]] = ..., strategy_result: _Optional[_Union[StrategyResultEvent, _Mapping]] = ...) -> None: ...
+
+class StrategyPlanEvent(_message.Message):
+    __slots__ = ("strategy", "models", "aggregator", "scores", "score_kind", "decision", "skills")
+    class SkillsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    STRATEGY_FIELD_NUMBER: _ClassVar[int]
+    MODELS_FIELD_NUMBER: _ClassVar[int]
+    AGGREGATOR_FIELD_NUMBER: _ClassVar[int]
+    SCORES_FIELD_NUMBER: _ClassVar[int]
+    SCORE_KIND_FIELD_NUMBER: _ClassVar[int]
+    DECISION_FIELD_NUMBER: _ClassVar[int]
+    SKILLS_FIELD_NUMBER: _ClassVar[int]
+    strategy: str
+    models: _containers.RepeatedScalarFieldContainer[str]
+    aggregator: str
+    scores: _containers.RepeatedScalarFieldContainer[float]
+    score_kind: str
+    decision: RouteResponse
+    skills: _containers.ScalarMap[str, float]
+    def __init__(self, strategy: _Optional[str] = ..., models: _Optional[_Iterable[str]] = ..., aggregator: _Optional[str] = ..., scores: _Optional[_Iterable[float]] = ..., score_kind: _Optional[str] = ..., decision: _Optional[_Union[RouteResponse, _Mapping]] = ..., skills: _Optional[_Mapping[str, float]] = ...) -> None: ...
+
+class StrategyCallEvent(_message.Message):
+    __slots__ = ("model", "role", "layer", "index", "position", "seed", "inputs", "extracted", "text", "error", "error_kind", "latency_s", "prompt_tokens", "completion_tokens")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    LAYER_FIELD_NUMBER: _ClassVar[int]
+    INDEX_FIELD_NUMBER: _ClassVar[int]
+    POSITION_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    INPUTS_FIELD_NUMBER: _ClassVar[int]
+    EXTRACTED_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    ERROR_KIND_FIELD_NUMBER: _ClassVar[int]
+    LATENCY_S_FIELD_NUMBER: _ClassVar[int]
+    PROMPT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    COMPLETION_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    role: str
+    layer: int
+    index: int
+    position: int
+    seed: int
+    inputs: _containers.RepeatedScalarFieldContainer[int]
+    extracted: str
+    text: str
+    error: str
+    error_kind: str
+    latency_s: float
+    prompt_tokens: int
+    completion_tokens: int
+    def __init__(self, model: _Optional[str] = ..., role: _Optional[str] = ..., layer: _Optional[int] = ..., index: _Optional[int] = ..., position: _Optional[int] = ..., seed: _Optional[int] = ..., inputs: _Optional[_Iterable[int]] = ..., extracted: _Optional[str] = ..., text: _Optional[str] = ..., error: _Optional[str] = ..., error_kind: _Optional[str] = ..., latency_s: _Optional[float] = ..., prompt_tokens: _Optional[int] = ..., completion_tokens: _Optional[int] = ...) -> None: ...
+
+class StrategyResultEvent(_message.Message):
+    __slots__ = ("text", "strategy", "chosen", "votes", "notes", "params_json", "seed", "bank_version")
+    class VotesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    STRATEGY_FIELD_NUMBER: _ClassVar[int]
+    CHOSEN_FIELD_NUMBER: _ClassVar[int]
+    VOTES_FIELD_NUMBER: _ClassVar[int]
+    NOTES_FIELD_NUMBER: _ClassVar[int]
+    PARAMS_JSON_FIELD_NUMBER: _ClassVar[int]
+    SEED_FIELD_NUMBER: _ClassVar[int]
+    BANK_VERSION_FIELD_NUMBER: _ClassVar[int]
+    text: str
+    strategy: str
+    chosen: int
+    votes: _containers.ScalarMap[str, int]
+    notes: _containers.RepeatedScalarFieldContainer[str]
+    params_json: str
+    seed: int
+    bank_version: str
+    def __init__(self, text: _Optional[str] = ..., strategy: _Optional[str] = ..., chosen: _Optional[int] = ..., votes: _Optional[_Mapping[str, int]] = ..., notes: _Optional[_Iterable[str]] = ..., params_json: _Optional[str] = ..., seed: _Optional[int] = ..., bank_version: _Optional[str] = ...) -> None: ...
 
 class ReferenceEvent(_message.Message):
     __slots__ = ("model", "text", "error", "latency_s", "prior", "error_kind", "prompt_tokens", "completion_tokens")

@@ -18,6 +18,8 @@ from .._proto import router_pb2 as pb
 from ..bank import Bank
 from ..core import Policy, RouteDecision
 from ..core.pipeline import AggregationEvidence, AnswerResult, Event, ReferenceEvidence, Routed
+from ..strategies import StrategyCall, StrategyEvent, StrategyPlan, StrategyResult
+from .convert_strategy import StrategyEventDecoder, strategy_event
 
 _OVERRIDABLE = ("k", "n_base", "gamma", "k_drop", "n", "lam", "aggregator", "min_references")
 
@@ -133,8 +135,10 @@ def finite_lam(request: pb.ScoreRequest, default: float) -> float:
     return lam
 
 
-def answer_event(event: Event, bank: Bank, ids: tuple[str, ...]) -> pb.AnswerEvent:
-    """The wire form of one pipeline event (server side)."""
+def answer_event(event: Event | StrategyEvent, bank: Bank, ids: tuple[str, ...]) -> pb.AnswerEvent:
+    """The wire form of one pipeline (or baseline strategy) event (server side)."""
+    if isinstance(event, (StrategyPlan, StrategyCall, StrategyResult)):
+        return strategy_event(event, bank, ids)
     if isinstance(event, Routed):
         return pb.AnswerEvent(routed=route_response(event.decision, bank, ids, debug=False))
     if isinstance(event, ReferenceEvidence):
@@ -162,17 +166,21 @@ class AnswerEventDecoder:
     """Turns the messages of one Answer stream back into pipeline events (client side).
 
     It keeps the decision and the evidence received so far, so that the final event is the whole
-    ``AnswerResult``, as the in-process pipeline returns it.
+    ``AnswerResult``, as the in-process pipeline returns it (and, for a baseline strategy, the whole
+    ``StrategyResult``).
     """
 
     def __init__(self) -> None:
         self.decision: RouteDecision | None = None
         self.references: list[ReferenceEvidence] = []
         self.aggregations: list[AggregationEvidence] = []
+        self.strategy = StrategyEventDecoder()
 
-    def decode(self, message: pb.AnswerEvent) -> Event:
+    def decode(self, message: pb.AnswerEvent) -> Event | StrategyEvent:
         """The event ``message`` carries; ``ValueError`` for a stream out of order."""
         kind = message.WhichOneof("event")
+        if kind in ("plan", "call", "strategy_result"):
+            return self.strategy.decode(message)
         if kind == "routed":
             self.decision = decision_from_response(message.routed)
             return Routed(self.decision)

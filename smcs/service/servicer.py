@@ -19,6 +19,7 @@ from ..core.pipeline import QuorumNotMet, perplexities
 from ..core.prompts import check_task
 from ..dispatch import ModelPool, NoModelsConfigured, answer_models, answer_steps, run_steps
 from ..embed import EmbedderError, EmbedderTimeout
+from ..strategies import StrategyContext, StrategyError, fit_policy, get_strategy, parse_params
 from . import convert
 from .convert import RequestError, invalid
 from .metrics import Metrics
@@ -122,30 +123,44 @@ class RouterService(pb_grpc.RouterServicer):
         snapshot = self._snapshot()
         bank = snapshot.bank
         question = convert.question_text(request.question, "question", self._server.max_question_chars)
-        if request.strategy not in ("", "smcs"):
-            raise invalid(f"strategy {request.strategy!r} is not available on this server (only 'smcs')")
+        try:
+            spec = get_strategy(request.strategy or self._answer.strategy)
+            options = dict(request.strategy_options) if request.strategy else self._answer.strategy_options
+            params = parse_params(spec.name, options)
+        except StrategyError as exc:
+            raise invalid(f"strategy: {exc}") from None
         try:
             task = check_task(request.task or None)
         except ValueError as exc:
             raise invalid(str(exc)) from None
         policy = convert.policy_from_request(request.policy, self._state.policy)
+        if spec.name != "smcs":
+            policy = fit_policy(policy, bank.n_models)
         usable = answer_models(bank.model_names, self._pool, list(request.policy.allowed_models))
         if snapshot.embedder is None:  # the aggregations are compared by embedding (Eq 7), so one is needed
             raise RequestError(grpc.StatusCode.FAILED_PRECONDITION, f"Answer needs an embedder: {snapshot.no_embedder_reason}")
         if request.HasField("embedding"):
             query = convert.embedding_from_message(request.embedding, "embedding", bank.dim)
-        else:
+        elif spec.needs_query:
             with self._metrics.stage("embed"):
                 query = (await _embed(snapshot, [question], "question"))[0]
-        route = functools.partial(
-            snapshot.router.route, query, seed=convert.seed_from_request(request), policy=policy, allowed_models=usable
-        )
-        with self._metrics.stage("route"):
-            decision = route() if bank.embeddings.nbytes < INLINE_BANK_BYTES else await self._state.run(route)
-        steps = answer_steps(
-            snapshot.router, decision, question, usable=usable, policy=policy, task=task,
-            use_fallback=self._answer.fallback_aggregator,
-        )
+        else:
+            query = None
+        seed = convert.seed_from_request(request)
+        if spec.name == "smcs":
+            route = functools.partial(snapshot.router.route, query, seed=seed, policy=policy, allowed_models=usable)
+            with self._metrics.stage("route"):
+                decision = route() if bank.embeddings.nbytes < INLINE_BANK_BYTES else await self._state.run(route)
+            steps = answer_steps(
+                snapshot.router, decision, question, usable=usable, policy=policy, task=task,
+                use_fallback=self._answer.fallback_aggregator,
+            )
+        else:
+            context = StrategyContext.from_router(
+                snapshot.router, question, usable, task=task, seed=seed, query=query, policy=policy,
+                fallback_aggregator=self._answer.fallback_aggregator,
+            )
+            steps = spec.run(context, params)  # type: ignore[assignment]  # run_steps hosts any step generator
         try:
             async for event in run_steps(steps, self._pool, snapshot.embedder, self._answer.timeouts):
                 yield convert.answer_event(event, bank, snapshot.question_ids)

@@ -21,6 +21,7 @@ from typing import Any
 import msgspec
 
 from ..core.pipeline import AnswerResult, Step
+from ..core.policy import Policy
 from .base import (
     Planned,
     Recorder,
@@ -70,6 +71,14 @@ STRATEGIES: dict[str, StrategySpec] = {
 }
 
 
+def fit_policy(policy: Policy, n_models: int) -> Policy:
+    """``policy`` with K at most ``n_models`` (k_drop and min_references fitted to it): K, k_drop and the
+    quorum are the SMCS pipeline's, so a bank with fewer models than the default K suits the others."""
+    if policy.k <= n_models or n_models == 0:
+        return policy
+    return msgspec.structs.replace(policy, k=n_models, k_drop=min(policy.k_drop, n_models - 1), min_references=None)
+
+
 def get_strategy(name: str) -> StrategySpec:
     """The strategy called ``name``; ``StrategyError`` listing them otherwise."""
     try:
@@ -110,6 +119,7 @@ def parse_options(pairs: list[str]) -> dict[str, str]:
 
 __all__ = [
     "STRATEGIES",
+    "fit_policy",
     "MajorityVoteParams",
     "MoaLiteParams",
     "MoaParams",
