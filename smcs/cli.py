@@ -28,6 +28,7 @@ from .config import ConfigError
 from .core import Policy, RouteDecision, Router
 from .core.pipeline import QuorumNotMet
 from .embed import EmbedderError
+from .data.cli import add_data_parser
 from .eval.cli import add_eval_parser
 from .service import serve
 from .synthetic import create_clustered_bank, queries_near
@@ -96,6 +97,7 @@ def _parser() -> argparse.ArgumentParser:
 
     add_bank_parser(commands)
     add_eval_parser(commands)
+    add_data_parser(commands)
     return parser
 
 
