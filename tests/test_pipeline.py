@@ -237,9 +237,12 @@ def test_failed_aggregations_fall_back_to_the_next_aggregator_then_to_the_best_r
 
 
 def test_without_logprobs_selection_uses_similarity_alone():
+    aggregations_seen = []
+
     def answer(call: ModelCall) -> Completion:
         if is_aggregation(call):
-            return completion(f"agg {call.seed}", logprobs=[] if call.seed % 2 else [-0.3])
+            aggregations_seen.append(call.seed)  # the first aggregation comes back without logprobs
+            return completion(f"agg {call.seed}", logprobs=[] if len(aggregations_seen) == 1 else [-0.3])
         return completion(reference_text(call))
 
     host = ScriptedHost(answer, embed_by_hash)

@@ -68,6 +68,7 @@ from dataclasses import dataclass
 
 import aiohttp
 import msgspec
+import numpy as np
 
 from smcs.http_retry import (
     AsyncClosing,
@@ -395,9 +396,10 @@ class OpenAIBackend(AsyncClosing):
         if choice.logprobs is None or choice.logprobs.content is None:
             return None
         values = [token.logprob for token in choice.logprobs.content]
-        for i, value in enumerate(values):
-            if not math.isfinite(value):
-                raise self._malformed(replica, f"$.choices[0].logprobs.content[{i}].logprob is {value!r}")
+        finite = np.isfinite(values)
+        if not finite.all():
+            i = int(np.argmin(finite))
+            raise self._malformed(replica, f"$.choices[0].logprobs.content[{i}].logprob is {values[i]!r}")
         return values
 
 
