@@ -105,8 +105,9 @@ def test_answer_overhead_free_embedder(benchmark, router):
 
 
 def test_answer_overhead_free_embedder_one_routing_thread(benchmark, router):
-    """The same with the route kernel on one thread: on two busy cores the parallel kernel, called between
-    the event loop's HTTP work, has been measured 8x slower than alone."""
+    """The same with the route kernel on one thread: the parallel kernel, called between the event
+    loop's HTTP work, was 8x slower than this on two busy cores while OpenMP's workers spun after each
+    region (before ``smcs.kernels`` set ``OMP_WAIT_POLICY=PASSIVE``); this case watches for it."""
     benchmark.group = "answer"
     _measure(benchmark, router, FreeEmbedder(), Policy(k=K, n=N, threads=1))
 

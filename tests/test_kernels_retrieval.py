@@ -477,3 +477,17 @@ def test_prior_vote_rejects_sims_length_mismatch():
 def test_prior_vote_rejects_1d_capability():
     with pytest.raises(ValueError, match="capability"):
         kernels.prior_vote(HAND_M[0], np.array([0]), np.array([0.5], np.float32))
+
+
+def test_openmp_workers_sleep_between_kernels_unless_the_user_says_otherwise():
+    """smcs.kernels sets OMP_WAIT_POLICY=PASSIVE before the OpenMP runtime starts, keeping a choice made
+    in the environment."""
+    import os
+    import subprocess
+    import sys
+
+    code = "import os, smcs.kernels; print(os.environ['OMP_WAIT_POLICY'])"
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    default = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    chosen = subprocess.run([sys.executable, "-c", code], env={**env, "OMP_WAIT_POLICY": "ACTIVE"}, capture_output=True, text=True, check=True)
+    assert (default.stdout.strip(), chosen.stdout.strip()) == ("PASSIVE", "ACTIVE")
