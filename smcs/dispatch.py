@@ -118,14 +118,35 @@ async def run_steps(
             yield step.event
             reply = None
         elif isinstance(step, CallModels):
-            timeout_s = limits.get(step.stage)
-            async with asyncio.TaskGroup() as group:  # one escaping error cancels the other calls
-                tasks = [group.create_task(pool.call(call, timeout_s)) for call in step.calls]
-            reply = [task.result() for task in tasks]
+            results: list[CallResult | None] = [None] * len(step.calls)
+            async for index, result in _as_completed(pool, step.calls, limits.get(step.stage)):
+                results[index] = result
+                if step.evidence is not None:
+                    yield step.evidence(index, result)
+            reply = results
         elif isinstance(step, EmbedTexts):
             reply = np.asarray(await embedder.embed(step.texts))
         else:
             raise TypeError(f"unknown pipeline step {type(step).__name__}")
+
+
+async def _as_completed(
+    pool: ModelPool, calls: Sequence[ModelCall], timeout_s: float | None
+) -> AsyncIterator[tuple[int, CallResult]]:
+    """(index, result) of each of ``calls``, sent concurrently, as each completes. Leaving early (or an
+    error, or cancellation) cancels the calls still in flight."""
+
+    async def indexed(index: int, call: ModelCall) -> tuple[int, CallResult]:
+        return index, await pool.call(call, timeout_s)
+
+    tasks = [asyncio.ensure_future(indexed(i, call)) for i, call in enumerate(calls)]
+    try:
+        for next_done in asyncio.as_completed(tasks):
+            yield await next_done
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 async def drive(

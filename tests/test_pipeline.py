@@ -81,6 +81,8 @@ class ScriptedHost:
                 reply = None
             elif isinstance(step, CallModels):
                 reply = [self.answer(call) for call in step.calls]
+                if step.evidence is not None:  # a synchronous host: each call arrives in order
+                    self.steps.extend(Emit(step.evidence(i, result)) for i, result in enumerate(reply))
             elif isinstance(step, EmbedTexts):
                 reply = self.embed(step.texts)
             else:

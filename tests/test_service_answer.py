@@ -275,3 +275,14 @@ def test_the_configured_strategy_answers_requests_that_name_none(text_bank):
     assert isinstance(configured, StrategyResult) and configured.strategy == "majority-vote"
     assert configured.votes == {"156": 3} and configured.params["k"] == 3
     assert isinstance(named, AnswerResult)
+
+
+def test_references_stream_as_they_arrive_and_the_result_keeps_the_decisions_order(text_bank):
+    with model_servers({"m-math": Reply.ok("m-math thinks 156", delay_s=1.5)}) as servers:
+        with running_server(text_bank, answer_config(servers)) as server, server.client() as client:
+            events = list(client.answer("What is 12 times 13?", seed=3, k=3))
+    decision, result = events[0].decision, events[-1]
+    assert "m-math" in decision.referencers
+    streamed = [e.model for e in events if isinstance(e, ReferenceEvidence)]
+    assert streamed[-1] == "m-math" and sorted(streamed) == sorted(decision.referencers)  # the slow one comes last
+    assert [r.model for r in result.references] == decision.referencers

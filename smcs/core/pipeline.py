@@ -8,13 +8,16 @@ back with ``generator.send``; the generator's return value (``StopIteration.valu
 step                the host sends back
 ==================  ==========================================================================
 ``Emit(event)``     None, after passing ``event`` on (a gRPC stream, a progress line, a log)
-``CallModels``      one ``Completion`` or ``CallFailed`` per call, in the order of ``calls``
+``CallModels``      one ``Completion`` or ``CallFailed`` per call, in the order of ``calls``;
+                    when the step has ``evidence``, the host first passes on
+                    ``evidence(i, result)`` for each call as it completes (arrival order)
 ``EmbedTexts``      a float array ``(len(texts), d)``, one row per text (any embedder; the
                     retrieval one by convention)
 ==================  ==========================================================================
 
-The order of steps: ``Emit(Routed)``; ``CallModels("reference")`` for the K referencers;
-``Emit(ReferenceEvidence)`` per referencer; ``CallModels("aggregate")`` for the n exploration subsets
+The order of steps: ``Emit(Routed)``; ``CallModels("reference")`` for the K referencers, whose
+``evidence`` gives the ``ReferenceEvidence`` of each as it arrives (so a slow referencer does not hold
+back the others' events); ``CallModels("aggregate")`` for the n exploration subsets
 (again with the fallback aggregator if every aggregation failed); ``EmbedTexts`` of the aggregations
 that succeeded (skipped when only one did); ``Emit(AggregationEvidence)`` per subset;
 ``Emit(AnswerResult)``; return.
@@ -34,7 +37,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Generator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from typing import Literal
 
 import msgspec
@@ -67,10 +70,15 @@ class CallFailed(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class CallModels(msgspec.Struct, frozen=True, kw_only=True):
-    """Step: perform ``calls`` (concurrently) and send back one result per call, in order."""
+    """Step: perform ``calls`` (concurrently) and send back one result per call, in order.
+
+    ``evidence``, when set, turns each call's result into an event (``evidence(index, result)``) that the
+    host passes on as soon as that call completes, before it sends back the whole list.
+    """
 
     stage: Stage
     calls: list[ModelCall]
+    evidence: Callable[[int, CallResult], ReferenceEvidence] | None = None
 
 
 class EmbedTexts(msgspec.Struct, frozen=True, kw_only=True):
@@ -108,6 +116,18 @@ class ReferenceEvidence(CallEvidence, frozen=True, kw_only=True, tag="reference"
 
     model: str
     prior: float
+
+
+class ReferenceEvidenceOf(msgspec.Struct, frozen=True, kw_only=True):
+    """The ``evidence`` of the reference step: call ``i``'s result as referencer ``i``'s event (a Struct,
+    so that two steps asking the same compare equal)."""
+
+    referencers: list[str]
+    votes: list[float]
+
+    def __call__(self, index: int, result: CallResult) -> ReferenceEvidence:
+        """The ``ReferenceEvidence`` of referencer ``index`` for ``result``."""
+        return ReferenceEvidence(model=self.referencers[index], prior=self.votes[index], **call_evidence_fields(result))  # type: ignore[arg-type]
 
 
 class AggregationEvidence(CallEvidence, frozen=True, kw_only=True, tag="aggregation"):
@@ -197,13 +217,9 @@ def smcs_pipeline(
     yield Emit(Routed(decision))
     asked = question_messages(question, task)
     calls = [ModelCall(model=m, messages=asked, seed=derived_seed(decision.seed, i)) for i, m in enumerate(decision.referencers)]
-    results = yield CallModels(stage="reference", calls=calls)
-    references = [
-        ReferenceEvidence(model=m, prior=v, **call_evidence_fields(r))  # type: ignore[arg-type]
-        for m, v, r in zip(decision.referencers, decision.votes, checked_results(results, calls))
-    ]
-    for evidence in references:
-        yield Emit(evidence)
+    reference = ReferenceEvidenceOf(referencers=decision.referencers, votes=decision.votes)
+    results = yield CallModels(stage="reference", calls=calls, evidence=reference)
+    references = [reference(i, r) for i, r in enumerate(checked_results(results, calls))]
     answered = {e.model: e for e in references if e.ok}
     if len(answered) < policy.quorum:
         failed = "; ".join(f"{e.model}: {e.error_kind}: {e.error}" for e in references if not e.ok)

@@ -202,9 +202,11 @@ class AnswerEventDecoder:
             return self.aggregations[-1]
         if kind == "final" and self.decision is not None:
             f = message.final
+            order = {model: i for i, model in enumerate(self.decision.referencers)}  # they stream as they arrive
             return AnswerResult(
                 text=f.text, source=f.source,  # type: ignore[arg-type]  # the server sends one of the three
                 selected=f.selected if f.HasField("selected") else None, decision=self.decision,
-                references=list(self.references), aggregations=list(self.aggregations), notes=list(f.notes),
+                references=sorted(self.references, key=lambda r: order.get(r.model, len(order))),
+                aggregations=list(self.aggregations), notes=list(f.notes),
             )
         raise ValueError(f"unexpected Answer event {kind!r} (a final event needs a routed event before it)")
