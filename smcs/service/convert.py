@@ -22,6 +22,11 @@ from ..strategies import StrategyCall, StrategyEvent, StrategyPlan, StrategyResu
 from .convert_strategy import StrategyEventDecoder, strategy_event
 
 _OVERRIDABLE = ("k", "n_base", "gamma", "k_drop", "n", "lam", "aggregator", "min_references")
+MAX_SUBSETS = 4096
+"""Most exploration subsets (``policy.n``) a request may ask for: drawing and sending n subsets costs O(n), and
+an int32 n near 2**31 would take the server tens of gigabytes and minutes (the paper's n is 8)."""
+MAX_CANDIDATES = 4096
+"""Most candidates one Score request may carry: S^sim compares every pair, O(n²)."""
 
 
 class RequestError(Exception):
@@ -42,6 +47,8 @@ def policy_from_request(overrides: pb.PolicyOverrides, default: Policy) -> Polic
     """``default`` with the fields set in ``overrides``; INVALID_ARGUMENT naming a bad field. Whether the
     policy fits the bank (k, aggregator, allowed_models) is the router's check."""
     changes = {name: getattr(overrides, name) for name in _OVERRIDABLE if overrides.HasField(name)}
+    if changes.get("n", 0) > MAX_SUBSETS:
+        raise invalid(f"policy.n is {changes['n']}; the limit is {MAX_SUBSETS} exploration subsets")
     try:
         policy = msgspec.structs.replace(default, **changes) if changes else default
     except ValueError as exc:

@@ -19,6 +19,7 @@ from ..config import Config, TLSConfig
 from ..dispatch import ModelPool
 from ..embed import EmbedderConfig, EmbedderError, as_async, make_embedder
 from .auth import BearerTokenInterceptor
+from .decode_guard import DecodeGuardInterceptor
 from .metrics import Metrics, MetricsHTTPServer, MetricsInterceptor
 from .servicer import RouterService
 from .state import EmbedderChoice, ServiceState
@@ -90,6 +91,7 @@ async def start_server(config: Config, bank_path: Path) -> RunningServer:
     interceptors: list[grpc.aio.ServerInterceptor] = [MetricsInterceptor(metrics)]
     if config.auth.enabled:
         interceptors.append(BearerTokenInterceptor(config.auth))
+    interceptors.append(DecodeGuardInterceptor())  # last: undecodable bytes are refused after auth, and counted
     server = grpc.aio.server(
         interceptors=interceptors, options=options, maximum_concurrent_rpcs=config.server.max_concurrent_rpcs
     )

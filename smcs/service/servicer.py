@@ -173,6 +173,10 @@ class RouterService(pb_grpc.RouterServicer):
     async def Score(self, request: pb.ScoreRequest, context: grpc.aio.ServicerContext) -> pb.ScoreResponse:
         if request.texts and request.embeddings:
             raise invalid("texts and embeddings: give the candidates one way, not both")
+        for field in ("texts", "embeddings"):
+            if len(getattr(request, field)) > convert.MAX_CANDIDATES:
+                count = len(getattr(request, field))
+                raise invalid(f"{field} has {count} candidates; the limit is {convert.MAX_CANDIDATES}")
         if request.texts:
             texts = [
                 convert.question_text(t, f"texts[{i}]", self._server.max_message_bytes) for i, t in enumerate(request.texts)
@@ -197,7 +201,7 @@ class RouterService(pb_grpc.RouterServicer):
                 perplexity = perplexities([lp.values for lp in request.logprobs])
             except ValueError as exc:
                 raise invalid(f"logprobs: {exc}") from None
-            total = kernels.hybrid_scores(similarity, perplexity, lam)
+            total = _finite_total(similarity, perplexity, lam)
             response.perplexity.extend(perplexity.tolist())
         else:
             total = similarity
@@ -286,6 +290,22 @@ async def _embed(snapshot: Snapshot, texts: list[str], field: str) -> np.ndarray
         raise RequestError(grpc.StatusCode.DEADLINE_EXCEEDED, f"{field}: embedding timed out: {exc}") from None
     except EmbedderError as exc:
         raise RequestError(grpc.StatusCode.UNAVAILABLE, f"{field}: embedding failed: {exc}") from None
+
+
+def _finite_total(similarity: np.ndarray, perplexity: np.ndarray, lam: float) -> np.ndarray:
+    """Eq 7's S^total of a Score request; INVALID_ARGUMENT naming logprobs or lam when finite inputs
+    overflow (a mean logprob below about -709 makes PPL infinite; a huge λ overflows λ·(1 − PPL))."""
+    overflowed = np.flatnonzero(~np.isfinite(perplexity))
+    if overflowed.size:
+        i = int(overflowed[0])
+        raise invalid(f"logprobs[{i}]: its perplexity exp(-mean logprob) overflows; logprobs that low are not a model's")
+    with np.errstate(over="ignore", invalid="ignore"):
+        total = similarity + lam * (1.0 - perplexity)
+    overflowed = np.flatnonzero(~np.isfinite(total))
+    if overflowed.size:
+        i = int(overflowed[0])
+        raise invalid(f"lam: lam * (1 - PPL) overflows for candidate {i} (lam={lam!r}, PPL={float(perplexity[i])!r})")
+    return kernels.hybrid_scores(similarity, perplexity, lam)
 
 
 def _model_row(bank: Bank, model: str, field: str) -> int:
