@@ -14,23 +14,20 @@ import asyncio
 import math
 import os
 import sys
-from collections.abc import AsyncIterator, Generator
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import TextIO, cast
+from typing import TextIO
 
 import msgspec
 
 from . import bundled
-from .bank import Bank
 from .client import AsyncClient
 from .config import Config
-from .core import Router
-from .core.pipeline import AggregationEvidence, AnswerResult, CallEvidence, Event, ReferenceEvidence, Routed, Step
-from .core.prompts import check_task
-from .dispatch import ModelPool, answer_models, run_steps
-from .embed import EmbedderConfig, as_async, check_compatible, make_embedder
-from .strategies import STRATEGIES, StrategyCall, StrategyContext, StrategyPlan, StrategyResult, StrategySpec
-from .strategies import fit_policy, get_strategy, parse_options, parse_params
+from .core.pipeline import AggregationEvidence, AnswerResult, CallEvidence, Event, ReferenceEvidence, Routed
+from .core.prompts import Task, check_task
+from .host import strategy_host
+from .strategies import STRATEGIES, StrategyCall, StrategyEvent, StrategyPlan, StrategyResult, StrategySpec
+from .strategies import get_strategy, parse_options, parse_params
 
 Result = AnswerResult | StrategyResult
 
@@ -66,43 +63,28 @@ def run_ask(args: argparse.Namespace, policy_overrides: dict[str, object]) -> in
 
 
 async def _in_process(
-    bank_path: Path, config: Config, question: str, task: str | None, seed: int | None, overrides: dict[str, object],
-    spec: StrategySpec = STRATEGIES["smcs"], params: msgspec.Struct | None = None,
-) -> AsyncIterator[Event]:
+    bank_path: Path, config: Config, question: str, task: Task | None, seed: int | None, overrides: dict[str, object],
+    spec: StrategySpec, params: msgspec.Struct,
+) -> AsyncIterator[Event | StrategyEvent]:
     """The strategy's events (the full pipeline's for ``smcs``), computed here with the configured models
     and embedder; the question is embedded only for the strategies that route it."""
-    bank = Bank.open(bank_path)
-    embedder = as_async(make_embedder(config.embedder or EmbedderConfig()))
-    check_compatible(embedder.info, bank)
     policy = msgspec.structs.replace(config.policy, **overrides) if overrides else config.policy
-    base = config.policy
-    if spec.name != "smcs":  # k, k_drop and min_references are the pipeline's: a bank with fewer models is fine
-        base, policy = fit_policy(base, bank.n_models), fit_policy(policy, bank.n_models)
-    router = Router(bank, base)
-    async with ModelPool.from_config(config.models) as pool:
-        usable = answer_models(bank.model_names, pool)
-        query = (await embedder.embed([question]))[0] if spec.needs_query else None
-        ctx = StrategyContext.from_router(
-            router, question, usable, task=task, seed=seed, query=query, policy=policy,
-            fallback_aggregator=config.answer.fallback_aggregator,
-        )
-        steps = spec.run(ctx, params if params is not None else spec.params())
-        # run_steps is annotated for the pipeline's AnswerResult; it hosts any generator of pipeline steps
-        async for event in run_steps(cast(Generator[Step, object, AnswerResult], steps), pool, embedder, config.answer.timeouts):
+    async with strategy_host(config, bank_path) as host:
+        async for event in host.events(spec, params, question, seed, task, policy):
             yield event
 
 
 async def _through_server(
     target: str, token: str | None, question: str, task: str | None, seed: int | None, overrides: dict[str, object],
     *, strategy: str = "", options: dict[str, object] | None = None,
-) -> AsyncIterator[Event]:
+) -> AsyncIterator[Event | StrategyEvent]:
     """The events a server streams for the question."""
     async with AsyncClient(target, token=token) as client:
         async for event in client.answer(question, seed=seed, task=task, strategy=strategy, options=options, **overrides):
             yield event
 
 
-async def _follow(events: AsyncIterator[Event], progress: TextIO | None) -> Result:
+async def _follow(events: AsyncIterator[Event | StrategyEvent], progress: TextIO | None) -> Result:
     """Consume ``events``, writing a progress line for each to ``progress``; the final result."""
     async for event in events:
         if progress is not None:

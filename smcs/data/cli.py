@@ -11,9 +11,10 @@ from pathlib import Path
 from .. import bundled
 from ..core.prompts import check_task
 from ..dispatch import ModelPool
+from ..host import strategy_host
 from ..progress import Progress
 from ..strategies import STRATEGIES, get_strategy, parse_options, parse_params
-from .host import host_steps, strategy_host
+from .host import host_steps
 from .jobs import Instruction, Outcome, RecordLog, item_seed, print_report, read_instructions, run_job, skipped_path
 from .opinions import opinions_work
 from .preference import PreferenceOutcome, preference_steps
@@ -116,7 +117,7 @@ def run_sft(args: argparse.Namespace) -> int:
     task = check_task(args.task)
 
     async def job(out, skipped, items, progress):  # type: ignore[no-untyped-def]
-        async with strategy_host(args.config, args.bank) as host:
+        async with strategy_host(*bundled.config_and_bank(args.config, args.bank)) as host:
             return await run_job(items, lambda item: sft_work(host, spec, params, item, args.seed, task), out,
                                  concurrency=args.concurrency, progress=progress)
 
@@ -131,7 +132,7 @@ def run_opinions(args: argparse.Namespace) -> int:
     models = _names(args.models, "--models")
 
     async def job(out, skipped, items, progress):  # type: ignore[no-untyped-def]
-        async with strategy_host(args.config, args.bank) as host:
+        async with strategy_host(*bundled.config_and_bank(args.config, args.bank)) as host:
             host.require_configured(models or [], "--models")
             chosen = models or host.usable
             return await run_job(items, lambda item: opinions_work(host, spec, params, chosen, item, args.seed, task), out,

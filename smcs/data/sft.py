@@ -19,8 +19,9 @@ import msgspec
 
 from ..core.pipeline import AnswerResult
 from ..core.prompts import Task
+from ..host import StrategyHost
 from ..strategies import StrategyResult, StrategySpec
-from .host import StrategyHost, result_models
+from .host import result_models, strategy_answer
 from .jobs import Instruction, Outcome, item_seed
 
 
@@ -39,5 +40,5 @@ async def sft_work(host: StrategyHost, spec: StrategySpec, params: msgspec.Struc
                    task: Task | None) -> Outcome:
     """Answer one instruction with the strategy; its record."""
     seed = item_seed(base_seed, item.id)
-    result = await host.answer(spec, params, item.instruction, seed, task)
+    result = await strategy_answer(host, spec, params, item.instruction, seed, task)
     return Outcome(record=sft_record(item, result, spec.name, seed))
