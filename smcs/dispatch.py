@@ -20,7 +20,7 @@ import numpy as np
 from .backends import ChatBackend, GenerationSettings, ModelConfig
 from .backends.errors import BackendError
 from .backends.factory import make_backend
-from .core import Policy, RouteDecision, Router
+from .core import Policy, RouteDecision, Router, by_accuracy
 from .core.pipeline import (
     AnswerResult,
     CallFailed,
@@ -202,8 +202,6 @@ def answer_steps(
 def fallback_aggregator(accuracy: np.ndarray, bank_models: Sequence[str], usable: Sequence[str], aggregator: str) -> str | None:
     """The aggregator to try when every aggregation of ``aggregator`` failed: the most accurate other
     usable model (``accuracy`` per bank model, NaN = unknown, ties to the lower index); None if none."""
-    index = {m: i for i, m in enumerate(bank_models)}
-    others = [m for m in usable if m != aggregator]
-    if not others:
-        return None
-    return max(others, key=lambda m: (np.nan_to_num(accuracy[index[m]], nan=-1.0), -index[m]))
+    by_name = dict(zip(bank_models, accuracy.tolist()))
+    ranked = by_accuracy(by_name, [m for m in bank_models if m in usable and m != aggregator])
+    return ranked[0] if ranked else None

@@ -285,3 +285,11 @@ def test_quantized_policy_is_validated_and_decoded():
     assert Policy().quantized is False
     with pytest.raises(msgspec.ValidationError, match="quantized"):
         msgspec.json.decode(b'{"quantized": 1}', type=Policy)
+
+
+def test_by_accuracy_ranks_known_accuracy_first_and_keeps_ties_in_order():
+    from smcs.core import by_accuracy
+
+    accuracy = {"a": 0.5, "b": float("nan"), "c": 0.9, "d": 0.5}
+    assert by_accuracy(accuracy, ["a", "b", "c", "d", "e"]) == ["c", "a", "d", "b", "e"]
+    assert by_accuracy(accuracy, ["d", "a"]) == ["d", "a"] and by_accuracy(accuracy, []) == []

@@ -2,6 +2,6 @@
 
 from .decision import RouteDecision
 from .policy import Policy
-from .router import Router, model_accuracy
+from .router import Router, by_accuracy, model_accuracy
 
-__all__ = ["Policy", "RouteDecision", "Router", "model_accuracy"]
+__all__ = ["Policy", "RouteDecision", "Router", "by_accuracy", "model_accuracy"]

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import math
 import secrets
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -162,6 +163,16 @@ def model_accuracy(capability: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     correct = (m == 1).sum(axis=1)
     accuracy = np.divide(correct, evaluated, out=np.full(evaluated.shape, np.nan), where=evaluated > 0)
     return accuracy, evaluated
+
+
+def by_accuracy(accuracy: Mapping[str, float], candidates: Sequence[str]) -> list[str]:
+    """``candidates`` most accurate first (``accuracy`` by model name; NaN or missing = unknown, which
+    ranks last), ties kept in the given order."""
+    def known(model: str) -> float:
+        value = accuracy.get(model, math.nan)
+        return -1.0 if math.isnan(value) else value
+
+    return sorted(candidates, key=lambda model: -known(model))
 
 
 def _checked_seed(seed: int | None) -> int:

@@ -43,7 +43,7 @@ from ..core.pipeline import CallEvidence, CallModels, Emit, ModelCall, QuorumNot
 from ..core.pipeline import call_evidence_fields, checked_results, derived_seed
 from ..core.policy import Policy
 from ..core.prompts import Task, aggregation_messages, check_task
-from ..core.router import Router
+from ..core.router import Router, by_accuracy
 
 Role = Literal["proposer", "aggregator", "sample", "voter", "expert", "answerer"]
 ScoreKind = Literal["prior", "accuracy", "skill", ""]
@@ -198,10 +198,8 @@ class StrategyContext:
     def best(self, exclude: Collection[str] = ()) -> str | None:
         """The most accurate usable model not in ``exclude`` (unknown accuracy counts as lowest, ties go
         to bank order); None when none is left."""
-        candidates = [m for m in self.models if m not in exclude]
-        if not candidates:
-            return None
-        return max(candidates, key=lambda m: (_known(self.accuracy.get(m, math.nan)), -self.models.index(m)))
+        ranked = by_accuracy(self.accuracy, [m for m in self.models if m not in exclude])
+        return ranked[0] if ranked else None
 
     def require_model(self, name: str, option: str) -> str:
         """``name`` if it is a usable model, else ``StrategyError`` naming ``option`` and the usable models."""
@@ -225,13 +223,9 @@ class StrategyContext:
         if self.router is not None and self.query is not None:
             decision = self.route(k, strategy=strategy)
             return list(decision.referencers), list(decision.votes), "prior", decision
-        order = sorted(self.models, key=lambda m: (-_known(self.accuracy.get(m, math.nan)), self.models.index(m)))
+        order = by_accuracy(self.accuracy, self.models)
         top = order if k is None else order[:k]
         return top, [self.accuracy.get(m, math.nan) for m in top], "accuracy", None
-
-
-def _known(value: float) -> float:
-    return -1.0 if math.isnan(value) else value
 
 
 def _request_seed(seed: int | None) -> int:
