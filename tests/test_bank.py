@@ -714,3 +714,15 @@ def test_validate_checks_contents_behind_matching_hashes(bank: Bank) -> None:
         for name, content in pristine.items():
             (bank.path / bank.version / name).write_bytes(content)
     Bank.open(bank.path).validate()
+
+
+def test_require_creatable_says_in_advance_what_create_would_refuse(tmp_path: Path) -> None:
+    Bank.require_creatable(tmp_path / "new")  # absent: fine
+    (tmp_path / "empty").mkdir()
+    Bank.require_creatable(tmp_path / "empty")
+    Bank.create(tmp_path / "taken", embeddings=[[1, 0]], capability=[[1]], questions=questions(["a"]), models=[ModelInfo("m")])
+    with pytest.raises(BankError, match="is not empty"):
+        Bank.require_creatable(tmp_path / "taken")
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(BankError, match="is not a directory"):
+        Bank.require_creatable(tmp_path / "file")

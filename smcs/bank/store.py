@@ -191,6 +191,16 @@ class Bank:
         return cls._load(root, name)
 
     @staticmethod
+    def require_creatable(path: str | os.PathLike[str]) -> None:
+        """``BankError`` unless ``create`` could make a bank at ``path`` (absent, or a directory holding
+        nothing but leftovers of a failed create): for callers with long work to do before creating."""
+        root = Path(path)
+        if root.is_dir():
+            _require_empty(root)
+        elif root.exists():
+            raise BankError(f"path {root} is not a directory; a bank is created in a new or empty directory")
+
+    @staticmethod
     def versions(path: str | os.PathLike[str]) -> list[str]:
         """Names of the committed versions of the bank at ``path``, oldest first (orphans excluded)."""
         root = Path(path)

@@ -95,8 +95,8 @@ async def build_bank(
     """
     if concurrency < 1:
         raise ValueError(f"concurrency must be >= 1, got {concurrency}")
-    if out is not None and out.exists() and any(out.iterdir()):
-        raise ValueError(f"{out} is not empty: a build writes a new bank (use smcs bank append to add to one)")
+    if out is not None:
+        Bank.require_creatable(out)  # before any model is asked, not after the whole build
     missing = [m.name for m in models if m.name not in pool]
     if missing:
         raise ValueError(f"models without a backend in the configuration: {', '.join(missing)}")

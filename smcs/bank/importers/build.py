@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from ..store import Bank, _require_empty
+from ..store import Bank
 from .records import ImportedBank
 
 Progress = Callable[[int, int], None]
@@ -38,8 +38,7 @@ def import_bank(
         raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
     info = embedder.info
     root = Path(out).absolute()
-    if root.is_dir():
-        _require_empty(root)  # fail now rather than after minutes of embedding
+    Bank.require_creatable(root)  # fail now rather than after minutes of embedding
     if imported.embeddings is not None and imported.embedder_id == info.id:
         if imported.embeddings.shape[1] != info.dim:
             raise ValueError(
