@@ -91,3 +91,16 @@ def top_k_count(k: object, n_models: int, name: str = "k") -> int:
     if k > n_models:
         raise ValueError(f"{name}={k} exceeds the number of models ({n_models})")
     return k
+
+
+def row_indices(name: str, rows: object, n_rows: int) -> np.ndarray:
+    """Return ``rows`` as a C-ordered int64 vector of indices into ``n_rows`` bank rows."""
+    r = np.asarray(rows)
+    if r.ndim != 1:
+        raise ValueError(f"{name} must be a 1-D vector of row indices, got shape {r.shape}")
+    if r.size and not np.issubdtype(r.dtype, np.integer):
+        raise ValueError(f"{name} must hold integer row indices, got dtype {r.dtype}")
+    r = np.ascontiguousarray(r, dtype=np.int64)
+    if r.size and (r.min() < 0 or r.max() >= n_rows):
+        raise ValueError(f"{name} must index the {n_rows} bank questions")
+    return r

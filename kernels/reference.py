@@ -58,6 +58,20 @@ def route(
     return rows, sims, prior_vote(capability, rows, sims)
 
 
+def route_rows(
+    embeddings: np.ndarray, rows: np.ndarray, query: np.ndarray, capability: np.ndarray, n_base: int, gamma: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Eqs (2)–(4) over the bank rows ``rows`` only: Eq (3)'s threshold from the N_base-th largest Ŝ among
+    them; support rows are bank rows ordered by similarity descending, ties by lower bank row."""
+    rows = np.asarray(rows, dtype=np.int64)
+    s = similarities(embeddings[rows], query)
+    local, _ = support_set(s, n_base, gamma)
+    order = sorted(local.tolist(), key=lambda t: (-float(s[t]), int(rows[t])))
+    support = rows[np.asarray(order, dtype=np.int64)]
+    sims = s[np.asarray(order, dtype=np.int64)].astype(np.float32)
+    return support, sims, prior_vote(capability, support, sims)
+
+
 def drop_distribution(votes: np.ndarray) -> np.ndarray:
     """Eq (6): D = softmax((V − mean V)/std V), population std; zero variance (all equal) → uniform."""
     v = votes.astype(np.float64)

@@ -32,16 +32,30 @@ def _bin_of(v: float) -> int:
     return int(v * N_BINS)
 
 
+@njit(cache=True, nogil=True, fastmath=True, inline="always")
+def _clipped_dot(embeddings, i, query):
+    """Ŝ_i = max(E_i·q, 0) in float32: the one dot product both scans use, so their values agree bit for bit."""
+    acc = np.float32(0.0)
+    for j in range(query.shape[0]):
+        acc += embeddings[i, j] * query[j]
+    return acc if acc > np.float32(0.0) else np.float32(0.0)
+
+
 @njit(cache=True, nogil=True, fastmath=True)
 def _scan_block(embeddings, query, start, stop, out, hist):
-    """Ŝ_i = max(E_i·q, 0) for rows [start, stop) into ``out``, counting each into ``hist``."""
-    d = query.shape[0]
+    """Ŝ_i for rows [start, stop) into ``out``, counting each into ``hist``."""
     for i in range(start, stop):
-        acc = np.float32(0.0)
-        for j in range(d):
-            acc += embeddings[i, j] * query[j]
-        v = acc if acc > np.float32(0.0) else np.float32(0.0)
+        v = _clipped_dot(embeddings, i, query)
         out[i] = v
+        hist[_bin_of(v)] += 1
+
+
+@njit(cache=True, nogil=True, fastmath=True)
+def _scan_rows_block(embeddings, rows, query, start, stop, out, hist):
+    """Ŝ of bank rows ``rows[start:stop]`` into ``out[start:stop]``, counting each into ``hist``."""
+    for t in range(start, stop):
+        v = _clipped_dot(embeddings, rows[t], query)
+        out[t] = v
         hist[_bin_of(v)] += 1
 
 
@@ -65,6 +79,29 @@ def _scan_parallel(embeddings, query, n_chunks):
     for c in range(n_chunks):
         for b in range(N_BINS):
             hist[b] += hists[c, b]
+    return sims, hist
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def _scan_rows(embeddings, rows, query, n_chunks):
+    """Ŝ of the bank rows ``rows`` (in that order) and their histogram, in ``n_chunks`` parallel chunks."""
+    n = rows.shape[0]
+    sims = np.empty(n, dtype=np.float32)
+    hists = np.zeros((n_chunks, N_BINS), dtype=np.int64)
+    for c in prange(n_chunks):
+        _scan_rows_block(embeddings, rows, query, c * n // n_chunks, (c + 1) * n // n_chunks, sims, hists[c])
+    hist = np.zeros(N_BINS, dtype=np.int64)
+    for c in range(n_chunks):
+        for b in range(N_BINS):
+            hist[b] += hists[c, b]
+    return sims, hist
+
+
+@njit(cache=True, nogil=True)
+def _scan_rows_serial(embeddings, rows, query):
+    sims = np.empty(rows.shape[0], dtype=np.float32)
+    hist = np.zeros(N_BINS, dtype=np.int64)
+    _scan_rows_block(embeddings, rows, query, 0, rows.shape[0], sims, hist)
     return sims, hist
 
 
@@ -142,6 +179,23 @@ def _route_parallel(embeddings, query, capability, n_base, gamma, n_chunks):
 
 
 @njit(cache=True, nogil=True)
+def _route_rows(embeddings, rows, query, capability, n_base, gamma, n_chunks):
+    """Eqs (2)–(4) over the bank rows ``rows`` only; support rows are bank rows, ties to the lower bank row."""
+    if n_chunks == 1:
+        sims, hist = _scan_rows_serial(embeddings, rows, query)
+    else:
+        sims, hist = _scan_rows(embeddings, rows, query, n_chunks)
+    local, support_sims = _support(sims, hist, n_base, gamma)
+    support_rows = rows[local]
+    # _support orders ties by position in ``rows``; re-order them by bank row: sort by row, then stably by Ŝ
+    by_row = np.argsort(support_rows)
+    support_rows, support_sims = support_rows[by_row], support_sims[by_row]
+    order = np.argsort(-support_sims, kind="mergesort")
+    support_rows, support_sims = support_rows[order], support_sims[order]
+    return support_rows, support_sims, _prior_vote(capability, support_rows, support_sims)
+
+
+@njit(cache=True, nogil=True)
 def _top_k(votes, k):
     return np.argsort(-votes, kind="mergesort")[:k].copy()
 
@@ -191,14 +245,12 @@ def support_set(sims: np.ndarray, n_base: int, gamma: float) -> tuple[np.ndarray
 
 def prior_vote(capability: np.ndarray, rows: np.ndarray, sims: np.ndarray) -> np.ndarray:
     """Eq (4): V = M_I·Ŝ_I over known entries, V_r = Σ_{i ∈ I, M_ri ≠ −1} Ŝ_i·M_ri (float64, length R)."""
-    r = np.ascontiguousarray(rows, dtype=np.int64)
-    s = _checks.finite("sims", _checks.float_vector("sims", sims, dtype=np.float32, length=r.shape[0]))
     m = np.asarray(capability)
     if m.ndim != 2:
         raise ValueError(f"capability must be a 2-D array (models x questions), got shape {m.shape}")
     m = _checks.capability_matrix("capability", m, m.shape[1])
-    if r.size and (r.min() < 0 or r.max() >= m.shape[1]):
-        raise ValueError(f"rows must index the {m.shape[1]} bank questions")
+    r = _checks.row_indices("rows", rows, m.shape[1])
+    s = _checks.finite("sims", _checks.float_vector("sims", sims, dtype=np.float32, length=r.shape[0]))
     return _prior_vote(m, r, s)
 
 
@@ -231,3 +283,30 @@ def route(
     if threads == 1:
         return _route_serial(e, q, m, n_base, gamma)
     return _route_parallel(e, q, m, n_base, gamma, threads)
+
+
+def route_rows(
+    embeddings: np.ndarray,
+    rows: np.ndarray,
+    query: np.ndarray,
+    capability: np.ndarray,
+    n_base: int,
+    gamma: float,
+    threads: int | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Eqs (2)–(4) over the bank rows ``rows`` only (the approximate mode: the rows of an index's probed
+    lists): (support rows, their Ŝ, votes V), as ``route`` over ``embeddings[rows]`` with rows mapped back.
+
+    The support set is Eq (3) within ``rows``: the threshold is γ times the N_base-th largest Ŝ among
+    them (N_base clamped to ``len(rows)``); support rows are bank row numbers, most similar first, ties
+    to the lower bank row. Each Ŝ equals the exact kernel's value for that row bit for bit. ``rows``
+    must be distinct (each is read once); out-of-range rows are an error. ``threads`` as in ``route``,
+    sized by the bytes of the rows scanned.
+    """
+    e, m = _bank_arrays(embeddings, capability)
+    r = _checks.row_indices("rows", rows, e.shape[0])
+    q = _query(query, e.shape[1])
+    n_base = _checks.positive_int("n_base", n_base)
+    gamma = _checks.unit_interval("gamma", gamma)
+    threads = _threads(threads, r.shape[0] * e.shape[1] * e.itemsize)
+    return _route_rows(e, r, q, m, n_base, gamma, threads)

@@ -1,6 +1,6 @@
 """``smcs bank ...``: inspect, validate and grow banks from the command line.
 
-``info``, ``validate``; online expansion: ``append`` (new questions, with any known outcomes),
+``info``, ``validate``, ``index`` (build or drop the IVF index of approximate retrieval); online expansion: ``append`` (new questions, with any known outcomes),
 ``record`` (outcomes for questions already in the bank), ``add-model`` (a new model, its row unknown
 until outcomes arrive); and the builders, ``build`` (``smcs.build.cli``) and ``import``
 (``smcs.import_cli``). Every write is one new bank version, all or nothing; a bad line is reported as
@@ -11,6 +11,7 @@ until outcomes arrive); and the builders, ``build`` (``smcs.build.cli``) and ``i
 from __future__ import annotations
 
 import argparse
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Literal
@@ -18,7 +19,7 @@ from typing import Annotated, Literal
 import msgspec
 import numpy as np
 
-from .bank import Bank, ModelInfo, Question
+from .bank import Bank, ModelInfo, Question, ivf
 from .bank.importers import summary
 from .build.cli import add_build_parser
 from .embed import EmbedderConfig, as_sync, check_compatible, make_embedder
@@ -38,6 +39,18 @@ def add_bank_parser(commands: argparse._SubParsersAction) -> None:  # type: igno
     validate = actions.add_parser("validate", help="verify every file of the current version (hashes included)")
     validate.add_argument("path", type=Path)
     validate.set_defaults(run=_run_validate)
+    index = actions.add_parser(
+        "index",
+        help="train the IVF index of approximate retrieval (Policy retrieval 'ivf'/'auto') as a new version",
+        description="Trains spherical k-means centroids (faiss) on a sample of the bank's rows, assigns every row "
+        "to a list and commits the same data with the index as a new version. Later appends extend the index; "
+        "rerun when `bank info` advises a rebuild (the bank has doubled since training).",
+    )
+    index.add_argument("path", type=Path, help="bank directory")
+    index.add_argument("--nlist", type=int, default=None, help="number of lists (default: the power of two nearest sqrt(N))")
+    index.add_argument("--seed", type=int, default=0, help="seed of the training sample and k-means (default 0)")
+    index.add_argument("--drop", action="store_true", help="commit the bank without an index instead")
+    index.set_defaults(run=_run_index)
     _add_file_action(
         actions, "append", _run_append, "append questions from a JSON Lines file as one new version",
         'Each line is a JSON object {"id", "text", "embedding"?, "source"?, "label"?, "outcomes"?: {model: 0|1}}. '
@@ -85,6 +98,31 @@ def _run_info(args: argparse.Namespace) -> int:
     print(f"created {bank.manifest.created}" + (f"  parent {bank.manifest.parent}" if bank.manifest.parent else ""))
     for key, value in bank.manifest.provenance.items():
         print(f"provenance {key}: {value}")
+    if bank.index is not None:
+        print(_index_line(bank.index))
+    return 0
+
+
+def _index_line(index: ivf.IVFIndex) -> str:
+    sizes = index.list_sizes()
+    advice = "; rebuild advised (smcs bank index)" if index.needs_rebuild else ""
+    return (f"index ivf-flat: {index.nlist} lists over {index.n_rows} rows (trained on {index.trained_rows}), "
+            f"list sizes {int(sizes.min())}..{int(sizes.max())}{advice}")
+
+
+def _run_index(args: argparse.Namespace) -> int:
+    bank = Bank.open(args.path)
+    if args.drop:
+        new = bank.with_index(None)
+        print(f"bank {new.path}  version {bank.version} -> {new.version}: index dropped")
+        return 0
+    if args.seed < 0:
+        raise ValueError(f"--seed must be >= 0, got {args.seed}")
+    started = time.perf_counter()
+    trained = ivf.train(bank.embeddings, args.nlist, seed=args.seed)
+    new = bank.with_index(trained)
+    print(f"bank {new.path}  version {bank.version} -> {new.version}: trained in {time.perf_counter() - started:.1f} s")
+    print(_index_line(new.index))
     return 0
 
 

@@ -55,13 +55,24 @@ class EmbedderInfo(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     dim: Annotated[int, msgspec.Meta(ge=1)]
 
 
+class IndexInfo(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """The approximate-retrieval index stored with a version (``smcs.bank.ivf``): ``nlist`` inverted lists
+    whose centroids were trained on the first ``trained_rows`` rows with ``seed``."""
+
+    kind: str
+    nlist: Annotated[int, msgspec.Meta(ge=1)]
+    trained_rows: NonNegativeInt
+    seed: NonNegativeInt = 0
+
+
 class Manifest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """``manifest.json`` of one version: what the version holds and the SHA-256 of each data file.
 
     ``created`` is ISO-8601 UTC; ``parent`` is the version this one was derived from (``None`` for the
     first); ``files`` maps each data file name to its SHA-256 (hex); ``provenance`` says how the bank's
     first version was made (e.g. the builder, the questions file and its hash) and is carried unchanged
-    into every version derived from it.
+    into every version derived from it; ``index`` describes the version's IVF index (its files are in
+    ``files`` too), None when it has none.
     """
 
     schema_version: int
@@ -72,3 +83,4 @@ class Manifest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     parent: str | None
     files: dict[str, str]
     provenance: dict[str, str] = {}
+    index: IndexInfo | None = None

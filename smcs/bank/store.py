@@ -11,6 +11,7 @@ A bank is a directory of immutable versions and a ``CURRENT`` file naming the li
         capability.npy   int8 R x N: 1 correct, 0 wrong, -1 not evaluated
         questions.jsonl  one Question per line, in row order
         models.json      JSON array of ModelInfo, in matrix-row order
+        ivf_*.npy        optional: the version's IVF index (``smcs.bank.ivf``), hashed like the rest
 
 Readers take no lock: ``Bank.open`` reads ``CURRENT`` once and then sees one complete version for as
 long as it holds the ``Bank`` (the arrays are memory maps of files that are never modified in place, and
@@ -46,8 +47,8 @@ from typing import Any
 import msgspec
 import numpy as np
 
-from . import atomic
-from .schema import SCHEMA_VERSION, EmbedderInfo, Manifest, ModelInfo, Question
+from . import atomic, ivf
+from .schema import SCHEMA_VERSION, EmbedderInfo, IndexInfo, Manifest, ModelInfo, Question
 
 CURRENT = "CURRENT"
 LOCK = ".lock"
@@ -57,7 +58,8 @@ CAPABILITY = "capability.npy"
 QUESTIONS = "questions.jsonl"
 MODELS = "models.json"
 DATA_FILES = (EMBEDDINGS, CAPABILITY, QUESTIONS, MODELS)
-"""The files of a version whose SHA-256 the manifest records."""
+"""The files of every version; the manifest records their SHA-256 (and the index's, when it has one)."""
+INDEX_KIND = "ivf-flat"
 
 NORM_TOLERANCE = 1e-3
 """``validate`` accepts an embedding row whose L2 norm is within this of 1."""
@@ -98,6 +100,7 @@ class Bank:
     embeddings: np.ndarray
     capability: np.ndarray
     models: tuple[ModelInfo, ...]
+    index: ivf.IVFIndex | None
 
     def __init__(
         self,
@@ -108,6 +111,7 @@ class Bank:
         capability: np.ndarray,
         models: tuple[ModelInfo, ...],
         questions_fd: int,
+        index: ivf.IVFIndex | None = None,
     ) -> None:
         """Assemble a snapshot from parts already read and checked; use ``open`` or ``create`` instead."""
         self.path = path
@@ -116,6 +120,7 @@ class Bank:
         self.embeddings = embeddings
         self.capability = capability
         self.models = models
+        self.index = index
         self._model_index = {m.name: i for i, m in enumerate(models)}
         self._questions: tuple[Question, ...] | None = None
         self._questions_lock = threading.Lock()
@@ -220,8 +225,8 @@ class Bank:
 
         Verifies the SHA-256 of every data file against the manifest, shapes and dtypes, that capability
         values are in {-1, 0, 1}, that every embedding row is finite with L2 norm within
-        ``NORM_TOLERANCE`` of 1, that question ids and model names are unique, and that the counts
-        agree. Costs one read of every file (O(N·d)).
+        ``NORM_TOLERANCE`` of 1, that question ids and model names are unique, that the counts
+        agree, and that an index holds every row once. Costs one read of every file (O(N·d)).
         """
         vdir = self.path / self.version
         for name, expected in self.manifest.files.items():
@@ -233,6 +238,11 @@ class Bank:
         _check_capability_values(fresh.capability, vdir / CAPABILITY)
         _check_unique_stored((q.id for q in fresh.questions), "question id", vdir / QUESTIONS)
         _check_unique_stored((m.name for m in fresh.models), "model name", vdir / MODELS)
+        if fresh.index is not None:
+            try:
+                ivf.check_covers(fresh.index, fresh.n_questions)
+            except ValueError as e:
+                raise BankFormatError(f"{vdir / ivf.ROWS}: {e}") from None
 
     @classmethod
     def _load(cls, root: Path, name: str) -> Bank:
@@ -244,11 +254,12 @@ class Bank:
         models = _read_models(vdir / MODELS, manifest.n_models)
         embeddings = _map_npy(vdir / EMBEDDINGS, np.float32, (manifest.n_questions, manifest.embedder.dim))
         capability = _map_npy(vdir / CAPABILITY, np.int8, (manifest.n_models, manifest.n_questions))
+        index = _map_index(vdir, manifest)
         try:
             questions_fd = os.open(vdir / QUESTIONS, os.O_RDONLY)
         except FileNotFoundError:
             raise BankFormatError(f"{vdir / QUESTIONS} is missing") from None
-        return cls(root, name, manifest, embeddings, capability, models, questions_fd)
+        return cls(root, name, manifest, embeddings, capability, models, questions_fd, index)
 
     # ----------------------------------------------------------------------------------------- writing
 
@@ -320,7 +331,8 @@ class Bank:
                 QUESTIONS: _copy_fill(old / QUESTIONS, question_lines),
                 MODELS: _copy_fill(old / MODELS),
             }
-            return _commit(base, number, base.n_questions + len(rows), base.n_models, fills)
+            index = base.index.extend(rows) if base.index is not None else None
+            return _commit(base, number, base.n_questions + len(rows), base.n_models, fills, index)
 
     def record_outcomes(self, outcomes: Iterable[tuple[str, str, int]]) -> Bank:
         """Set capability entries of the latest version from (model name, question id, value) triples.
@@ -335,14 +347,8 @@ class Bank:
         triples = [_outcome_triple(item, i) for i, item in enumerate(items)]
         with _writing(self.path) as (base, number):
             capability = _apply_outcomes(base, triples)
-            old = base.path / base.version
-            fills = {
-                EMBEDDINGS: _copy_fill(old / EMBEDDINGS),
-                CAPABILITY: _npy_fill(np.int8, capability.shape, [capability]),
-                QUESTIONS: _copy_fill(old / QUESTIONS),
-                MODELS: _copy_fill(old / MODELS),
-            }
-            return _commit(base, number, base.n_questions, base.n_models, fills)
+            fills = _copied_data(base) | {CAPABILITY: _npy_fill(np.int8, capability.shape, [capability])}
+            return _commit(base, number, base.n_questions, base.n_models, fills, base.index)
 
     def add_model(self, model: ModelInfo, outcomes: object = None) -> Bank:
         """Add ``model`` as a new last row of the latest version's capability matrix; return the new version.
@@ -355,14 +361,27 @@ class Bank:
             if model.name in base._model_index:
                 raise BankError(f"model.name {model.name!r} is already in the bank")
             row = _outcome_values(outcomes, (base.n_questions,), "outcomes", ("questions",))
-            old = base.path / base.version
-            fills = {
-                EMBEDDINGS: _copy_fill(old / EMBEDDINGS),
+            fills = _copied_data(base) | {
                 CAPABILITY: _npy_fill(np.int8, (base.n_models + 1, base.n_questions), [base.capability, row]),
-                QUESTIONS: _copy_fill(old / QUESTIONS),
                 MODELS: _bytes_fill(_encode_json((*base.models, model))),
             }
-            return _commit(base, number, base.n_questions, base.n_models + 1, fills)
+            return _commit(base, number, base.n_questions, base.n_models + 1, fills, base.index)
+
+    def with_index(self, index: ivf.IVFIndex | None) -> Bank:
+        """Commit the latest version's data unchanged with ``index`` (None: without an index); return it.
+
+        ``index`` must have been built over this bank (``ivf.train(bank.embeddings)``), possibly over an
+        earlier version: rows appended since are assigned to its lists here, so an index trained off the
+        lock on a snapshot can be swapped in while the bank grows. Cost is O(N) (the files are copied).
+        """
+        with _writing(self.path) as (base, number):
+            if index is not None:
+                if index.dim != base.dim:
+                    raise BankError(f"index has dimension {index.dim} but the bank's dimension is {base.dim}")
+                if index.n_rows > base.n_questions:
+                    raise BankError(f"index covers {index.n_rows} rows but the bank has only {base.n_questions}")
+                index = index.extend(base.embeddings[index.n_rows :])
+            return _commit(base, number, base.n_questions, base.n_models, _copied_data(base), index)
 
     def prune(self, keep: int) -> list[str]:
         """Delete all but the newest ``keep`` (>= 1) committed versions; return the deleted names, oldest first.
@@ -461,12 +480,43 @@ def _writing(root: Path) -> Iterator[tuple[Bank, int]]:
         yield Bank._load(root, _read_current(root)), number
 
 
-def _commit(base: Bank, number: int, n_questions: int, n_models: int, fills: dict[str, Fill]) -> Bank:
-    """Write version ``number`` derived from ``base`` (same root and embedder) and make it current."""
+def _commit(
+    base: Bank, number: int, n_questions: int, n_models: int, fills: dict[str, Fill], index: ivf.IVFIndex | None
+) -> Bank:
+    """Write version ``number`` derived from ``base`` (same root and embedder), with ``index`` (None: none),
+    and make it current."""
     return _write_version(
         base.path, _version_name(number), base.version, base.manifest.embedder, n_questions, n_models, fills,
-        base.manifest.provenance,
+        base.manifest.provenance, index,
     )
+
+
+def _copied_data(base: Bank) -> dict[str, Fill]:
+    """Fills copying every data file of ``base`` unchanged."""
+    old = base.path / base.version
+    return {file: _copy_fill(old / file) for file in DATA_FILES}
+
+
+def _index_fills(index: ivf.IVFIndex) -> dict[str, Fill]:
+    """Fills writing the files of ``index``."""
+    return {file: _npy_fill(array.dtype.type, array.shape, [array]) for file, array in index.arrays().items()}
+
+
+def _map_index(vdir: Path, manifest: Manifest) -> ivf.IVFIndex | None:
+    """Memory-map the version's index when its manifest has one; ``BankFormatError`` naming a bad file."""
+    info = manifest.index
+    if info is None:
+        return None
+    if info.kind != INDEX_KIND:
+        raise BankFormatError(f"{vdir / MANIFEST} has an index of kind {info.kind!r}; this code reads {INDEX_KIND!r}")
+    dim, n = manifest.embedder.dim, manifest.n_questions
+    centroids = _map_npy(vdir / ivf.CENTROIDS, np.float32, (info.nlist, dim))
+    offsets = _map_npy(vdir / ivf.OFFSETS, np.int64, (info.nlist + 1,))
+    rows = _map_npy(vdir / ivf.ROWS, np.int64, (n,))
+    try:
+        return ivf.from_arrays(centroids, offsets, rows, info.trained_rows, info.seed)
+    except ValueError as e:
+        raise BankFormatError(f"{vdir}: {e}") from None
 
 
 def _write_version(
@@ -478,6 +528,7 @@ def _write_version(
     n_models: int,
     fills: dict[str, Fill],
     provenance: dict[str, str],
+    index: ivf.IVFIndex | None = None,
 ) -> Bank:
     """Write version ``name`` of ``root`` from ``fills``, make it current and return it opened; caller holds the lock.
 
@@ -486,6 +537,10 @@ def _write_version(
     On failure the scratch, or the published but not yet current version, is removed and the error
     re-raised, so the bank is left as it was.
     """
+    info = None
+    if index is not None:
+        fills = fills | _index_fills(index)
+        info = IndexInfo(kind=INDEX_KIND, nlist=index.nlist, trained_rows=index.trained_rows, seed=index.seed)
     scratch = atomic.make_temp_dir(root)
     try:
         hashes = {file: atomic.write_synced(scratch / file, fill) for file, fill in fills.items()}
@@ -498,6 +553,7 @@ def _write_version(
             parent=parent,
             files=hashes,
             provenance=provenance,
+            index=info,
         )
         atomic.write_synced(scratch / MANIFEST, _bytes_fill(_encode_json(manifest)))
         atomic.publish_dir(scratch, root / name)
@@ -532,8 +588,9 @@ def _read_manifest(path: Path) -> Manifest:
         raise BankFormatError(f"{path} is not a valid manifest: {e}") from None
     if manifest.schema_version != SCHEMA_VERSION:
         raise BankFormatError(f"{path} has schema_version {manifest.schema_version}; this code reads {SCHEMA_VERSION}")
-    if sorted(manifest.files) != sorted(DATA_FILES):
-        raise BankFormatError(f"{path} lists files {sorted(manifest.files)}, expected {sorted(DATA_FILES)}")
+    expected = sorted(DATA_FILES + (ivf.FILES if manifest.index is not None else ()))
+    if sorted(manifest.files) != expected:
+        raise BankFormatError(f"{path} lists files {sorted(manifest.files)}, expected {expected}")
     return manifest
 
 

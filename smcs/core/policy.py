@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import msgspec
+
+RETRIEVALS = ("auto", "exact", "ivf")
+IVF_AUTO_MIN_ROWS = 200_000
+"""``retrieval = "auto"`` uses a bank's IVF index from this many rows (below, the exact scan is as fast)."""
 
 
 class Policy(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -29,6 +34,11 @@ class Policy(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tr
             builds the int8 copy once, on first use (at construction when its own policy sets this).
         min_references: the full pipeline (Answer) goes on while at least this many referencers answered,
             else it fails naming who did not; None = ⌈k/2⌉. At most k.
+        retrieval: "exact" scans every bank row; "ivf" scores only the rows of the ``nprobe`` lists of
+            the bank's IVF index nearest the query (approximate: a support row outside them is missed;
+            needs a bank with an index, see ``smcs bank index``); "auto" uses the index when the bank
+            has one and at least ``IVF_AUTO_MIN_ROWS`` rows, and never with ``quantized``.
+        nprobe: lists probed by "ivf" retrieval; more lists, higher recall, more rows scanned.
     """
 
     k: int = 7
@@ -41,9 +51,11 @@ class Policy(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tr
     threads: int | None = None
     quantized: bool = False
     min_references: int | None = None
+    retrieval: Literal["auto", "exact", "ivf"] = "auto"
+    nprobe: int = 16
 
     def __post_init__(self) -> None:
-        for name in ("k", "n_base", "n"):
+        for name in ("k", "n_base", "n", "nprobe"):
             _require_int(name, getattr(self, name), minimum=1)
         _require_int("k_drop", self.k_drop, minimum=0)
         if self.k_drop >= self.k:
@@ -62,6 +74,10 @@ class Policy(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tr
                 raise ValueError(f"min_references must be at most k ({self.k}), got {self.min_references}")
         if not isinstance(self.quantized, bool):
             raise ValueError(f"quantized must be true or false, got {self.quantized!r}")
+        if self.retrieval not in RETRIEVALS:
+            raise ValueError(f"retrieval must be one of {', '.join(RETRIEVALS)}, got {self.retrieval!r}")
+        if self.quantized and self.retrieval == "ivf":
+            raise ValueError("quantized scans every row and retrieval='ivf' only some: choose one")
 
     @property
     def quorum(self) -> int:

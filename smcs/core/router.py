@@ -12,7 +12,7 @@ import numpy as np
 from .. import kernels
 from ..bank import Bank
 from .decision import RouteDecision
-from .policy import Policy
+from .policy import IVF_AUTO_MIN_ROWS, Policy
 
 MAX_SEED = 2**64 - 1
 
@@ -32,7 +32,7 @@ class Router:
     def __init__(self, bank: Bank, policy: Policy | None = None) -> None:
         self._bank = bank
         self._policy = policy if policy is not None else Policy()
-        self._policy.check_models(bank.model_names)
+        self._check_policy(self._policy)
         self._accuracy, self._evaluated = model_accuracy(bank.capability)
         self._quantized: kernels.QuantizedBank | None = None  # int8 copy of the snapshot, built on first use
         self._quantized_lock = threading.Lock()
@@ -80,7 +80,8 @@ class Router:
         """Route one question given its embedding (length = the bank's dim, any norm but zero).
 
         Runs Eqs (2)–(5) in the fused kernel (the int8 kernel with its exact re-score when the policy
-        says ``quantized``: same decision), then draws the n exploration subsets of Eq (6) from ``seed``
+        says ``quantized``: same decision; over the probed lists of the bank's index when it uses
+        ``ivf`` retrieval, see ``Policy.retrieval``), then draws the n exploration subsets of Eq (6) from ``seed``
         (a fresh random seed when None, reported in the decision). ``policy`` overrides the router's
         policy for this call. ``allowed_models`` (non-empty) restricts the referencers, and the default
         aggregator, to those models; votes are still computed over the whole bank. Raises
@@ -89,12 +90,23 @@ class Router:
         if policy is None:
             policy = self._policy
         else:
-            policy.check_models(self._bank.model_names)
+            self._check_policy(policy)
         allowed = self._allowed_indices(allowed_models, policy.k)
         seed = _checked_seed(seed)
         query = _unit_query(embedding, self._bank.dim)
         bank = self._bank
-        if policy.quantized:
+        index = bank.index if self._uses_index(policy) else None
+        if index is not None:
+            rows, sims, votes = kernels.route_rows(
+                bank.embeddings,
+                index.probe(query, policy.nprobe),
+                query,
+                bank.capability,
+                policy.n_base,
+                policy.gamma,
+                policy.threads,
+            )
+        elif policy.quantized:
             rows, sims, votes = kernels.route_quantized(
                 self._quantized_bank(),
                 bank.embeddings,
@@ -123,6 +135,24 @@ class Router:
             seed=seed,
             bank_version=bank.version,
         )
+
+    def uses_index(self, policy: Policy | None = None) -> bool:
+        """Whether ``policy`` (or this router's) routes through the bank's IVF index rather than a full scan."""
+        return self._uses_index(policy or self._policy)
+
+    def _uses_index(self, policy: Policy) -> bool:
+        if policy.retrieval == "auto":
+            return not policy.quantized and self._bank.index is not None and self._bank.n_questions >= IVF_AUTO_MIN_ROWS
+        return policy.retrieval == "ivf"
+
+    def _check_policy(self, policy: Policy) -> None:
+        """Raise ``ValueError`` if ``policy`` cannot route over this router's bank."""
+        policy.check_models(self._bank.model_names)
+        if policy.retrieval == "ivf" and self._bank.index is None:
+            raise ValueError(
+                f"policy retrieval='ivf' needs an index, and bank version {self._bank.version} has none "
+                "(build one with: smcs bank index BANK)"
+            )
 
     def _allowed_indices(self, allowed_models: Sequence[str] | None, k: int) -> np.ndarray | None:
         """Ascending model indices of ``allowed_models`` (None when unrestricted), so ties in the top-K

@@ -1,0 +1,189 @@
+"""An inverted-file (IVF) index over one bank version's rows: approximate retrieval for large banks.
+
+The index splits the bank's unit rows into ``nlist`` lists by their most similar centroid (spherical
+k-means, trained with faiss on a sample of the rows). A query probes the ``nprobe`` lists whose centroids
+are most similar to it, and the route kernel then scores exactly the rows of those lists
+(``kernels.route_rows``): one pass over a few percent of the bank instead of all of it, with each
+similarity equal to the exact kernel's. The support set is exact whenever every row above the threshold
+lies in a probed list; ``benchmarks/test_approximate.py`` measures how often that holds.
+
+An index belongs to a bank version and is stored in its directory beside the data files, hashed in its
+manifest (``Manifest.index`` describes it)::
+
+    ivf_centroids.npy  float32 nlist x d, unit rows
+    ivf_offsets.npy    int64 nlist + 1: list c holds rows[offsets[c]:offsets[c + 1]]
+    ivf_rows.npy       int64 N: every bank row once, grouped by list, ascending within a list
+
+Appends assign the new rows to their nearest centroid (no faiss needed), so an index follows a growing
+bank; once the bank has grown to ``REBUILD_GROWTH`` times the rows the centroids were trained on,
+``needs_rebuild`` says so and ``train`` should be run again (``smcs bank index``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+CENTROIDS = "ivf_centroids.npy"
+OFFSETS = "ivf_offsets.npy"
+ROWS = "ivf_rows.npy"
+FILES = (CENTROIDS, OFFSETS, ROWS)
+"""The index's files in a version directory."""
+
+REBUILD_GROWTH = 2.0
+"""``needs_rebuild`` once the bank holds this many times the rows the centroids were trained on."""
+
+POINTS_PER_CENTROID = 256
+"""Training sample size per list (faiss's own default cap): more rows add time, not quality."""
+
+_ASSIGN_BLOCK = 16384
+"""Rows assigned per matrix product (bounds the temporary similarity block to 16384 x nlist floats)."""
+
+
+@dataclass(frozen=True)
+class IVFIndex:
+    """Centroids and inverted lists over the first ``n_rows`` rows of a bank (arrays may be memory maps)."""
+
+    centroids: np.ndarray
+    offsets: np.ndarray
+    rows: np.ndarray
+    trained_rows: int
+    seed: int
+
+    @property
+    def nlist(self) -> int:
+        """Number of lists (centroids)."""
+        return int(self.centroids.shape[0])
+
+    @property
+    def n_rows(self) -> int:
+        """Bank rows indexed."""
+        return int(self.rows.shape[0])
+
+    @property
+    def dim(self) -> int:
+        """Embedding dimension of the centroids."""
+        return int(self.centroids.shape[1])
+
+    @property
+    def needs_rebuild(self) -> bool:
+        """Whether the bank has outgrown the centroids (``REBUILD_GROWTH`` x the rows they were trained on)."""
+        return self.n_rows >= REBUILD_GROWTH * max(self.trained_rows, 1)
+
+    def probe(self, query: np.ndarray, nprobe: int) -> np.ndarray:
+        """Bank rows of the ``nprobe`` lists whose centroids are most similar to the unit ``query``
+        (all lists when ``nprobe`` ≥ ``nlist``), as one int64 vector."""
+        if nprobe >= self.nlist:
+            return np.asarray(self.rows, dtype=np.int64)
+        sims = self.centroids @ np.asarray(query, dtype=np.float32)
+        lists = np.argpartition(-sims, nprobe - 1)[:nprobe]
+        return np.concatenate([self.rows[self.offsets[c] : self.offsets[c + 1]] for c in lists.tolist()])
+
+    def list_sizes(self) -> np.ndarray:
+        """Rows per list."""
+        return np.diff(np.asarray(self.offsets))
+
+    def extend(self, embeddings: np.ndarray) -> IVFIndex:
+        """This index with the unit rows ``embeddings`` appended as bank rows ``n_rows``, ``n_rows + 1``, …
+        (each to its most similar centroid); the centroids are unchanged."""
+        if len(embeddings) == 0:
+            return self
+        _check_dim(embeddings, self.dim)
+        lists = np.empty(self.n_rows + len(embeddings), dtype=np.int64)
+        lists[np.asarray(self.rows)] = np.repeat(np.arange(self.nlist), self.list_sizes())
+        lists[self.n_rows :] = assign(self.centroids, embeddings)
+        offsets, rows = _inverted_lists(lists, self.nlist)
+        return IVFIndex(np.asarray(self.centroids), offsets, rows, self.trained_rows, self.seed)
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The index's arrays by file name, as ``save`` would store them."""
+        return {CENTROIDS: self.centroids, OFFSETS: self.offsets, ROWS: self.rows}
+
+
+def default_nlist(n_rows: int) -> int:
+    """Lists for a bank of ``n_rows``: the power of two nearest √N (1024 at 1M rows), at most N, at least 1."""
+    if n_rows < 1:
+        raise ValueError(f"an index needs at least one row, got {n_rows}")
+    return max(1, min(n_rows, 2 ** round(math.log2(math.sqrt(n_rows)))))
+
+
+def train(embeddings: np.ndarray, nlist: int | None = None, *, seed: int = 0, niter: int = 20) -> IVFIndex:
+    """Train an index over the unit rows ``embeddings`` (N x d float32): spherical k-means with faiss on
+    at most ``POINTS_PER_CENTROID`` x ``nlist`` rows drawn with ``seed``, then every row assigned to its
+    most similar centroid. ``nlist`` defaults to ``default_nlist(N)``. Needs faiss (``pip install faiss-cpu``)."""
+    try:
+        import faiss
+    except ImportError:
+        raise ImportError("training an IVF index needs faiss: pip install faiss-cpu (or smcs[ivf])") from None
+    n = len(embeddings)
+    nlist = default_nlist(n) if nlist is None else nlist
+    if isinstance(nlist, bool) or not isinstance(nlist, int) or not 1 <= nlist <= max(n, 1):
+        raise ValueError(f"nlist must be an integer in [1, {n}] (the bank's rows), got {nlist!r}")
+    if niter < 1:
+        raise ValueError(f"niter must be >= 1, got {niter}")
+    rng = np.random.default_rng(seed)
+    sample_size = min(n, POINTS_PER_CENTROID * nlist)
+    sample = np.sort(rng.choice(n, size=sample_size, replace=False)) if sample_size < n else np.arange(n)
+    points = np.ascontiguousarray(embeddings[sample], dtype=np.float32)
+    kmeans = faiss.Kmeans(points.shape[1], nlist, niter=niter, seed=seed % 2**31, spherical=True, verbose=False)
+    kmeans.train(points)
+    centroids = _unit_rows(np.asarray(kmeans.centroids, dtype=np.float32))
+    offsets, rows = _inverted_lists(assign(centroids, embeddings), nlist)
+    return IVFIndex(centroids, offsets, rows, trained_rows=n, seed=seed)
+
+
+def assign(centroids: np.ndarray, embeddings: np.ndarray) -> np.ndarray:
+    """Index of the most similar centroid of each row of ``embeddings`` (ties to the lower index)."""
+    out = np.empty(len(embeddings), dtype=np.int64)
+    c = np.asarray(centroids, dtype=np.float32)
+    for start in range(0, len(embeddings), _ASSIGN_BLOCK):
+        block = np.asarray(embeddings[start : start + _ASSIGN_BLOCK], dtype=np.float32)
+        out[start : start + len(block)] = np.argmax(block @ c.T, axis=1)
+    return out
+
+
+def from_arrays(centroids: np.ndarray, offsets: np.ndarray, rows: np.ndarray, trained_rows: int, seed: int) -> IVFIndex:
+    """An index from stored arrays, after checking they fit together (``ValueError`` naming the array)."""
+    nlist = centroids.shape[0] if centroids.ndim == 2 else -1
+    if centroids.ndim != 2 or centroids.dtype != np.float32 or nlist < 1:
+        raise ValueError(f"{CENTROIDS} must be a float32 nlist x d matrix, got {centroids.dtype} {centroids.shape}")
+    if offsets.dtype != np.int64 or offsets.shape != (nlist + 1,):
+        raise ValueError(f"{OFFSETS} must be int64 of length nlist + 1 = {nlist + 1}, got {offsets.dtype} {offsets.shape}")
+    if rows.dtype != np.int64 or rows.ndim != 1:
+        raise ValueError(f"{ROWS} must be an int64 vector, got {rows.dtype} {rows.shape}")
+    if offsets[0] != 0 or offsets[-1] != rows.shape[0] or np.any(np.diff(offsets) < 0):
+        raise ValueError(f"{OFFSETS} must rise from 0 to the {rows.shape[0]} indexed rows")
+    return IVFIndex(centroids, offsets, rows, trained_rows, seed)
+
+
+def check_covers(index: IVFIndex, n_rows: int) -> None:
+    """Raise ``ValueError`` unless ``index.rows`` holds each of the rows 0 … n_rows-1 exactly once (O(N))."""
+    if index.n_rows != n_rows:
+        raise ValueError(f"the index covers {index.n_rows} rows but the bank has {n_rows}")
+    seen = np.zeros(n_rows, dtype=np.bool_)
+    rows = np.asarray(index.rows)
+    if rows.size and (rows.min() < 0 or rows.max() >= n_rows):
+        raise ValueError(f"{ROWS} holds rows outside 0..{n_rows - 1}")
+    seen[rows] = True
+    if not seen.all():
+        raise ValueError(f"{ROWS} misses {int((~seen).sum())} bank rows (and repeats as many)")
+
+
+def _inverted_lists(lists: np.ndarray, nlist: int) -> tuple[np.ndarray, np.ndarray]:
+    """(offsets, rows) of the lists given each row's list id: rows grouped by list, ascending within each."""
+    rows = np.argsort(lists, kind="stable").astype(np.int64)
+    offsets = np.zeros(nlist + 1, dtype=np.int64)
+    np.cumsum(np.bincount(lists, minlength=nlist), out=offsets[1:])
+    return offsets, rows
+
+
+def _check_dim(embeddings: np.ndarray, dim: int) -> None:
+    if embeddings.ndim != 2 or embeddings.shape[1] != dim:
+        raise ValueError(f"embeddings must be m x {dim} (the index's dimension), got shape {embeddings.shape}")
+
+
+def _unit_rows(a: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(a, axis=1, keepdims=True)
+    return (a / np.where(norms > 0, norms, 1.0)).astype(np.float32)
