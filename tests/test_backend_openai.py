@@ -374,14 +374,13 @@ def test_concurrent_requests_spread_over_two_urls_by_least_in_flight(server, oth
     assert sorted(r.url for r in results) == sorted([server.base_url] * 3 + [other.base_url] * 3)
 
 
-def test_sequential_requests_go_to_the_first_url(server, other):
-    async def go(backend: OpenAIBackend) -> None:
+def test_sequential_requests_try_each_url_once_first(server, other):
+    async def go(backend: OpenAIBackend) -> list[str | None]:
         async with backend:
-            for _ in range(3):
-                await backend.complete(ASK)
+            return [(await backend.complete(ASK)).url for _ in range(2)]
 
-    asyncio.run(go(backend_for(server, other)))
-    assert (len(server.requests), len(other.requests)) == (3, 0)
+    # the second URL, not yet measured, counts as fast as the first (later ones: tests/test_backend_fleet.py)
+    assert asyncio.run(go(backend_for(server, other))) == [server.base_url, other.base_url]
 
 
 def test_a_failing_url_cools_down_then_is_tried_again(server, other):

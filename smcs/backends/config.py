@@ -4,7 +4,8 @@ Example::
 
     [models."llama-3.1-70b"]
     kind = "openai"                           # any OpenAI-compatible server: vLLM, SGLang, TGI, llama.cpp
-    base_urls = ["http://gpu1:8000", "http://gpu2:8000"]   # replicas, balanced by least requests in flight
+    base_urls = ["http://gpu1:8000", "http://gpu2:8000"]   # replicas: least expected wait, in flight x latency
+    health_interval_s = 10.0                  # probe each replica's GET /v1/models this often (default 0: off)
     served_model = "meta-llama/Llama-3.1-70B-Instruct"    # the name the server knows; default: the table's
     api_key_env = "VLLM_API_KEY"
     temperature = 0.7
@@ -71,8 +72,9 @@ class OpenAIModelConfig(_ModelConfig, tag="openai"):
 
     Attributes:
         base_urls: one or more servers of this model (``/v1/chat/completions`` is appended; a trailing
-            ``/v1`` is not repeated). Requests go to the URL with the fewest in flight, skipping URLs
-            cooling down after a failure.
+            ``/v1`` is not repeated). Requests go to the URL with the lowest expected wait (requests in
+            flight times smoothed seconds per output token), skipping URLs cooling down after a failure
+            and URLs that failed their health probe (``smcs.backends.fleet``).
         served_model: the model name sent in requests; None: the table's name.
         api_key_env: environment variable holding the bearer API key; None sends none.
         timeout_s: limit for one attempt, request sent to whole response read, in seconds.
@@ -81,6 +83,12 @@ class OpenAIModelConfig(_ModelConfig, tag="openai"):
         backoff_s: first wait between attempts, in seconds; doubles each retry, jittered.
         max_backoff_s: longest wait between attempts; a longer ``Retry-After`` fails at once.
         cooldown_s: how long a URL that failed (connection, timeout, 5xx) is skipped while another is usable.
+        health_interval_s: seconds between health probes of every URL (``GET /v1/models``, 2xx: healthy),
+            from the first request until the backend is closed; a URL that fails one is skipped until one
+            succeeds (while another is healthy). 0, the default: no probes (they would be traffic the
+            server's owner did not ask for, a paid API's included); with one URL none are sent either,
+            as there is nothing to choose.
+        health_timeout_s: the longest one probe may take before it counts as failed, in seconds.
     """
 
     base_urls: list[str]
@@ -92,6 +100,8 @@ class OpenAIModelConfig(_ModelConfig, tag="openai"):
     backoff_s: float = 0.5
     max_backoff_s: float = 10.0
     cooldown_s: float = 15.0
+    health_interval_s: float = 0.0
+    health_timeout_s: float = 2.0
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -100,7 +110,7 @@ class OpenAIModelConfig(_ModelConfig, tag="openai"):
         for url in self.base_urls:
             if not url.startswith(("http://", "https://")):
                 raise ValueError(f"base_urls: {url!r} is not an http:// or https:// URL")
-        for name in ("timeout_s", "connect_timeout_s"):
+        for name in ("timeout_s", "connect_timeout_s", "health_timeout_s"):
             if not (getattr(self, name) > 0 and math.isfinite(getattr(self, name))):
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
         if self.retries < 0:
@@ -108,6 +118,8 @@ class OpenAIModelConfig(_ModelConfig, tag="openai"):
         for name in ("backoff_s", "max_backoff_s", "cooldown_s"):
             if not getattr(self, name) >= 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not (self.health_interval_s >= 0 and math.isfinite(self.health_interval_s)):
+            raise ValueError(f"health_interval_s must be >= 0 and finite (0: no probes), got {self.health_interval_s}")
 
 
 class LocalModelConfig(_ModelConfig, tag="local"):

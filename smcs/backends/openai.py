@@ -6,12 +6,16 @@ One request per ``complete`` call, not streamed, asking for the log-probability 
 latter). The model's ``system_prompt`` is put first: as its own system message, or joined (a blank line
 between) with the system message the caller's messages start with.
 
-**Replicas.** A model may have several ``base_urls``. Each attempt goes to the URL with the fewest of this
-backend's requests in flight, among those not cooling down (ties: the first listed); when all are
-cooling down, to the one whose cooldown ends first. A URL cools down for ``cooldown_s`` after a
-connection error, a timeout or a 5xx. At most
-``max_concurrency`` requests are in flight over all URLs; more wait (a retry waits too, so backing off
-holds no slot). The wait counts in ``latency_s`` but not in ``timeout_s``.
+**Replicas.** A model may have several ``base_urls``. Each attempt goes to the URL with the lowest
+expected wait, ``(in_flight + 1)`` of this backend's requests times the URL's smoothed seconds per output
+token, among those not cooling down and, with health probes on, healthy (ties: fewer in flight, a URL not
+yet measured, the first listed); when none is healthy, among those not cooling down all the same; when
+all are cooling down, to the one whose cooldown ends first (``smcs.backends.fleet`` says how latency is
+smoothed and probes are run). A URL cools down for ``cooldown_s`` after a connection error, a timeout
+or a 5xx. With ``health_interval_s > 0`` and more than one URL, every URL is probed (``GET /v1/models``)
+that often from the first ``complete`` until ``aclose``, and one that fails its probe is skipped until a
+probe succeeds. At most ``max_concurrency`` requests are in flight over all URLs; more wait (a retry
+waits too, so backing off holds no slot). The wait counts in ``latency_s`` but not in ``timeout_s``.
 
 **Attempts.** An attempt is bounded by ``timeout_s`` from sending the request to having read the whole
 body, and ``connect_timeout_s`` for opening the connection (``smcs.http_retry.post_once``). What happens
@@ -54,17 +58,16 @@ Every error names the model and the endpoint that failed; its ``url`` is that en
 Cancelling ``complete`` closes the connection of the attempt in flight.
 
 The HTTP client is aiohttp: one ``ClientSession``, made on the first request in the running loop (a
-session belongs to its loop), so a backend may be built outside any loop.
+session belongs to its loop), so a backend may be built outside any loop; the health probe, started by
+that first request too, keeps a small session of its own.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import aiohttp
 import msgspec
@@ -99,6 +102,7 @@ from .errors import (
     BackendServerError,
     BackendTimeout,
 )
+from .fleet import HealthProbe, Replica, ReplicaStatus, choose
 
 CONTEXT_OVERFLOW_MARKERS = (
     # vLLM, OpenAI: "This model's maximum context length is N tokens. However, you requested M tokens ...";
@@ -184,21 +188,6 @@ _DECODER = msgspec.json.Decoder(_Response)
 # ------------------------------------------------------------------------------------- the backend
 
 
-@dataclass(eq=False)
-class _Replica:
-    """One base URL of the model and what the balancer knows about it."""
-
-    base_url: str
-    endpoint: str
-    in_flight: int = 0
-    cool_until: float = -math.inf
-    """``time.monotonic()`` at which a cooldown ends; in the past: usable."""
-
-    def cooling(self, now: float) -> bool:
-        """Whether the URL is cooling down at ``now``."""
-        return self.cool_until > now
-
-
 class OpenAIBackend(AsyncClosing):
     """A ``ChatBackend`` over one model's OpenAI-compatible chat-completions servers (module docstring).
 
@@ -230,9 +219,10 @@ class OpenAIBackend(AsyncClosing):
         self.config = config
         self.model = config.served_model or name
         """The model name sent in requests."""
-        self._replicas = [_Replica(url, endpoint(url, "chat/completions")) for url in config.base_urls]
+        self._replicas = [Replica(url, endpoint(url, "chat/completions")) for url in config.base_urls]
         self._by_endpoint = {replica.endpoint: replica for replica in self._replicas}
         self._headers = bearer(api_key)
+        self._probe = self._health_probe()
         self._slots = asyncio.Semaphore(config.max_concurrency)
         self._backoff = Backoff(config.retries, config.backoff_s, config.max_backoff_s)
         self._owns_client = client is None
@@ -243,12 +233,32 @@ class OpenAIBackend(AsyncClosing):
         urls = [replica.base_url for replica in self._replicas]
         return f"OpenAIBackend({self.name!r}, model={self.model!r}, base_urls={urls!r})"  # never the key
 
+    @property
+    def replicas(self) -> tuple[ReplicaStatus, ...]:
+        """What the balancer knows about each base URL now, in configuration order."""
+        now = time.monotonic()
+        return tuple(replica.status(now) for replica in self._replicas)
+
     # -------------------------------------------------------------------------------------- lifecycle
 
+    def _health_probe(self) -> HealthProbe | None:
+        """The health probe of the URLs, if ``health_interval_s`` turns it on and there is a choice to make."""
+        if self.config.health_interval_s == 0 or len(self._replicas) < 2:
+            return None
+        return HealthProbe(
+            self.name,
+            self._replicas,
+            headers=self._headers,
+            interval_s=self.config.health_interval_s,
+            timeout_s=self.config.health_timeout_s,
+        )
+
     async def aclose(self) -> None:
-        """Close our connection pool, if a request opened one (a client given by the caller is left open);
-        ``complete`` then refuses. Closing again does nothing."""
+        """Stop the health probe and close our connection pool, if a request opened one (a client given by
+        the caller is left open); ``complete`` then refuses. Closing again does nothing."""
         self._closed = True
+        if self._probe is not None:
+            await self._probe.aclose()
         if self._owns_client and self._client is not None:
             client, self._client = self._client, None
             await client.close()
@@ -264,11 +274,16 @@ class OpenAIBackend(AsyncClosing):
             raise RuntimeError(f"the backend of model {self.name!r} is closed")
         start = time.monotonic()
         body = msgspec.json.encode(self.request_body(messages, settings))
+        if self._probe is not None:
+            self._probe.start()
         try:
-            replica, response = await retrying(lambda: self._attempt(body), self._backoff, self._retryable)
+            replica, response, attempt_s = await retrying(lambda: self._attempt(body), self._backoff, self._retryable)
         except AttemptFailed as failed:
             raise self._error(failed.failure) from None
-        return self._parse(response.content, replica, time.monotonic() - start)
+        now = time.monotonic()
+        completion = self._parse(response.content, replica, now - start)
+        replica.record(attempt_s, completion.completion_tokens or len(completion.token_logprobs), now)
+        return completion
 
     def request_body(
         self, messages: Sequence[ChatMessage], settings: GenerationSettings | None = None
@@ -297,10 +312,12 @@ class OpenAIBackend(AsyncClosing):
 
     # ---------------------------------------------------------------------------------------- attempts
 
-    async def _attempt(self, body: bytes) -> tuple[_Replica, HttpReply]:
-        """One POST to the best URL, within the concurrency bound; the URL and its 2xx response."""
+    async def _attempt(self, body: bytes) -> tuple[Replica, HttpReply, float]:
+        """One POST to the best URL, within the concurrency bound; the URL, its 2xx response and the
+        seconds the attempt took."""
         async with self._slots:
-            replica = self._pick(time.monotonic())
+            sent = time.monotonic()
+            replica = choose(self._replicas, sent)
             client = self._session()
             replica.in_flight += 1
             try:
@@ -318,7 +335,7 @@ class OpenAIBackend(AsyncClosing):
                 raise
             finally:
                 replica.in_flight -= 1
-        return replica, response
+        return replica, response, time.monotonic() - sent
 
     def _session(self) -> aiohttp.ClientSession:
         """The session to send with: the caller's, ours, or (the first request) a new one of ours, made
@@ -328,14 +345,6 @@ class OpenAIBackend(AsyncClosing):
                 raise RuntimeError(f"the backend of model {self.name!r} is closed")
             self._client = new_session(self.config.max_concurrency)
         return self._client
-
-    def _pick(self, now: float) -> _Replica:
-        """The URL with the fewest in flight among those not cooling down (ties: the first listed), or,
-        when all are cooling down, the one whose cooldown ends first."""
-        usable = [replica for replica in self._replicas if not replica.cooling(now)]
-        if usable:
-            return min(usable, key=lambda replica: replica.in_flight)
-        return min(self._replicas, key=lambda replica: replica.cool_until)
 
     def _retryable(self, failure: Failure) -> bool:
         """Whether to try again after ``failure``: as ``http_retry`` says, and a timeout if another URL
@@ -355,7 +364,7 @@ class OpenAIBackend(AsyncClosing):
             return BackendContextOverflow(message, model=self.name, url=base_url)
         return error_for(failure, _ERRORS, message, model=self.name, url=base_url)
 
-    def _malformed(self, replica: _Replica, what: str) -> BackendMalformedResponse:
+    def _malformed(self, replica: Replica, what: str) -> BackendMalformedResponse:
         """The error for a 2xx body that is not a chat completion; ``what`` names the field."""
         return BackendMalformedResponse(
             f"model {self.name!r}: malformed response from {replica.endpoint}: {what}",
@@ -365,7 +374,7 @@ class OpenAIBackend(AsyncClosing):
 
     # ----------------------------------------------------------------------------------------- parsing
 
-    def _parse(self, content: bytes, replica: _Replica, latency_s: float) -> Completion:
+    def _parse(self, content: bytes, replica: Replica, latency_s: float) -> Completion:
         """The ``Completion`` in a 2xx body from ``replica``; ``BackendMalformedResponse`` naming the field."""
         try:
             response = _decode(content)
@@ -391,7 +400,7 @@ class OpenAIBackend(AsyncClosing):
             url=replica.base_url,
         )
 
-    def _token_logprobs(self, choice: _Choice, replica: _Replica) -> list[float] | None:
+    def _token_logprobs(self, choice: _Choice, replica: Replica) -> list[float] | None:
         """The logprob of each generated token (None if the server gave none); non-finite ones are malformed."""
         if choice.logprobs is None or choice.logprobs.content is None:
             return None
