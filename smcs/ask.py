@@ -192,7 +192,7 @@ def add_ask_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentPar
     ask.add_argument("--option", action="append", metavar="KEY=VALUE",
                      help="a parameter of --strategy, e.g. --option layers=3 (repeatable; see smcs.strategies)")
     ask.add_argument("--task", help="prompt template: math, numeric, multiple_choice, code, exact, instruction")
-    ask.add_argument("--server", help="answer through the smcs server at this address (e.g. 127.0.0.1:50051)")
+    ask.add_argument("--server", help="answer through the smcs server at this address (e.g. 127.0.0.1:50051; replicas as in smcs route --help)")
     ask.add_argument("--bank", type=Path, help="in-process: this bank (default: [bank] of --config, else the bundled bank)")
     ask.add_argument("--config", type=Path, help="in-process: TOML configuration ([models], [embedder], [policy], [answer]); default: the bundled pool")
     ask.add_argument("--token", help="bearer token for --server (or set SMCS_TOKEN)")

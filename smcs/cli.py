@@ -23,7 +23,7 @@ from .ask import add_ask_parser, run_ask
 from .bank_cli import add_bank_parser, embed_with_bundled
 from .backends import BackendError
 from .bank import Bank, BankFormatError
-from .client import DEFAULT_TARGET, Client
+from .client import DEFAULT_TARGET, Client, channel_target
 from .config import ConfigError
 from .core import Policy, RouteDecision, Router
 from .core.pipeline import QuorumNotMet
@@ -51,6 +51,22 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+SERVER_HELP = (
+    f"server address HOST:PORT (default {DEFAULT_TARGET}); replicas as a comma-separated list of IP:PORT, "
+    "or a gRPC target such as dns:///NAME:PORT whose name resolves to every replica: calls go round-robin "
+    "to the replicas that are up"
+)
+
+
+def _server_target(value: str) -> str:
+    """``--server`` as given, once ``channel_target`` accepts it (argparse reports its error)."""
+    try:
+        channel_target(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="smcs", description=__doc__)
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
@@ -70,7 +86,7 @@ def _parser() -> argparse.ArgumentParser:
     route.add_argument("question", nargs="?", help="question text (embedded by the server's embedder, or the bundled one with --bank); or give --embedding")
     route.add_argument("--embedding", type=Path, help="query embedding: a .npy vector or a JSON list")
     where = route.add_mutually_exclusive_group()
-    where.add_argument("--server", default=DEFAULT_TARGET, help=f"server address (default {DEFAULT_TARGET})")
+    where.add_argument("--server", default=DEFAULT_TARGET, type=_server_target, help=SERVER_HELP)
     where.add_argument("--bank", type=Path, help="route in this process over the bank directory instead of a server")
     route.add_argument("--token", help="bearer token (or set SMCS_TOKEN)")
     route.add_argument("--seed", type=int, help="seed of the exploration subsets (default: random, reported)")
@@ -92,7 +108,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.set_defaults(run=_run_serve)
 
     health = commands.add_parser("health", help="ask a server whether it is serving")
-    health.add_argument("--server", default=DEFAULT_TARGET, help=f"server address (default {DEFAULT_TARGET})")
+    health.add_argument("--server", default=DEFAULT_TARGET, type=_server_target, help=SERVER_HELP)
     health.set_defaults(run=_run_health)
 
     add_bank_parser(commands)

@@ -3,7 +3,9 @@
 Both take plain Python values and return msgspec Structs (``RouteDecision`` is the same type the
 in-process ``Router`` returns), never protobuf messages. Calls carry a deadline (``timeout``), the bearer
 token when one is given, and are retried on UNAVAILABLE with exponential backoff by gRPC's own retry
-policy, so a restarting or failing-over server is invisible up to ``retries`` attempts.
+policy, so a restarting or failing-over server is invisible up to ``retries`` attempts. Several replicas
+(``Client(["10.0.0.1:50051", "10.0.0.2:50051"])`` or ``Client("dns:///smcs:50051")``) share one channel
+whose calls go round-robin to the replicas that are up.
 
     with Client("127.0.0.1:50051") as client:
         decision = client.route(embedding=vector, k=5, seed=7)
@@ -11,6 +13,7 @@ policy, so a restarting or failing-over server is invisible up to ``retries`` at
 
 from __future__ import annotations
 
+import ipaddress
 import json
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
@@ -77,9 +80,72 @@ class NewQuestion(msgspec.Struct, frozen=True, kw_only=True):
     outcomes: dict[str, int] = {}
 
 
-def _channel_options(retries: int) -> list[tuple[str, Any]]:
-    config = {
-        "methodConfig": [
+GRPC_SCHEMES = ("dns:", "ipv4:", "ipv6:", "unix:", "unix-abstract:", "vsock:", "xds:")
+"""Prefixes of a gRPC target URI, which is passed to gRPC unchanged (commas and all)."""
+
+
+def channel_target(target: str | Sequence[str]) -> str:
+    """The gRPC target a client connects to: one target as given (``host:port``, or a URI such as
+    ``dns:///name:port``), or several ``IP:port`` replicas (a list, or one comma-separated string) as one
+    ``ipv4:``/``ipv6:`` address list, which the round_robin policy balances over."""
+    if isinstance(target, str) and target.strip().startswith(GRPC_SCHEMES):
+        return target.strip()
+    items = _target_items(target)
+    return items[0] if len(items) == 1 else _address_list(items)
+
+
+def _target_items(target: str | Sequence[str]) -> list[str]:
+    """The ``host:port`` items of a list or comma-separated string; ``ValueError`` naming an empty one."""
+    parts = target.split(",") if isinstance(target, str) else list(target)
+    if not parts:
+        raise ValueError("target is empty; give 'host:port', several of them, or a gRPC target such as 'dns:///name:port'")
+    items = []
+    for i, part in enumerate(parts):
+        if not isinstance(part, str) or not part.strip():
+            raise ValueError(f"target[{i}] is {part!r}; each replica is a 'host:port' string")
+        items.append(part.strip())
+    return items
+
+
+def _address_list(items: list[str]) -> str:
+    """``ipv4:a:p,b:q`` or ``ipv6:[a]:p,[b]:q`` for several ``IP:port`` items (one address family)."""
+    versions = {_ip_version(item, i) for i, item in enumerate(items)}
+    if len(versions) > 1:
+        raise ValueError(f"target mixes IPv4 and IPv6 addresses ({', '.join(items)}); list replicas of one family")
+    return f"ipv{versions.pop()}:{','.join(items)}"
+
+
+def _ip_version(item: str, index: int) -> int:
+    """4 or 6 for an ``IP:port`` item (IPv6 in brackets); ``ValueError`` naming the item otherwise."""
+    host, _, port = item.rpartition(":")
+    bracketed = host.startswith("[") and host.endswith("]")
+    try:
+        version = ipaddress.ip_address(host[1:-1] if bracketed else host).version
+    except ValueError:
+        version = 0
+    if version == 0 or (version == 6) != bracketed or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(
+            f"target[{index}] is {item!r}; several replicas are given as IP:port ('127.0.0.1:50051', "
+            "'[::1]:50051'); for host names use one 'dns:///name:port' target that resolves to every replica"
+        )
+    return version
+
+
+def _check_tls_target(address: str) -> None:
+    """``ValueError`` for a TLS channel to an address list, whose calls would all fail the host name check."""
+    if address.startswith(("ipv4:", "ipv6:")) and "," in address:
+        raise ValueError(
+            f"target {address!r}: TLS checks the certificate against one host name, which a list of addresses "
+            "lacks; give one 'dns:///name:port' target that resolves to every replica and that their certificates name"
+        )
+
+
+def _service_config(retries: int) -> dict[str, Any]:
+    """The channel's service config: round_robin over every address of the target, and gRPC's retry
+    policy on UNAVAILABLE (``retries`` extra attempts, exponential backoff) unless ``retries`` is 0."""
+    config: dict[str, Any] = {"loadBalancingConfig": [{"round_robin": {}}]}
+    if retries > 0:
+        config["methodConfig"] = [
             {
                 "name": [{"service": "smcs.v1.Router"}, {"service": "grpc.health.v1.Health"}],
                 "retryPolicy": {
@@ -91,11 +157,14 @@ def _channel_options(retries: int) -> list[tuple[str, Any]]:
                 },
             }
         ]
-    }
-    options: list[tuple[str, Any]] = [("grpc.enable_retries", 1 if retries > 0 else 0)]
-    if retries > 0:
-        options.append(("grpc.service_config", json.dumps(config)))
-    return options
+    return config
+
+
+def _channel_options(retries: int) -> list[tuple[str, Any]]:
+    return [
+        ("grpc.enable_retries", 1 if retries > 0 else 0),
+        ("grpc.service_config", json.dumps(_service_config(retries))),
+    ]
 
 
 def _credentials(
@@ -200,7 +269,7 @@ class _Calls:
 
     def __init__(
         self,
-        target: str = DEFAULT_TARGET,
+        target: str | Sequence[str] = DEFAULT_TARGET,
         *,
         token: str | None = None,
         timeout: float = 10.0,
@@ -210,19 +279,26 @@ class _Calls:
         private_key: bytes | None = None,
         certificate_chain: bytes | None = None,
     ) -> None:
-        """Connect to the server at ``target`` (host:port, or any gRPC target such as dns:///name).
+        """Connect to the server at ``target``: host:port, any gRPC target such as dns:///name:port, or
+        several replicas as a list of IP:port (or one comma-separated string). The channel balances
+        calls round-robin over every address the target names or resolves to, skipping replicas that
+        are down.
 
         ``token``: bearer token sent with every call. ``timeout``: default deadline of a call in seconds;
         ``answer_timeout``: the same for ``answer``, whose calls wait for models.
         ``retries``: extra attempts on UNAVAILABLE (0 = none). The three PEM byte strings turn on TLS:
-        ``root_certificates`` to trust the server, ``private_key`` and ``certificate_chain`` for mutual TLS.
+        ``root_certificates`` to trust the server, ``private_key`` and ``certificate_chain`` for mutual TLS
+        (with TLS, several replicas are one dns:/// target: the certificates are checked against its name).
         """
         credentials = _credentials(root_certificates, private_key, certificate_chain)
         options = _channel_options(retries)
+        address = channel_target(target)
+        if credentials is not None:
+            _check_tls_target(address)
         self._channel = (
-            self._insecure_channel(target, options=options)
+            self._insecure_channel(address, options=options)
             if credentials is None
-            else self._secure_channel(target, credentials, options=options)
+            else self._secure_channel(address, credentials, options=options)
         )
         self._stub = pb_grpc.RouterStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)

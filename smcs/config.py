@@ -66,7 +66,11 @@ class ServerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
             is best while the kernels are parallel themselves: each extra calling thread brings its own
             OpenMP team, and the teams contend for the cores. Raise it together with ``[policy] threads = 1``
             for throughput under many concurrent clients.
-        reload_interval_s: how often to look for a new bank version and switch to it; 0 = only on Reload.
+        reload_interval_s: how often to look for a new bank version and switch to it even while no request
+            arrives; 0 = no watcher (``check_current`` and Reload still switch).
+        check_current: before each request, stat the bank's ``CURRENT`` (a few µs); when another process
+            (another replica, ``smcs bank append``) moved it on, the request is served over the new version.
+            False: only Reload, writes through this server and ``reload_interval_s`` switch versions.
         tls: TLS settings; None = plaintext.
     """
 
@@ -77,6 +81,7 @@ class ServerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
     max_question_chars: int = 32768
     workers: int = 1
     reload_interval_s: float = 0.0
+    check_current: bool = True
     tls: TLSConfig | None = None
 
     def __post_init__(self) -> None:

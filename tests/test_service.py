@@ -543,13 +543,13 @@ def test_add_model_commits_a_version(fresh_server, fresh_bank):
         assert blank.name == "model-blank" and blank.evaluated == 0 and np.isnan(blank.accuracy)
 
 
-def test_reload_picks_up_a_version_written_elsewhere(fresh_server, fresh_bank):
+def test_reload_picks_up_a_version_written_elsewhere(fresh_bank):
     original = Bank.open(fresh_bank)
     query = original.embeddings[5]
-    with fresh_server.client(retries=0) as c:
+    with running_server(fresh_bank, make_config(check_current=False)) as handle, handle.client(retries=0) as c:
         assert c.reload().version == original.version  # nothing new: same version
         newer = Bank.open(fresh_bank).add_model(ModelInfo(name="outside-model"))
-        # without the watcher the server keeps routing over what it loaded
+        # without the watcher and the per-request check the server keeps routing over what it loaded
         assert c.route(embedding=query, seed=1).bank_version == original.version
         assert c.bank_info().version == original.version
         info = c.reload()

@@ -91,15 +91,17 @@ class RouterService(pb_grpc.RouterServicer):
         self._pool = pool
         self._answer = answer
 
-    def _snapshot(self) -> Snapshot:
-        live = self._state.live
+    async def _snapshot(self) -> Snapshot:
+        """The snapshot a request works on: the live one, first switched to a version another process
+        committed when ``check_current`` is on; UNAVAILABLE while the bank loads."""
+        live = await self._state.latest() if self._server.check_current else self._state.live
         if live is None:
             raise RequestError(grpc.StatusCode.UNAVAILABLE, "the bank is still loading; retry shortly")
         return live
 
     @_unary
     async def Route(self, request: pb.RouteRequest, context: grpc.aio.ServicerContext) -> pb.RouteResponse:
-        snapshot = self._snapshot()
+        snapshot = await self._snapshot()
         bank = snapshot.bank
         query = convert.query_from_request(request, bank.dim, self._server.max_question_chars)
         if isinstance(query, str):
@@ -120,7 +122,7 @@ class RouterService(pb_grpc.RouterServicer):
 
     @_streaming
     async def Answer(self, request: pb.AnswerRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[pb.AnswerEvent]:
-        snapshot = self._snapshot()
+        snapshot = await self._snapshot()
         bank = snapshot.bank
         question = convert.question_text(request.question, "question", self._server.max_question_chars)
         try:
@@ -181,7 +183,7 @@ class RouterService(pb_grpc.RouterServicer):
             texts = [
                 convert.question_text(t, f"texts[{i}]", self._server.max_message_bytes) for i, t in enumerate(request.texts)
             ]
-            candidates = await _embed(self._snapshot(), texts, "texts")
+            candidates = await _embed(await self._snapshot(), texts, "texts")
         elif request.embeddings:
             dim = len(request.embeddings[0].values)
             if dim == 0:
@@ -211,7 +213,7 @@ class RouterService(pb_grpc.RouterServicer):
 
     @_unary
     async def BankInfo(self, request: pb.BankInfoRequest, context: grpc.aio.ServicerContext) -> pb.BankInfoResponse:
-        return _bank_info(self._snapshot())
+        return _bank_info(await self._snapshot())
 
     @_unary
     async def Reload(self, request: pb.ReloadRequest, context: grpc.aio.ServicerContext) -> pb.BankInfoResponse:
@@ -221,7 +223,7 @@ class RouterService(pb_grpc.RouterServicer):
     async def AppendQuestions(
         self, request: pb.AppendQuestionsRequest, context: grpc.aio.ServicerContext
     ) -> pb.BankWriteResponse:
-        bank = self._snapshot().bank
+        bank = (await self._snapshot()).bank
         if not request.questions:
             raise invalid("questions: at least one question is required")
         embeddings = np.stack(

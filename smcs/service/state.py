@@ -1,24 +1,41 @@
 """The service's live routing state: one warm Router over one bank snapshot, swapped atomically.
 
-A request reads ``state.live`` once and works on that snapshot to the end, so a reload or a bank write
-never changes the bank under a request in flight. Loading a version (opening the bank, warming the
-kernels, parsing question ids) happens off the event loop; only the final swap is on it.
+A request reads ``state.live`` (or ``await state.latest()``) once and works on that snapshot to the end,
+so a reload or a bank write never changes the bank under a request in flight. Loading a version (opening
+the bank, warming the kernels, parsing question ids) happens off the event loop; only the final swap is on
+it. ``latest`` follows versions other processes commit (other replicas over the same bank directory,
+``smcs bank append``) at the cost of one ``os.stat`` of ``CURRENT`` per call.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..bank import Bank
+from ..bank.store import CURRENT
 from ..core import Policy, Router
 from ..embed import AsyncEmbedder, check_compatible
 
 log = logging.getLogger(__name__)
+
+Stamp = tuple[int, int, int, int]
+"""What ``os.stat`` says of ``CURRENT``: inode, size, mtime and ctime in ns. A commit replaces ``CURRENT``
+by a rename (a new inode, new times) and a hand edit rewrites it (new times), so either changes it."""
+
+
+def stamp_of(path: str) -> Stamp | None:
+    """The ``Stamp`` of the file at ``path`` now; None when it cannot be stat'ed (loading then says why)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
 
 
 @dataclass(frozen=True)
@@ -73,6 +90,9 @@ class ServiceState:
         self._executor = executor
         self._live: Snapshot | None = None
         self._writing = asyncio.Lock()
+        self._current_file = os.fspath(bank_path / CURRENT)
+        self._checked: Stamp | None = None  # CURRENT's stamp when the last reload looked at it
+        self._following: asyncio.Task[None] | None = None  # the switch ``latest`` started, while it runs
 
     @property
     def live(self) -> Snapshot | None:
@@ -86,11 +106,34 @@ class ServiceState:
     async def reload(self) -> Snapshot:
         """Switch to the bank's current version if it changed; return the live snapshot."""
         async with self._writing:
-            live = self._live
-            if live is not None and live.bank.is_current():
-                return live
-            bank = await self.run(Bank.open, self.bank_path)
-            return await self._swap(bank)
+            stamp = stamp_of(self._current_file)  # taken before CURRENT is read: a racing commit changes it
+            try:
+                live = self._live
+                if live is None or not live.bank.is_current():
+                    live = await self._swap(await self.run(Bank.open, self.bank_path))
+            except Exception:
+                self._checked = stamp  # a version that cannot load is not retried until CURRENT changes
+                raise
+            self._checked = stamp
+            return live
+
+    async def latest(self) -> Snapshot | None:
+        """The live snapshot, first switched to the bank's current version when ``CURRENT`` changed since
+        the last reload looked at it: one ``os.stat`` when it did not. None until the first load.
+
+        The switch runs as a task of its own that callers share, so a cancelled call does not cancel it.
+        A version that fails to load is logged and the previous one keeps serving."""
+        while self._live is not None and stamp_of(self._current_file) != self._checked:
+            if self._following is None or self._following.done():
+                self._following = asyncio.get_running_loop().create_task(self._follow())
+            await asyncio.shield(self._following)
+        return self._live
+
+    async def _follow(self) -> None:
+        try:
+            await self.reload()
+        except Exception:  # the old snapshot keeps serving, as when the watcher fails
+            log.exception("loading bank %s failed; still serving the previous version", self.bank_path)
 
     async def write(self, change: Callable[[Bank], Bank]) -> Snapshot:
         """Apply a bank write (``change(bank) -> new version``) off the loop and switch to its result."""
