@@ -71,6 +71,9 @@ class ServerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
         check_current: before each request, stat the bank's ``CURRENT`` (a few µs); when another process
             (another replica, ``smcs bank append``) moved it on, the request is served over the new version.
             False: only Reload, writes through this server and ``reload_interval_s`` switch versions.
+        rebuild_index: when the bank has an IVF index and has doubled since it was trained, retrain it in
+            the background (its own thread) and commit it as a new version; routing uses the old one
+            meanwhile. False: only ``smcs bank index`` retrains.
         tls: TLS settings; None = plaintext.
     """
 
@@ -82,6 +85,7 @@ class ServerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
     workers: int = 1
     reload_interval_s: float = 0.0
     check_current: bool = True
+    rebuild_index: bool = True
     tls: TLSConfig | None = None
 
     def __post_init__(self) -> None:

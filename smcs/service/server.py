@@ -59,6 +59,7 @@ class RunningServer:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watcher
         await self.server.stop(grace_s)
+        await self.state.close()
         _shut_down(self._executors)
         await self._pool.aclose()
         if self._exposition is not None:
@@ -85,7 +86,7 @@ async def start_server(config: Config, bank_path: Path) -> RunningServer:
     except BaseException:
         _shut_down(executors)
         raise
-    state = ServiceState(bank_path, config.policy, executors[0], embedder)
+    state = ServiceState(bank_path, config.policy, executors[0], embedder, rebuild_index=config.server.rebuild_index)
     metrics = Metrics(state)
     # metrics first: it then counts the refusals of the interceptors after it (auth) too
     interceptors: list[grpc.aio.ServerInterceptor] = [MetricsInterceptor(metrics)]

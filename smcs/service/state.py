@@ -17,7 +17,7 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..bank import Bank
+from ..bank import Bank, ivf
 from ..bank.store import CURRENT
 from ..core import Policy, Router
 from ..embed import AsyncEmbedder, check_compatible
@@ -83,8 +83,11 @@ class EmbedderChoice:
 class ServiceState:
     """Holds the live snapshot; reloads and bank writes build a new one and swap it in."""
 
-    def __init__(self, bank_path: Path, policy: Policy, executor: Executor, embedder: EmbedderChoice) -> None:
+    def __init__(
+        self, bank_path: Path, policy: Policy, executor: Executor, embedder: EmbedderChoice, *, rebuild_index: bool = True
+    ) -> None:
         self.bank_path = bank_path
+        self.rebuild_index = rebuild_index
         self.policy = policy
         self.embedder = embedder
         self._executor = executor
@@ -93,11 +96,17 @@ class ServiceState:
         self._current_file = os.fspath(bank_path / CURRENT)
         self._checked: Stamp | None = None  # CURRENT's stamp when the last reload looked at it
         self._following: asyncio.Task[None] | None = None  # the switch ``latest`` started, while it runs
+        self._retraining: asyncio.Task[None] | None = None  # the background retraining of the index, while it runs
 
     @property
     def live(self) -> Snapshot | None:
         """The current snapshot, None until the first load has finished."""
         return self._live
+
+    @property
+    def retraining(self) -> bool:
+        """Whether the bank's index is being retrained in the background now."""
+        return self._retraining is not None and not self._retraining.done()
 
     async def run(self, fn: Callable[..., object], *args: object) -> object:
         """Run blocking ``fn(*args)`` on the service's worker threads."""
@@ -148,7 +157,38 @@ class ServiceState:
         snapshot = await self.run(Snapshot.load, bank, self.policy, self.embedder)
         self._live = snapshot
         log.info("routing over bank %s version %s (%d questions, %d models)", bank.path, bank.version, bank.n_questions, bank.n_models)
+        self._retrain_if_outgrown(bank)
         return snapshot
+
+    def _retrain_if_outgrown(self, bank: Bank) -> None:
+        """Start retraining the index in the background when ``bank`` has outgrown it (``needs_rebuild``)."""
+        index = bank.index
+        if not self.rebuild_index or index is None or not index.needs_rebuild:
+            return
+        if not self.retraining:
+            self._retraining = asyncio.get_running_loop().create_task(self._retrain(bank, index))
+
+    async def _retrain(self, bank: Bank, index: ivf.IVFIndex) -> None:
+        """Train a new index over ``bank`` on a thread of its own (k-means must not hold up routing), then
+        commit it unless another process already did; the swap follows as for any write."""
+        log.info("bank %s version %s: the index trained on %d rows now holds %d; retraining it in the background",
+                 bank.path, bank.version, index.trained_rows, bank.n_questions)
+        try:
+            trained = await asyncio.to_thread(ivf.train, bank.embeddings, ivf.default_nlist(bank.n_questions), seed=index.seed)
+            latest = await self.run(Bank.open, self.bank_path)
+            if latest.index is None or not latest.index.needs_rebuild:
+                log.info("bank %s: the index was dropped or retrained elsewhere meanwhile; keeping that", bank.path)
+                return
+            await self.write(lambda snapshot: snapshot.with_index(trained))
+        except Exception:
+            log.exception("retraining the index of bank %s failed; routing goes on over the old one", bank.path)
+
+    async def close(self) -> None:
+        """Stop background work: a retraining in progress is abandoned (its thread finishes unobserved)."""
+        task, self._retraining = self._retraining, None
+        if task is not None and not task.done():
+            task.cancel()
+            await asyncio.wait({task})
 
     async def watch(self, interval_s: float) -> None:
         """Reload whenever the bank's CURRENT moves on, checking every ``interval_s`` seconds (runs until cancelled)."""
