@@ -21,6 +21,7 @@ Example::
 from __future__ import annotations
 
 import os
+from datetime import datetime
 from pathlib import Path
 
 import msgspec
@@ -98,16 +99,38 @@ class ServerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
             raise ValueError(f"reload_interval_s must be >= 0, got {self.reload_interval_s}")
 
 
+class ExpiringToken(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """A bearer token accepted until ``expires`` (an instant with a UTC offset), refused from then on.
+
+    Attributes:
+        token: the secret.
+        expires: when it stops working, e.g. ``2027-01-01T00:00:00Z``.
+    """
+
+    token: str
+    expires: datetime
+
+    def __post_init__(self) -> None:
+        if self.expires.utcoffset() is None:
+            example = "2027-01-01T00:00:00Z"
+            raise ValueError(f"expires must have a UTC offset (e.g. {example}), got {self.expires.isoformat()}")
+
+
 class AuthConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     """Bearer-token authentication (``authorization: Bearer <token>`` metadata). Off when no token is set.
+
+    Each entry of a token list is either a plain string, which never expires, or a table
+    ``{ token = "...", expires = 2027-01-01T00:00:00Z }`` (a TOML offset date-time, or the same as an
+    RFC 3339 string; one without an offset is an error), refused with UNAUTHENTICATED "bearer token
+    expired" from that instant on. The environment's overrides are plain strings.
 
     Attributes:
         query_tokens: tokens allowed to call Route, Answer, Score and BankInfo.
         admin_tokens: tokens allowed to call everything, bank writes and Reload included.
     """
 
-    query_tokens: list[str] = []
-    admin_tokens: list[str] = []
+    query_tokens: list[str | ExpiringToken] = []
+    admin_tokens: list[str | ExpiringToken] = []
 
     @property
     def enabled(self) -> bool:

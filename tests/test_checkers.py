@@ -1,10 +1,11 @@
 r"""The answer checkers (smcs.bank.checkers): extraction from real-looking responses, equivalence, and the
-code sandbox (limits, blocked network and processes, clean-up)."""
+code sandbox (limits, blocked network and processes, no writes outside its directory, clean-up)."""
 
 from __future__ import annotations
 
 import os
 import socket
+import tempfile
 import time
 from collections.abc import Callable
 from fractions import Fraction
@@ -462,35 +463,37 @@ def _gone(pid: int) -> bool:
 def test_a_grandchild_started_around_the_hooks_dies_with_the_group(end: str, tmp_path: Path) -> None:
     # Audit hooks are no security boundary: a fresh _posixsubprocess module starts processes unseen. The
     # process-group kill still ends them. The grandchild says when it runs (before that, the sandbox's
-    # directory going away would end it), and os._exit skips multiprocessing's own join of it.
+    # directory going away would end it) and, as its shell's parent, which process it is (the sandboxed
+    # program itself may not write outside its directory); os._exit skips multiprocessing's own join of it.
     ready, pid_file = tmp_path / "ready", tmp_path / "pid"
     program = (
         "import multiprocessing, os, sys, time\n"
         "del sys.modules['_posixsubprocess']\n"
-        f"command = ': > {ready}; sleep 60'\n"
+        f"command = 'echo $PPID > {pid_file}; : > {ready}; sleep 60'\n"
         "child = multiprocessing.get_context('spawn').Process(target=os.system, args=(command,))\n"
         "child.start()\n"
         f"while not os.path.exists({str(ready)!r}):\n"
         "    time.sleep(0.01)\n"
-        f"open({str(pid_file)!r}, 'w').write(str(child.pid))\n"
     )
     run_code_tests(program + end, "", timeout_s=5.0 if end.startswith("os") else 2.0)
     assert _gone(int(pid_file.read_text()))
 
 
-def test_the_sandbox_is_a_fresh_directory_removed_afterwards(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_sandbox_is_a_fresh_directory_removed_afterwards(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SMCS_TEST_SECRET", "s3cret")
-    report = tmp_path / "cwd.txt"
-    program = (
-        "import os, sys\n"
-        f"open({str(report)!r}, 'w').write(os.getcwd())\n"
-        "open('scratch.txt', 'w').write('left behind?')\n"
+    program = "import os, sys\nopen('scratch.txt', 'w').write('left behind?')\n"
+    # the program may not write outside its directory: the last line of the reason reports it
+    tests = (
+        "assert 'SMCS_TEST_SECRET' not in os.environ\n"
+        "assert os.environ['TMPDIR'] == os.getcwd()\n"
+        "assert sys.stdin.read() == ''\n"
+        "raise SystemExit(f'cwd {os.getcwd()}')\n"
     )
-    tests = "assert 'SMCS_TEST_SECRET' not in os.environ\nassert sys.stdin.read() == ''\n"
     cwd = os.getcwd()
-    assert run_code_tests(program, tests).correct
+    reason = run_code_tests(program, tests).reason
+    assert reason.startswith("failed: cwd /")
     assert os.getcwd() == cwd
-    sandbox = Path(report.read_text())
+    sandbox = Path(reason.removeprefix("failed: cwd "))
     assert sandbox != Path(cwd)
     assert sandbox.name.startswith("smcs-check-")
     assert not sandbox.exists()
@@ -502,6 +505,195 @@ def test_main_block_does_not_run_but_an_early_exit_fails() -> None:
     exits = run_code_tests("import sys\nsys.exit(0)\n", "assert False")
     assert not exits.correct
     assert exits.reason.startswith("failed: SystemExit")
+
+
+# writes outside the sandbox: each hostile program gets OUTSIDE (the directory of the ``outside`` fixture)
+# and TARGET (its target.txt) as str literals; its sandbox lives in a directory of its own beside them
+
+OUTSIDE_WRITE = "no writes outside the sandbox"
+HOSTILE_PROGRAMS = {
+    "open for writing": ("open(TARGET, 'w').write('pwned')", "open"),
+    "open for appending": ("open(TARGET, 'a').write('pwned')", "open"),
+    "open for updating": ("open(TARGET, 'r+').write('pwned')", "open"),
+    "open a new file": ("open(OUTSIDE + '/new.txt', 'x')", "open"),
+    "caught": ("try:\n    open(TARGET, 'w').write('pwned')\nexcept BaseException:\n    pass", "open"),
+    "pathlib": ("import pathlib\npathlib.Path(TARGET).write_text('pwned')", "open"),
+    "pathlib touch": ("import pathlib\npathlib.Path(OUTSIDE, 'touched').touch()", "os.utime"),
+    "os.open": ("import os\nos.write(os.open(TARGET, os.O_WRONLY | os.O_TRUNC), b'pwned')", "os.open"),
+    "shutil.copy": ("import shutil\nshutil.copy('solution.py', TARGET)", "open"),
+    "shutil.move": ("import shutil\nshutil.move('solution.py', OUTSIDE)", "os.rename"),
+    "rename out": ("import os\nos.rename('solution.py', OUTSIDE + '/moved.py')", "os.rename"),
+    "replace in": ("import os\nos.replace(TARGET, 'stolen.txt')", "os.rename"),
+    "../ escape": ("import os\nopen(os.path.relpath(TARGET), 'w').write('pwned')", "open"),
+    "../ out of the root": ("import os\nos.mkdir('sub')\nopen('sub/../../escaped.txt', 'w')", "open"),
+    "symlink to the file": ("import os\nos.symlink(TARGET, 'link')\nopen('link', 'w').write('pwned')", "os.symlink"),
+    "symlink to the directory": ("import os\nos.symlink(OUTSIDE, 'door')\nopen('door/target.txt', 'w')", "os.symlink"),
+    "hard link": ("import os\nos.link(TARGET, 'alias')\nopen('alias', 'w').write('pwned')", "os.link"),
+    "dir_fd open": (
+        "import os\nfd = os.open(OUTSIDE, os.O_RDONLY)\n"
+        "os.write(os.open('target.txt', os.O_WRONLY | os.O_TRUNC, dir_fd=fd), b'pwned')",
+        "os.open",
+    ),
+    "dir_fd open through posix": (
+        "import os, posix\nfd = posix.open(OUTSIDE, os.O_RDONLY)\n"
+        "posix.write(posix.open('target.txt', os.O_WRONLY | os.O_TRUNC, dir_fd=fd), b'pwned')",
+        "os.open",
+    ),
+    "dir_fd mkdir": ("import os\nos.mkdir('made', dir_fd=os.open(OUTSIDE, os.O_RDONLY))", "os.mkdir"),
+    "dir_fd unlink": ("import os\nos.unlink('target.txt', dir_fd=os.open(OUTSIDE, os.O_RDONLY))", "os.remove"),
+    "dir_fd rename": (
+        "import os\nos.rename('solution.py', 'moved.py', dst_dir_fd=os.open(OUTSIDE, os.O_RDONLY))",
+        "os.rename",
+    ),
+    "reopen through /proc": (
+        "import os\nfd = os.open(TARGET, os.O_RDONLY)\nopen(f'/proc/self/fd/{fd}', 'w').write('pwned')",
+        "open",
+    ),
+    "fchmod of a read-only descriptor": ("import os\nos.fchmod(os.open(TARGET, os.O_RDONLY), 0o777)", "os.chmod"),
+    "chmod": ("import os\nos.chmod(TARGET, 0o777)", "os.chmod"),
+    "utime": ("import os\nos.utime(TARGET, (0, 0))", "os.utime"),
+    "truncate": ("import os\nos.truncate(TARGET, 0)", "os.truncate"),
+    "setxattr": ("import os\nos.setxattr(TARGET, 'user.smcs', b'1')", "os.setxattr"),
+    "remove": ("import os\nos.remove(TARGET)", "os.remove"),
+    "rmdir": ("import os\nos.rmdir(OUTSIDE + '/empty')", "os.rmdir"),
+    "shutil.rmtree": ("import shutil\nshutil.rmtree(OUTSIDE + '/nested')", "os.remove"),  # unlink with dir_fd
+    "mkdir": ("import os\nos.mkdir(OUTSIDE + '/made')", "os.mkdir"),
+    "makedirs": ("import os\nos.makedirs(OUTSIDE + '/a/b')", "os.mkdir"),
+    "chdir": ("import os\nos.chdir(OUTSIDE)\nopen('target.txt', 'w').write('pwned')", "os.chdir"),
+    "fchdir": ("import os\nos.fchdir(os.open(OUTSIDE, os.O_RDONLY))\nopen('target.txt', 'w')", "os.chdir"),
+    "tempfile elsewhere": ("import tempfile\ntempfile.mkstemp(dir=OUTSIDE)", "os.open"),
+    "sqlite3": (
+        "import sqlite3\nsqlite3.connect(OUTSIDE + '/db.sqlite').execute('create table t (x)')", "sqlite3.connect"
+    ),
+    "rebound helpers": (
+        "import builtins, os, posixpath\nos.getcwd = os.readlink = posixpath.realpath = lambda *a: OUTSIDE\n"
+        "builtins.isinstance = builtins.type = lambda *a: True\nopen(TARGET, 'w').write('pwned')",
+        "open",
+    ),
+    "a str subclass that lies": (
+        "class P(str):\n    def split(self, *a):\n        return ['', 'x']\n"
+        "    def __eq__(self, other):\n        return True\n"
+        "    __hash__ = str.__hash__\nopen(P(TARGET), 'w').write('pwned')",
+        "open",
+    ),
+}
+ESCAPES = {
+    "mkfifo": ("import os\nos.mkfifo(OUTSIDE + '/fifo')", "os.mkfifo"),
+    "mknod": ("import os\nos.mknod(OUTSIDE + '/node')", "os.mknod"),
+    "chroot": ("import os\nos.chroot(OUTSIDE)", "os.chroot"),
+}
+
+
+def _snapshot(directory: Path) -> dict[str, tuple[int, int, bytes | None]]:
+    """Every entry under ``directory``: its mode, modification time and (files) contents."""
+    entries = {}
+    for path in [directory, *sorted(directory.rglob("*"))]:
+        info = path.lstat()
+        contents = path.read_bytes() if path.is_file() and not path.is_symlink() else None
+        entries[str(path.relative_to(directory))] = (info.st_mode, info.st_mtime_ns, contents)
+    return entries
+
+
+@pytest.fixture
+def outside(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A directory outside the sandbox, holding target.txt ("original"), an empty directory and
+    nested/file.txt; the sandbox is made in tmp_path/sandboxes (checked empty afterwards), so that ../
+    lands in tmp_path."""
+    directory = tmp_path / "outside"
+    (directory / "empty").mkdir(parents=True)
+    (directory / "nested").mkdir()
+    (directory / "nested" / "file.txt").write_text("nested")
+    (directory / "target.txt").write_text("original")
+    (tmp_path / "sandboxes").mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "sandboxes"))
+    return directory
+
+
+def _hostile(program: str, outside: Path) -> str:
+    return program.replace("OUTSIDE", repr(str(outside))).replace("TARGET", repr(str(outside / "target.txt")))
+
+
+def _assert_refused(program: str, tests: str, outside: Path, reason: str) -> None:
+    before = _snapshot(outside)
+    result = run_code_tests(_hostile(program, outside), _hostile(tests, outside), timeout_s=5.0)
+    assert (result.correct, result.reason) == (False, reason)
+    assert _snapshot(outside) == before
+    assert (outside / "target.txt").read_text() == "original"
+    assert list((outside.parent / "sandboxes").iterdir()) == []
+    assert sorted(p.name for p in outside.parent.iterdir()) == ["outside", "sandboxes"]
+
+
+@pytest.mark.parametrize("name", list(HOSTILE_PROGRAMS))
+def test_writes_outside_the_sandbox_are_refused(name: str, outside: Path) -> None:
+    program, event = HOSTILE_PROGRAMS[name]
+    _assert_refused(program, "", outside, f"{OUTSIDE_WRITE}: blocked {event}")
+
+
+@pytest.mark.parametrize("name", list(ESCAPES))
+def test_functions_without_an_audit_event_are_refused(name: str, outside: Path) -> None:
+    program, event = ESCAPES[name]
+    _assert_refused(program, "", outside, f"no sandbox escape: blocked {event}")
+
+
+def test_the_tests_cannot_write_outside_either(outside: Path) -> None:
+    tests = "open(TARGET, 'w').write('pwned')\nassert f() == 1"
+    _assert_refused("def f():\n    return 1\n", tests, outside, f"{OUTSIDE_WRITE}: blocked open")
+
+
+INSIDE_PROGRAM = """\
+import collections, decimal, fractions, itertools, json, os, pathlib, shutil, sqlite3, tempfile
+original = open(TARGET).read()                      # reading outside stays free
+open('out.txt', 'w').write('1')
+with open('out.txt', 'a') as f:
+    f.write('2')
+pathlib.Path('p.txt').write_text('3')
+pathlib.Path('touched').touch()
+os.makedirs('a/b/c')
+os.rename('out.txt', 'a/out.txt')
+os.replace('p.txt', 'a/b/p.txt')
+shutil.copy('a/out.txt', 'a/b/c/copy.txt')
+os.chmod('a/out.txt', 0o600)
+os.utime('a/out.txt', (0, 0))
+os.truncate('touched', 0)
+os.link('a/out.txt', 'hard.txt')
+fd = os.open('a', os.O_RDONLY)
+os.close(os.open('at.txt', os.O_WRONLY | os.O_CREAT, dir_fd=fd))
+os.mkdir('d', dir_fd=fd)
+os.fchmod(os.open('a/at.txt', os.O_RDONLY), 0o644)
+with open(os.open('flags.txt', os.O_RDWR | os.O_CREAT), 'w') as f:
+    f.write('x')
+with os.fdopen(os.dup(1), 'w') as f:
+    f.write('to stdout')
+with tempfile.NamedTemporaryFile('w') as f:
+    f.write('t')
+with tempfile.TemporaryDirectory() as d:           # its clean-up removes through dir_fd
+    open(os.path.join(d, 'x'), 'w').write('x')
+db = sqlite3.connect('db.sqlite')
+db.execute('create table t (x)')
+db.commit()
+db.close()
+sqlite3.connect(':memory:').execute('select 1')
+os.chdir('a')
+open('relative.txt', 'w').write('r')
+os.chdir('..')
+shutil.rmtree('a/b')
+os.remove('hard.txt')
+os.rmdir('a/d')
+"""
+INSIDE_TESTS = """\
+assert original == 'original'
+assert open('a/out.txt').read() == '12' and open('a/relative.txt').read() == 'r'
+assert os.path.exists('a/at.txt') and os.path.exists('db.sqlite') and os.path.getsize('touched') == 0
+assert not os.path.exists('a/b') and not os.path.exists('hard.txt') and not os.path.exists('a/d')
+assert os.path.dirname(tempfile.mkstemp()[1]) == os.getcwd()
+"""
+
+
+def test_writes_inside_the_sandbox_pass(outside: Path) -> None:
+    before = _snapshot(outside)
+    result = run_code_tests(_hostile(INSIDE_PROGRAM, outside), INSIDE_TESTS, timeout_s=10.0)
+    assert (result.correct, result.reason) == (True, "passed")
+    assert _snapshot(outside) == before
 
 
 def test_silent_nonzero_exit() -> None:

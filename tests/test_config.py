@@ -3,10 +3,12 @@ values, a missing file and broken TOML are ConfigErrors naming the key; env toke
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta, timezone
+
 import pytest
 
 from smcs import Policy
-from smcs.config import AuthConfig, BankConfig, Config, ConfigError, ServerConfig, TLSConfig, load_config
+from smcs.config import AuthConfig, BankConfig, Config, ConfigError, ExpiringToken, ServerConfig, TLSConfig, load_config
 
 FULL = """
 [server]
@@ -180,6 +182,53 @@ def test_a_file_that_is_not_utf8_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError) as info:
         load_config(path, environ={})
     assert "smcs.toml" in str(info.value)
+
+
+def test_tokens_may_carry_an_expiry(tmp_path):
+    text = (
+        "[auth]\n"
+        'query_tokens = ["plain", { token = "until-2027", expires = 2027-01-01T00:00:00Z }]\n'
+        'admin_tokens = [{ token = "until-noon", expires = 2030-06-01T12:00:00+02:00 }, '
+        '{ token = "as-text", expires = "2031-01-01T00:00:00Z" }]\n'
+    )
+    auth = load_config(_write(tmp_path, text), environ={}).auth
+    assert auth == AuthConfig(
+        query_tokens=["plain", ExpiringToken(token="until-2027", expires=datetime(2027, 1, 1, tzinfo=timezone.utc))],
+        admin_tokens=[
+            ExpiringToken(token="until-noon", expires=datetime(2030, 6, 1, 10, tzinfo=timezone.utc)),
+            ExpiringToken(token="as-text", expires=datetime(2031, 1, 1, tzinfo=timezone.utc)),
+        ],
+    )
+    assert auth.admin_tokens[0].expires.utcoffset() == timedelta(hours=2)  # type: ignore[union-attr]
+    # the environment's tokens are plain strings and replace the file's, expiries and all
+    assert load_config(_write(tmp_path, text), environ={"SMCS_QUERY_TOKENS": "env"}).auth.query_tokens == ["env"]
+
+
+@pytest.mark.parametrize(
+    "entry, fragments",
+    [
+        ('{ token = "t", expires = 2027-01-01T00:00:00 }', ["UTC offset", "expires", "$.auth.query_tokens[1]"]),
+        ('{ token = "t", expires = "2027-01-01T00:00:00" }', ["UTC offset", "expires", "$.auth.query_tokens[1]"]),
+        ('{ token = "t", expires = 2027-01-01 }', ["`date`", "$.auth.query_tokens[1].expires"]),
+        ('{ token = "t", expires = 12:00:00 }', ["`time`", "$.auth.query_tokens[1].expires"]),
+        ('{ token = "t", expires = 1893456000 }', ["`int`", "$.auth.query_tokens[1].expires"]),
+        ('{ token = "t", expires = "next year" }', ["datetime", "$.auth.query_tokens[1].expires"]),
+        ('{ token = "t" }', ["expires", "$.auth.query_tokens[1]"]),
+        ("{ expires = 2027-01-01T00:00:00Z }", ["token", "$.auth.query_tokens[1]"]),
+        ('{ token = "t", expires = 2027-01-01T00:00:00Z, scope = "admin" }', ["scope", "$.auth.query_tokens[1]"]),
+        ('{ token = 7, expires = 2027-01-01T00:00:00Z }', ["`int`", "$.auth.query_tokens[1].token"]),
+    ],
+)
+def test_bad_expiring_tokens_name_the_key(tmp_path, entry, fragments):
+    with pytest.raises(ConfigError) as info:
+        load_config(_write(tmp_path, f'[auth]\nquery_tokens = ["plain", {entry}]\n'), environ={})
+    for fragment in fragments:
+        assert fragment in str(info.value)
+
+
+def test_an_expiry_without_offset_is_refused_in_code_too():
+    with pytest.raises(ValueError, match="expires must have a UTC offset"):
+        ExpiringToken(token="t", expires=datetime(2027, 1, 1))
 
 
 def test_config_error_is_a_value_error():

@@ -1,8 +1,13 @@
-"""Bearer-token auth of the service: no or wrong token → UNAUTHENTICATED, query tokens read, admin tokens
-also write and reload, health and reflection stay open, tokens never leak into error messages, and the
-environment's tokens replace the file's."""
+"""Bearer-token auth of the service: no, wrong or expired token → UNAUTHENTICATED, query tokens read,
+admin tokens also write and reload, tokens with a future expiry work like plain ones, health and
+reflection stay open, tokens never leak into error messages or logs, and the environment's tokens replace
+the file's."""
 
 from __future__ import annotations
+
+import asyncio
+from datetime import datetime, timedelta, timezone
+from types import SimpleNamespace
 
 import grpc
 import msgspec
@@ -24,12 +29,21 @@ from service_harness import (
 from smcs import Bank, Router
 from smcs._proto import router_pb2 as pb
 from smcs.client import Client, NewQuestion
-from smcs.config import AuthConfig, load_config
+from smcs.config import AuthConfig, ExpiringToken, load_config
+from smcs.service.auth import BearerTokenInterceptor
 
 QUERY_TOKEN = "query-secret-7f3a9c"
 ADMIN_TOKEN = "admin-secret-b81e44"
 WRONG_TOKEN = "wrong-secret-0d2c55"
-SECRETS = (QUERY_TOKEN, ADMIN_TOKEN, WRONG_TOKEN)
+EXPIRED_QUERY_TOKEN = "expired-query-secret-51c0de"
+EXPIRED_ADMIN_TOKEN = "expired-admin-secret-9a4f17"
+LIVE_QUERY_TOKEN = "live-query-secret-e2b806"
+LIVE_ADMIN_TOKEN = "live-admin-secret-3d77aa"
+SECRETS = (
+    QUERY_TOKEN, ADMIN_TOKEN, WRONG_TOKEN, EXPIRED_QUERY_TOKEN, EXPIRED_ADMIN_TOKEN, LIVE_QUERY_TOKEN, LIVE_ADMIN_TOKEN,
+)
+PAST = datetime(2001, 1, 1, tzinfo=timezone.utc)
+FUTURE = datetime(2999, 1, 1, tzinfo=timezone.utc)
 UNAUTHENTICATED = grpc.StatusCode.UNAUTHENTICATED
 PERMISSION_DENIED = grpc.StatusCode.PERMISSION_DENIED
 
@@ -43,7 +57,16 @@ def auth_bank(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def auth_server(auth_bank):
-    config = make_config(auth=AuthConfig(query_tokens=[QUERY_TOKEN, "second-query-token"], admin_tokens=[ADMIN_TOKEN]))
+    # plain and expiring tokens mixed in both lists
+    query_tokens = [
+        QUERY_TOKEN, ExpiringToken(token=EXPIRED_QUERY_TOKEN, expires=PAST), "second-query-token",
+        ExpiringToken(token=LIVE_QUERY_TOKEN, expires=FUTURE),
+    ]
+    admin_tokens = [
+        ExpiringToken(token=LIVE_ADMIN_TOKEN, expires=FUTURE), ADMIN_TOKEN,
+        ExpiringToken(token=EXPIRED_ADMIN_TOKEN, expires=PAST),
+    ]
+    config = make_config(auth=AuthConfig(query_tokens=query_tokens, admin_tokens=admin_tokens))
     with running_server(auth_bank, config) as handle:
         yield handle
 
@@ -110,7 +133,7 @@ def test_bad_credentials_are_unauthenticated(auth_server, auth_bank, query, cred
 
 def test_query_token_can_read(auth_server, auth_bank, query):
     bank = Bank.open(auth_bank)
-    for token in (QUERY_TOKEN, "second-query-token"):
+    for token in (QUERY_TOKEN, "second-query-token", LIVE_QUERY_TOKEN):
         with Client(auth_server.target, token=token, retries=0) as c:
             decision = c.route(embedding=query, seed=5)
             local = Router(bank, POLICY).route(query, seed=5)
@@ -123,14 +146,101 @@ def test_query_token_can_read(auth_server, auth_bank, query):
         assert info.version == bank.version
 
 
+@pytest.mark.parametrize("token", [QUERY_TOKEN, LIVE_QUERY_TOKEN])
 @pytest.mark.parametrize("method", ADMIN_METHODS)
-def test_query_token_cannot_write_or_reload(auth_server, auth_bank, query, method):
+def test_query_token_cannot_write_or_reload(auth_server, auth_bank, query, method, token):
     before = Bank.versions(auth_bank)
     with raw_stub(auth_server.target) as stub:
-        call = lambda: getattr(stub, method)(_requests(query)[method], metadata=(("authorization", f"Bearer {QUERY_TOKEN}"),), timeout=10)  # noqa: E731
+        metadata = (("authorization", f"Bearer {token}"),)
+        call = lambda: getattr(stub, method)(_requests(query)[method], metadata=metadata, timeout=10)  # noqa: E731
         error = expect_rpc_error(call, PERMISSION_DENIED, method, "admin")
     _assert_no_secret(error)
     assert Bank.versions(auth_bank) == before
+
+
+# ------------------------------------------------------------------------------------- expiring tokens
+
+
+@pytest.mark.parametrize("token", [EXPIRED_QUERY_TOKEN, EXPIRED_ADMIN_TOKEN])
+@pytest.mark.parametrize("method", ALL_METHODS + ["Answer"])
+def test_expired_tokens_are_unauthenticated(auth_server, auth_bank, query, method, token):
+    before = Bank.versions(auth_bank)
+    metadata = (("authorization", f"Bearer {token}"),)
+    with raw_stub(auth_server.target) as stub:
+        if method == "Answer":
+            request = pb.AnswerRequest(embedding=pb.Embedding(values=query.tolist()))
+            call = lambda: list(stub.Answer(request, metadata=metadata, timeout=10))  # noqa: E731
+        else:
+            call = lambda: getattr(stub, method)(_requests(query)[method], metadata=metadata, timeout=10)  # noqa: E731
+        error = expect_rpc_error(call, UNAUTHENTICATED, "bearer token expired")
+    _assert_no_secret(error)
+    assert Bank.versions(auth_bank) == before
+
+
+def test_an_admin_token_that_has_not_expired_can_reload(auth_server, auth_bank):
+    with Client(auth_server.target, token=LIVE_ADMIN_TOKEN, retries=0) as c:
+        assert c.reload().version == Bank.open(auth_bank).version
+        assert c.bank_info().version == Bank.open(auth_bank).version
+
+
+def test_a_wrong_token_is_invalid_not_expired(auth_server):
+    # "expired" says the token was once valid: only a configured one may hear it
+    with Client(auth_server.target, token=WRONG_TOKEN, retries=0) as c:
+        error = expect_rpc_error(c.bank_info, UNAUTHENTICATED, "invalid bearer token")
+    assert "expired" not in (error.details() or "")
+
+
+class _Refused(Exception):
+    """Raised by the fake context's ``abort``: its args are the status code and the message."""
+
+
+def _verdict(interceptor: BearerTokenInterceptor, method: str, token: str) -> tuple[grpc.StatusCode, str] | None:
+    """What ``interceptor`` does with a call of ``method`` carrying ``token``: None (served) or the refusal."""
+    handler = grpc.unary_unary_rpc_method_handler(lambda request, context: None)
+
+    async def continuation(details: object) -> grpc.RpcMethodHandler:
+        return handler
+
+    class Context:
+        async def abort(self, code: grpc.StatusCode, message: str) -> None:
+            raise _Refused(code, message)
+
+    metadata = (("authorization", f"Bearer {token}"),)
+    details = SimpleNamespace(method=f"/smcs.v1.Router/{method}", invocation_metadata=metadata)
+    chosen = asyncio.run(interceptor.intercept_service(continuation, details))  # type: ignore[arg-type]
+    if chosen is handler:
+        return None
+    with pytest.raises(_Refused) as info:
+        asyncio.run(chosen.unary_unary(None, Context()))
+    return info.value.args
+
+
+def test_a_token_expires_at_its_instant():
+    expires = datetime(2030, 1, 1, 12, tzinfo=timezone.utc)
+    now = [expires - timedelta(microseconds=1)]
+    auth = AuthConfig(
+        query_tokens=[ExpiringToken(token="q", expires=expires)],
+        admin_tokens=[ExpiringToken(token="a", expires=expires.astimezone(timezone(timedelta(hours=-5))))],
+    )
+    interceptor = BearerTokenInterceptor(auth, clock=lambda: now[0])
+    assert _verdict(interceptor, "Route", "q") is None
+    assert _verdict(interceptor, "Reload", "a") is None
+    assert _verdict(interceptor, "Reload", "q") == (PERMISSION_DENIED, "/smcs.v1.Router/Reload needs an admin token")
+    now[0] = expires
+    for method, token in (("Route", "q"), ("Route", "a"), ("Reload", "a")):
+        assert _verdict(interceptor, method, token) == (UNAUTHENTICATED, "bearer token expired")
+    assert _verdict(interceptor, "Route", "x") == (UNAUTHENTICATED, "invalid bearer token")
+
+
+def test_an_expired_entry_does_not_shadow_a_live_one():
+    """The same token listed twice, once expired: the live entry counts."""
+    auth = AuthConfig(
+        query_tokens=[ExpiringToken(token="t", expires=PAST), "t"],
+        admin_tokens=[ExpiringToken(token="t", expires=PAST)],
+    )
+    interceptor = BearerTokenInterceptor(auth)
+    assert _verdict(interceptor, "Route", "t") is None
+    assert _verdict(interceptor, "Reload", "t") == (PERMISSION_DENIED, "/smcs.v1.Router/Reload needs an admin token")
 
 
 def test_refusals_reach_answer_as_a_stream(auth_server, query):
@@ -221,7 +331,7 @@ def test_a_server_started_from_env_tokens_accepts_them_and_not_the_files(tmp_pat
 def test_tokens_never_reach_the_logs(auth_server, query, caplog):
     caplog.set_level("DEBUG")
     with raw_stub(auth_server.target) as stub:
-        for header in (f"Bearer {WRONG_TOKEN}", f"Bearer {QUERY_TOKEN}", f"Bearer {ADMIN_TOKEN}"):
+        for header in (f"Bearer {secret}" for secret in SECRETS):  # expired ones included
             for method in ("Reload", "Route", "AddModel"):
                 request = _requests(query)[method]
                 if method == "AddModel":

@@ -1,6 +1,7 @@
-"""TLS and mutual TLS of the service: a client trusting the server's CA routes; a plaintext client, or one
-that trusts another CA, cannot connect; with ``client_ca_file`` set, only clients presenting a certificate
-signed by that CA get in; a bearer token on top of TLS is still required.
+"""TLS and mutual TLS of the service: a client trusting the server's CA routes; a plaintext client, one
+that trusts another CA, or one shown an expired server certificate cannot connect; with ``client_ca_file``
+set, only clients presenting a currently valid certificate signed by that CA get in (not one of another CA,
+an expired one or one not valid yet); a bearer token on top of TLS is still required.
 
 The CAs and certificates are generated for this test session (``cryptography``) and written to a temporary
 directory: no key material lives in the repository.
@@ -65,7 +66,16 @@ def _write(directory: Path, stem: str, cert: x509.Certificate, key: ec.EllipticC
     return Pair(cert_pem, key_pem, directory / f"{stem}.crt", directory / f"{stem}.key")
 
 
-def _builder(subject: x509.Name, issuer: x509.Name, public_key: object) -> x509.CertificateBuilder:
+Validity = tuple[datetime.timedelta, datetime.timedelta]
+"""When a certificate starts and stops being valid, relative to now."""
+CURRENT: Validity = (-datetime.timedelta(minutes=5), datetime.timedelta(days=1))
+EXPIRED: Validity = (-datetime.timedelta(days=30), -datetime.timedelta(days=1))
+NOT_YET_VALID: Validity = (datetime.timedelta(days=1), datetime.timedelta(days=30))
+
+
+def _builder(
+    subject: x509.Name, issuer: x509.Name, public_key: object, validity: Validity = CURRENT
+) -> x509.CertificateBuilder:
     now = datetime.datetime.now(datetime.timezone.utc)
     return (
         x509.CertificateBuilder()
@@ -73,8 +83,8 @@ def _builder(subject: x509.Name, issuer: x509.Name, public_key: object) -> x509.
         .issuer_name(issuer)
         .public_key(public_key)  # type: ignore[arg-type]
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
+        .not_valid_before(now + validity[0])
+        .not_valid_after(now + validity[1])
     )
 
 
@@ -100,10 +110,10 @@ class CA:
         )
         self.pair = _write(directory, name, self.cert, self.key)
 
-    def issue(self, stem: str, *, server: bool) -> Pair:
+    def issue(self, stem: str, *, server: bool, validity: Validity = CURRENT) -> Pair:
         key = _key()
         builder = (
-            _builder(_name(stem), self.name, key.public_key())
+            _builder(_name(stem), self.name, key.public_key(), validity)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(
                 x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH]),
@@ -130,6 +140,9 @@ class PKI:
     client: Pair
     other_ca: CA
     other_client: Pair
+    expired_server: Pair
+    expired_client: Pair
+    future_client: Pair
 
 
 @pytest.fixture(scope="module")
@@ -143,6 +156,9 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> PKI:
         client=ca.issue("client", server=False),
         other_ca=other,
         other_client=other.issue("other-client", server=False),
+        expired_server=ca.issue("expired-server", server=True, validity=EXPIRED),
+        expired_client=ca.issue("expired-client", server=False, validity=EXPIRED),
+        future_client=ca.issue("future-client", server=False, validity=NOT_YET_VALID),
     )
 
 
@@ -212,6 +228,15 @@ def test_client_not_trusting_the_servers_ca_is_refused(tls_server, pki, query):
         expect_rpc_error(lambda: _route(client, query, timeout=FAIL_TIMEOUT_S), UNAVAILABLE)
 
 
+def test_client_refuses_an_expired_server_certificate(tls_bank, pki, query):
+    """Signed by the trusted CA and naming the host, but past its validity: the handshake fails."""
+    tls = TLSConfig(cert_file=str(pki.expired_server.cert_file), key_file=str(pki.expired_server.key_file))
+    with running_server(tls_bank, make_config(tls=tls)) as handle:
+        with Client(_localhost(handle), root_certificates=pki.ca.pair.cert, retries=0) as client:
+            call = lambda: _route(client, query, timeout=FAIL_TIMEOUT_S)  # noqa: E731
+            expect_rpc_error(call, UNAVAILABLE, "certificate has expired")
+
+
 def test_tls_checks_the_host_name(tls_server, pki, query):
     """A name the certificate does not carry is refused even though the CA is trusted."""
     channel = grpc.secure_channel(
@@ -253,6 +278,21 @@ def test_mutual_tls_client_with_a_certificate_of_another_ca_is_refused(mtls_serv
         root_certificates=pki.ca.pair.cert,
         private_key=pki.other_client.key,
         certificate_chain=pki.other_client.cert,
+        retries=0,
+    ) as client:
+        expect_rpc_error(lambda: _route(client, query, timeout=FAIL_TIMEOUT_S), UNAVAILABLE)
+
+
+@pytest.mark.parametrize("which", ["expired_client", "future_client"])
+def test_mutual_tls_refuses_a_client_certificate_outside_its_validity(mtls_server, pki, query, which):
+    """Signed by the right CA, but expired (or not valid yet): the server refuses the handshake (the client
+    only sees the connection close; the reason is in the server's log)."""
+    pair: Pair = getattr(pki, which)
+    with Client(
+        _localhost(mtls_server),
+        root_certificates=pki.ca.pair.cert,
+        private_key=pair.key,
+        certificate_chain=pair.cert,
         retries=0,
     ) as client:
         expect_rpc_error(lambda: _route(client, query, timeout=FAIL_TIMEOUT_S), UNAVAILABLE)

@@ -470,28 +470,134 @@ _PROCESS_EVENTS = (
     "_posixsubprocess.fork_exec",  # raised by the prelude's stand-in: multiprocessing's spawn has no event
 )
 _SIGNAL_EVENTS = ("os.kill", "os.killpg", "signal.pthread_kill")
-# changing the limits, or reaching the audit hook's function (and its closure) through the collector
-_ESCAPE_EVENTS = ("resource.setrlimit", "resource.prlimit", "gc.get_objects", "gc.get_referrers", "gc.get_referents")
+# changing the limits, reaching the audit hook's function (and its closure) through the collector, or
+# (stand-ins of the prelude: these have no event) changing the root directory and making device nodes or FIFOs
+_ESCAPE_EVENTS = (
+    "resource.setrlimit", "resource.prlimit", "gc.get_objects", "gc.get_referrers", "gc.get_referents",
+    "os.chroot", "os.mknod", "os.mkfifo",
+)
+_OUTSIDE = "no writes outside the sandbox"
+# a symbolic link could point anywhere, and a moved relative one somewhere else: none may be made
+_LINK_EVENTS = ("os.symlink",)
 _BLOCKED_EVENTS = (
     dict.fromkeys(_PROCESS_EVENTS, "no subprocesses")
     | dict.fromkeys(_SIGNAL_EVENTS, "no signals")
     | dict.fromkeys(_ESCAPE_EVENTS, "no sandbox escape")
+    | dict.fromkeys(_LINK_EVENTS, _OUTSIDE)
 )
-# Runs first in the sandboxed interpreter: read the two sources, lower the limits, replace
-# _posixsubprocess.fork_exec (which starts processes without an audit event) by one that raises an event,
-# install the audit hook (which cannot be removed; a blocked event writes the marker and ends the process
-# at once, so the candidate cannot catch it), then run the program as module "solution" (its `if __name__ == "__main__"`
+# The events that change the file system: the position of the flags of an open (None: every such event
+# changes something), then the positions of each path argument and of its dir_fd (None: the event has
+# none). A path outside the sandbox's directory ends the run. A path may be a file descriptor (os.fchmod
+# and the like: where it is open, read from /proc/self/fd); "open" of a descriptor passes, as its access
+# was settled by the audited open that made it.
+_FILE_EVENTS: dict[str, tuple[int | None, tuple[tuple[int, int | None], ...]]] = {
+    "open": (2, ((0, None),)),  # open(), io, pathlib, os.fdopen, os.open: (path, mode, flags)
+    "os.open": (1, ((0, 2),)),  # the prelude's stand-in, as os.open's own "open" leaves dir_fd out
+    "os.remove": (None, ((0, 1),)),  # also os.unlink
+    "os.rmdir": (None, ((0, 1),)),
+    "os.mkdir": (None, ((0, 2),)),
+    "os.chmod": (None, ((0, 2),)),
+    "os.chown": (None, ((0, 3),)),
+    "os.utime": (None, ((0, 3),)),
+    "os.truncate": (None, ((0, None),)),
+    "os.rename": (None, ((0, 2), (1, 3))),  # also os.replace: moving a file in takes it from outside
+    "os.link": (None, ((0, 2), (1, 3))),  # a hard link to an outside file would let it be written
+    "os.setxattr": (None, ((0, None),)),
+    "os.removexattr": (None, ((0, None),)),
+    "os.chflags": (None, ((0, None),)),
+    "os.chdir": (None, ((0, None),)),  # relative paths are resolved against the working directory
+    "sqlite3.connect": (None, ((0, None),)),  # a str or bytes path; ":memory:" is one inside
+}
+_EVENT_KINDS = _BLOCKED_EVENTS | dict.fromkeys(_FILE_EVENTS, _OUTSIDE)
+# Runs first in the sandboxed interpreter: read the two sources, lower the limits, replace the functions
+# that act without an audit event (_posixsubprocess.fork_exec, which starts processes, os.chroot, os.mknod,
+# os.mkfifo) by ones that raise one, and os.open by one that also raises its dir_fd, then install the audit
+# hook (which cannot be removed; a blocked event writes the marker and ends the process at once, so the
+# candidate cannot catch it), then run the program as module "solution" (its `if __name__ == "__main__"`
 # block, often a demo reading stdin, does not run; exiting there fails) and the tests as "__main__" in
-# the same namespace. `main(...)` is appended with the settings.
+# the same namespace. `main(...)` is appended with the settings. The hook and what it calls use only
+# objects bound before the candidate runs (the candidate can rebind names in os and builtins) and call
+# nothing of the candidate's (an argument of another type than str, bytes or int counts as outside).
 _PRELUDE = """\
-import _posixsubprocess, os, resource, sys
+import _posixsubprocess, os, posix, resource, sys
 
-def sandbox(limits, blocked, prefixes, marker, status, write=os.write, exit=os._exit):
+def stand_ins(audit=sys.audit, open=os.open, fspath=os.fspath):
+    _posixsubprocess.fork_exec = lambda *args: audit("_posixsubprocess.fork_exec")
+    for name in ("chroot", "mknod", "mkfifo"):
+        refused = lambda *args, event=f"os.{name}", **kwargs: audit(event)
+        setattr(os, name, refused)
+        setattr(posix, name, refused)
+
+    def open_at(path, flags, mode=0o777, *, dir_fd=None):
+        path = fspath(path)  # once: a path-like object could answer differently the second time
+        audit("os.open", path, flags, -1 if dir_fd is None else dir_fd)
+        return open(path, flags, mode, dir_fd=dir_fd)
+
+    os.open = posix.open = open_at
+
+def confined(files, getcwd=os.getcwd, readlink=os.readlink, type=type, str=str, bytes=bytes, int=int, OSError=OSError):
+    # escapes(event, args): whether the change to the file system that a file event announces reaches
+    # outside the working directory (the root)
+    files = dict(files)  # a copy: the candidate can reach main's arguments through its frame
+    root = [part for part in getcwd().split("/") if part]
+    depth = len(root)
+    writing = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
+    encoding = sys.getfilesystemencoding()
+
+    def opened(fd):
+        # the absolute path descriptor fd is open on; "" when it cannot be told (no /proc, a pipe, no such fd)
+        try:
+            path = readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            return ""
+        return path if path[:1] == "/" else ""
+
+    def absolute(path, dir_fd):
+        # path (relative: to dir_fd, or with -1 to the working directory) made absolute; "" when it cannot be
+        if type(path) is int:
+            return opened(path)
+        if type(path) is bytes:
+            path = path.decode(encoding, "surrogateescape")
+        if type(path) is not str or type(dir_fd) is not int:
+            return ""
+        if path[:1] == "/":
+            return path
+        base = getcwd() if dir_fd == -1 else opened(dir_fd)
+        return base and f"{base}/{path}"
+
+    def inside(path, dir_fd):
+        parts = []
+        for part in absolute(path, dir_fd).split("/"):
+            if part == "..":
+                if parts[:depth] != root or not parts[depth:]:
+                    return False  # ".." is followed only inside the root, which holds no symbolic links
+                parts.pop()
+            elif part and part != ".":
+                parts.append(part)
+        return parts[:depth] == root
+
+    def escapes(event, args):
+        flags_at, paths = files[event]
+        if flags_at is not None:
+            flags = args[flags_at]
+            if type(args[0]) is int or type(flags) is int and not flags & writing:
+                return False  # a read, or a descriptor (its access was settled when it was opened)
+        for path_at, dir_fd_at in paths:
+            if not inside(args[path_at], -1 if dir_fd_at is None else args[dir_fd_at]):
+                return True
+        return False
+
+    return escapes
+
+def sandbox(limits, blocked, prefixes, files, marker, status, write=os.write, exit=os._exit, type=type, str=str):
     for limit, values in limits:
         resource.setrlimit(limit, values)
-    _posixsubprocess.fork_exec = lambda *args, audit=sys.audit: audit("_posixsubprocess.fork_exec")
+    stand_ins()
+    events, escapes = frozenset(files), confined(files)
     def hook(event, args):
-        if event in blocked or event.startswith(prefixes):
+        if type(event) is str and (
+            event in blocked or event.startswith(prefixes) or event in events and escapes(event, args)
+        ):
             write(2, f"\\n{marker}{event}\\n".encode())
             exit(status)
     sys.addaudithook(hook)
@@ -562,7 +668,7 @@ def _failure(status: int, stdout: str, stderr: str) -> str:
     if status == _BLOCKED_STATUS and last.startswith(_BLOCKED_MARKER):
         event = last.removeprefix(_BLOCKED_MARKER)
         prefixed = (kind for prefix, kind in _BLOCKED_PREFIXES.items() if event.startswith(prefix))
-        kind = _BLOCKED_EVENTS.get(event) or next(prefixed, None)
+        kind = _EVENT_KINDS.get(event) or next(prefixed, None)
         if kind is not None:  # else the program printed the marker itself
             return f"{kind}: blocked {event}"
     if status == -signal.SIGXCPU:
@@ -580,22 +686,36 @@ def run_code_tests(program: str, tests: str, *, timeout_s: float = 10.0, memory_
     """Run ``program`` and then ``tests`` in a sandboxed interpreter; correct iff it exits 0 in time.
 
     The sandbox: a separate ``python -I -S`` (isolated, no site-packages: the standard library only) in
-    a fresh temporary directory (its working directory, deleted afterwards), with an empty environment,
-    stdin from /dev/null, stdout and stderr to files (at most 16 MiB each; the last 2 kB are read). Limits:
-    ``timeout_s`` of wall-clock time, about as much CPU time, ``memory_mb`` MiB of address space, 16 MiB
-    per written file, few processes (not enforced for root). An audit hook, installed before the candidate
-    code runs, ends the run on any socket operation, process creation (subprocess, os.system, exec, spawn,
-    fork, multiprocessing), signal sending, ctypes, rlimit change or garbage-collector traversal. When the
-    run ends or times out, its whole process group is killed.
+    a fresh temporary directory (its working directory, deleted afterwards), with an environment holding
+    only ``TMPDIR`` (that directory, so ``tempfile`` works inside it; and ``LD_LIBRARY_PATH`` when set),
+    stdin from /dev/null, stdout and stderr to files (at most 16 MiB each; the last 2 kB are read).
+    Limits: ``timeout_s`` of wall-clock time, about as much CPU time, ``memory_mb`` MiB of address space,
+    16 MiB per written file, few processes (not enforced for root). An audit hook, installed before the
+    candidate code runs, ends the run on any socket operation, process creation (subprocess, os.system,
+    exec, spawn, fork, multiprocessing), signal sending, ctypes, rlimit change, garbage-collector
+    traversal, chroot, mknod or mkfifo, and on any change to the file system outside the directory: an
+    open for writing (``open``, ``io``, ``pathlib``, ``os.open``, ``shutil``, ``tempfile`` elsewhere),
+    removing, renaming or moving in, making directories, hard links, chmod, chown, utime, truncate,
+    xattrs, a sqlite3 database there (or one named by a path-like object rather than a str), or changing
+    the working directory to outside it. Relative paths are resolved against the working directory,
+    ``dir_fd`` and file-descriptor arguments through /proc/self/fd (where there is none, they count as
+    outside), ``..`` only while inside the directory (``root/../root/x`` is refused), and no symbolic
+    link may be made at all. Reading stays free. When the run ends or times out, its whole process group
+    is killed.
 
     The program runs as module ``solution`` (so an ``if __name__ == "__main__":`` block does not run,
     and exiting before the tests is a failure), then the tests, as ``__main__``, in its namespace.
     ``reason`` is "passed", "failed: <last line of stderr>", "timed out after N s", "memory limit",
-    "CPU time limit", "no network: blocked socket.connect", "no subprocesses: blocked os.system", ….
+    "CPU time limit", "no network: blocked socket.connect", "no subprocesses: blocked os.system", "no
+    writes outside the sandbox: blocked open", ….
 
     Audit hooks are not a security boundary (PEP 578): this stops ordinary and careless code, not a
-    determined attacker (nor does it stop writes to files outside the directory). Run untrusted code at
-    scale inside a container as well. POSIX only. ``extracted`` is the program."""
+    determined attacker, who can reach the unwrapped os.open, _posixsubprocess and the like (a fresh import
+    of a built-in module, or the stand-ins' closures), start a process the hooks never see, or write
+    through native code that raises no event (sqlite3's ATTACH, readline's history files, POSIX shared
+    memory). Run untrusted code at scale inside a container as well. POSIX only; on systems without
+    /proc/self/fd, descriptor-based changes (``os.fchmod``, ``dir_fd``) are refused. ``extracted`` is the
+    program."""
     if not (timeout_s > 0 and math.isfinite(timeout_s)):
         raise ValueError(f"timeout_s must be a positive number of seconds, got {timeout_s!r}")
     if memory_mb < 1:
@@ -608,11 +728,13 @@ def run_code_tests(program: str, tests: str, *, timeout_s: float = 10.0, memory_
         _capped(resource.RLIMIT_NPROC, _PROCESSES, _PROCESSES),
         _capped(resource.RLIMIT_CORE, 0, 0),
     )
-    settings = (limits, frozenset(_BLOCKED_EVENTS), tuple(_BLOCKED_PREFIXES), _BLOCKED_MARKER, _BLOCKED_STATUS)
+    blocked, prefixes = frozenset(_BLOCKED_EVENTS), tuple(_BLOCKED_PREFIXES)
+    settings = (limits, blocked, prefixes, _FILE_EVENTS, _BLOCKED_MARKER, _BLOCKED_STATUS)
     command = [sys.executable, "-I", "-S", "-B", "-X", "utf8", "-c", f"{_PRELUDE}\nmain(*{settings!r})\n"]
-    environment = {name: os.environ[name] for name in _PASSED_ENVIRONMENT if name in os.environ}
+    passed = {name: os.environ[name] for name in _PASSED_ENVIRONMENT if name in os.environ}
     with tempfile.TemporaryDirectory(prefix="smcs-check-") as directory:
-        root = Path(directory)
+        root = Path(directory).resolve()  # as the sandbox's os.getcwd() will name it
+        environment = {**passed, "TMPDIR": str(root)}
         (root / "solution.py").write_text(program, encoding="utf-8", errors="replace")
         (root / "tests.py").write_text(tests, encoding="utf-8", errors="replace")
         with open(root / "stdout", "w+b") as stdout, open(root / "stderr", "w+b") as stderr:

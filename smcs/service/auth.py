@@ -1,7 +1,8 @@
 """Bearer-token authentication as a server interceptor.
 
 Every call to the Router service must carry ``authorization: Bearer <token>``. Query tokens may call the
-read-only methods; bank writes and Reload need an admin token. Health checks and reflection stay open so
+read-only methods; bank writes and Reload need an admin token. A token configured with an ``expires``
+instant is refused from then on ("bearer token expired"). Health checks and reflection stay open so
 load balancers and tooling work without credentials. Tokens are compared in constant time and never
 appear in logs or error messages.
 """
@@ -9,11 +10,13 @@ appear in logs or error messages.
 from __future__ import annotations
 
 import hmac
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime, timezone
+from typing import NamedTuple
 
 import grpc
 
-from ..config import AuthConfig
+from ..config import AuthConfig, ExpiringToken
 
 SERVICE_PREFIX = "/smcs.v1.Router/"
 ADMIN_METHODS = frozenset(
@@ -21,13 +24,31 @@ ADMIN_METHODS = frozenset(
 )
 
 
-class BearerTokenInterceptor(grpc.aio.ServerInterceptor):
-    """Refuses Router calls without a valid token (UNAUTHENTICATED) or admin calls with a query token
-    (PERMISSION_DENIED)."""
+class _Credential(NamedTuple):
+    token: bytes
+    expires: datetime | None  # None: never
 
-    def __init__(self, auth: AuthConfig) -> None:
-        self._query = [t.encode() for t in auth.query_tokens]
-        self._admin = [t.encode() for t in auth.admin_tokens]
+
+class _Match(NamedTuple):
+    """Whether a presented token equals a configured one (``known``), and one that has not expired (``live``)."""
+
+    known: bool
+    live: bool
+
+
+def _utc_now() -> datetime:
+    """The current time, aware (UTC)."""
+    return datetime.now(timezone.utc)
+
+
+class BearerTokenInterceptor(grpc.aio.ServerInterceptor):
+    """Refuses Router calls without a valid token (UNAUTHENTICATED: missing, wrong or expired) or admin
+    calls with a query token (PERMISSION_DENIED). ``clock`` gives the current time (aware) for expiries."""
+
+    def __init__(self, auth: AuthConfig, clock: Callable[[], datetime] = _utc_now) -> None:
+        self._query = _credentials(auth.query_tokens)
+        self._admin = _credentials(auth.admin_tokens)
+        self._clock = clock
 
     async def intercept_service(
         self,
@@ -40,12 +61,22 @@ class BearerTokenInterceptor(grpc.aio.ServerInterceptor):
         token = _bearer_token(details.invocation_metadata)
         if token is None:
             return _refusal(handler, grpc.StatusCode.UNAUTHENTICATED, "missing bearer token (authorization metadata)")
-        is_admin = _matches(token, self._admin)
-        if not is_admin and not _matches(token, self._query):
-            return _refusal(handler, grpc.StatusCode.UNAUTHENTICATED, "invalid bearer token")
-        if details.method in ADMIN_METHODS and not is_admin:
+        now = self._clock()
+        admin, query = _match(token, self._admin, now), _match(token, self._query, now)
+        if not (admin.live or query.live):
+            reason = "bearer token expired" if admin.known or query.known else "invalid bearer token"
+            return _refusal(handler, grpc.StatusCode.UNAUTHENTICATED, reason)
+        if details.method in ADMIN_METHODS and not admin.live:
             return _refusal(handler, grpc.StatusCode.PERMISSION_DENIED, f"{details.method} needs an admin token")
         return handler
+
+
+def _credentials(entries: Sequence[str | ExpiringToken]) -> list[_Credential]:
+    """The configured tokens, encoded, with their expiries."""
+    return [
+        _Credential(e.encode(), None) if isinstance(e, str) else _Credential(e.token.encode(), e.expires)
+        for e in entries
+    ]
 
 
 def _bearer_token(metadata: tuple[tuple[str, str | bytes], ...] | None) -> bytes | None:
@@ -57,11 +88,15 @@ def _bearer_token(metadata: tuple[tuple[str, str | bytes], ...] | None) -> bytes
     return None
 
 
-def _matches(token: bytes, allowed: list[bytes]) -> bool:
-    found = False
+def _match(token: bytes, allowed: list[_Credential], now: datetime) -> _Match:
+    """How ``token`` matches the ``allowed`` credentials at ``now``, comparing it with every one of them."""
+    known = live = False
     for candidate in allowed:  # no early exit: the time taken does not depend on which token matched
-        found |= hmac.compare_digest(token, candidate)
-    return found
+        same = hmac.compare_digest(token, candidate.token)
+        unexpired = candidate.expires is None or now < candidate.expires
+        known |= same
+        live |= same and unexpired
+    return _Match(known, live)
 
 
 def _refusal(handler: grpc.RpcMethodHandler, code: grpc.StatusCode, message: str) -> grpc.RpcMethodHandler:
