@@ -85,6 +85,11 @@ def unit_interval(name: str, value: object) -> float:
     return x
 
 
+def support_parameters(n_base: object, gamma: object) -> tuple[int, float]:
+    """(N_base, γ) of Eq (3), checked: an int >= 1 and a float in [0, 1]."""
+    return positive_int("n_base", n_base), unit_interval("gamma", gamma)
+
+
 def top_k_count(k: object, n_models: int, name: str = "k") -> int:
     """Return ``k`` after checking 1 <= k <= n_models (K > R is an error, never a silent clamp)."""
     k = positive_int(name, k)

@@ -238,8 +238,7 @@ def support_set(sims: np.ndarray, n_base: int, gamma: float) -> tuple[np.ndarray
     s = _checks.finite("sims", _checks.float_vector("sims", sims, dtype=np.float32))
     if s.size and s.min() < 0:
         raise ValueError("sims must be non-negative (clip negative cosines to 0 first, as Eq (2) does)")
-    n_base = _checks.positive_int("n_base", n_base)
-    gamma = _checks.unit_interval("gamma", gamma)
+    n_base, gamma = _checks.support_parameters(n_base, gamma)
     return _support(s, _histogram(s), n_base, gamma)
 
 
@@ -277,8 +276,7 @@ def route(
     """
     e, m = _bank_arrays(embeddings, capability)
     q = _query(query, e.shape[1])
-    n_base = _checks.positive_int("n_base", n_base)
-    gamma = _checks.unit_interval("gamma", gamma)
+    n_base, gamma = _checks.support_parameters(n_base, gamma)
     threads = _threads(threads, e.nbytes)
     if threads == 1:
         return _route_serial(e, q, m, n_base, gamma)
@@ -306,7 +304,6 @@ def route_rows(
     e, m = _bank_arrays(embeddings, capability)
     r = _checks.row_indices("rows", rows, e.shape[0])
     q = _query(query, e.shape[1])
-    n_base = _checks.positive_int("n_base", n_base)
-    gamma = _checks.unit_interval("gamma", gamma)
+    n_base, gamma = _checks.support_parameters(n_base, gamma)
     threads = _threads(threads, r.shape[0] * e.shape[1] * e.itemsize)
     return _route_rows(e, r, q, m, n_base, gamma, threads)
