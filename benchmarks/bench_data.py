@@ -99,15 +99,17 @@ def set_threads(n: int) -> dict[str, str]:
 
 @dataclass(frozen=True)
 class BankSize:
-    """One benchmark size: N questions of dimension d."""
+    """One benchmark size: N questions of dimension d, in topic clusters of ``cluster_rows`` rows on average."""
 
     n: int
     d: int
+    cluster_rows: int = ROWS_PER_CLUSTER
 
     @property
     def label(self) -> str:
-        """``N=1e5 d=1024`` (powers of ten written as 1eX)."""
-        return f"N={_short(self.n)} d={self.d}"
+        """``N=1e5 d=1024`` (powers of ten written as 1eX), plus ``topic-rows=R`` for non-default cluster sizes."""
+        topics = "" if self.cluster_rows == ROWS_PER_CLUSTER else f" topic-rows={self.cluster_rows}"
+        return f"N={_short(self.n)} d={self.d}{topics}"
 
     @property
     def id(self) -> str:
@@ -147,7 +149,8 @@ class Bank:
 
 
 def _rng(size: BankSize, purpose: int, chunk: int = 0) -> np.random.Generator:
-    return np.random.default_rng([SEED, size.n, size.d, purpose, chunk])
+    topics = [] if size.cluster_rows == ROWS_PER_CLUSTER else [size.cluster_rows]  # the default banks stay as they were
+    return np.random.default_rng([SEED, size.n, size.d, *topics, purpose, chunk])
 
 
 def _normalise_rows(a: np.ndarray) -> None:
@@ -162,7 +165,7 @@ def make_bank(size: BankSize) -> Bank:
     """
     n, d = size.n, size.d
     rng = _rng(size, purpose=0)
-    n_clusters = max(1, n // ROWS_PER_CLUSTER)
+    n_clusters = max(1, n // size.cluster_rows)
     direction = rng.standard_normal(d)
     direction /= np.linalg.norm(direction)
     centres = rng.standard_normal((n_clusters, d))
@@ -197,11 +200,19 @@ def make_bank(size: BankSize) -> Bank:
     capability = (rng.random((N_MODELS, n)) < p_right[:, labels]).astype(np.int8)
     capability[rng.random((N_MODELS, n)) < UNKNOWN_SHARE] = -1
 
-    rng = _rng(size, purpose=3)
-    jitter = rng.standard_normal(d).astype(np.float32) * np.float32(_QUERY_NOISE / math.sqrt(d))
-    query = embeddings[rng.integers(n)] + jitter
-    query = (query / np.linalg.norm(query)).astype(np.float32)
+    query = perturbed_rows(embeddings, size, 1)[0]
     return Bank(size, embeddings, np.ascontiguousarray(capability), query)
+
+
+def perturbed_rows(embeddings: np.ndarray, size: BankSize, count: int, purpose: int = 3) -> np.ndarray:
+    """``count`` queries (count x d float32, unit rows): random bank rows plus noise of relative size
+    ``_QUERY_NOISE``, drawn deterministically from (size, purpose)."""
+    rng = _rng(size, purpose=purpose)
+    d = embeddings.shape[1]
+    jitter = rng.standard_normal((count, d)).astype(np.float32) * np.float32(_QUERY_NOISE / math.sqrt(d))
+    queries = embeddings[rng.integers(embeddings.shape[0], size=count)] + jitter
+    _normalise_rows(queries)
+    return queries.astype(np.float32)
 
 
 # ------------------------------------------------------------------------------------ route results
