@@ -20,6 +20,7 @@ runs; ``pytest benchmarks/test_approximate.py --benchmark-only --benchmark-json=
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 
@@ -125,13 +126,5 @@ def test_approximate_route(benchmark, setup: Setup, name: str) -> None:
     benchmark.group = f"approximate route {bank.size.label}"
     benchmark.extra_info.update(competitor=name, n=bank.size.n, d=bank.size.d, nlist=index.nlist)
     if quality is not None:
-        benchmark.extra_info.update(
-            nprobe=quality.nprobe,
-            recall_mean=quality.recall_mean,
-            recall_min=quality.recall_min,
-            share_recall_1=quality.share_recall_1,
-            share_recall_099=quality.share_recall_099,
-            share_same_top=quality.share_same_top,
-            scanned_share=quality.scanned_share,
-        )
+        benchmark.extra_info.update(dataclasses.asdict(quality))
     benchmark(run)
