@@ -24,6 +24,7 @@ from bench_data import GAMMA, N_BASE, TOP_K
 import smcs.kernels as sk
 from smcs import Bank
 from smcs.bank import ivf
+from smcs.core.router import route_ivf
 
 
 @dataclass(frozen=True)
@@ -69,30 +70,27 @@ def exact_routes(embeddings: np.ndarray, capability: np.ndarray, queries: np.nda
     return routes
 
 
-def ivf_route(
-    embeddings: np.ndarray, capability: np.ndarray, index: ivf.IVFIndex, query: np.ndarray, nprobe: int, k: int = TOP_K
-) -> tuple[np.ndarray, np.ndarray, int]:
-    """(support rows, top-K, rows scanned) of the IVF route of ``query``."""
-    candidates = index.probe(query, nprobe)
-    rows, _, votes = sk.route_rows(embeddings, candidates, query, capability, N_BASE, GAMMA)
-    return rows, sk.top_k(votes, k), candidates.shape[0]
-
-
-ApproximateRoute = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray, int]]
-"""A query's (support rows, top-K, rows scanned) by some approximate engine."""
+ApproximateRoute = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
+"""A query's (support rows, top-K) by some approximate engine."""
 
 
 def smcs_ivf(embeddings: np.ndarray, capability: np.ndarray, index: ivf.IVFIndex, nprobe: int, k: int = TOP_K) -> ApproximateRoute:
-    """``ivf_route`` at ``nprobe`` as an ``ApproximateRoute``."""
-    return lambda query: ivf_route(embeddings, capability, index, query, nprobe, k)
+    """The IVF route at ``nprobe`` as ``Router`` routes it (``route_ivf``), then the top-K."""
+
+    def route(query: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        rows, _, votes = route_ivf(index, embeddings, query, capability, N_BASE, GAMMA, nprobe)
+        return rows, sk.top_k(votes, k)
+
+    return route
 
 
-def measure(route: ApproximateRoute, n_rows: int, queries: np.ndarray, exact: list[ExactRoute], nprobe: int) -> Quality:
-    """Recall and top-K agreement of ``route`` (probing ``nprobe`` lists of a bank of ``n_rows``) over
-    ``queries``, against their exact routes."""
+def measure(route: ApproximateRoute, index: ivf.IVFIndex, queries: np.ndarray, exact: list[ExactRoute], nprobe: int) -> Quality:
+    """Recall and top-K agreement of ``route`` (probing ``nprobe`` lists of ``index``) over ``queries``,
+    against their exact routes."""
     recalls, same_top, scanned = [], 0, 0
     for query, want in zip(queries, exact, strict=True):
-        rows, top, n_scanned = route(query)
+        rows, top = route(query)
+        n_scanned = index.positions(query, nprobe).size
         recalls.append(np.intersect1d(rows, want.rows).size / max(want.rows.size, 1))
         same_top += bool(np.array_equal(top, want.top))
         scanned += n_scanned
@@ -104,7 +102,7 @@ def measure(route: ApproximateRoute, n_rows: int, queries: np.ndarray, exact: li
         share_recall_1=float(np.mean(r == 1.0)),
         share_recall_099=float(np.mean(r >= 0.99)),
         share_same_top=same_top / len(queries),
-        scanned_share=scanned / (len(queries) * n_rows),
+        scanned_share=scanned / (len(queries) * index.n_rows),
     )
 
 
@@ -120,7 +118,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     bank = Bank.open(args.bank)
     queries = np.ascontiguousarray(Bank.open(args.queries).embeddings[: args.count])
-    index = bank.index if bank.index is not None and args.nlist is None else ivf.train(bank.embeddings, args.nlist)
+    index = bank.index
+    if index is None or args.nlist is not None:
+        index = ivf.train(bank.embeddings, args.nlist).with_vectors(bank.embeddings)
     k = min(args.k, bank.n_models)
     exact = exact_routes(bank.embeddings, bank.capability, queries, k)
     print(f"bank {bank.path} ({bank.n_questions} x {bank.dim}, {bank.n_models} models), {len(queries)} queries, "
@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     print(TABLE_HEADER)
     for nprobe in args.nprobe:
         route = smcs_ivf(bank.embeddings, bank.capability, index, nprobe, k)
-        print(measure(route, bank.n_questions, queries, exact, nprobe).row())
+        print(measure(route, index, queries, exact, nprobe).row())
     return 0
 
 

@@ -59,15 +59,23 @@ def route(
 
 
 def route_rows(
-    embeddings: np.ndarray, rows: np.ndarray, query: np.ndarray, capability: np.ndarray, n_base: int, gamma: float
+    embeddings: np.ndarray,
+    rows: np.ndarray,
+    query: np.ndarray,
+    capability: np.ndarray,
+    n_base: int,
+    gamma: float,
+    labels: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Eqs (2)–(4) over the bank rows ``rows`` only: Eq (3)'s threshold from the N_base-th largest Ŝ among
-    them; support rows are bank rows ordered by similarity descending, ties by lower bank row."""
+    """Eqs (2)–(4) over the rows ``rows`` of ``embeddings`` only: Eq (3)'s threshold from the N_base-th
+    largest Ŝ among them; support rows are bank rows (``labels[row]``, or the row itself without labels)
+    ordered by similarity descending, ties by lower bank row."""
     rows = np.asarray(rows, dtype=np.int64)
+    bank_rows = rows if labels is None else np.asarray(labels, dtype=np.int64)[rows]
     s = similarities(embeddings[rows], query)
     local, _ = support_set(s, n_base, gamma)
-    order = sorted(local.tolist(), key=lambda t: (-float(s[t]), int(rows[t])))
-    support = rows[np.asarray(order, dtype=np.int64)]
+    order = sorted(local.tolist(), key=lambda t: (-float(s[t]), int(bank_rows[t])))
+    support = bank_rows[np.asarray(order, dtype=np.int64)]
     sims = s[np.asarray(order, dtype=np.int64)].astype(np.float32)
     return support, sims, prior_vote(capability, support, sims)
 

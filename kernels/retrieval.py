@@ -179,14 +179,17 @@ def _route_parallel(embeddings, query, capability, n_base, gamma, n_chunks):
 
 
 @njit(cache=True, nogil=True)
-def _route_rows(embeddings, rows, query, capability, n_base, gamma, n_chunks):
-    """Eqs (2)–(4) over the bank rows ``rows`` only; support rows are bank rows, ties to the lower bank row."""
+def _route_rows(embeddings, rows, labels, query, capability, n_base, gamma, n_chunks):
+    """Eqs (2)–(4) over the rows ``rows`` of ``embeddings`` only; support rows are bank rows (``labels`` of
+    them, or themselves when ``labels`` is empty), ties to the lower bank row."""
     if n_chunks == 1:
         sims, hist = _scan_rows_serial(embeddings, rows, query)
     else:
         sims, hist = _scan_rows(embeddings, rows, query, n_chunks)
     local, support_sims = _support(sims, hist, n_base, gamma)
     support_rows = rows[local]
+    if labels.shape[0] > 0:
+        support_rows = labels[support_rows]
     # _support orders ties by position in ``rows``; re-order them by bank row: sort by row, then stably by Ŝ
     by_row = np.argsort(support_rows)
     support_rows, support_sims = support_rows[by_row], support_sims[by_row]
@@ -291,6 +294,7 @@ def route_rows(
     n_base: int,
     gamma: float,
     threads: int | None = None,
+    labels: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Eqs (2)–(4) over the bank rows ``rows`` only (the approximate mode: the rows of an index's probed
     lists): (support rows, their Ŝ, votes V), as ``route`` over ``embeddings[rows]`` with rows mapped back.
@@ -300,10 +304,28 @@ def route_rows(
     to the lower bank row. Each Ŝ equals the exact kernel's value for that row bit for bit. ``rows``
     must be distinct (each is read once); out-of-range rows are an error. ``threads`` as in ``route``,
     sized by the bytes of the rows scanned.
+
+    ``labels`` (None: row i of ``embeddings`` is bank row i) makes ``embeddings`` a reordered copy of the
+    bank, such as an index's list-ordered vectors: row i is bank row ``labels[i]``, for the support rows,
+    their ties and the capability columns. It must be a permutation of the bank's rows (as an index
+    stores it; not checked here, ``Bank.validate`` does).
     """
     e, m = _bank_arrays(embeddings, capability)
     r = _checks.row_indices("rows", rows, e.shape[0])
     q = _query(query, e.shape[1])
     n_base, gamma = _checks.support_parameters(n_base, gamma)
     threads = _threads(threads, r.shape[0] * e.shape[1] * e.itemsize)
-    return _route_rows(e, r, q, m, n_base, gamma, threads)
+    return _route_rows(e, r, _labels(labels, e.shape[0]), q, m, n_base, gamma, threads)
+
+
+_NO_LABELS = np.empty(0, dtype=np.int64)
+
+
+def _labels(labels: np.ndarray | None, n_rows: int) -> np.ndarray:
+    """``labels`` as the int64 vector ``_route_rows`` reads (empty: the identity), after its shape check."""
+    if labels is None:
+        return _NO_LABELS
+    out = np.asarray(labels)
+    if out.shape != (n_rows,) or out.dtype != np.int64:
+        raise ValueError(f"labels must be an int64 vector of the {n_rows} embedding rows' bank rows, got {out.dtype} {out.shape}")
+    return np.ascontiguousarray(out)

@@ -11,6 +11,7 @@ import pytest
 from smcs import Bank, Policy, Router
 from smcs.bank import BankError, BankFormatError, ModelInfo, Question, ivf
 from smcs.cli import main
+from smcs.core.router import route_ivf
 from smcs.kernels import reference
 from smcs.synthetic import clustered_bank, queries_near
 
@@ -77,6 +78,29 @@ def test_probe_returns_the_lists_of_the_nearest_centroids(data, index):
     np.testing.assert_array_equal(np.sort(index.probe(query, NLIST + 5)), np.arange(N))
 
 
+def test_vectors_are_the_rows_in_list_order(data, index):
+    embeddings, _ = data
+    assert index.vectors is None  # just trained: the bank store writes them
+    copied = index.with_vectors(embeddings)
+    np.testing.assert_array_equal(copied.vectors[5], embeddings[index.rows[5]])
+    ivf.check_vectors(copied, embeddings)
+    tampered = ivf.IVFIndex(index.centroids, index.offsets, index.rows, N, 3, copied.vectors[::-1].copy())
+    with pytest.raises(ValueError, match="differs from the bank's rows"):
+        ivf.check_vectors(tampered, embeddings)
+    with pytest.raises(ValueError, match="has no ivf_vectors.npy"):
+        ivf.check_vectors(index, embeddings)
+
+
+def test_routing_over_the_vectors_equals_gathering_the_rows(data, index):
+    embeddings, capability = data
+    copied = index.with_vectors(embeddings)
+    for query in queries_near(embeddings, 8, seed=11):
+        gathered = route_ivf(index, embeddings, query, capability, 40, 0.95, nprobe=3)
+        contiguous = route_ivf(copied, embeddings, query, capability, 40, 0.95, nprobe=3, threads=2)
+        for got, want in zip(contiguous, gathered, strict=True):
+            np.testing.assert_array_equal(got, want)
+
+
 def test_extend_assigns_new_rows_and_keeps_the_old_lists(data, index):
     extra, _, _ = clustered_bank(200, DIM, MODELS, n_topics=40, seed=5 + 1)
     grown = index.extend(extra)
@@ -119,9 +143,10 @@ def test_an_index_is_committed_with_its_version_and_carried_by_every_write(tmp_p
     indexed.validate()
     assert indexed.manifest.index is not None and indexed.manifest.index.nlist == NLIST
     assert set(ivf.FILES) <= set(indexed.manifest.files)
+    np.testing.assert_array_equal(indexed.index.vectors, indexed.embeddings[indexed.index.rows])
 
     appended = indexed.append_questions(embeddings[2000:], _questions(2000, N), capability[:, 2000:])
-    appended.validate()
+    appended.validate()  # which checks the vectors against the rows, the appended ones included
     ivf.check_covers(appended.index, N)
     np.testing.assert_array_equal(_lists_of(appended.index)[2000:], ivf.assign(appended.index.centroids, appended.embeddings[2000:]))
 

@@ -47,6 +47,31 @@ def test_route_rows_equals_reference_on_large_dyadic(drawn):
         assert_route_equal(got, want)
 
 
+@FAST
+@given(banks_with_rows())
+def test_a_reordered_copy_with_labels_routes_as_the_bank_itself(drawn):
+    case, rows = drawn
+    order = np.random.default_rng(case.n).permutation(case.n).astype(np.int64)  # copy row i is bank row order[i]
+    copy = np.ascontiguousarray(case.embeddings[order])
+    positions = np.argsort(order)[rows]  # where each wanted bank row sits in the copy
+    want = reference.route_rows(case.embeddings, rows, case.query, case.capability, case.n_base, case.gamma)
+    assert_route_equal(
+        reference.route_rows(copy, positions, case.query, case.capability, case.n_base, case.gamma, order), want
+    )
+    for threads in (1, 2):
+        got = kernels.route_rows(
+            copy, positions, case.query, case.capability, case.n_base, case.gamma, threads, labels=order
+        )
+        assert_route_equal(got, want)
+
+
+def test_labels_of_the_wrong_shape_or_type_are_named():
+    case = normal_bank(0, n=10, d=8, r=3, n_base=4, gamma=0.95)
+    for labels in (np.arange(9), np.arange(10, dtype=np.int32)):
+        with pytest.raises(ValueError, match="labels must be an int64 vector of the 10"):
+            kernels.route_rows(case.embeddings, np.arange(3), case.query, case.capability, 4, 0.95, labels=labels)
+
+
 @pytest.mark.parametrize("threads", [1, 2])
 def test_every_row_in_any_order_is_the_exact_route_bit_for_bit(threads):
     case = normal_bank(3, n=5000, d=64, r=6, n_base=400, gamma=0.95)

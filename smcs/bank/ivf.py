@@ -4,7 +4,8 @@ The index splits the bank's unit rows into ``nlist`` lists by their most similar
 k-means, trained with faiss on a sample of the rows). A query probes the ``nprobe`` lists whose centroids
 are most similar to it, and the route kernel then scores exactly the rows of those lists
 (``kernels.route_rows``): one pass over a few percent of the bank instead of all of it, with each
-similarity equal to the exact kernel's. The support set is exact whenever every row above the threshold
+similarity equal to the exact kernel's. The index keeps a copy of the rows in list order (``vectors``),
+so that each probed list is read as one contiguous block rather than row by row across the bank. The support set is exact whenever every row above the threshold
 lies in a probed list; ``benchmarks/test_approximate.py`` measures how often that holds.
 
 An index belongs to a bank version and is stored in its directory beside the data files, hashed in its
@@ -13,6 +14,7 @@ manifest (``Manifest.index`` describes it)::
     ivf_centroids.npy  float32 nlist x d, unit rows
     ivf_offsets.npy    int64 nlist + 1: list c holds rows[offsets[c]:offsets[c + 1]]
     ivf_rows.npy       int64 N: every bank row once, grouped by list, ascending within a list
+    ivf_vectors.npy    float32 N x d: vectors[i] is the bank's row rows[i] (written by the bank store)
 
 Appends assign the new rows to their nearest centroid (no faiss needed), so an index follows a growing
 bank; once the bank has grown to ``REBUILD_GROWTH`` times the rows the centroids were trained on,
@@ -22,14 +24,15 @@ bank; once the bank has grown to ``REBUILD_GROWTH`` times the rows the centroids
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 CENTROIDS = "ivf_centroids.npy"
 OFFSETS = "ivf_offsets.npy"
 ROWS = "ivf_rows.npy"
-FILES = (CENTROIDS, OFFSETS, ROWS)
+VECTORS = "ivf_vectors.npy"
+FILES = (CENTROIDS, OFFSETS, ROWS, VECTORS)
 """The index's files in a version directory."""
 
 REBUILD_GROWTH = 2.0
@@ -45,13 +48,18 @@ _ASSIGN_BLOCK = 16384
 
 @dataclass(frozen=True)
 class IVFIndex:
-    """Centroids and inverted lists over the first ``n_rows`` rows of a bank (arrays may be memory maps)."""
+    """Centroids and inverted lists over the first ``n_rows`` rows of a bank (arrays may be memory maps).
+
+    ``vectors`` is the list-ordered copy of the rows: memory-mapped when the index comes with a bank
+    version, None for one just trained or extended (the bank store writes it on commit; ``with_vectors``
+    makes one in memory)."""
 
     centroids: np.ndarray
     offsets: np.ndarray
     rows: np.ndarray
     trained_rows: int
     seed: int
+    vectors: np.ndarray | None = None
 
     @property
     def nlist(self) -> int:
@@ -73,14 +81,23 @@ class IVFIndex:
         """Whether the bank has outgrown the centroids (``REBUILD_GROWTH`` x the rows they were trained on)."""
         return self.n_rows >= REBUILD_GROWTH * max(self.trained_rows, 1)
 
-    def probe(self, query: np.ndarray, nprobe: int) -> np.ndarray:
-        """Bank rows of the ``nprobe`` lists whose centroids are most similar to the unit ``query``
-        (all lists when ``nprobe`` ≥ ``nlist``), as one int64 vector."""
+    def positions(self, query: np.ndarray, nprobe: int) -> np.ndarray:
+        """Positions in ``rows`` (and ``vectors``) of the ``nprobe`` lists whose centroids are most similar
+        to the unit ``query`` (all lists when ``nprobe`` ≥ ``nlist``), as one int64 vector."""
         if nprobe >= self.nlist:
-            return np.asarray(self.rows, dtype=np.int64)
+            return np.arange(self.n_rows, dtype=np.int64)
         sims = self.centroids @ np.asarray(query, dtype=np.float32)
         lists = np.argpartition(-sims, nprobe - 1)[:nprobe]
-        return np.concatenate([self.rows[self.offsets[c] : self.offsets[c + 1]] for c in lists.tolist()])
+        return np.concatenate([np.arange(self.offsets[c], self.offsets[c + 1]) for c in lists.tolist()])
+
+    def probe(self, query: np.ndarray, nprobe: int) -> np.ndarray:
+        """Bank rows of the ``nprobe`` lists whose centroids are most similar to the unit ``query``."""
+        return np.asarray(self.rows)[self.positions(query, nprobe)]
+
+    def with_vectors(self, embeddings: np.ndarray) -> IVFIndex:
+        """This index with its list-ordered copy of ``embeddings`` (the bank's rows) made in memory."""
+        _check_dim(embeddings, self.dim)
+        return replace(self, vectors=np.ascontiguousarray(np.asarray(embeddings)[np.asarray(self.rows)], dtype=np.float32))
 
     def list_sizes(self) -> np.ndarray:
         """Rows per list."""
@@ -98,8 +115,8 @@ class IVFIndex:
         offsets, rows = _inverted_lists(lists, self.nlist)
         return IVFIndex(np.asarray(self.centroids), offsets, rows, self.trained_rows, self.seed)
 
-    def arrays(self) -> dict[str, np.ndarray]:
-        """The index's arrays by file name, as ``save`` would store them."""
+    def list_arrays(self) -> dict[str, np.ndarray]:
+        """The centroids and the lists by file name (the vectors are the bank store's to write)."""
         return {CENTROIDS: self.centroids, OFFSETS: self.offsets, ROWS: self.rows}
 
 
@@ -145,7 +162,9 @@ def assign(centroids: np.ndarray, embeddings: np.ndarray) -> np.ndarray:
     return out
 
 
-def from_arrays(centroids: np.ndarray, offsets: np.ndarray, rows: np.ndarray, trained_rows: int, seed: int) -> IVFIndex:
+def from_arrays(
+    centroids: np.ndarray, offsets: np.ndarray, rows: np.ndarray, vectors: np.ndarray, trained_rows: int, seed: int
+) -> IVFIndex:
     """An index from stored arrays, after checking they fit together (``ValueError`` naming the array)."""
     nlist = centroids.shape[0] if centroids.ndim == 2 else -1
     if centroids.ndim != 2 or centroids.dtype != np.float32 or nlist < 1:
@@ -156,7 +175,9 @@ def from_arrays(centroids: np.ndarray, offsets: np.ndarray, rows: np.ndarray, tr
         raise ValueError(f"{ROWS} must be an int64 vector, got {rows.dtype} {rows.shape}")
     if offsets[0] != 0 or offsets[-1] != rows.shape[0] or np.any(np.diff(offsets) < 0):
         raise ValueError(f"{OFFSETS} must rise from 0 to the {rows.shape[0]} indexed rows")
-    return IVFIndex(centroids, offsets, rows, trained_rows, seed)
+    if vectors.shape != (rows.shape[0], centroids.shape[1]) or vectors.dtype != np.float32:
+        raise ValueError(f"{VECTORS} must be float32 {rows.shape[0]} x {centroids.shape[1]}, got {vectors.dtype} {vectors.shape}")
+    return IVFIndex(centroids, offsets, rows, trained_rows, seed, vectors)
 
 
 def check_covers(index: IVFIndex, n_rows: int) -> None:
@@ -170,6 +191,17 @@ def check_covers(index: IVFIndex, n_rows: int) -> None:
     seen[rows] = True
     if not seen.all():
         raise ValueError(f"{ROWS} misses {int((~seen).sum())} bank rows (and repeats as many)")
+
+
+def check_vectors(index: IVFIndex, embeddings: np.ndarray) -> None:
+    """Raise ``ValueError`` unless ``index.vectors`` is the list-ordered copy of ``embeddings`` (O(N·d))."""
+    if index.vectors is None:
+        raise ValueError(f"the index has no {VECTORS}")
+    rows = np.asarray(index.rows)
+    for start in range(0, index.n_rows, _ASSIGN_BLOCK):
+        stop = min(start + _ASSIGN_BLOCK, index.n_rows)
+        if not np.array_equal(index.vectors[start:stop], embeddings[rows[start:stop]]):
+            raise ValueError(f"{VECTORS} differs from the bank's rows in positions {start}..{stop - 1}")
 
 
 def _inverted_lists(lists: np.ndarray, nlist: int) -> tuple[np.ndarray, np.ndarray]:

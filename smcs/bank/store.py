@@ -65,6 +65,8 @@ NORM_TOLERANCE = 1e-3
 """``validate`` accepts an embedding row whose L2 norm is within this of 1."""
 
 _VERSION_RE = re.compile(r"v(\d{6,})")
+_GATHER_ROWS = 16384
+"""Rows gathered per block when writing an index's list-ordered vectors."""
 _CHUNK_BYTES = 1 << 22
 """Streaming granularity for copying, hashing and scanning files (bounds the extra memory used)."""
 _OPEN_RETRIES = 3
@@ -226,7 +228,7 @@ class Bank:
         Verifies the SHA-256 of every data file against the manifest, shapes and dtypes, that capability
         values are in {-1, 0, 1}, that every embedding row is finite with L2 norm within
         ``NORM_TOLERANCE`` of 1, that question ids and model names are unique, that the counts
-        agree, and that an index holds every row once. Costs one read of every file (O(N·d)).
+        agree, and that an index holds every row once and its vectors are the rows in list order. Costs one read of every file (O(N·d)).
         """
         vdir = self.path / self.version
         for name, expected in self.manifest.files.items():
@@ -241,8 +243,9 @@ class Bank:
         if fresh.index is not None:
             try:
                 ivf.check_covers(fresh.index, fresh.n_questions)
+                ivf.check_vectors(fresh.index, fresh.embeddings)
             except ValueError as e:
-                raise BankFormatError(f"{vdir / ivf.ROWS}: {e}") from None
+                raise BankFormatError(f"{vdir}: the index: {e}") from None
 
     @classmethod
     def _load(cls, root: Path, name: str) -> Bank:
@@ -332,6 +335,7 @@ class Bank:
                 MODELS: _copy_fill(old / MODELS),
             }
             index = base.index.extend(rows) if base.index is not None else None
+            fills |= _index_fills(base, index, [base.embeddings, rows])
             return _commit(base, number, base.n_questions + len(rows), base.n_models, fills, index)
 
     def record_outcomes(self, outcomes: Iterable[tuple[str, str, int]]) -> Bank:
@@ -348,6 +352,7 @@ class Bank:
         with _writing(self.path) as (base, number):
             capability = _apply_outcomes(base, triples)
             fills = _copied_data(base) | {CAPABILITY: _npy_fill(np.int8, capability.shape, [capability])}
+            fills |= _index_fills(base, base.index, [])
             return _commit(base, number, base.n_questions, base.n_models, fills, base.index)
 
     def add_model(self, model: ModelInfo, outcomes: object = None) -> Bank:
@@ -364,7 +369,7 @@ class Bank:
             fills = _copied_data(base) | {
                 CAPABILITY: _npy_fill(np.int8, (base.n_models + 1, base.n_questions), [base.capability, row]),
                 MODELS: _bytes_fill(_encode_json((*base.models, model))),
-            }
+            } | _index_fills(base, base.index, [])
             return _commit(base, number, base.n_questions, base.n_models + 1, fills, base.index)
 
     def with_index(self, index: ivf.IVFIndex | None) -> Bank:
@@ -381,7 +386,8 @@ class Bank:
                 if index.n_rows > base.n_questions:
                     raise BankError(f"index covers {index.n_rows} rows but the bank has only {base.n_questions}")
                 index = index.extend(base.embeddings[index.n_rows :])
-            return _commit(base, number, base.n_questions, base.n_models, _copied_data(base), index)
+            fills = _copied_data(base) | _index_fills(base, index, [base.embeddings])
+            return _commit(base, number, base.n_questions, base.n_models, fills, index)
 
     def prune(self, keep: int) -> list[str]:
         """Delete all but the newest ``keep`` (>= 1) committed versions; return the deleted names, oldest first.
@@ -497,9 +503,31 @@ def _copied_data(base: Bank) -> dict[str, Fill]:
     return {file: _copy_fill(old / file) for file in DATA_FILES}
 
 
-def _index_fills(index: ivf.IVFIndex) -> dict[str, Fill]:
-    """Fills writing the files of ``index``."""
-    return {file: _npy_fill(array.dtype.type, array.shape, [array]) for file, array in index.arrays().items()}
+def _index_fills(base: Bank, index: ivf.IVFIndex | None, rows: Sequence[np.ndarray]) -> dict[str, Fill]:
+    """Fills of the new version's index files: none without ``index``; copies of ``base``'s when ``index``
+    is ``base``'s own (no row changed); else its lists and the list-ordered copy of ``rows`` (the new
+    version's embeddings, as consecutive blocks)."""
+    if index is None:
+        return {}
+    if index is base.index:
+        old = base.path / base.version
+        return {file: _copy_fill(old / file) for file in ivf.FILES}
+    fills = {file: _npy_fill(array.dtype.type, array.shape, [array]) for file, array in index.list_arrays().items()}
+    fills[ivf.VECTORS] = _npy_fill(np.float32, (index.n_rows, index.dim), _gathered(rows, index.rows))
+    return fills
+
+
+def _gathered(parts: Sequence[np.ndarray], order: np.ndarray) -> Iterator[np.ndarray]:
+    """Blocks of the rows of ``parts`` (concatenated) taken in ``order``: row i of the result is row
+    ``order[i]``; bounded memory, whatever the bank's size."""
+    bounds = np.cumsum([0, *(len(part) for part in parts)])
+    for start in range(0, len(order), _GATHER_ROWS):
+        wanted = np.asarray(order[start : start + _GATHER_ROWS])
+        block = np.empty((len(wanted), parts[0].shape[1]), dtype=np.float32)
+        for part, low, high in zip(parts, bounds[:-1], bounds[1:], strict=True):
+            mask = (wanted >= low) & (wanted < high)
+            block[mask] = part[wanted[mask] - low]
+        yield block
 
 
 def _map_index(vdir: Path, manifest: Manifest) -> ivf.IVFIndex | None:
@@ -513,8 +541,9 @@ def _map_index(vdir: Path, manifest: Manifest) -> ivf.IVFIndex | None:
     centroids = _map_npy(vdir / ivf.CENTROIDS, np.float32, (info.nlist, dim))
     offsets = _map_npy(vdir / ivf.OFFSETS, np.int64, (info.nlist + 1,))
     rows = _map_npy(vdir / ivf.ROWS, np.int64, (n,))
+    vectors = _map_npy(vdir / ivf.VECTORS, np.float32, (n, dim))
     try:
-        return ivf.from_arrays(centroids, offsets, rows, info.trained_rows, info.seed)
+        return ivf.from_arrays(centroids, offsets, rows, vectors, info.trained_rows, info.seed)
     except ValueError as e:
         raise BankFormatError(f"{vdir}: {e}") from None
 
@@ -538,8 +567,7 @@ def _write_version(
     re-raised, so the bank is left as it was.
     """
     info = None
-    if index is not None:
-        fills = fills | _index_fills(index)
+    if index is not None:  # its files are among ``fills``
         info = IndexInfo(kind=INDEX_KIND, nlist=index.nlist, trained_rows=index.trained_rows, seed=index.seed)
     scratch = atomic.make_temp_dir(root)
     try:
@@ -873,7 +901,7 @@ def _copy_fill(source: Path, tail: bytes = b"") -> Fill:
     return fill
 
 
-def _npy_fill(dtype: type, shape: tuple[int, ...], blocks: Sequence[np.ndarray]) -> Fill:
+def _npy_fill(dtype: type, shape: tuple[int, ...], blocks: Iterable[np.ndarray]) -> Fill:
     """A fill writing an ``.npy`` of ``dtype`` and ``shape`` whose C-order data is ``blocks`` concatenated.
 
     Streams block by block (memory-mapped blocks are never loaded whole), so appending to a large bank

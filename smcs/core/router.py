@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from .. import kernels
-from ..bank import Bank
+from ..bank import Bank, ivf
 from .decision import RouteDecision
 from .policy import IVF_AUTO_MIN_ROWS, Policy
 
@@ -97,14 +97,8 @@ class Router:
         bank = self._bank
         index = bank.index if self._uses_index(policy) else None
         if index is not None:
-            rows, sims, votes = kernels.route_rows(
-                bank.embeddings,
-                index.probe(query, policy.nprobe),
-                query,
-                bank.capability,
-                policy.n_base,
-                policy.gamma,
-                policy.threads,
+            rows, sims, votes = route_ivf(
+                index, bank.embeddings, query, bank.capability, policy.n_base, policy.gamma, policy.nprobe, policy.threads
             )
         elif policy.quantized:
             rows, sims, votes = kernels.route_quantized(
@@ -183,6 +177,25 @@ class Router:
         """Compile (or load from numba's cache) the kernels for this bank's array types, so the first
         request does not pay for it; with a quantized policy this also builds the int8 copy."""
         self.route(np.asarray(self._bank.embeddings[0], dtype=np.float32), seed=0)
+
+
+def route_ivf(
+    index: ivf.IVFIndex,
+    embeddings: np.ndarray,
+    query: np.ndarray,
+    capability: np.ndarray,
+    n_base: int,
+    gamma: float,
+    nprobe: int,
+    threads: int | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Eqs (2)–(4) over the rows of the ``nprobe`` lists of ``index`` nearest the unit ``query``: (support
+    rows, their Ŝ, votes), the exact route of those rows. Reads the index's list-ordered ``vectors`` (each
+    probed list one contiguous block) when it has them, else gathers the rows from ``embeddings``."""
+    positions = index.positions(query, nprobe)
+    if index.vectors is not None:
+        return kernels.route_rows(index.vectors, positions, query, capability, n_base, gamma, threads, labels=index.rows)
+    return kernels.route_rows(embeddings, np.asarray(index.rows)[positions], query, capability, n_base, gamma, threads)
 
 
 def model_accuracy(capability: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
