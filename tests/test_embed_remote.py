@@ -14,7 +14,10 @@ import aiohttp
 import numpy as np
 import pytest
 from embedding_server import HANG_LIMIT_S, EmbeddingServer, Step, unit, vector_for
+from service_harness import make_config
 
+from smcs import Bank, Policy
+from smcs.bank import EmbedderInfo, ModelInfo, Question
 from smcs.embed import (
     EmbedderAuthError,
     EmbedderConfig,
@@ -31,6 +34,7 @@ from smcs.embed import (
     as_sync,
     make_embedder,
 )
+from smcs.service import start_server
 
 TEXTS = ["What is the capital of France?", "Solve 2x + 3 = 11.", "", "naïve café 東京", "a" * 50]
 FAST = {"backoff_s": 0.01, "max_backoff_s": 1.0, "timeout_s": 5.0}
@@ -362,3 +366,42 @@ def test_make_embedder_refuses_an_unset_key_variable():
     config = EmbedderConfig(kind="remote", base_url="http://127.0.0.1:9", model="m", api_key_env="NOPE")
     with pytest.raises(EmbedderSetupError, match="'NOPE'"):
         make_embedder(config, environ={})
+
+
+def test_a_server_keeps_one_connection_pool_open_for_its_lifetime(tmp_path, monkeypatch):
+    """``smcs serve`` enters its remote embedder once at start-up and closes it once at stop."""
+    events: list[str] = []
+    enter, close = RemoteEmbedder.__aenter__, RemoteEmbedder.aclose
+
+    async def counting_enter(self):
+        events.append("enter")
+        return await enter(self)
+
+    async def counting_close(self):
+        events.append("close")
+        await close(self)
+
+    monkeypatch.setattr(RemoteEmbedder, "__aenter__", counting_enter)
+    monkeypatch.setattr(RemoteEmbedder, "aclose", counting_close)
+    Bank.create(
+        tmp_path / "bank",
+        embeddings=np.eye(8, dtype=np.float32)[:4],
+        capability=np.ones((1, 4), dtype=np.int8),
+        questions=[Question(id=f"q{i}", text=f"q{i}") for i in range(4)],
+        models=[ModelInfo("m0")],
+        embedder=EmbedderInfo("m", 8),
+    )
+
+    async def go() -> EmbeddingServer:
+        async with EmbeddingServer() as server:
+            embedder = EmbedderConfig(kind="remote", base_url=server.base_url, model="m", dim=8)
+            running = await start_server(make_config(embedder=embedder, policy=Policy(k=1, k_drop=0)), tmp_path / "bank")
+            assert events == ["enter"]
+            await running.state.live.embedder.embed(["one", "two"])
+            await running.state.live.embedder.embed(["three"])
+            assert events == ["enter"]
+            await running.stop(0)
+            return server
+
+    server = asyncio.run(go())
+    assert events == ["enter", "close"] and len(server.requests) == 2

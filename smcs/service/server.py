@@ -17,7 +17,8 @@ from .._proto import router_pb2 as pb
 from .._proto import router_pb2_grpc as pb_grpc
 from ..config import Config, TLSConfig
 from ..dispatch import ModelPool
-from ..embed import EmbedderConfig, EmbedderError, as_async, make_embedder
+from ..embed import AsyncEmbedder, EmbedderConfig, EmbedderError, as_async, make_embedder
+from ..http_retry import AsyncClosing
 from .auth import BearerTokenInterceptor
 from .decode_guard import DecodeGuardInterceptor
 from .metrics import Metrics, MetricsHTTPServer, MetricsInterceptor
@@ -62,6 +63,7 @@ class RunningServer:
         await self.state.close()
         _shut_down(self._executors)
         await self._pool.aclose()
+        await _close_embedder(self.state.embedder)
         if self._exposition is not None:
             self._exposition.close()
 
@@ -80,11 +82,13 @@ async def start_server(config: Config, bank_path: Path) -> RunningServer:
         ThreadPoolExecutor(max_workers=config.server.workers, thread_name_prefix="smcs-route"),
         ThreadPoolExecutor(max_workers=1, thread_name_prefix="smcs-embed"),
     ]
+    embedder = EmbedderChoice(None, strict=False)
     try:
         embedder = await _embedder_choice(config.embedder, executors[1])
         pool = ModelPool.from_config(config.models)  # builds clients only: a model that is down does not stop start-up
     except BaseException:
         _shut_down(executors)
+        await _close_embedder(embedder)
         raise
     state = ServiceState(bank_path, config.policy, executors[0], embedder, rebuild_index=config.server.rebuild_index)
     metrics = Metrics(state)
@@ -106,6 +110,7 @@ async def start_server(config: Config, bank_path: Path) -> RunningServer:
     except BaseException:
         _shut_down(executors)
         await pool.aclose()
+        await _close_embedder(embedder)
         raise
     for name in ("", SERVICE_NAME):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
@@ -119,6 +124,7 @@ async def start_server(config: Config, bank_path: Path) -> RunningServer:
         await server.stop(0)
         _shut_down(executors)
         await pool.aclose()
+        await _close_embedder(embedder)
         raise
     for name in ("", SERVICE_NAME):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
@@ -152,16 +158,36 @@ async def _embedder_choice(config: EmbedderConfig | None, executor: ThreadPoolEx
         return EmbedderChoice(None, strict=True, reason='the embedder is configured as kind = "none"')
     try:
         loaded = await asyncio.get_running_loop().run_in_executor(executor, make_embedder, config or EmbedderConfig())
-        embedder = as_async(loaded, executor)
-        probe = getattr(embedder, "probe", None)
-        if probe is not None:
-            await probe()  # a remote embedder without a configured dim learns it now, not on the first request
+        embedder = await _opened(as_async(loaded, executor))
     except EmbedderError as exc:
         if config is not None:
             raise
         log.warning("the default embedder cannot load (%s); serving embeddings only", exc)
         return EmbedderChoice(None, strict=False, reason=f"the default embedder cannot load: {exc}")
     return EmbedderChoice(embedder, strict=config is not None)
+
+
+async def _opened(embedder: AsyncEmbedder) -> AsyncEmbedder:
+    """``embedder`` with its connection pool open for the server's lifetime (closed by ``stop``), and its
+    dimension learnt now rather than on the first request (a remote embedder without a configured dim)."""
+    closing = isinstance(embedder, AsyncClosing)
+    if closing:
+        await embedder.__aenter__()
+    try:
+        probe = getattr(embedder, "probe", None)
+        if probe is not None:
+            await probe()
+    except BaseException:
+        if closing:
+            await embedder.aclose()
+        raise
+    return embedder
+
+
+async def _close_embedder(choice: EmbedderChoice) -> None:
+    """Close the embedder's connection pool, if it keeps one."""
+    if isinstance(choice.embedder, AsyncClosing):
+        await choice.embedder.aclose()
 
 
 def _shut_down(executors: list[ThreadPoolExecutor]) -> None:
