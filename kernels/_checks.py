@@ -9,6 +9,7 @@ written).
 from __future__ import annotations
 
 import numpy as np
+from numba import njit
 
 
 def float_matrix(name: str, a: object, dtype: type = np.float32) -> np.ndarray:
@@ -23,6 +24,10 @@ def float_matrix(name: str, a: object, dtype: type = np.float32) -> np.ndarray:
 
 def float_vector(name: str, a: object, dtype: type = np.float64, length: int | None = None) -> np.ndarray:
     """Return ``a`` as a C-contiguous 1-D array of ``dtype``, optionally of an exact length."""
+    if type(a) is np.ndarray and a.dtype == dtype and a.ndim == 1 and a.flags.c_contiguous:
+        if length is not None and a.shape[0] != length:  # the hot path's vectors: a few µs of numpy checks saved
+            raise ValueError(f"{name} must have length {length}, got {a.shape[0]}")
+        return a
     arr = np.asarray(a)
     if arr.ndim != 1:
         raise ValueError(f"{name} must be a 1-D array, got shape {arr.shape}")
@@ -35,9 +40,20 @@ def float_vector(name: str, a: object, dtype: type = np.float64, length: int | N
 
 def finite(name: str, arr: np.ndarray) -> np.ndarray:
     """Raise if ``arr`` holds NaN or infinity; return it unchanged."""
-    if not np.all(np.isfinite(arr)):
+    ok = _finite_vector(arr) if arr.ndim == 1 else bool(np.all(np.isfinite(arr)))
+    if not ok:
         raise ValueError(f"{name} contains NaN or infinity")
     return arr
+
+
+@njit(cache=True, nogil=True)
+def _finite_vector(a: np.ndarray) -> bool:
+    """Whether every entry of the vector ``a`` is finite (a compiled loop: numpy's isfinite + all costs
+    more in call overhead than a query's check is worth)."""
+    for x in a:
+        if not np.isfinite(x):
+            return False
+    return True
 
 
 def capability_matrix(name: str, m: object, n_questions: int) -> np.ndarray:
