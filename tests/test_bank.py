@@ -726,3 +726,15 @@ def test_require_creatable_says_in_advance_what_create_would_refuse(tmp_path: Pa
     (tmp_path / "file").write_text("x")
     with pytest.raises(BankError, match="is not a directory"):
         Bank.require_creatable(tmp_path / "file")
+
+
+@pytest.mark.parametrize("damage", [b"(", b"[", b"'", b"\\"])
+def test_a_npy_header_that_numpy_cannot_tokenise_is_a_format_error(bank: Bank, damage: bytes) -> None:
+    """A byte flipped in a header's padding makes numpy's header parser fail with TokenError or
+    SyntaxError rather than ValueError: still a BankFormatError naming the file."""
+    path = bank.path / bank.version / "capability.npy"
+    data = path.read_bytes()
+    end = data.index(b"\n")  # the header's padding runs up to its newline
+    path.write_bytes(data[: end - 2] + damage + data[end - 1 :])
+    with pytest.raises(BankFormatError, match="capability.npy is not a readable .npy file"):
+        Bank.open(bank.path)

@@ -641,8 +641,8 @@ def _map_npy(path: Path, dtype: type, shape: tuple[int, ...]) -> np.ndarray:
         array = np.load(path, mmap_mode="r", allow_pickle=False)
     except FileNotFoundError:
         raise BankFormatError(f"{path} is missing") from None
-    except (OSError, ValueError, EOFError) as e:
-        raise BankFormatError(f"{path} is not a readable .npy file: {e}") from None
+    except Exception as e:  # a damaged header fails in numpy's parser in many ways (ValueError, TokenError, …)
+        raise BankFormatError(f"{path} is not a readable .npy file: {type(e).__name__}: {e}") from None
     if array.dtype != np.dtype(dtype) or array.shape != shape or not array.flags.c_contiguous:
         raise BankFormatError(
             f"{path} holds {array.dtype} {array.shape}, expected C-ordered {np.dtype(dtype)} {shape} per the manifest"
