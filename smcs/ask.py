@@ -15,6 +15,7 @@ import math
 import os
 import sys
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from pathlib import Path
 from typing import TextIO
 
@@ -70,8 +71,9 @@ async def _in_process(
     and embedder; the question is embedded only for the strategies that route it."""
     policy = msgspec.structs.replace(config.policy, **overrides) if overrides else config.policy
     async with strategy_host(config, bank_path) as host:
-        async for event in host.events(spec, params, question, seed, task, policy):
-            yield event
+        async with aclosing(host.events(spec, params, question, seed, task, policy)) as events:
+            async for event in events:
+                yield event
 
 
 async def _through_server(
@@ -80,17 +82,21 @@ async def _through_server(
 ) -> AsyncIterator[Event | StrategyEvent]:
     """The events a server streams for the question."""
     async with AsyncClient(target, token=token) as client:
-        async for event in client.answer(question, seed=seed, task=task, strategy=strategy, options=options, **overrides):
-            yield event
+        answer = client.answer(question, seed=seed, task=task, strategy=strategy, options=options, **overrides)
+        async with aclosing(answer) as events:
+            async for event in events:
+                yield event
 
 
 async def _follow(events: AsyncIterator[Event | StrategyEvent], progress: TextIO | None) -> Result:
-    """Consume ``events``, writing a progress line for each to ``progress``; the final result."""
-    async for event in events:
-        if progress is not None:
-            print(progress_line(event), file=progress, flush=True)
-        if isinstance(event, (AnswerResult, StrategyResult)):
-            return event
+    """Consume ``events``, writing a progress line for each to ``progress``; the final result. The stream is
+    closed on return (its models' connections with it), not left to the event loop's shutdown."""
+    async with aclosing(events):
+        async for event in events:
+            if progress is not None:
+                print(progress_line(event), file=progress, flush=True)
+            if isinstance(event, (AnswerResult, StrategyResult)):
+                return event
     raise RuntimeError("the answer stream ended without a result")
 
 

@@ -10,7 +10,7 @@ set up once, for ``smcs ask`` (one question) and the ``smcs data`` jobs (many).
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Generator, Sequence
-from contextlib import asynccontextmanager
+from contextlib import aclosing, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -71,8 +71,10 @@ class StrategyHost:
         ctx = self.context(spec, question, seed, task, await self.query(spec, question), policy)
         steps = spec.run(ctx, params)
         # run_steps is annotated for the pipeline's generator; it hosts any generator of pipeline steps
-        async for event in run_steps(cast(Generator[Step, object, AnswerResult], steps), self.pool, self.embedder, self.timeouts):
-            yield event
+        hosted = run_steps(cast(Generator[Step, object, AnswerResult], steps), self.pool, self.embedder, self.timeouts)
+        async with aclosing(hosted) as stream:
+            async for event in stream:
+                yield event
 
     def require_configured(self, names: Sequence[str], option: str) -> None:
         """``ValueError`` naming ``option`` for a model with no backend in the configuration."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import logging
 from collections.abc import Callable
 from pathlib import Path
 
@@ -559,3 +560,16 @@ def test_moa_lite_and_majority_vote_with_the_embedded_model(text_bank, tmp_path,
     vote = json.loads(capsys.readouterr().out)
     assert [c["role"] for c in vote["calls"]] == ["voter", "voter"] and vote["text"].strip()
     assert sum(vote["votes"].values()) == sum(c["extracted"] is not None for c in vote["calls"])
+
+
+def test_smcs_ask_closes_its_event_streams_before_the_loop_ends(text_bank, tmp_path, capsys, caplog):
+    """The answer is printed once the result arrives; the streams behind it (the strategy host, its
+    model pool) are closed then, not left to asyncio's shutdown, which reports them as errors."""
+    with FaultServer(responder=responder) as server:
+        config = write_config(tmp_path / "smcs.toml", server.base_url)
+        argv = ["ask", "What is 12 times 13?", "--bank", str(text_bank), "--config", str(config), "--seed", "3", "--quiet"]
+        with caplog.at_level(logging.ERROR, logger="asyncio"):
+            assert main(argv) == 0
+            assert main([*argv, "--strategy", "moa-lite"]) == 0
+    capsys.readouterr()
+    assert not [r for r in caplog.records if r.name == "asyncio"], [r.getMessage() for r in caplog.records]
