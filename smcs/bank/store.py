@@ -335,8 +335,7 @@ class Bank:
                 MODELS: _copy_fill(old / MODELS),
             }
             index = base.index.extend(rows) if base.index is not None else None
-            fills |= _index_fills(base, index, [base.embeddings, rows])
-            return _commit(base, number, base.n_questions + len(rows), base.n_models, fills, index)
+            return _commit(base, number, base.n_questions + len(rows), base.n_models, fills, index, [base.embeddings, rows])
 
     def record_outcomes(self, outcomes: Iterable[tuple[str, str, int]]) -> Bank:
         """Set capability entries of the latest version from (model name, question id, value) triples.
@@ -351,8 +350,7 @@ class Bank:
         triples = [_outcome_triple(item, i) for i, item in enumerate(items)]
         with _writing(self.path) as (base, number):
             capability = _apply_outcomes(base, triples)
-            fills = _copied_data(base) | {CAPABILITY: _npy_fill(np.int8, capability.shape, [capability])}
-            fills |= _index_fills(base, base.index, [])
+            fills = _copied(base, DATA_FILES) | {CAPABILITY: _npy_fill(np.int8, capability.shape, [capability])}
             return _commit(base, number, base.n_questions, base.n_models, fills, base.index)
 
     def add_model(self, model: ModelInfo, outcomes: object = None) -> Bank:
@@ -366,10 +364,10 @@ class Bank:
             if model.name in base._model_index:
                 raise BankError(f"model.name {model.name!r} is already in the bank")
             row = _outcome_values(outcomes, (base.n_questions,), "outcomes", ("questions",))
-            fills = _copied_data(base) | {
+            fills = _copied(base, DATA_FILES) | {
                 CAPABILITY: _npy_fill(np.int8, (base.n_models + 1, base.n_questions), [base.capability, row]),
                 MODELS: _bytes_fill(_encode_json((*base.models, model))),
-            } | _index_fills(base, base.index, [])
+            }
             return _commit(base, number, base.n_questions, base.n_models + 1, fills, base.index)
 
     def with_index(self, index: ivf.IVFIndex | None) -> Bank:
@@ -377,7 +375,7 @@ class Bank:
 
         ``index`` must have been built over this bank (``ivf.train(bank.embeddings)``), possibly over an
         earlier version: rows appended since are assigned to its lists here, so an index trained off the
-        lock on a snapshot can be swapped in while the bank grows. Cost is O(N) (the files are copied).
+        lock on a snapshot can be swapped in while the bank grows. Cost is O(N·d) (the files are copied).
         """
         with _writing(self.path) as (base, number):
             if index is not None:
@@ -386,8 +384,7 @@ class Bank:
                 if index.n_rows > base.n_questions:
                     raise BankError(f"index covers {index.n_rows} rows but the bank has only {base.n_questions}")
                 index = index.extend(base.embeddings[index.n_rows :])
-            fills = _copied_data(base) | _index_fills(base, index, [base.embeddings])
-            return _commit(base, number, base.n_questions, base.n_models, fills, index)
+            return _commit(base, number, base.n_questions, base.n_models, _copied(base, DATA_FILES), index, [base.embeddings])
 
     def prune(self, keep: int) -> list[str]:
         """Delete all but the newest ``keep`` (>= 1) committed versions; return the deleted names, oldest first.
@@ -487,31 +484,33 @@ def _writing(root: Path) -> Iterator[tuple[Bank, int]]:
 
 
 def _commit(
-    base: Bank, number: int, n_questions: int, n_models: int, fills: dict[str, Fill], index: ivf.IVFIndex | None
+    base: Bank,
+    number: int,
+    n_questions: int,
+    n_models: int,
+    fills: dict[str, Fill],
+    index: ivf.IVFIndex | None,
+    rows: Sequence[np.ndarray] = (),
 ) -> Bank:
-    """Write version ``number`` derived from ``base`` (same root and embedder), with ``index`` (None: none),
-    and make it current."""
+    """Write version ``number`` derived from ``base`` (same root and embedder) from the data files' ``fills``,
+    with ``index`` (None: none), and make it current. ``base``'s own index is copied; another is written
+    with its list-ordered copy of ``rows``, the new version's embeddings as consecutive blocks."""
+    if index is not None:
+        fills = fills | (_copied(base, ivf.FILES) if index is base.index else _index_fills(index, rows))
     return _write_version(
         base.path, _version_name(number), base.version, base.manifest.embedder, n_questions, n_models, fills,
         base.manifest.provenance, index,
     )
 
 
-def _copied_data(base: Bank) -> dict[str, Fill]:
-    """Fills copying every data file of ``base`` unchanged."""
+def _copied(base: Bank, files: Sequence[str]) -> dict[str, Fill]:
+    """Fills copying ``files`` of ``base`` unchanged."""
     old = base.path / base.version
-    return {file: _copy_fill(old / file) for file in DATA_FILES}
+    return {file: _copy_fill(old / file) for file in files}
 
 
-def _index_fills(base: Bank, index: ivf.IVFIndex | None, rows: Sequence[np.ndarray]) -> dict[str, Fill]:
-    """Fills of the new version's index files: none without ``index``; copies of ``base``'s when ``index``
-    is ``base``'s own (no row changed); else its lists and the list-ordered copy of ``rows`` (the new
-    version's embeddings, as consecutive blocks)."""
-    if index is None:
-        return {}
-    if index is base.index:
-        old = base.path / base.version
-        return {file: _copy_fill(old / file) for file in ivf.FILES}
+def _index_fills(index: ivf.IVFIndex, rows: Sequence[np.ndarray]) -> dict[str, Fill]:
+    """Fills of ``index``'s files: its lists, and the list-ordered copy of ``rows`` (consecutive blocks)."""
     fills = {file: _npy_fill(array.dtype.type, array.shape, [array]) for file, array in index.list_arrays().items()}
     fills[ivf.VECTORS] = _npy_fill(np.float32, (index.n_rows, index.dim), _gathered(rows, index.rows))
     return fills
