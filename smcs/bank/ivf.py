@@ -5,8 +5,9 @@ k-means, trained with faiss on a sample of the rows). A query probes the ``nprob
 are most similar to it, and the route kernel then scores exactly the rows of those lists
 (``kernels.route_rows``): one pass over a few percent of the bank instead of all of it, with each
 similarity equal to the exact kernel's. The index keeps a copy of the rows in list order (``vectors``),
-so that each probed list is read as one contiguous block rather than row by row across the bank. The support set is exact whenever every row above the threshold
-lies in a probed list; ``benchmarks/test_approximate.py`` measures how often that holds.
+so that each probed list is read as one contiguous block rather than row by row across the bank. The
+support set is exact whenever every row above the threshold lies in a probed list;
+``benchmarks/test_approximate.py`` measures how often that holds.
 
 An index belongs to a bank version and is stored in its directory beside the data files, hashed in its
 manifest (``Manifest.index`` describes it)::
@@ -42,8 +43,8 @@ POINTS_PER_CENTROID = 64
 """Training sample per list (faiss warns below 39; its own cap is 256): with 64, training 1e6 x 384 into
 1024 lists took ≈ 30 s on two cores, the setting docs/sizing.md measured recall with."""
 
-_ASSIGN_BLOCK = 16384
-"""Rows assigned per matrix product (bounds the temporary similarity block to 16384 x nlist floats)."""
+_BLOCK_ROWS = 16384
+"""Rows per block when assigning (bounds the similarity block to 16384 x nlist floats) or comparing vectors."""
 
 
 @dataclass(frozen=True)
@@ -130,11 +131,8 @@ def default_nlist(n_rows: int) -> int:
 def train(embeddings: np.ndarray, nlist: int | None = None, *, seed: int = 0, niter: int = 20) -> IVFIndex:
     """Train an index over the unit rows ``embeddings`` (N x d float32): spherical k-means with faiss on
     at most ``POINTS_PER_CENTROID`` x ``nlist`` rows drawn with ``seed``, then every row assigned to its
-    most similar centroid. ``nlist`` defaults to ``default_nlist(N)``. Needs faiss (``pip install faiss-cpu``)."""
-    try:
-        import faiss
-    except ImportError:
-        raise ImportError("training an IVF index needs faiss: pip install faiss-cpu (or smcs[ivf])") from None
+    most similar centroid. ``nlist`` defaults to ``default_nlist(N)``."""
+    import faiss  # a dependency, imported here: only training needs it, routing over an index does not
     n = len(embeddings)
     nlist = default_nlist(n) if nlist is None else nlist
     if isinstance(nlist, bool) or not isinstance(nlist, int) or not 1 <= nlist <= max(n, 1):
@@ -156,8 +154,8 @@ def assign(centroids: np.ndarray, embeddings: np.ndarray) -> np.ndarray:
     """Index of the most similar centroid of each row of ``embeddings`` (ties to the lower index)."""
     out = np.empty(len(embeddings), dtype=np.int64)
     c = np.asarray(centroids, dtype=np.float32)
-    for start in range(0, len(embeddings), _ASSIGN_BLOCK):
-        block = np.asarray(embeddings[start : start + _ASSIGN_BLOCK], dtype=np.float32)
+    for start in range(0, len(embeddings), _BLOCK_ROWS):
+        block = np.asarray(embeddings[start : start + _BLOCK_ROWS], dtype=np.float32)
         out[start : start + len(block)] = np.argmax(block @ c.T, axis=1)
     return out
 
@@ -198,8 +196,8 @@ def check_vectors(index: IVFIndex, embeddings: np.ndarray) -> None:
     if index.vectors is None:
         raise ValueError(f"the index has no {VECTORS}")
     rows = np.asarray(index.rows)
-    for start in range(0, index.n_rows, _ASSIGN_BLOCK):
-        stop = min(start + _ASSIGN_BLOCK, index.n_rows)
+    for start in range(0, index.n_rows, _BLOCK_ROWS):
+        stop = min(start + _BLOCK_ROWS, index.n_rows)
         if not np.array_equal(index.vectors[start:stop], embeddings[rows[start:stop]]):
             raise ValueError(f"{VECTORS} differs from the bank's rows in positions {start}..{stop - 1}")
 

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Literal, get_args
 
 import msgspec
 
-RETRIEVALS = ("auto", "exact", "ivf")
+Retrieval = Literal["auto", "exact", "ivf"]
+RETRIEVALS: tuple[str, ...] = get_args(Retrieval)
 IVF_AUTO_MIN_ROWS = 200_000
 """``retrieval = "auto"`` uses a bank's IVF index from this many rows (below, the exact scan is as fast)."""
 
@@ -51,7 +52,7 @@ class Policy(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tr
     threads: int | None = None
     quantized: bool = False
     min_references: int | None = None
-    retrieval: Literal["auto", "exact", "ivf"] = "auto"
+    retrieval: Retrieval = "auto"
     nprobe: int = 16
 
     def __post_init__(self) -> None:

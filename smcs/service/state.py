@@ -139,6 +139,7 @@ class ServiceState:
         return self._live
 
     async def _follow(self) -> None:
+        """Reload; a version that fails to load is logged and the previous one keeps serving."""
         try:
             await self.reload()
         except Exception:  # the old snapshot keeps serving, as when the watcher fails
@@ -194,7 +195,4 @@ class ServiceState:
         """Reload whenever the bank's CURRENT moves on, checking every ``interval_s`` seconds (runs until cancelled)."""
         while True:
             await asyncio.sleep(interval_s)
-            try:
-                await self.reload()
-            except Exception:  # a bad new version must not stop the watcher; the old snapshot keeps serving
-                log.exception("reloading bank %s failed; still serving the previous version", self.bank_path)
+            await self._follow()
