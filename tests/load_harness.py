@@ -1,4 +1,5 @@
-"""Processes and a load driver for the loopback load test (tests/test_load.py).
+"""Processes and a load driver for the loopback load test (tests/test_load.py); ``SmcsServe`` also runs
+the replicas of tests/test_replicas.py.
 
 Imported as ``from load_harness import ...`` (tests/ is on ``sys.path``, as for service_harness.py).
 

@@ -10,12 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import json
-import re
 import signal
 import subprocess
-import sys
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +22,7 @@ import numpy as np
 import pytest
 
 import smcs.service.state as state_module
+from load_harness import SmcsServe
 from service_harness import (
     DIM,
     N_MODELS,
@@ -41,10 +39,9 @@ from smcs import Bank, Router
 from smcs.bank import ModelInfo, Question
 from smcs.cli import main
 from smcs.client import Client, NewQuestion, _channel_options, channel_target
-from test_service import REPO, assert_same_decision
+from test_service import assert_same_decision
 from test_service_metrics import free_port, requests, scrape
 
-START_TIMEOUT_S = 60.0
 N_REPLICAS = 3
 
 
@@ -200,15 +197,18 @@ def test_a_request_cancelled_while_the_new_version_loads_does_not_cancel_the_loa
 
 @dataclass
 class Replica:
-    """One ``smcs serve`` process, its gRPC port and its metrics port."""
+    """One ``smcs serve`` process and its metrics port."""
 
-    process: subprocess.Popen[bytes]
-    port: int
+    server: SmcsServe
     metrics_port: int
 
     @property
     def target(self) -> str:
-        return f"127.0.0.1:{self.port}"
+        return self.server.target
+
+    @property
+    def process(self) -> subprocess.Popen[str]:
+        return self.server.process
 
     def routes(self) -> float:
         """Route calls this replica answered OK, from its ``/metrics``."""
@@ -225,44 +225,22 @@ def _config_file(path: Path, metrics_port: int) -> Path:
     return path
 
 
-def _serving_port(process: subprocess.Popen[bytes], out: Path, err: Path) -> int:
-    """The port ``smcs serve`` reports on its stdout once the bank is loaded."""
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        match = re.search(r"^smcs: serving bank v\d+ on 127\.0\.0\.1:(\d+)$", out.read_text(), re.MULTILINE)
-        if match:
-            return int(match.group(1))
-        if process.poll() is not None:
-            pytest.fail(f"smcs serve exited with {process.returncode}: {err.read_text()}")
-        time.sleep(0.05)
-    pytest.fail(f"smcs serve did not report it was serving within {START_TIMEOUT_S} s: {err.read_text()}")
-
-
 @contextlib.contextmanager
 def replicas(bank: Path, scratch: Path, n: int = N_REPLICAS) -> Iterator[list[Replica]]:
-    """``n`` ``smcs serve`` processes over ``bank``, each on a port of its own; all killed at the end."""
-    processes: list[subprocess.Popen[bytes]] = []
+    """``n`` ``smcs serve`` processes over ``bank``, each on ports of its own, started together; all
+    stopped at the end (killed if need be)."""
+    started: list[Replica] = []
     try:
-        started = []
         for i in range(n):
             metrics_port = free_port()
             config = _config_file(scratch / f"replica-{i}.toml", metrics_port)
-            out, err = scratch / f"replica-{i}.out", scratch / f"replica-{i}.err"
-            with out.open("wb") as stdout, err.open("wb") as stderr:
-                processes.append(subprocess.Popen(
-                    [sys.executable, "-m", "smcs.cli", "serve", "--config", str(config), "--bank", str(bank)],
-                    stdin=subprocess.DEVNULL, stdout=stdout, stderr=stderr, cwd=REPO,
-                ))
-            started.append((metrics_port, out, err))
-        yield [
-            Replica(process, _serving_port(process, out, err), metrics_port)
-            for process, (metrics_port, out, err) in zip(processes, started)
-        ]
+            started.append(Replica(SmcsServe(config, bank, scratch / f"replica-{i}.log"), metrics_port))
+        for replica in started:
+            replica.server.wait_serving()
+        yield started
     finally:
-        for process in processes:
-            process.kill()
-        for process in processes:
-            process.wait(30)
+        for replica in started:
+            replica.server.stop()
 
 
 @pytest.fixture(scope="module")
