@@ -20,7 +20,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from .evaluation import oca_mca, pairwise_ranking_score  # noqa: E402
 from .quantized import QuantizedBank, quantize_rows, route_quantized, route_quantized_stats  # noqa: E402
-from .retrieval import prior_vote, route, route_rows, similarities, support_set, top_k  # noqa: E402
+from .retrieval import prior_vote, route, route_many, route_rows, similarities, support_set, top_k  # noqa: E402
 from .sampling import draw_subsets, drop_distribution, sample_subsets, subset_uniforms  # noqa: E402
 from .scoring import hybrid_scores, mean_pairwise_similarity, perplexity, select_best  # noqa: E402
 
@@ -36,6 +36,7 @@ __all__ = [
     "prior_vote",
     "quantize_rows",
     "route",
+    "route_many",
     "route_quantized",
     "route_quantized_stats",
     "route_rows",

@@ -80,6 +80,13 @@ def route_rows(
     return support, sims, prior_vote(capability, support, sims)
 
 
+def route_many(
+    embeddings: np.ndarray, queries: np.ndarray, capability: np.ndarray, n_base: list[int], gamma: list[float]
+) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """``route`` for each row of ``queries`` with its own N_base and γ."""
+    return [route(embeddings, q, capability, nb, g) for q, nb, g in zip(queries, n_base, gamma)]
+
+
 def drop_distribution(votes: np.ndarray) -> np.ndarray:
     """Eq (6): D = softmax((V − mean V)/std V), population std; zero variance (all equal) → uniform."""
     v = votes.astype(np.float64)

@@ -12,6 +12,8 @@ work, which is why the kernel runs at the speed of reading the bank once.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numba
 import numpy as np
 from numba import njit, prange
@@ -57,6 +59,41 @@ def _scan_rows_block(embeddings, rows, query, start, stop, out, hist):
         v = _clipped_dot(embeddings, rows[t], query)
         out[t] = v
         hist[_bin_of(v)] += 1
+
+
+@njit(cache=True, nogil=True, fastmath=True)
+def _scan_many_block(embeddings, queries, start, stop, out, hists):
+    """Ŝ of rows [start, stop) against every query (``out[b, i]``, counted into ``hists[b]``): each row is
+    read from memory once and dotted with all the queries while it sits in L1."""
+    for i in range(start, stop):
+        for b in range(queries.shape[0]):
+            v = _clipped_dot(embeddings, i, queries[b])
+            out[b, i] = v
+            hists[b, _bin_of(v)] += 1
+
+
+@njit(cache=True, nogil=True)
+def _scan_many(embeddings, queries, n_chunks):
+    """(Ŝ of every row for each query, B × N; their histograms, B × N_BINS); n_chunks = 1 scans on the
+    calling thread, more in that many row chunks on numba's pool."""
+    n = embeddings.shape[0]
+    n_queries = queries.shape[0]
+    sims = np.empty((n_queries, n), dtype=np.float32)
+    if n_chunks == 1:
+        hist = np.zeros((n_queries, N_BINS), dtype=np.int64)
+        _scan_many_block(embeddings, queries, 0, n, sims, hist)
+        return sims, hist
+    hists = np.zeros((n_chunks, n_queries, N_BINS), dtype=np.int64)
+    _scan_many_parallel(embeddings, queries, sims, hists)
+    return sims, hists.sum(axis=0)
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def _scan_many_parallel(embeddings, queries, sims, hists):
+    n = embeddings.shape[0]
+    n_chunks = hists.shape[0]
+    for c in prange(n_chunks):
+        _scan_many_block(embeddings, queries, c * n // n_chunks, (c + 1) * n // n_chunks, sims, hists[c])
 
 
 @njit(cache=True, nogil=True)
@@ -179,6 +216,13 @@ def _route_parallel(embeddings, query, capability, n_base, gamma, n_chunks):
 
 
 @njit(cache=True, nogil=True)
+def _select_and_vote(sims, hist, capability, n_base, gamma):
+    """Eqs (3)–(4) from one query's scan: (support rows, their Ŝ, votes)."""
+    rows, support_sims = _support(sims, hist, n_base, gamma)
+    return rows, support_sims, _prior_vote(capability, rows, support_sims)
+
+
+@njit(cache=True, nogil=True)
 def _route_rows(embeddings, rows, labels, query, capability, n_base, gamma, n_chunks):
     """Eqs (2)–(4) over the rows ``rows`` of ``embeddings`` only; support rows are bank rows (``labels`` of
     them, or themselves when ``labels`` is empty), ties to the lower bank row."""
@@ -284,6 +328,37 @@ def route(
     if threads == 1:
         return _route_serial(e, q, m, n_base, gamma)
     return _route_parallel(e, q, m, n_base, gamma, threads)
+
+
+def route_many(
+    embeddings: np.ndarray,
+    queries: np.ndarray,
+    capability: np.ndarray,
+    n_base: Sequence[int],
+    gamma: Sequence[float],
+    threads: int | None = None,
+) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """``route`` for B queries in one pass over the bank: element b is ``route(embeddings, queries[b],
+    capability, n_base[b], gamma[b])``, bit for bit.
+
+    Each bank row is read once and dotted with all B queries (rows of ``queries``, B × d), so a batch
+    costs one read of the bank plus B × N·d multiply-adds instead of B reads: on a bank that does not
+    fit in cache it is several times cheaper than B calls. ``n_base`` and ``gamma`` give each query's
+    Eq (3) parameters (one per query). ``threads`` as in ``route``, sized by the bank's bytes.
+    """
+    e, m = _bank_arrays(embeddings, capability)
+    q = _checks.float_matrix("queries", queries, dtype=np.float32)
+    if q.shape[1] != e.shape[1]:
+        raise ValueError(f"queries have dimension {q.shape[1]} but the bank's embeddings have dimension {e.shape[1]}")
+    q = _checks.finite("queries", q)
+    if len(n_base) != q.shape[0] or len(gamma) != q.shape[0]:
+        raise ValueError(f"n_base and gamma need one value per query ({q.shape[0]}), got {len(n_base)} and {len(gamma)}")
+    parameters = [_checks.support_parameters(nb, g) for nb, g in zip(n_base, gamma)]
+    if q.shape[0] == 0:
+        return []
+    threads = _threads(threads, e.nbytes)
+    sims, hists = _scan_many(e, q, threads)
+    return [_select_and_vote(sims[b], hists[b], m, nb, g) for b, (nb, g) in enumerate(parameters)]
 
 
 def route_rows(

@@ -11,6 +11,6 @@
 
 from .bank import Bank
 from .client import AsyncClient, Client
-from .core import Policy, RouteDecision, Router
+from .core import Policy, RouteCall, RouteDecision, Router
 
-__all__ = ["AsyncClient", "Bank", "Client", "Policy", "RouteDecision", "Router"]
+__all__ = ["AsyncClient", "Bank", "Client", "Policy", "RouteCall", "RouteDecision", "Router"]

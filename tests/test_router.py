@@ -6,7 +6,7 @@ import msgspec
 import numpy as np
 import pytest
 
-from smcs import Bank, Policy, RouteDecision, Router
+from smcs import Bank, Policy, RouteCall, RouteDecision, Router
 from smcs.bank import ModelInfo, Question
 from smcs.kernels import reference
 from smcs.synthetic import clustered_bank, queries_near
@@ -293,3 +293,38 @@ def test_by_accuracy_ranks_known_accuracy_first_and_keeps_ties_in_order():
     accuracy = {"a": 0.5, "b": float("nan"), "c": 0.9, "d": 0.5}
     assert by_accuracy(accuracy, ["a", "b", "c", "d", "e"]) == ["c", "a", "d", "b", "e"]
     assert by_accuracy(accuracy, ["d", "a"]) == ["d", "a"] and by_accuracy(accuracy, []) == []
+
+
+def test_route_many_gives_each_call_what_route_gives_it(bank):
+    """Mixed calls in one batch: default and own policies, a quantized one (routed apart), allowed models,
+    and bad calls, whose errors stay in their own slots."""
+    router = Router(bank, Policy(k=4, n_base=30))
+    queries = queries_near(np.asarray(bank.embeddings), 6, seed=8)
+    calls = [
+        RouteCall(queries[0], seed=1),
+        RouteCall(queries[1], seed=2, policy=Policy(k=3, n_base=80, gamma=0.8, n=5)),
+        RouteCall(queries[2], seed=3, policy=Policy(k=4, quantized=True)),
+        RouteCall(queries[3], seed=4, allowed_models=["m8", "m1", "m5", "m2"]),
+        RouteCall(queries[4], seed=5, allowed_models=["nobody"]),
+        RouteCall(np.zeros(bank.dim), seed=6),
+        RouteCall(queries[0], seed=1),
+        RouteCall(queries[5], seed=7, policy=Policy(k=2, threads=1)),
+    ]
+    got = router.route_many(calls)
+    assert len(got) == len(calls)
+    for call, result in zip(calls, got):
+        try:
+            want = router.route(call.embedding, seed=call.seed, policy=call.policy, allowed_models=call.allowed_models)
+        except ValueError as exc:
+            assert isinstance(result, ValueError) and str(result) == str(exc)
+        else:
+            assert result == want
+    assert got[0] == got[6]
+    assert router.route_many([]) == []
+
+
+def test_route_many_with_a_fresh_seed_reports_a_replayable_one(bank):
+    router = Router(bank, Policy(k=3, n_base=20))
+    first, second = router.route_many([RouteCall(bank.embeddings[3]), RouteCall(bank.embeddings[4])])
+    assert first.seed != second.seed
+    assert router.route(bank.embeddings[3], seed=first.seed) == first

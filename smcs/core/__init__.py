@@ -2,6 +2,6 @@
 
 from .decision import RouteDecision
 from .policy import Policy
-from .router import Router, by_accuracy, model_accuracy
+from .router import RouteCall, Router, by_accuracy, model_accuracy
 
-__all__ = ["Policy", "RouteDecision", "Router", "by_accuracy", "model_accuracy"]
+__all__ = ["Policy", "RouteCall", "RouteDecision", "Router", "by_accuracy", "model_accuracy"]
