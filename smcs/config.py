@@ -67,6 +67,10 @@ class ServerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
             is best while the kernels are parallel themselves: each extra calling thread brings its own
             OpenMP team, and the teams contend for the cores. Raise it together with ``[policy] threads = 1``
             for throughput under many concurrent clients.
+        route_batch: most Route (and Answer) routes that share one pass over the bank. The routes that
+            arrive while a batch runs wait for it and then go together (a lone request never waits);
+            decisions are the same as one at a time. 1 = no batching. Banks under 4 MiB are routed on
+            the event loop, one at a time.
         reload_interval_s: how often to look for a new bank version and switch to it even while no request
             arrives; 0 = no watcher (``check_current`` and Reload still switch).
         check_current: before each request, stat the bank's ``CURRENT`` (a few µs); when another process
@@ -84,6 +88,7 @@ class ServerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
     max_message_bytes: int = 16 << 20
     max_question_chars: int = 32768
     workers: int = 1
+    route_batch: int = 16
     reload_interval_s: float = 0.0
     check_current: bool = True
     rebuild_index: bool = True
@@ -92,7 +97,7 @@ class ServerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port must be in [0, 65535], got {self.port}")
-        for name in ("max_concurrent_rpcs", "max_message_bytes", "max_question_chars", "workers"):
+        for name in ("max_concurrent_rpcs", "max_message_bytes", "max_question_chars", "workers", "route_batch"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.reload_interval_s < 0:

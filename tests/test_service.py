@@ -720,13 +720,13 @@ def test_reflection_lists_the_router_service(shared_server):
 
 
 class SlowRoute:
-    """Makes every ``Router.route`` wait ``delay_s`` (or until released) on the service's worker threads."""
+    """Makes every ``Router.route_many`` (a batch of routes) wait ``delay_s`` (or until released) on the service's worker threads."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.delay_s = 0.0
         self.release = threading.Event()
         self.started = threading.Semaphore(0)
-        original = Router.route
+        original = Router.route_many  # what the servicer calls on its worker threads
         slow = self
 
         def route(router, *args, **kwargs):
@@ -736,7 +736,7 @@ class SlowRoute:
             return original(router, *args, **kwargs)
 
         monkeypatch.setattr(servicer_module, "INLINE_BANK_BYTES", 0)  # route on the worker threads
-        monkeypatch.setattr(Router, "route", route)
+        monkeypatch.setattr(Router, "route_many", route)
 
 
 @pytest.fixture()

@@ -1,7 +1,8 @@
 """Cancelling a Route call in flight: the client sees CANCELLED, the server-side handler is cancelled
 (it sends no response), and the server goes on serving the next request correctly.
 
-The route is made slow by wrapping ``Router.route``: the first call announces that it started and then
+The route is made slow by wrapping ``Router.route_many`` (what the servicer calls for a batch of routes
+on its worker thread): the first call announces that it started and then
 waits, in small steps, until the test releases it (after the cancellation has been observed), so nothing
 depends on how fast this machine is. Routing runs on the worker thread (``INLINE_BANK_BYTES = 0``: the test
 bank is far smaller than the size above which the servicer leaves the event loop), so the loop stays free
@@ -37,7 +38,7 @@ STEP_S = 0.01
 
 @dataclass
 class SlowRoute:
-    """State shared between the test and the wrapped ``Router.route`` / ``RouterService.Route``."""
+    """State shared between the test and the wrapped ``Router.route_many`` / ``RouterService.Route``."""
 
     started: threading.Event = field(default_factory=threading.Event)
     release: threading.Event = field(default_factory=threading.Event)
@@ -54,7 +55,7 @@ class SlowRoute:
 @pytest.fixture()
 def slow(monkeypatch: pytest.MonkeyPatch) -> SlowRoute:
     state = SlowRoute()
-    original_route = router_module.Router.route
+    original_route = router_module.Router.route_many
     original_handler = servicer_module.RouterService.Route
 
     def route(self, *args, **kwargs):  # type: ignore[no-untyped-def]
@@ -89,7 +90,7 @@ def slow(monkeypatch: pytest.MonkeyPatch) -> SlowRoute:
         state.handler_outcomes.append("returned")
         return response
 
-    monkeypatch.setattr(router_module.Router, "route", route)
+    monkeypatch.setattr(router_module.Router, "route_many", route)
     # the handler is looked up when the server registers the service: patch before the server starts
     monkeypatch.setattr(servicer_module.RouterService, "Route", handler)
     monkeypatch.setattr(servicer_module, "INLINE_BANK_BYTES", 0)

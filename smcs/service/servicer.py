@@ -11,6 +11,7 @@ import grpc
 import numpy as np
 
 from .. import kernels
+from ..core import RouteCall, RouteDecision
 from .._proto import router_pb2 as pb
 from .._proto import router_pb2_grpc as pb_grpc
 from ..bank import Bank, BankError, BankFormatError, ModelInfo, Question
@@ -22,6 +23,7 @@ from ..embed import EmbedderError, EmbedderTimeout
 from ..strategies import StrategyContext, StrategyError, fit_policy, get_strategy, parse_params
 from . import convert
 from .convert import RequestError, invalid
+from .batching import RouteBatcher
 from .metrics import Metrics
 from .state import ServiceState, Snapshot
 
@@ -90,6 +92,14 @@ class RouterService(pb_grpc.RouterServicer):
         self._metrics = metrics
         self._pool = pool
         self._answer = answer
+        self._batcher = RouteBatcher(state.run, server.route_batch, server.workers)
+
+    async def _route(self, snapshot: Snapshot, call: RouteCall) -> RouteDecision:
+        """``call`` routed over ``snapshot``: on the event loop for a small bank, else batched with the
+        concurrent calls on a worker thread."""
+        if snapshot.bank.embeddings.nbytes < INLINE_BANK_BYTES:
+            return snapshot.router.route(call.embedding, seed=call.seed, policy=call.policy, allowed_models=call.allowed_models)
+        return await self._batcher.route(snapshot.router, call)
 
     async def _snapshot(self) -> Snapshot:
         """The snapshot a request works on: the live one, first switched to a version another process
@@ -108,15 +118,9 @@ class RouterService(pb_grpc.RouterServicer):
             with self._metrics.stage("embed"):
                 query = (await _embed(snapshot, [query], "question"))[0]
         policy = convert.policy_from_request(request.policy, self._state.policy)
-        route = functools.partial(
-            snapshot.router.route,
-            query,
-            seed=convert.seed_from_request(request),
-            policy=policy,
-            allowed_models=list(request.policy.allowed_models),
-        )
+        call = RouteCall(query, convert.seed_from_request(request), policy, list(request.policy.allowed_models))
         with self._metrics.stage("route"):
-            decision = route() if bank.embeddings.nbytes < INLINE_BANK_BYTES else await self._state.run(route)
+            decision = await self._route(snapshot, call)
         with self._metrics.stage("respond"):
             return convert.route_response(decision, bank, snapshot.question_ids, request.debug)
 
@@ -150,9 +154,8 @@ class RouterService(pb_grpc.RouterServicer):
             query = None
         seed = convert.seed_from_request(request)
         if spec.name == "smcs":
-            route = functools.partial(snapshot.router.route, query, seed=seed, policy=policy, allowed_models=usable)
             with self._metrics.stage("route"):
-                decision = route() if bank.embeddings.nbytes < INLINE_BANK_BYTES else await self._state.run(route)
+                decision = await self._route(snapshot, RouteCall(query, seed, policy, usable))
             steps = answer_steps(
                 snapshot.router, decision, question, usable=usable, policy=policy, task=task,
                 use_fallback=self._answer.fallback_aggregator,

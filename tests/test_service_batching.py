@@ -1,0 +1,228 @@
+"""Route batching: ``RouteBatcher`` on its own (with a scripted router), then in a real server.
+
+The scripted router records each ``route_many`` batch and can hold one until the test releases it, so
+the batches formed depend only on what was queued meanwhile, not on how fast this machine is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Sequence
+
+import msgspec
+import numpy as np
+import pytest
+
+from service_harness import POLICY, make_bank, make_config, queries_for, running_server
+from smcs import Bank, RouteCall, Router
+from smcs.client import AsyncClient
+from smcs.core import router as router_module
+from smcs.service.batching import RouteBatcher
+
+PATIENCE_S = 30.0
+
+
+class ScriptedRouter:
+    """Answers each call with ``(name, call.seed)``; a negative seed answers with a ValueError."""
+
+    def __init__(self, name: str = "r") -> None:
+        self.name = name
+        self.batches: list[list[int | None]] = []
+        self.hold = threading.Event()
+        self.hold.set()
+        self.entered = threading.Event()
+        self.fail_next: Exception | None = None
+
+    def route_many(self, calls: Sequence[RouteCall]) -> list[object]:
+        self.batches.append([c.seed for c in calls])
+        self.entered.set()
+        assert self.hold.wait(PATIENCE_S)
+        if self.fail_next is not None:
+            exc, self.fail_next = self.fail_next, None
+            raise exc
+        return [ValueError(f"bad seed {c.seed}") if (c.seed or 0) < 0 else (self.name, c.seed) for c in calls]
+
+
+async def _run(fn, *args):  # type: ignore[no-untyped-def]
+    return await asyncio.to_thread(fn, *args)
+
+
+async def _until(predicate, what: str) -> None:  # type: ignore[no-untyped-def]
+    for _ in range(int(PATIENCE_S / 0.005)):
+        if predicate():
+            return
+        await asyncio.sleep(0.005)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _call(seed: int) -> RouteCall:
+    return RouteCall(np.ones(2, dtype=np.float32), seed=seed)
+
+
+def _held_first_batch(router: ScriptedRouter, batcher: RouteBatcher) -> asyncio.Task[object]:
+    """Start a lone call and hold its batch on the worker, so that what follows queues behind it."""
+    router.hold.clear()
+    return asyncio.ensure_future(batcher.route(router, _call(0)))  # type: ignore[arg-type]
+
+
+def test_a_lone_call_runs_at_once_and_calls_queued_meanwhile_share_the_next_batch():
+    async def scenario() -> None:
+        router = ScriptedRouter()
+        batcher = RouteBatcher(_run, max_batch=16)
+        first = _held_first_batch(router, batcher)
+        await _until(router.entered.is_set, "the first batch")
+        rest = [asyncio.ensure_future(batcher.route(router, _call(s))) for s in range(1, 6)]  # type: ignore[arg-type]
+        await asyncio.sleep(0.05)
+        assert router.batches == [[0]], "nothing else may start while the only worker is busy"
+        router.hold.set()
+        assert await first == ("r", 0)
+        assert await asyncio.gather(*rest) == [("r", s) for s in range(1, 6)]
+        assert router.batches == [[0], [1, 2, 3, 4, 5]]
+
+    asyncio.run(scenario())
+
+
+def test_batches_hold_at_most_max_batch_calls_in_arrival_order():
+    async def scenario() -> None:
+        router = ScriptedRouter()
+        batcher = RouteBatcher(_run, max_batch=2)
+        first = _held_first_batch(router, batcher)
+        await _until(router.entered.is_set, "the first batch")
+        rest = [asyncio.ensure_future(batcher.route(router, _call(s))) for s in range(1, 6)]  # type: ignore[arg-type]
+        await asyncio.sleep(0)
+        router.hold.set()
+        await asyncio.gather(first, *rest)
+        assert router.batches == [[0], [1, 2], [3, 4], [5]]
+
+    asyncio.run(scenario())
+
+
+def test_calls_on_different_routers_never_share_a_batch():
+    async def scenario() -> None:
+        old, new = ScriptedRouter("old"), ScriptedRouter("new")
+        batcher = RouteBatcher(_run, max_batch=16)
+        first = _held_first_batch(old, batcher)
+        await _until(old.entered.is_set, "the first batch")
+        calls = [asyncio.ensure_future(batcher.route(r, _call(s))) for s, r in enumerate([new, old, new, old], start=1)]  # type: ignore[arg-type]
+        await asyncio.sleep(0)
+        old.hold.set()
+        assert await asyncio.gather(first, *calls) == [("old", 0), ("new", 1), ("old", 2), ("new", 3), ("old", 4)]
+        assert old.batches == [[0], [2, 4]]
+        assert new.batches == [[1, 3]]
+
+    asyncio.run(scenario())
+
+
+def test_a_call_cancelled_while_queued_is_left_out_and_the_others_complete():
+    async def scenario() -> None:
+        router = ScriptedRouter()
+        batcher = RouteBatcher(_run, max_batch=16)
+        first = _held_first_batch(router, batcher)
+        await _until(router.entered.is_set, "the first batch")
+        calls = [asyncio.ensure_future(batcher.route(router, _call(s))) for s in (1, 2, 3)]  # type: ignore[arg-type]
+        await asyncio.sleep(0)
+        calls[1].cancel()
+        router.hold.set()
+        assert await first == ("r", 0)
+        assert await calls[0] == ("r", 1) and await calls[2] == ("r", 3)
+        with pytest.raises(asyncio.CancelledError):
+            await calls[1]
+        assert router.batches == [[0], [1, 3]]
+
+    asyncio.run(scenario())
+
+
+def test_errors_reach_their_own_callers_and_the_batcher_keeps_serving():
+    async def scenario() -> None:
+        router = ScriptedRouter()
+        batcher = RouteBatcher(_run, max_batch=16)
+        first = _held_first_batch(router, batcher)
+        await _until(router.entered.is_set, "the first batch")
+        good, bad = (asyncio.ensure_future(batcher.route(router, _call(s))) for s in (1, -1))  # type: ignore[arg-type]
+        await asyncio.sleep(0)
+        router.fail_next = RuntimeError("the kernel broke")
+        router.hold.set()
+        with pytest.raises(RuntimeError, match="the kernel broke"):
+            await first  # a batch that raises fails each of its calls
+        assert await good == ("r", 1)
+        with pytest.raises(ValueError, match="bad seed -1"):
+            await bad  # an error of one call stays with that call
+        assert await batcher.route(router, _call(7)) == ("r", 7)  # type: ignore[arg-type]
+
+    asyncio.run(scenario())
+
+
+def test_max_running_batches_run_side_by_side():
+    async def scenario() -> None:
+        router = ScriptedRouter()
+        batcher = RouteBatcher(_run, max_batch=16, max_running=2)
+        router.hold.clear()
+        calls = [asyncio.ensure_future(batcher.route(router, _call(0)))]  # type: ignore[arg-type]
+        await _until(lambda: len(router.batches) == 1, "the first batch")
+        calls.append(asyncio.ensure_future(batcher.route(router, _call(1))))  # type: ignore[arg-type]
+        await _until(lambda: len(router.batches) == 2, "a second batch beside the first")
+        calls += [asyncio.ensure_future(batcher.route(router, _call(s))) for s in (2, 3)]  # type: ignore[arg-type]
+        await asyncio.sleep(0.05)
+        assert len(router.batches) == 2, "a third batch started while two ran"
+        router.hold.set()
+        assert await asyncio.gather(*calls) == [("r", s) for s in range(4)]
+        assert router.batches == [[0], [1], [2, 3]]
+
+    asyncio.run(scenario())
+
+
+# --- in a real server --------------------------------------------------------------------------------------
+
+BATCHED_N, BATCHED_DIM = 3000, 384
+"""4.6 MB of embeddings: above ``INLINE_BANK_BYTES``, so the server routes them in batches on its worker."""
+
+
+def test_server_batches_concurrent_routes_and_answers_each_as_the_router_would(tmp_path, monkeypatch):
+    """Hold the server's first route until 8 more requests have queued: they must go in one batch of 8,
+    and every answer must equal the in-process Router's decision for that request."""
+    path = tmp_path / "bank"
+    make_bank(path, n_questions=BATCHED_N, dim=BATCHED_DIM)
+    queries = queries_for(path, 9)
+    batches: list[int] = []
+    arrived = threading.Semaphore(0)
+    release = threading.Event()
+    original_many, original_route = Router.route_many, RouteBatcher.route
+
+    def route_many(self, calls):  # type: ignore[no-untyped-def]
+        batches.append(len(calls))
+        if len(batches) == 1:
+            assert release.wait(PATIENCE_S)
+        return original_many(self, calls)
+
+    async def counted_route(self, router, call):  # type: ignore[no-untyped-def]
+        arrived.release()
+        return await original_route(self, router, call)
+
+    overrides = {"k": 3, "n_base": 120, "gamma": 0.9, "n": 4}
+    own_policy = msgspec.structs.replace(POLICY, **overrides)
+    with running_server(path, make_config()) as handle:
+        monkeypatch.setattr(router_module.Router, "route_many", route_many)  # after the start-up warm-up route
+        monkeypatch.setattr(RouteBatcher, "route", counted_route)
+
+        async def scenario() -> list[object]:
+            async with AsyncClient(handle.target, retries=0, timeout=PATIENCE_S) as client:
+                first = asyncio.ensure_future(client.route(embedding=queries[0], seed=100))
+                await asyncio.to_thread(arrived.acquire, True, PATIENCE_S)
+                rest = [
+                    asyncio.ensure_future(client.route(embedding=q, seed=100 + i, **(overrides if i % 2 else {})))
+                    for i, q in enumerate(queries[1:], start=1)
+                ]
+                for _ in rest:
+                    assert await asyncio.to_thread(arrived.acquire, True, PATIENCE_S), "a request never reached the batcher"
+                release.set()
+                return await asyncio.gather(first, *rest)
+
+        decisions = asyncio.run(scenario())
+    assert batches == [1, 8]
+    router = Router(Bank.open(path), POLICY)
+    for i, (query, decision) in enumerate(zip(queries, decisions)):
+        want = router.route(query, seed=100 + i, policy=own_policy if i % 2 else None)
+        assert decision.referencers == want.referencers and decision.subsets == want.subsets
+        assert decision.support_rows == want.support_rows
+        np.testing.assert_array_equal(np.float32(decision.support_similarities), np.float32(want.support_similarities))
