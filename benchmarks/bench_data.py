@@ -277,13 +277,13 @@ Builder = Callable[[Bank], Callable[[], object]]
 """Prepares a bank (untimed) and returns the timed call."""
 
 
-def _votes_and_top(capability: np.ndarray, rows: np.ndarray, sims: np.ndarray) -> np.ndarray:
+def votes_and_top(capability: np.ndarray, rows: np.ndarray, sims: np.ndarray) -> np.ndarray:
     """Eqs (4)–(5) in numpy: V_r = Σ_{i∈I} Ŝ_i·[M_ri = 1], then argtop_K (ties to the lower r)."""
     votes = (capability[:, rows] == 1) @ sims.astype(np.float64)
     return np.argsort(-votes, kind="stable")[:TOP_K]
 
 
-def _ordered(rows: np.ndarray, sims: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def ordered(rows: np.ndarray, sims: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Support rows most similar first, ties to the lower row (rows arrive ascending)."""
     order = np.argsort(-sims, kind="stable")
     return rows[order], sims[order]
@@ -316,8 +316,8 @@ def numpy_route(bank: Bank) -> RouteFn:
         np.maximum(s, np.float32(0.0), out=s)
         threshold = np.float64(GAMMA) * np.float64(np.partition(s, pos)[pos])
         rows = np.flatnonzero(s >= threshold)  # float64 comparison, as the kernel's
-        rows, sims = _ordered(rows, s[rows])
-        return Route(rows, sims, _votes_and_top(m, rows, sims))
+        rows, sims = ordered(rows, s[rows])
+        return Route(rows, sims, votes_and_top(m, rows, sims))
 
     return run
 
@@ -345,8 +345,8 @@ def faiss_route(bank: Bank) -> RouteFn:
         _, sims, rows = index.range_search(q, radius)
         np.maximum(sims, np.float32(0.0), out=sims)
         keep = sims >= threshold
-        rows, sims = _ordered(rows[keep], sims[keep])  # a flat index's range_search lists rows ascending
-        return Route(rows, sims, _votes_and_top(m, rows, sims))
+        rows, sims = ordered(rows[keep], sims[keep])  # a flat index's range_search lists rows ascending
+        return Route(rows, sims, votes_and_top(m, rows, sims))
 
     return run
 

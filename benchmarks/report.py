@@ -160,8 +160,6 @@ def noise_line(results: list[Result]) -> str:
 
 def render(results: list[Result], machine_info: dict) -> str:
     """The whole markdown report."""
-    if not results:
-        return "No route benchmarks in this file (was it run with --benchmark-disable?)."
     cpu = machine_info.get("cpu", {})
     threads = machine_info.get("smcs_bench_threads", {})
     lines = [
@@ -207,16 +205,50 @@ def service_table(path: Path) -> list[str]:
     return lines
 
 
+BATCH_BASELINE = "smcs-route-x8"
+"""The batch table's second ratio: each competitor's batch over eight separate smcs routes."""
+
+
+def batch_table(path: Path) -> list[str]:
+    """Markdown lines for ``test_route_batch.py``: per bank size, each competitor's median time per query,
+    then its batch's median over the floor and over ``BATCH_BASELINE``."""
+    rows: dict[tuple[int, int], dict[str, tuple[float, int]]] = defaultdict(dict)
+    for bench in json.loads(path.read_text()).get("benchmarks", []):
+        info = bench.get("extra_info", {})
+        if "batch_competitor" in info:
+            rows[(info["n"], info["d"])][info["batch_competitor"]] = (bench["stats"]["median"], info["batch"])
+    if not rows:
+        return []
+    names = _ordered_unique(name for row in rows.values() for name in row)
+    lines = [
+        "### Batched routes (median per query; batch ×floor, ×eight smcs routes)",
+        "",
+        "| N | d | " + " | ".join(names) + " |",
+        "|" + "---|" * (len(names) + 2),
+    ]
+    for (n, d), row in sorted(rows.items()):
+        floor = row.get("floor", (math.nan, 1))[0]
+        singles = row.get(BATCH_BASELINE, (math.nan, 1))[0]
+        cells = [size_label(n), str(d)]
+        for name in names:
+            if name not in row:
+                cells.append("–")
+                continue
+            median, batch = row[name]
+            cells.append(f"{fmt_time(median / batch)} ({fmt_ratio(_ratio(median, floor))}, {fmt_ratio(_ratio(median, singles))})")
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     """Print the markdown report of the JSON file named on the command line."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("json", type=Path, help="output of pytest --benchmark-json")
     args = parser.parse_args(argv)
     results, machine_info = load(args.json)
-    print(render(results, machine_info))
-    service = service_table(args.json)
-    if service:
-        print("\n" + "\n".join(service))
+    sections = [render(results, machine_info)] if results else []
+    sections += ["\n".join(table) for table in (batch_table(args.json), service_table(args.json)) if table]
+    print("\n\n".join(sections) or "No benchmarks in this file (was it run with --benchmark-disable?).")
     return 0
 
 
