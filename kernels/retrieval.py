@@ -182,9 +182,14 @@ def _support(sims, hist, n_base, gamma):
             rows[c] = i
             c += 1
     rows = rows[:c]
-    vals = sims[rows]
-    order = np.argsort(-vals, kind="mergesort")
-    return rows[order], vals[order]
+    # one int64 key per row that sorts ascending as (Ŝ descending, row ascending): a non-negative
+    # float32's bits read as int32 grow with its value (+ 0.0 turns a −0.0 into +0.0), and the row
+    # (< 2^32) fills the low 32 bits; one integer sort instead of a stable argsort of the floats
+    bits = (sims[rows] + np.float32(0.0)).view(np.int32).astype(np.int64)
+    keys = ((np.int64(0x7FFFFFFF) - bits) << 32) | rows
+    keys.sort()
+    ordered = keys & np.int64(0xFFFFFFFF)
+    return ordered, sims[ordered]
 
 
 @njit(cache=True, nogil=True)
@@ -192,12 +197,11 @@ def _prior_vote(capability, rows, sims):
     """Eq (4): V_r = Σ_{t} Ŝ_{rows[t]}·[M_{r,rows[t]} = 1]; unknown (−1) and wrong (0) add nothing."""
     n_models = capability.shape[0]
     votes = np.zeros(n_models, dtype=np.float64)
-    for r in range(n_models):
-        acc = 0.0
-        for t in range(rows.shape[0]):
-            if capability[r, rows[t]] == 1:
-                acc += np.float64(sims[t])
-        votes[r] = acc
+    for t in range(rows.shape[0]):  # rows outer: the R sums are independent, each still in row order
+        s = np.float64(sims[t])
+        col = rows[t]
+        for r in range(n_models):  # branch-free: adding 0.0 leaves a sum's bits as they were
+            votes[r] += s * (capability[r, col] == 1)
     return votes
 
 

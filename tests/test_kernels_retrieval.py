@@ -491,3 +491,13 @@ def test_openmp_workers_sleep_between_kernels_unless_the_user_says_otherwise():
     default = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     chosen = subprocess.run([sys.executable, "-c", code], env={**env, "OMP_WAIT_POLICY": "ACTIVE"}, capture_output=True, text=True, check=True)
     assert (default.stdout.strip(), chosen.stdout.strip()) == ("PASSIVE", "ACTIVE")
+
+
+def test_support_set_orders_negative_zero_as_zero_by_row():
+    """−0.0 and +0.0 are the same similarity: ties among them go to the lower row, as for any tie."""
+    s = np.array([0.0, -0.0, 0.25, -0.0, 0.0, 0.25], dtype=np.float32)
+    rows, sims = kernels.support_set(s, n_base=6, gamma=1.0)
+    np.testing.assert_array_equal(rows, [2, 5, 0, 1, 3, 4])
+    np.testing.assert_array_equal(sims, [0.25, 0.25, 0, 0, 0, 0])
+    want_rows, _ = reference.support_set(s, 6, 1.0)
+    np.testing.assert_array_equal(rows, want_rows)
