@@ -60,19 +60,25 @@ def _call(seed: int) -> RouteCall:
     return RouteCall(np.ones(2, dtype=np.float32), seed=seed)
 
 
-def _held_first_batch(router: ScriptedRouter, batcher: RouteBatcher) -> asyncio.Task[object]:
-    """Start a lone call and hold its batch on the worker, so that what follows queues behind it."""
+async def _held_first_batch(router: ScriptedRouter, batcher: RouteBatcher) -> asyncio.Future[object]:
+    """Start a lone call (seed 0) and hold its batch on the worker, so that what follows queues behind it."""
     router.hold.clear()
-    return asyncio.ensure_future(batcher.route(router, _call(0)))  # type: ignore[arg-type]
+    first = asyncio.ensure_future(batcher.route(router, _call(0)))  # type: ignore[arg-type]
+    await _until(router.entered.is_set, "the first batch")
+    return first
+
+
+def _queue(batcher: RouteBatcher, router: ScriptedRouter, seeds: Sequence[int]) -> list[asyncio.Future[object]]:
+    """One call per seed on ``router``, started in that order."""
+    return [asyncio.ensure_future(batcher.route(router, _call(s))) for s in seeds]  # type: ignore[arg-type]
 
 
 def test_a_lone_call_runs_at_once_and_calls_queued_meanwhile_share_the_next_batch():
     async def scenario() -> None:
         router = ScriptedRouter()
         batcher = RouteBatcher(_run, max_batch=16)
-        first = _held_first_batch(router, batcher)
-        await _until(router.entered.is_set, "the first batch")
-        rest = [asyncio.ensure_future(batcher.route(router, _call(s))) for s in range(1, 6)]  # type: ignore[arg-type]
+        first = await _held_first_batch(router, batcher)
+        rest = _queue(batcher, router, range(1, 6))
         await asyncio.sleep(0.05)
         assert router.batches == [[0]], "nothing else may start while the only worker is busy"
         router.hold.set()
@@ -87,9 +93,8 @@ def test_batches_hold_at_most_max_batch_calls_in_arrival_order():
     async def scenario() -> None:
         router = ScriptedRouter()
         batcher = RouteBatcher(_run, max_batch=2)
-        first = _held_first_batch(router, batcher)
-        await _until(router.entered.is_set, "the first batch")
-        rest = [asyncio.ensure_future(batcher.route(router, _call(s))) for s in range(1, 6)]  # type: ignore[arg-type]
+        first = await _held_first_batch(router, batcher)
+        rest = _queue(batcher, router, range(1, 6))
         await asyncio.sleep(0)
         router.hold.set()
         await asyncio.gather(first, *rest)
@@ -102,8 +107,7 @@ def test_calls_on_different_routers_never_share_a_batch():
     async def scenario() -> None:
         old, new = ScriptedRouter("old"), ScriptedRouter("new")
         batcher = RouteBatcher(_run, max_batch=16)
-        first = _held_first_batch(old, batcher)
-        await _until(old.entered.is_set, "the first batch")
+        first = await _held_first_batch(old, batcher)
         calls = [asyncio.ensure_future(batcher.route(r, _call(s))) for s, r in enumerate([new, old, new, old], start=1)]  # type: ignore[arg-type]
         await asyncio.sleep(0)
         old.hold.set()
@@ -118,9 +122,8 @@ def test_a_call_cancelled_while_queued_is_left_out_and_the_others_complete():
     async def scenario() -> None:
         router = ScriptedRouter()
         batcher = RouteBatcher(_run, max_batch=16)
-        first = _held_first_batch(router, batcher)
-        await _until(router.entered.is_set, "the first batch")
-        calls = [asyncio.ensure_future(batcher.route(router, _call(s))) for s in (1, 2, 3)]  # type: ignore[arg-type]
+        first = await _held_first_batch(router, batcher)
+        calls = _queue(batcher, router, (1, 2, 3))
         await asyncio.sleep(0)
         calls[1].cancel()
         router.hold.set()
@@ -137,9 +140,8 @@ def test_errors_reach_their_own_callers_and_the_batcher_keeps_serving():
     async def scenario() -> None:
         router = ScriptedRouter()
         batcher = RouteBatcher(_run, max_batch=16)
-        first = _held_first_batch(router, batcher)
-        await _until(router.entered.is_set, "the first batch")
-        good, bad = (asyncio.ensure_future(batcher.route(router, _call(s))) for s in (1, -1))  # type: ignore[arg-type]
+        first = await _held_first_batch(router, batcher)
+        good, bad = _queue(batcher, router, (1, -1))
         await asyncio.sleep(0)
         router.fail_next = RuntimeError("the kernel broke")
         router.hold.set()
@@ -158,11 +160,11 @@ def test_max_running_batches_run_side_by_side():
         router = ScriptedRouter()
         batcher = RouteBatcher(_run, max_batch=16, max_running=2)
         router.hold.clear()
-        calls = [asyncio.ensure_future(batcher.route(router, _call(0)))]  # type: ignore[arg-type]
+        calls = _queue(batcher, router, [0])
         await _until(lambda: len(router.batches) == 1, "the first batch")
-        calls.append(asyncio.ensure_future(batcher.route(router, _call(1))))  # type: ignore[arg-type]
+        calls += _queue(batcher, router, [1])
         await _until(lambda: len(router.batches) == 2, "a second batch beside the first")
-        calls += [asyncio.ensure_future(batcher.route(router, _call(s))) for s in (2, 3)]  # type: ignore[arg-type]
+        calls += _queue(batcher, router, (2, 3))
         await asyncio.sleep(0.05)
         assert len(router.batches) == 2, "a third batch started while two ran"
         router.hold.set()
