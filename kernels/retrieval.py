@@ -206,24 +206,22 @@ def _prior_vote(capability, rows, sims):
 
 
 @njit(cache=True, nogil=True)
-def _route_serial(embeddings, query, capability, n_base, gamma):
-    sims, hist = _scan_serial(embeddings, query)
+def _select_and_vote(sims, hist, capability, n_base, gamma):
+    """Eqs (3)–(4) from one query's scan: (support rows, their Ŝ, votes)."""
     rows, support_sims = _support(sims, hist, n_base, gamma)
     return rows, support_sims, _prior_vote(capability, rows, support_sims)
+
+
+@njit(cache=True, nogil=True)
+def _route_serial(embeddings, query, capability, n_base, gamma):
+    sims, hist = _scan_serial(embeddings, query)
+    return _select_and_vote(sims, hist, capability, n_base, gamma)
 
 
 @njit(cache=True, nogil=True)
 def _route_parallel(embeddings, query, capability, n_base, gamma, n_chunks):
     sims, hist = _scan_parallel(embeddings, query, n_chunks)
-    rows, support_sims = _support(sims, hist, n_base, gamma)
-    return rows, support_sims, _prior_vote(capability, rows, support_sims)
-
-
-@njit(cache=True, nogil=True)
-def _select_and_vote(sims, hist, capability, n_base, gamma):
-    """Eqs (3)–(4) from one query's scan: (support rows, their Ŝ, votes)."""
-    rows, support_sims = _support(sims, hist, n_base, gamma)
-    return rows, support_sims, _prior_vote(capability, rows, support_sims)
+    return _select_and_vote(sims, hist, capability, n_base, gamma)
 
 
 @njit(cache=True, nogil=True)

@@ -130,13 +130,12 @@ class Router:
             except ValueError as exc:
                 results.append(exc)
         scans = [i for i, c in enumerate(results) if isinstance(c, _Call) and self._scans_bank(c.policy)]
-        bank = self._bank
         if len(scans) > 1:
             batch = [results[i] for i in scans]
             retrieved = kernels.route_many(
-                bank.embeddings,
+                self._bank.embeddings,
                 np.stack([c.query for c in batch]),
-                bank.capability,
+                self._bank.capability,
                 [c.policy.n_base for c in batch],
                 [c.policy.gamma for c in batch],
                 _batch_threads([c.policy for c in batch]),
