@@ -200,8 +200,9 @@ def _prior_vote(capability, rows, sims):
     for t in range(rows.shape[0]):  # rows outer: the R sums are independent, each still in row order
         s = np.float64(sims[t])
         col = rows[t]
-        for r in range(n_models):  # branch-free: adding 0.0 leaves a sum's bits as they were
-            votes[r] += s * (capability[r, col] == 1)
+        for r in range(n_models):  # a branch, not s·[M = 1]: an overflowed Ŝ = inf times 0 would be NaN
+            if capability[r, col] == 1:
+                votes[r] += s
     return votes
 
 
