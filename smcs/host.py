@@ -51,11 +51,9 @@ class StrategyHost:
         """The strategy's context for ``question`` (``query``: its embedding, when the strategy routes;
         ``policy``: None for the configuration's). K, k_drop and the quorum are the SMCS pipeline's, so for
         the other strategies they are fitted to the bank."""
-        policy = self.config.policy if policy is None else policy
-        if spec.name != "smcs":
-            policy = fit_policy(policy, self.bank.n_models)
-        return StrategyContext.from_router(
-            self.router, question, self.usable, task=task, seed=seed, query=query, policy=policy,
+        return spec.context(
+            self.router, question, self.usable, task=task, seed=seed, query=query,
+            policy=self.config.policy if policy is None else policy,
             fallback_aggregator=self.config.answer.fallback_aggregator,
         )
 

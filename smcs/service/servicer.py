@@ -20,7 +20,7 @@ from ..core.pipeline import QuorumNotMet, perplexities
 from ..core.prompts import check_task
 from ..dispatch import ModelPool, NoModelsConfigured, answer_models, answer_steps, run_steps
 from ..embed import EmbedderError, EmbedderTimeout
-from ..strategies import StrategyContext, StrategyError, fit_policy, get_strategy, parse_params
+from ..strategies import StrategyError, get_strategy, parse_params
 from . import convert
 from .convert import RequestError, invalid
 from .batching import RouteBatcher
@@ -140,8 +140,6 @@ class RouterService(pb_grpc.RouterServicer):
         except ValueError as exc:
             raise invalid(str(exc)) from None
         policy = convert.policy_from_request(request.policy, self._state.policy)
-        if spec.name != "smcs":
-            policy = fit_policy(policy, bank.n_models)
         usable = answer_models(bank.model_names, self._pool, list(request.policy.allowed_models))
         if snapshot.embedder is None:  # the aggregations are compared by embedding (Eq 7), so one is needed
             raise RequestError(grpc.StatusCode.FAILED_PRECONDITION, f"Answer needs an embedder: {snapshot.no_embedder_reason}")
@@ -161,7 +159,7 @@ class RouterService(pb_grpc.RouterServicer):
                 use_fallback=self._answer.fallback_aggregator,
             )
         else:
-            context = StrategyContext.from_router(
+            context = spec.context(
                 snapshot.router, question, usable, task=task, seed=seed, query=query, policy=policy,
                 fallback_aggregator=self._answer.fallback_aggregator,
             )

@@ -14,14 +14,16 @@ each family's module says what it implements from which paper.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Generator, Mapping
+from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import msgspec
+import numpy as np
 
 from ..core.pipeline import AnswerResult, Step
 from ..core.policy import Policy
+from ..core.router import Router
 from .base import (
     Planned,
     Recorder,
@@ -52,6 +54,26 @@ class StrategySpec:
     paper: str
     summary: str
     needs_query: bool
+
+    def context(
+        self,
+        router: Router,
+        question: str,
+        models: Sequence[str],
+        *,
+        policy: Policy,
+        task: str | None = None,
+        seed: int | None = None,
+        query: np.ndarray | None = None,
+        fallback_aggregator: bool = True,
+    ) -> StrategyContext:
+        """``StrategyContext.from_router`` for this strategy: K, k_drop and the quorum of ``policy`` are the
+        SMCS pipeline's, so for every other strategy they are fitted to the bank (``fit_policy``)."""
+        if self.name != "smcs":
+            policy = fit_policy(policy, router.bank.n_models)
+        return StrategyContext.from_router(
+            router, question, models, task=task, seed=seed, query=query, policy=policy, fallback_aggregator=fallback_aggregator
+        )
 
 
 STRATEGIES: dict[str, StrategySpec] = {
