@@ -62,6 +62,7 @@ from .retrieval import (
     _bank_arrays,
     _bin_of,
     _kth_largest,
+    _merged,
     _prior_vote,
     _query,
     _route_parallel,
@@ -216,12 +217,17 @@ def _quantize_block(embeddings, start, stop, codes, scales, resid, cnorms):
 
 
 @njit(cache=True, nogil=True, parallel=True)
-def _quantize_parallel(embeddings, codes, scales, resid, cnorms, n_chunks):
+def _quantize_chunks(embeddings, codes, scales, resid, cnorms, finite):
+    """``_quantize_block`` in ``len(finite)`` row chunks on numba's pool; ``finite[c]``: chunk c was finite.
+
+    Every ``parallel=True`` function here holds only its ``prange`` loop: the callers allocate and
+    reduce, since numba makes each allocation or reduction inside such a function a parallel region of
+    its own, and each region wakes the sleeping workers again (``retrieval._scan_parallel``).
+    """
     n = embeddings.shape[0]
-    ok = np.zeros(n_chunks, dtype=np.bool_)
+    n_chunks = finite.shape[0]
     for c in prange(n_chunks):
-        ok[c] = _quantize_block(embeddings, c * n // n_chunks, (c + 1) * n // n_chunks, codes, scales, resid, cnorms)
-    return ok.all()
+        finite[c] = _quantize_block(embeddings, c * n // n_chunks, (c + 1) * n // n_chunks, codes, scales, resid, cnorms)
 
 
 # --- pass 1: bounds over the int8 codes ------------------------------------------------------------------
@@ -319,24 +325,21 @@ def _bounds(codes, scales, resid, cnorms, query, n_chunks):
         hist = np.zeros(N_BINS, dtype=np.int64)
         _bound_block(codes, scales, resid, cnorms, q16, s_q, r_q, q_norm, q_mag, tau, eta, 0, n, lo, hi, hist)
         return lo, hi, hist
-    hists = _bounds_parallel(codes, scales, resid, cnorms, q16, s_q, r_q, q_norm, q_mag, tau, eta, lo, hi, n_chunks)
-    hist = np.zeros(N_BINS, dtype=np.int64)
-    for c in range(n_chunks):
-        for b in range(N_BINS):
-            hist[b] += hists[c, b]
-    return lo, hi, hist
+    hists = np.zeros((n_chunks, N_BINS), dtype=np.int64)
+    _bounds_chunks(codes, scales, resid, cnorms, q16, s_q, r_q, q_norm, q_mag, tau, eta, lo, hi, hists)
+    return lo, hi, _merged(hists)
 
 
 @njit(cache=True, nogil=True, parallel=True)
-def _bounds_parallel(codes, scales, resid, cnorms, q16, s_q, r_q, q_norm, q_mag, tau, eta, lo, hi, n_chunks):
+def _bounds_chunks(codes, scales, resid, cnorms, q16, s_q, r_q, q_norm, q_mag, tau, eta, lo, hi, hists):
+    """``_bound_block`` in ``len(hists)`` row chunks on numba's pool, chunk c counted into ``hists[c]``."""
     n = codes.shape[0]
-    hists = np.zeros((n_chunks, N_BINS), dtype=np.int64)
+    n_chunks = hists.shape[0]
     for c in prange(n_chunks):
         _bound_block(
             codes, scales, resid, cnorms, q16, s_q, r_q, q_norm, q_mag, tau, eta,
             c * n // n_chunks, (c + 1) * n // n_chunks, lo, hi, hists[c],
         )  # fmt: skip
-    return hists
 
 
 # --- candidates and the exact re-score ---------------------------------------------------------------------
@@ -360,27 +363,37 @@ def _fill_block(hi, threshold, start, stop, out, pos):
 
 
 @njit(cache=True, nogil=True, parallel=True)
-def _candidates_parallel(hi, threshold, n_chunks):
+def _count_chunks(hi, threshold, counts):
+    """``counts[c + 1]``: the candidates of chunk c of ``len(counts) − 1`` row chunks, on numba's pool."""
     n = hi.shape[0]
-    counts = np.zeros(n_chunks + 1, dtype=np.int64)
+    n_chunks = counts.shape[0] - 1
     for c in prange(n_chunks):
         counts[c + 1] = _count_block(hi, threshold, c * n // n_chunks, (c + 1) * n // n_chunks)
-    offsets = np.cumsum(counts)
-    out = np.empty(offsets[n_chunks], dtype=np.int64)
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def _fill_chunks(hi, threshold, out, offsets):
+    """The candidates of each chunk into ``out`` from ``offsets[c]`` (the counts' running sum), on numba's pool."""
+    n = hi.shape[0]
+    n_chunks = offsets.shape[0] - 1
     for c in prange(n_chunks):
         _fill_block(hi, threshold, c * n // n_chunks, (c + 1) * n // n_chunks, out, offsets[c])
-    return out
 
 
 @njit(cache=True, nogil=True)
 def _candidates(hi, threshold, n_chunks):
     """Eq (C): ascending rows with hi_i ≥ threshold."""
+    n = hi.shape[0]
     if n_chunks == 1:
-        n = hi.shape[0]
         out = np.empty(_count_block(hi, threshold, 0, n), dtype=np.int64)
         _fill_block(hi, threshold, 0, n, out, 0)
         return out
-    return _candidates_parallel(hi, threshold, n_chunks)
+    counts = np.zeros(n_chunks + 1, dtype=np.int64)
+    _count_chunks(hi, threshold, counts)
+    offsets = np.cumsum(counts)
+    out = np.empty(offsets[n_chunks], dtype=np.int64)
+    _fill_chunks(hi, threshold, out, offsets)
+    return out
 
 
 @njit(cache=True, nogil=True)
@@ -459,7 +472,9 @@ def quantize_rows(embeddings: np.ndarray, threads: int | None = None) -> Quantiz
     if threads == 1 or n < 2:
         finite = _quantize_block(e, 0, n, codes, scales, resid, cnorms)
     else:
-        finite = _quantize_parallel(e, codes, scales, resid, cnorms, min(threads, n))
+        chunks_finite = np.zeros(min(threads, n), dtype=np.bool_)
+        _quantize_chunks(e, codes, scales, resid, cnorms, chunks_finite)
+        finite = bool(chunks_finite.all())
     if not finite:
         raise ValueError("embeddings contains NaN or infinity")
     return QuantizedBank(codes, scales, resid, cnorms)

@@ -347,7 +347,7 @@ def test_route_sims_bit_identical_to_similarities_kernel(case):
 
 @pytest.mark.parametrize("seed", [0, 1])
 def test_route_default_threads_goes_parallel_on_large_bank(seed):
-    case = normal_bank(seed, n=20_000, d=64, r=6, n_base=400, gamma=0.95)
+    case = normal_bank(seed, n=30_000, d=64, r=6, n_base=400, gamma=0.95)
     assert case.embeddings.nbytes >= retrieval.PARALLEL_MIN_BYTES  # so threads=None takes the parallel path
     args = (case.embeddings, case.query, case.capability, case.n_base, case.gamma)
     default = kernels.route(*args)
