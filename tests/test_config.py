@@ -141,6 +141,7 @@ def test_wrong_types_name_the_key_path(tmp_path, text, path):
         ("[server]\nmax_message_bytes = -5\n", ["max_message_bytes", "$.server"]),
         ("[server]\nmax_question_chars = 0\n", ["max_question_chars", "$.server"]),
         ("[server]\nreload_interval_s = -1.0\n", ["reload_interval_s", "$.server"]),
+        ("[server]\ninline_route_bytes = -1\n", ["inline_route_bytes", "$.server"]),
         ("[policy]\ngamma = 2\n", ["gamma", "$.policy"]),
         ("[policy]\nk = 0\n", ["k must", "$.policy"]),
         ("[policy]\nk = 3\nk_drop = 3\n", ["k_drop", "$.policy"]),
@@ -156,8 +157,9 @@ def test_invalid_values_name_the_field(tmp_path, text, fragments):
 
 
 def test_boundary_values_are_accepted(tmp_path):
-    config = load_config(_write(tmp_path, "[server]\nport = 65535\nworkers = 1\nreload_interval_s = 0.0\n[policy]\ngamma = 1.0\nk_drop = 0\n"), environ={})
+    config = load_config(_write(tmp_path, "[server]\nport = 65535\nworkers = 1\nreload_interval_s = 0.0\ninline_route_bytes = 0\n[policy]\ngamma = 1.0\nk_drop = 0\n"), environ={})
     assert (config.server.port, config.server.workers, config.policy.gamma, config.policy.k_drop) == (65535, 1, 1.0, 0)
+    assert config.server.inline_route_bytes == 0
     assert load_config(_write(tmp_path, "[server]\nport = 0\n[policy]\ngamma = 0.0\n"), environ={}).server.port == 0
 
 

@@ -24,7 +24,6 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoRe
 from google.protobuf.descriptor_pool import DescriptorPool
 
 import smcs.service.server as server_module
-import smcs.service.servicer as servicer_module
 import smcs.service.state as state_module
 from service_harness import (
     DIM,
@@ -735,13 +734,12 @@ class SlowRoute:
                 slow.release.wait(slow.delay_s)
             return original(router, *args, **kwargs)
 
-        monkeypatch.setattr(servicer_module, "INLINE_BANK_BYTES", 0)  # route on the worker threads
         monkeypatch.setattr(Router, "route_many", route)
 
 
 @pytest.fixture()
 def slow_server(fresh_bank, monkeypatch):
-    with running_server(fresh_bank, make_config(max_concurrent_rpcs=2, workers=3)) as handle:
+    with running_server(fresh_bank, make_config(max_concurrent_rpcs=2, workers=3, inline_route_bytes=0)) as handle:
         slow = SlowRoute(monkeypatch)  # after the start: warming the router up stays fast
         try:
             yield handle, slow

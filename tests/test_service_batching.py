@@ -18,7 +18,7 @@ from service_harness import POLICY, make_bank, make_config, queries_for, running
 from smcs import Bank, RouteCall, Router
 from smcs.client import AsyncClient
 from smcs.core import router as router_module
-from smcs.service.batching import RouteBatcher
+from smcs.service.batching import RouteBatcher, on_loop
 
 PATIENCE_S = 30.0
 
@@ -85,6 +85,30 @@ def test_a_lone_call_runs_at_once_and_calls_queued_meanwhile_share_the_next_batc
         assert await first == ("r", 0)
         assert await asyncio.gather(*rest) == [("r", s) for s in range(1, 6)]
         assert router.batches == [[0], [1, 2, 3, 4, 5]]
+
+    asyncio.run(scenario())
+
+
+def test_on_loop_batches_the_calls_started_in_one_turn_and_runs_them_on_the_loop_thread():
+    """``on_loop`` runs batches on the event loop's own thread, and still batches: the drain starts after
+    every call that became ready in the same turn of the loop has queued; a lone call runs at once."""
+
+    async def scenario() -> None:
+        router = ScriptedRouter()
+        threads: list[int] = []
+        scripted = router.route_many
+
+        def recording(calls: Sequence[RouteCall]) -> list[object]:
+            threads.append(threading.get_ident())
+            return scripted(calls)
+
+        router.route_many = recording  # type: ignore[method-assign]
+        batcher = RouteBatcher(on_loop, max_batch=3)
+        assert await asyncio.gather(*_queue(batcher, router, range(5))) == [("r", s) for s in range(5)]
+        assert router.batches == [[0, 1, 2], [3, 4]]
+        assert await batcher.route(router, _call(9)) == ("r", 9)  # type: ignore[arg-type]
+        assert router.batches[-1] == [9]
+        assert threads == [threading.get_ident()] * 3
 
     asyncio.run(scenario())
 
@@ -177,7 +201,7 @@ def test_max_running_batches_run_side_by_side():
 # --- in a real server --------------------------------------------------------------------------------------
 
 BATCHED_N, BATCHED_DIM = 3000, 384
-"""4.6 MB of embeddings: above ``INLINE_BANK_BYTES``, so the server routes them in batches on its worker."""
+"""4.6 MB of embeddings, routed on the worker thread (``inline_route_bytes = 0``)."""
 
 
 def test_server_batches_concurrent_routes_and_answers_each_as_the_router_would(tmp_path, monkeypatch):
@@ -203,7 +227,7 @@ def test_server_batches_concurrent_routes_and_answers_each_as_the_router_would(t
 
     overrides = {"k": 3, "n_base": 120, "gamma": 0.9, "n": 4}
     own_policy = msgspec.structs.replace(POLICY, **overrides)
-    with running_server(path, make_config()) as handle:
+    with running_server(path, make_config(inline_route_bytes=0)) as handle:
         monkeypatch.setattr(router_module.Router, "route_many", route_many)  # after the start-up warm-up route
         monkeypatch.setattr(RouteBatcher, "route", counted_route)
 

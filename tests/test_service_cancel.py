@@ -4,9 +4,9 @@
 The route is made slow by wrapping ``Router.route_many`` (what the servicer calls for a batch of routes
 on its worker thread): the first call announces that it started and then
 waits, in small steps, until the test releases it (after the cancellation has been observed), so nothing
-depends on how fast this machine is. Routing runs on the worker thread (``INLINE_BANK_BYTES = 0``: the test
-bank is far smaller than the size above which the servicer leaves the event loop), so the loop stays free
-to notice the cancellation while the kernel "runs".
+depends on how fast this machine is. Routing runs on the worker thread (``inline_route_bytes = 0``: the
+test bank is far smaller than the size above which the servicer leaves the event loop), so the loop stays
+free to notice the cancellation while the kernel "runs".
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import grpc
 import numpy as np
 import pytest
 
-from service_harness import POLICY, ServerHandle, make_bank, queries_for, raw_stub, running_server, wait_until
+from service_harness import POLICY, ServerHandle, make_bank, make_config, queries_for, raw_stub, running_server, wait_until
 from smcs import Bank, Router
 from smcs._proto import router_pb2 as pb
 from smcs.client import AsyncClient
@@ -93,7 +93,6 @@ def slow(monkeypatch: pytest.MonkeyPatch) -> SlowRoute:
     monkeypatch.setattr(router_module.Router, "route_many", route)
     # the handler is looked up when the server registers the service: patch before the server starts
     monkeypatch.setattr(servicer_module.RouterService, "Route", handler)
-    monkeypatch.setattr(servicer_module, "INLINE_BANK_BYTES", 0)
     return state
 
 
@@ -106,7 +105,7 @@ def bank_path(tmp_path: Path) -> Path:
 
 @pytest.fixture()
 def server(bank_path: Path, slow: SlowRoute) -> Iterator[ServerHandle]:
-    with running_server(bank_path) as handle:
+    with running_server(bank_path, make_config(inline_route_bytes=0)) as handle:  # route on the worker thread
         with slow.lock:
             slow.slow_calls_left = 1
         yield handle

@@ -15,7 +15,16 @@ from collections.abc import Awaitable, Callable
 from ..core import RouteCall, RouteDecision, Router
 
 Run = Callable[..., Awaitable[object]]
-"""Runs a blocking function with its arguments on a worker thread (``ServiceState.run``)."""
+"""Runs a blocking function with its arguments: on a worker thread (``ServiceState.run``) or ``on_loop``."""
+
+
+async def on_loop(function: Callable[..., object], *args: object) -> object:
+    """``function(*args)`` on the event loop itself: a ``Run`` for batches short enough to hold the loop.
+
+    A batch still forms: the drain task that runs it starts after every request handler that was ready
+    in the same turn of the loop has queued its call.
+    """
+    return function(*args)
 
 
 class RouteBatcher:

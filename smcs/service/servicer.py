@@ -23,15 +23,13 @@ from ..embed import EmbedderError, EmbedderTimeout
 from ..strategies import StrategyError, get_strategy, parse_params
 from . import convert
 from .convert import RequestError, invalid
-from .batching import RouteBatcher
+from .batching import RouteBatcher, on_loop
 from .metrics import Metrics
 from .state import ServiceState, Snapshot
 
 log = logging.getLogger(__name__)
 
 Response = TypeVar("Response")
-INLINE_BANK_BYTES = 4 << 20
-"""Banks smaller than this are routed on the event loop: the hop to a worker thread would cost more."""
 
 
 def _status(exc: Exception, method: str) -> tuple[grpc.StatusCode, str]:
@@ -93,13 +91,13 @@ class RouterService(pb_grpc.RouterServicer):
         self._pool = pool
         self._answer = answer
         self._batcher = RouteBatcher(state.run, server.route_batch, server.workers)
+        self._loop_batcher = RouteBatcher(on_loop, server.route_batch)
 
     async def _route(self, snapshot: Snapshot, call: RouteCall) -> RouteDecision:
-        """``call`` routed over ``snapshot``: on the event loop for a small bank, else batched with the
-        concurrent calls on a worker thread."""
-        if snapshot.bank.embeddings.nbytes < INLINE_BANK_BYTES:
-            return snapshot.router.route(call.embedding, seed=call.seed, policy=call.policy, allowed_models=call.allowed_models)
-        return await self._batcher.route(snapshot.router, call)
+        """``call`` routed over ``snapshot``, batched with the concurrent calls: on the event loop for a bank
+        under ``inline_route_bytes``, else on a worker thread."""
+        on_workers = snapshot.bank.embeddings.nbytes >= self._server.inline_route_bytes
+        return await (self._batcher if on_workers else self._loop_batcher).route(snapshot.router, call)
 
     async def _snapshot(self) -> Snapshot:
         """The snapshot a request works on: the live one, first switched to a version another process
