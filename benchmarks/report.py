@@ -188,7 +188,7 @@ def service_table(path: Path) -> list[str]:
     """Markdown lines for ``test_service.py``: per method, p50/p99 of one client and QPS of eight."""
     rows: dict[str, dict[str, object]] = defaultdict(dict)
     for bench in json.loads(path.read_text()).get("benchmarks", []):
-        if not bench.get("group", "").startswith("service:"):
+        if not (bench.get("group") or "").startswith("service:"):
             continue
         method = bench["params"]["method"]
         rows[method].update(bench.get("extra_info", {}))
@@ -202,6 +202,36 @@ def service_table(path: Path) -> list[str]:
     ]
     for method, info in rows.items():
         lines.append(f"| {method} | {info.get('p50_ms', '–')} ms | {info.get('p99_ms', '–')} ms | {info.get('qps', '–')} |")
+    return lines
+
+
+ANSWER_FLOOR = "test_answer_transport_floor"
+"""The answer table's floor: the same model requests over a bare HTTP session."""
+
+
+def answer_table(path: Path) -> list[str]:
+    """Markdown lines for ``test_answer.py``: each case's overhead p50/p99 (and route p50), the p50's ratio
+    to the transport floor's."""
+    rows = {
+        bench["name"]: bench.get("extra_info", {})
+        for bench in json.loads(path.read_text()).get("benchmarks", [])
+        if bench.get("group") == "answer"
+    }
+    if not rows:
+        return []
+    floor = rows.get(ANSWER_FLOOR, {}).get("overhead_p50_ms")
+    lines = [
+        "### Answer overhead (wall time − the two model delays; K = 7, n = 8)",
+        "",
+        "| case | overhead p50 | p99 | route p50 | p50 ×floor |",
+        "|---|---|---|---|---|",
+    ]
+    for name, info in rows.items():
+        p50 = info.get("overhead_p50_ms")
+        ratio = fmt_ratio(_ratio(p50, floor))
+        times = (p50, info.get("overhead_p99_ms"), info.get("route_p50_ms"))
+        cells = [name.removeprefix("test_answer_"), *("–" if ms is None else f"{ms} ms" for ms in times), ratio]
+        lines.append("| " + " | ".join(cells) + " |")
     return lines
 
 
@@ -247,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     results, machine_info = load(args.json)
     sections = [render(results, machine_info)] if results else []
-    sections += ["\n".join(table) for table in (batch_table(args.json), service_table(args.json)) if table]
+    sections += ["\n".join(table) for table in (batch_table(args.json), service_table(args.json), answer_table(args.json)) if table]
     print("\n\n".join(sections) or "No benchmarks in this file (was it run with --benchmark-disable?).")
     return 0
 
