@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,6 +34,7 @@ from smcs.config import AuthConfig, ConfigError, MetricsConfig, load_config
 
 OK = grpc.StatusCode.OK
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
+COUNT_PATIENCE_S = 10.0
 
 
 def free_port() -> int:
@@ -69,6 +71,15 @@ def requests(families: dict[str, list]) -> dict[tuple[str, str], float]:
     }
 
 
+def assert_counted(port: int, expected: dict[tuple[str, str], float]) -> None:
+    """The request counters scraped from ``port`` reach ``expected``: a call is counted when its handler has
+    finished, which may trail the client's receipt of the status by a moment."""
+    deadline = time.monotonic() + COUNT_PATIENCE_S
+    while (counted := requests(scrape(port))) != expected and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert counted == expected
+
+
 def assert_port_free(port: int) -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as any server would: TIME_WAIT is not a listener
@@ -99,15 +110,17 @@ def test_counters_histograms_and_gauges_match_the_calls(fresh_bank):
             lambda: list(stub.Answer(pb.AnswerRequest(embedding=pb.Embedding(values=queries[0].tolist())), timeout=10)),
             grpc.StatusCode.INVALID_ARGUMENT,  # a stream that ends before its first message: no question
         )
+        assert_counted(
+            server.running.metrics_port,
+            {
+                ("Route", "OK"): 3,
+                ("Route", "INVALID_ARGUMENT"): 1,
+                ("Route", "FAILED_PRECONDITION"): 1,
+                ("BankInfo", "OK"): 1,
+                ("Answer", "INVALID_ARGUMENT"): 1,
+            },
+        )
         families = scrape(server.running.metrics_port)
-
-        assert requests(families) == {
-            ("Route", "OK"): 3,
-            ("Route", "INVALID_ARGUMENT"): 1,
-            ("Route", "FAILED_PRECONDITION"): 1,
-            ("BankInfo", "OK"): 1,
-            ("Answer", "INVALID_ARGUMENT"): 1,
-        }
         hist = "smcs_request_seconds"
         assert value(families, hist, f"{hist}_count", method="Route") == 5
         assert value(families, hist, f"{hist}_count", method="BankInfo") == 1
@@ -143,11 +156,10 @@ def test_auth_refusals_are_counted(fresh_bank):
             lambda: stub.Reload(pb.ReloadRequest(), timeout=10, metadata=(("authorization", "Bearer q"),)),
             grpc.StatusCode.PERMISSION_DENIED,
         )
-        assert requests(scrape(server.running.metrics_port)) == {
-            ("BankInfo", "UNAUTHENTICATED"): 1,
-            ("BankInfo", "OK"): 1,
-            ("Reload", "PERMISSION_DENIED"): 1,
-        }
+        assert_counted(
+            server.running.metrics_port,
+            {("BankInfo", "UNAUTHENTICATED"): 1, ("BankInfo", "OK"): 1, ("Reload", "PERMISSION_DENIED"): 1},
+        )
 
 
 def test_health_and_reflection_are_not_counted_and_servers_count_apart(fresh_bank, tmp_path):
@@ -157,7 +169,7 @@ def test_health_and_reflection_are_not_counted_and_servers_count_apart(fresh_ban
         with first.client() as client:
             assert client.health()
             client.bank_info()
-        assert requests(scrape(first.running.metrics_port)) == {("BankInfo", "OK"): 1}
+        assert_counted(first.running.metrics_port, {("BankInfo", "OK"): 1})
         families = scrape(second.running.metrics_port)
         assert requests(families) == {}
         assert value(families, "smcs_bank_questions", "smcs_bank_questions") == 200
@@ -168,7 +180,7 @@ def test_the_metrics_port_is_freed_on_stop_and_can_serve_again(fresh_bank):
     for _ in range(2):
         with running_server(fresh_bank, metrics_config(port)) as server, raw_stub(server.target) as stub:
             stub.BankInfo(pb.BankInfoRequest(), timeout=10)
-            assert requests(scrape(port)) == {("BankInfo", "OK"): 1}
+            assert_counted(port, {("BankInfo", "OK"): 1})
         assert_port_free(port)
 
 
