@@ -26,6 +26,7 @@ from .bank import Bank, BankFormatError
 from .client import DEFAULT_TARGET, Client, channel_target
 from .config import ConfigError
 from .core import Policy, RouteDecision, Router
+from .core.policy import RETRIEVALS
 from .core.pipeline import QuorumNotMet
 from .embed import EmbedderError
 from .data.cli import add_data_parser
@@ -126,9 +127,13 @@ def _add_policy_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--k-drop", type=int, help=f"references dropped per subset (paper: {defaults.k_drop})")
     group.add_argument("--n", type=int, help=f"exploration subsets (paper: {defaults.n})")
     group.add_argument("--aggregator", help="aggregator model (default: the bank's most accurate)")
+    group.add_argument(
+        "--retrieval", choices=RETRIEVALS, help="exact: every bank row; ivf: the bank index's probed lists (approximate); auto (default): ivf on large indexed banks"
+    )
+    group.add_argument("--nprobe", type=int, help=f"IVF lists scanned by ivf retrieval (default: {defaults.nprobe})")
 
 
-POLICY_OPTIONS = ("k", "n_base", "gamma", "k_drop", "n", "aggregator", "min_references")
+POLICY_OPTIONS = ("k", "n_base", "gamma", "k_drop", "n", "aggregator", "min_references", "retrieval", "nprobe")
 
 
 def _policy_overrides(args: argparse.Namespace) -> dict[str, object]:

@@ -6,10 +6,11 @@ import json
 import subprocess
 import sys
 
+import msgspec
 import numpy as np
 import pytest
 
-from smcs import Bank
+from smcs import Bank, Policy, Router
 from smcs.cli import main
 from smcs.synthetic import queries_near
 
@@ -59,6 +60,24 @@ def test_route_needs_exactly_one_query(bank_path, tmp_path, capsys):
     assert "exactly one" in capsys.readouterr().err
 
 
+def test_route_through_the_index_with_nprobe(bank_path, tmp_path, capsys):
+    """--retrieval ivf --nprobe N routes over the bank's index as the Router does with that policy."""
+    assert main(["bank", "index", str(bank_path), "--nlist", "4"]) == 0
+    bank = Bank.open(bank_path)
+    query = queries_near(np.asarray(bank.embeddings), 1)[0]
+    np.save(tmp_path / "q.npy", query)
+    capsys.readouterr()
+    decisions = {}
+    for nprobe in ("1", "4"):
+        argv = ["route", "--bank", str(bank_path), "--embedding", str(tmp_path / "q.npy"), "--k", "3", "--n-base", "120"]
+        assert main([*argv, "--seed", "3", "--retrieval", "ivf", "--nprobe", nprobe, "--json"]) == 0
+        decisions[nprobe] = json.loads(capsys.readouterr().out)
+    policy = Policy(k=3, n_base=120, retrieval="ivf", nprobe=1)
+    assert decisions["1"]["support_rows"] == Router(bank, policy).route(query, seed=3).support_rows
+    everything = Router(bank, msgspec.structs.replace(policy, retrieval="exact")).route(query, seed=3)
+    assert decisions["4"]["support_rows"] == everything.support_rows != decisions["1"]["support_rows"]
+
+
 def test_bank_info_and_validate(bank_path, capsys):
     capsys.readouterr()
     assert main(["bank", "info", str(bank_path)]) == 0
@@ -74,6 +93,8 @@ def test_bank_info_and_validate(bank_path, capsys):
         (["--k", "9"], "k=9 exceeds"),
         (["--gamma", "3"], "gamma"),
         (["--seed", "-4", "--k", "3"], "seed"),
+        (["--k", "3", "--retrieval", "ivf"], "retrieval='ivf' needs an index"),
+        (["--k", "3", "--nprobe", "0"], "nprobe must be >= 1"),
     ],
 )
 def test_bad_route_input_is_a_message_not_a_traceback(bank_path, tmp_path, capsys, argv, message):

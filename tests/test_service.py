@@ -226,6 +226,9 @@ ROUTE_ERRORS = {
     "k_drop > k": (_route(embedding=_emb(_GOOD), policy=pb.PolicyOverrides(k=2, k_drop=3)), INVALID, ["policy.k_drop"]),
     "negative k_drop": (_route(embedding=_emb(_GOOD), policy=pb.PolicyOverrides(k_drop=-1)), INVALID, ["policy.k_drop"]),
     "lam inf": (_route(embedding=_emb(_GOOD), policy=pb.PolicyOverrides(lam=float("inf"))), INVALID, ["policy.lam"]),
+    "unknown retrieval": (_route(embedding=_emb(_GOOD), policy=pb.PolicyOverrides(retrieval="hnsw")), INVALID, ["policy.retrieval", "'hnsw'"]),
+    "ivf without an index": (_route(embedding=_emb(_GOOD), policy=pb.PolicyOverrides(retrieval="ivf")), INVALID, ["retrieval='ivf'", "smcs bank index"]),
+    "nprobe = 0": (_route(embedding=_emb(_GOOD), policy=pb.PolicyOverrides(nprobe=0)), INVALID, ["policy.nprobe", ">= 1"]),
     "unknown aggregator": (_route(embedding=_emb(_GOOD), policy=pb.PolicyOverrides(aggregator="gpt-99")), INVALID, ["aggregator", "gpt-99"]),
     "empty aggregator": (_route(embedding=_emb(_GOOD), policy=pb.PolicyOverrides(aggregator="")), INVALID, ["policy.aggregator"]),
     "unknown allowed model": (

@@ -43,6 +43,27 @@ def test_the_service_routes_through_the_index_as_the_router_does(tmp_path: Path)
                 assert got.referencers == want.referencers and got.bank_version == indexed.version
 
 
+def test_retrieval_and_nprobe_are_per_request_overrides(tmp_path: Path) -> None:
+    """Over a server whose default is the exact scan, a request that asks for ``ivf`` with some ``nprobe`` is
+    routed through the index as the in-process Router routes with that policy, and the next request
+    without overrides scans every row again."""
+    path = tmp_path / "bank"
+    bank = make_bank(path, n_questions=600)
+    indexed = bank.with_index(ivf.train(bank.embeddings, 8, seed=1))
+    exact = msgspec.structs.replace(POLICY, retrieval="exact", n_base=200)  # more rows than one list holds
+    queries = queries_for(path, 5)
+    narrow = [Router(indexed, msgspec.structs.replace(exact, retrieval="ivf", nprobe=1)).route(q, seed=3) for q in queries]
+    full = [Router(indexed, exact).route(q, seed=3) for q in queries]
+    assert any(n.support_rows != f.support_rows for n, f in zip(narrow, full)), "one list must miss support rows"
+    with running_server(path, make_config(policy=exact, rebuild_index=False)) as server:
+        with server.client(retries=0) as client:
+            for query, want_narrow, want_full in zip(queries, narrow, full):
+                got = client.route(embedding=query, seed=3, retrieval="ivf", nprobe=1)
+                assert (got.support_rows, got.referencers) == (want_narrow.support_rows, want_narrow.referencers)
+                got = client.route(embedding=query, seed=3)
+                assert (got.support_rows, got.referencers) == (want_full.support_rows, want_full.referencers)
+
+
 def test_an_outgrown_index_is_retrained_in_the_background_and_swapped_in(tmp_path: Path) -> None:
     outgrown = _outgrown_bank(tmp_path / "bank")
     with running_server(tmp_path / "bank", make_config(policy=IVF_POLICY)) as server:

@@ -13,7 +13,7 @@ class Embedding(_message.Message):
     def __init__(self, values: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class PolicyOverrides(_message.Message):
-    __slots__ = ("k", "n_base", "gamma", "k_drop", "n", "lam", "aggregator", "allowed_models", "min_references")
+    __slots__ = ("k", "n_base", "gamma", "k_drop", "n", "lam", "aggregator", "allowed_models", "min_references", "retrieval", "nprobe")
     K_FIELD_NUMBER: _ClassVar[int]
     N_BASE_FIELD_NUMBER: _ClassVar[int]
     GAMMA_FIELD_NUMBER: _ClassVar[int]
@@ -23,6 +23,8 @@ class PolicyOverrides(_message.Message):
     AGGREGATOR_FIELD_NUMBER: _ClassVar[int]
     ALLOWED_MODELS_FIELD_NUMBER: _ClassVar[int]
     MIN_REFERENCES_FIELD_NUMBER: _ClassVar[int]
+    RETRIEVAL_FIELD_NUMBER: _ClassVar[int]
+    NPROBE_FIELD_NUMBER: _ClassVar[int]
     k: int
     n_base: int
     gamma: float
@@ -32,7 +34,9 @@ class PolicyOverrides(_message.Message):
     aggregator: str
     allowed_models: _containers.RepeatedScalarFieldContainer[str]
     min_references: int
-    def __init__(self, k: _Optional[int] = ..., n_base: _Optional[int] = ..., gamma: _Optional[float] = ..., k_drop: _Optional[int] = ..., n: _Optional[int] = ..., lam: _Optional[float] = ..., aggregator: _Optional[str] = ..., allowed_models: _Optional[_Iterable[str]] = ..., min_references: _Optional[int] = ...) -> None: ...
+    retrieval: str
+    nprobe: int
+    def __init__(self, k: _Optional[int] = ..., n_base: _Optional[int] = ..., gamma: _Optional[float] = ..., k_drop: _Optional[int] = ..., n: _Optional[int] = ..., lam: _Optional[float] = ..., aggregator: _Optional[str] = ..., allowed_models: _Optional[_Iterable[str]] = ..., min_references: _Optional[int] = ..., retrieval: _Optional[str] = ..., nprobe: _Optional[int] = ...) -> None: ...
 
 class RouteRequest(_message.Message):
     __slots__ = ("question", "embedding", "policy", "seed", "debug")

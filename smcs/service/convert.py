@@ -21,7 +21,7 @@ from ..core.pipeline import AggregationEvidence, AnswerResult, Event, ReferenceE
 from ..strategies import StrategyCall, StrategyEvent, StrategyPlan, StrategyResult
 from .convert_strategy import StrategyEventDecoder, strategy_event
 
-_OVERRIDABLE = ("k", "n_base", "gamma", "k_drop", "n", "lam", "aggregator", "min_references")
+_OVERRIDABLE = ("k", "n_base", "gamma", "k_drop", "n", "lam", "aggregator", "min_references", "retrieval", "nprobe")
 MAX_SUBSETS = 4096
 """Most exploration subsets (``policy.n``) a request may ask for: drawing and sending n subsets costs O(n), and
 an int32 n near 2**31 would take the server tens of gigabytes and minutes (the paper's n is 8)."""
