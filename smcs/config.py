@@ -70,12 +70,13 @@ class ServerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
         route_batch: most Route (and Answer) routes that share one pass over the bank. The routes that
             arrive while a batch runs wait for it and then go together (a lone request never waits);
             decisions are the same as one at a time. 1 = no batching.
-        inline_route_bytes: banks whose embeddings take fewer bytes than this are routed on the event loop
-            itself (still batched); larger ones on the ``workers`` threads, so that a long pass over the
-            bank never holds up the other requests. The hop to a worker thread and back costs about
-            0.4 ms on a 2-core machine (a one-client Route over 15,000 × 384 took 2.0 ms through a
-            worker and 1.55 ms on the loop); a batch on the loop holds every other request for its
-            duration. 0 = always on the workers.
+        inline_route_bytes: over a bank whose embeddings take fewer bytes than this, a lone route (no
+            other waiting) runs on the event loop itself rather than on a ``workers`` thread; batches of
+            several always go to the workers, where they run beside the loop's own work. The hop to a
+            worker thread and back costs about 0.4 ms on a 2-core machine (one client at 15,000 × 384:
+            1.84 ms p50 against 2.24 ms through the worker); a route on the loop holds the other
+            requests for its duration, so keep this to banks that route in about a millisecond.
+            0 = always on the workers.
         reload_interval_s: how often to look for a new bank version and switch to it even while no request
             arrives; 0 = no watcher (``check_current`` and Reload still switch).
         check_current: before each request, stat the bank's ``CURRENT`` (a few µs); when another process

@@ -18,7 +18,7 @@ from service_harness import POLICY, make_bank, make_config, queries_for, running
 from smcs import Bank, RouteCall, Router
 from smcs.client import AsyncClient
 from smcs.core import router as router_module
-from smcs.service.batching import RouteBatcher, on_loop
+from smcs.service.batching import RouteBatcher
 
 PATIENCE_S = 30.0
 
@@ -89,26 +89,34 @@ def test_a_lone_call_runs_at_once_and_calls_queued_meanwhile_share_the_next_batc
     asyncio.run(scenario())
 
 
-def test_on_loop_batches_the_calls_started_in_one_turn_and_runs_them_on_the_loop_thread():
-    """``on_loop`` runs batches on the event loop's own thread, and still batches: the drain starts after
-    every call that became ready in the same turn of the loop has queued; a lone call runs at once."""
+def _threads_of(router: ScriptedRouter) -> list[int]:
+    """The threads ``router``'s batches will run on, in order (recorded as each batch starts)."""
+    threads: list[int] = []
+    scripted = router.route_many
+
+    def recording(calls: Sequence[RouteCall]) -> list[object]:
+        threads.append(threading.get_ident())
+        return scripted(calls)
+
+    router.route_many = recording  # type: ignore[method-assign]
+    return threads
+
+
+def test_a_lone_call_runs_on_the_loop_and_calls_that_arrive_together_on_the_worker():
+    """With ``alone_on_loop``, a batch of one with nothing else waiting runs on the event loop's own thread;
+    calls started in the same turn of the loop still form one batch, and it goes to the worker."""
 
     async def scenario() -> None:
-        router = ScriptedRouter()
-        threads: list[int] = []
-        scripted = router.route_many
-
-        def recording(calls: Sequence[RouteCall]) -> list[object]:
-            threads.append(threading.get_ident())
-            return scripted(calls)
-
-        router.route_many = recording  # type: ignore[method-assign]
-        batcher = RouteBatcher(on_loop, max_batch=3)
-        assert await asyncio.gather(*_queue(batcher, router, range(5))) == [("r", s) for s in range(5)]
-        assert router.batches == [[0, 1, 2], [3, 4]]
-        assert await batcher.route(router, _call(9)) == ("r", 9)  # type: ignore[arg-type]
-        assert router.batches[-1] == [9]
-        assert threads == [threading.get_ident()] * 3
+        small, large = ScriptedRouter("small"), ScriptedRouter("large")
+        on_small, on_large = _threads_of(small), _threads_of(large)
+        loop_thread = threading.get_ident()
+        batcher = RouteBatcher(_run, max_batch=16, alone_on_loop=lambda router: router is small)
+        assert await batcher.route(small, _call(0)) == ("small", 0)  # type: ignore[arg-type]
+        assert await asyncio.gather(*_queue(batcher, small, range(1, 5))) == [("small", s) for s in range(1, 5)]
+        assert small.batches == [[0], [1, 2, 3, 4]]
+        assert on_small[0] == loop_thread and on_small[1] != loop_thread
+        assert await batcher.route(large, _call(9)) == ("large", 9)  # type: ignore[arg-type]
+        assert on_large[0] != loop_thread  # alone_on_loop says no: even a lone call goes to the worker
 
     asyncio.run(scenario())
 

@@ -5,6 +5,12 @@ same for every question. ``RouteBatcher`` queues each call; a batch starts as so
 takes every queued call over the same bank snapshot (up to ``max_batch``), so an idle server adds no wait
 to a lone call, and a busy one answers the calls that piled up during a batch with the next, in one
 ``Router.route_many``. The decisions are identical to one ``Router.route`` per call.
+
+A lone call (a batch of one with nothing else waiting) on a bank small enough may run on the event loop
+itself instead (``alone_on_loop``): the hop to a worker thread and back costs more than such a route on
+a 2-core machine. Batches of several always go to the workers, where they run beside the loop's own work
+(receiving, parsing and answering the other requests): measured at 15,000 × 384 with 8 clients, routing
+every batch on the loop gave 698 requests a second against 857 on the worker.
 """
 
 from __future__ import annotations
@@ -19,21 +25,30 @@ Run = Callable[..., Awaitable[object]]
 
 
 async def on_loop(function: Callable[..., object], *args: object) -> object:
-    """``function(*args)`` on the event loop itself: a ``Run`` for batches short enough to hold the loop.
-
-    A batch still forms: the drain task that runs it starts after every request handler that was ready
-    in the same turn of the loop has queued its call.
-    """
+    """``function(*args)`` on the event loop itself (a ``Run``)."""
     return function(*args)
+
+
+def never(router: Router) -> bool:
+    """An ``alone_on_loop`` that keeps every batch on the workers."""
+    return False
 
 
 class RouteBatcher:
     """Coalesces concurrent ``route`` calls into ``Router.route_many`` batches on worker threads."""
 
-    def __init__(self, run: Run, max_batch: int, max_running: int = 1) -> None:
+    def __init__(
+        self, run: Run, max_batch: int, max_running: int = 1, alone_on_loop: Callable[[Router], bool] = never
+    ) -> None:
         """``run`` executes a batch off the event loop; at most ``max_batch`` calls go in one batch and at
-        most ``max_running`` batches run at once."""
+        most ``max_running`` batches run at once. ``alone_on_loop(router)``: whether a lone call on
+        ``router`` (nothing else waiting) runs on the event loop instead of through ``run``.
+
+        The drain task that takes a batch starts after every request handler that was ready in the same
+        turn of the loop has queued its call, so calls that arrive together are never taken for lone ones.
+        """
         self._run = run
+        self._alone_on_loop = alone_on_loop
         self._max_batch = max_batch
         self._max_running = max_running
         self._queue: list[tuple[Router, RouteCall, asyncio.Future[RouteDecision]]] = []
@@ -69,8 +84,9 @@ class RouteBatcher:
         try:
             while (taken := self._next_batch()) is not None:
                 router, batch = taken
+                alone = len(batch) == 1 and not self._queue and self._alone_on_loop(router)
                 try:
-                    results = await self._run(router.route_many, [call for call, _ in batch])
+                    results = await (on_loop if alone else self._run)(router.route_many, [call for call, _ in batch])
                 except asyncio.CancelledError:
                     for _, future in batch:
                         future.cancel()

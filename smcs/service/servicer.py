@@ -11,7 +11,7 @@ import grpc
 import numpy as np
 
 from .. import kernels
-from ..core import RouteCall, RouteDecision
+from ..core import RouteCall, RouteDecision, Router
 from .._proto import router_pb2 as pb
 from .._proto import router_pb2_grpc as pb_grpc
 from ..bank import Bank, BankError, BankFormatError, ModelInfo, Question
@@ -23,7 +23,7 @@ from ..embed import EmbedderError, EmbedderTimeout
 from ..strategies import StrategyError, get_strategy, parse_params
 from . import convert
 from .convert import RequestError, invalid
-from .batching import RouteBatcher, on_loop
+from .batching import RouteBatcher
 from .metrics import Metrics
 from .state import ServiceState, Snapshot
 
@@ -90,14 +90,16 @@ class RouterService(pb_grpc.RouterServicer):
         self._metrics = metrics
         self._pool = pool
         self._answer = answer
-        self._batcher = RouteBatcher(state.run, server.route_batch, server.workers)
-        self._loop_batcher = RouteBatcher(on_loop, server.route_batch)
+        self._batcher = RouteBatcher(state.run, server.route_batch, server.workers, self._small_bank)
 
     async def _route(self, snapshot: Snapshot, call: RouteCall) -> RouteDecision:
-        """``call`` routed over ``snapshot``, batched with the concurrent calls: on the event loop for a bank
-        under ``inline_route_bytes``, else on a worker thread."""
-        on_workers = snapshot.bank.embeddings.nbytes >= self._server.inline_route_bytes
-        return await (self._batcher if on_workers else self._loop_batcher).route(snapshot.router, call)
+        """``call`` routed over ``snapshot``, batched with the concurrent calls on a worker thread (a lone
+        call over a bank under ``inline_route_bytes`` on the event loop)."""
+        return await self._batcher.route(snapshot.router, call)
+
+    def _small_bank(self, router: Router) -> bool:
+        """Whether a lone route over ``router``'s bank may run on the event loop: under ``inline_route_bytes``."""
+        return router.bank.embeddings.nbytes < self._server.inline_route_bytes
 
     async def _snapshot(self) -> Snapshot:
         """The snapshot a request works on: the live one, first switched to a version another process
