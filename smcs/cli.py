@@ -130,7 +130,7 @@ def _add_policy_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--retrieval", choices=RETRIEVALS, help="exact: every bank row; ivf: the bank index's probed lists (approximate); auto (default): ivf on large indexed banks"
     )
-    group.add_argument("--nprobe", type=int, help=f"IVF lists scanned by ivf retrieval (default: {defaults.nprobe})")
+    group.add_argument("--nprobe", type=int, help="IVF lists scanned by ivf retrieval (default: 1/64 of the index's lists, at least 8)")
 
 
 POLICY_OPTIONS = ("k", "n_base", "gamma", "k_drop", "n", "aggregator", "min_references", "retrieval", "nprobe")

@@ -118,9 +118,18 @@ def test_needs_rebuild_once_the_bank_has_doubled(index):
     assert doubled.needs_rebuild and not index.needs_rebuild
 
 
-@pytest.mark.parametrize(("n", "nlist"), [(1, 1), (3, 2), (100, 8), (15_000, 128), (1_000_000, 1024)])
-def test_default_nlist_is_the_power_of_two_nearest_the_square_root(n, nlist):
+@pytest.mark.parametrize(
+    ("n", "nlist"), [(1, 1), (3, 1), (100, 2), (600, 8), (15_000, 256), (100_000, 1024), (1_000_000, 4096), (4_000_000, 8192)]
+)
+def test_default_nlist_is_the_power_of_two_nearest_four_root_n_with_a_full_training_sample(n, nlist):
+    """4·√N, unless that leaves fewer than POINTS_PER_CENTROID rows a list (then N / POINTS_PER_CENTROID)."""
     assert ivf.default_nlist(n) == nlist
+
+
+@pytest.mark.parametrize(("nlist", "nprobe"), [(1, 1), (5, 5), (8, 8), (256, 8), (1024, 16), (4096, 64)])
+def test_default_nprobe_is_a_64th_of_the_lists_and_at_least_eight(nlist, nprobe):
+    empty = ivf.IVFIndex(np.zeros((nlist, 4), np.float32), np.zeros(nlist + 1, np.int64), np.empty(0, np.int64), 0, 0)
+    assert empty.default_nprobe == nprobe
 
 
 def test_bad_training_arguments_are_named(data):
@@ -223,6 +232,19 @@ def test_probing_every_list_gives_the_exact_decision(tmp_path, data, index):
     everything = Router(bank, Policy(k=3, retrieval="ivf", nprobe=NLIST))
     for query in queries_near(embeddings, 5, seed=2):
         assert everything.route(query, seed=7) == exact.route(query, seed=7)
+
+
+def test_an_unset_nprobe_probes_the_index_default(tmp_path, data, index):
+    """Policy.nprobe = None probes ``index.default_nprobe`` lists (8 of these 16), not all of them."""
+    embeddings, capability = data
+    bank = _create(tmp_path / "b", embeddings, capability).with_index(index)
+    assert index.default_nprobe == 8
+    unset = Router(bank, Policy(k=3, n_base=200, retrieval="ivf"))
+    eight = Router(bank, Policy(k=3, n_base=200, retrieval="ivf", nprobe=8))
+    every = Router(bank, Policy(k=3, n_base=200, retrieval="ivf", nprobe=NLIST))
+    queries = queries_near(embeddings, 8, seed=9)
+    assert all(unset.route(q, seed=2) == eight.route(q, seed=2) for q in queries)
+    assert any(unset.route(q, seed=2).support_rows != every.route(q, seed=2).support_rows for q in queries)
 
 
 def test_ivf_recall_of_the_exact_support_set_on_clustered_data(tmp_path, data, index):

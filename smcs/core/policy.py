@@ -39,7 +39,8 @@ class Policy(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tr
             the bank's IVF index nearest the query (approximate: a support row outside them is missed;
             needs a bank with an index, see ``smcs bank index``); "auto" uses the index when the bank
             has one and at least ``IVF_AUTO_MIN_ROWS`` rows, and never with ``quantized``.
-        nprobe: lists probed by "ivf" retrieval; more lists, higher recall, more rows scanned.
+        nprobe: lists probed by "ivf" retrieval; more lists, higher recall, more rows scanned. None = the
+            index's default: 1/64 of its lists, at least 8 (64 of the 4096 lists a 1e6-row bank gets).
     """
 
     k: int = 7
@@ -53,11 +54,13 @@ class Policy(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tr
     quantized: bool = False
     min_references: int | None = None
     retrieval: Retrieval = "auto"
-    nprobe: int = 16
+    nprobe: int | None = None
 
     def __post_init__(self) -> None:
-        for name in ("k", "n_base", "n", "nprobe"):
+        for name in ("k", "n_base", "n"):
             _require_int(name, getattr(self, name), minimum=1)
+        if self.nprobe is not None:
+            _require_int("nprobe", self.nprobe, minimum=1)
         _require_int("k_drop", self.k_drop, minimum=0)
         if self.k_drop >= self.k:
             raise ValueError(f"k_drop must be smaller than k ({self.k}), got {self.k_drop}")

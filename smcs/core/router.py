@@ -248,13 +248,14 @@ def route_ivf(
     capability: np.ndarray,
     n_base: int,
     gamma: float,
-    nprobe: int,
+    nprobe: int | None,
     threads: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Eqs (2)–(4) over the rows of the ``nprobe`` lists of ``index`` nearest the unit ``query``: (support
-    rows, their Ŝ, votes), the exact route of those rows. Reads the index's list-ordered ``vectors`` (each
-    probed list one contiguous block) when it has them, else gathers the rows from ``embeddings``."""
-    positions = index.positions(query, nprobe)
+    """Eqs (2)–(4) over the rows of the ``nprobe`` lists of ``index`` nearest the unit ``query`` (None: the
+    index's ``default_nprobe``): (support rows, their Ŝ, votes), the exact route of those rows. Reads the
+    index's list-ordered ``vectors`` (each probed list one contiguous block) when it has them, else
+    gathers the rows from ``embeddings``."""
+    positions = index.positions(query, index.default_nprobe if nprobe is None else nprobe)
     if index.vectors is not None:
         return kernels.route_rows(index.vectors, positions, query, capability, n_base, gamma, threads, labels=index.rows)
     return kernels.route_rows(embeddings, np.asarray(index.rows)[positions], query, capability, n_base, gamma, threads)
