@@ -41,7 +41,8 @@ REBUILD_GROWTH = 2.0
 
 POINTS_PER_CENTROID = 64
 """Training sample per list (faiss warns below 39; its own cap is 256): with 64, training 1e6 x 384 into
-1024 lists took ≈ 30 s on two cores, the setting docs/sizing.md measured recall with."""
+the default 4096 lists took 108 s on the 2-core CI machine (1024 lists: 10 s), the setting
+docs/sizing.md measured recall with."""
 
 MIN_NPROBE = 8
 """Fewest lists ``default_nprobe`` probes."""
@@ -137,7 +138,7 @@ def default_nlist(n_rows: int) -> int:
     Finer than the textbook √N: measured at 1e6 × 384 (docs/sizing.md), 4096 lists probed 64 at a time
     found 0.991 of the exact support set in 1.8 ms where 1024 lists probed 32 at a time found 0.987 in
     4.7 ms, because coarse lists follow the uneven topics and a query lands in a big one. Training costs
-    more (107 s against 10 s at 1e6 on two cores).
+    more (108 s against 10 s at 1e6 on two cores).
     """
     if n_rows < 1:
         raise ValueError(f"an index needs at least one row, got {n_rows}")
