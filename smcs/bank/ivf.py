@@ -143,7 +143,7 @@ def default_nlist(n_rows: int) -> int:
     if n_rows < 1:
         raise ValueError(f"an index needs at least one row, got {n_rows}")
     target = max(1.0, min(4.0 * math.sqrt(n_rows), n_rows / POINTS_PER_CENTROID))
-    return min(n_rows, 2 ** round(math.log2(target)))
+    return 2 ** round(math.log2(target))  # ≤ 2·N/64 < N, or 1
 
 
 def train(embeddings: np.ndarray, nlist: int | None = None, *, seed: int = 0, niter: int = 20) -> IVFIndex:
