@@ -60,7 +60,7 @@ from . import _checks
 from .retrieval import (
     N_BINS,
     _bank_arrays,
-    _bin_of,
+    _count_bins,
     _kth_largest,
     _merged,
     _prior_vote,
@@ -300,8 +300,7 @@ def _bound_block(codes, scales, resid, cnorms, q16, s_q, r_q, q_norm, q_mag, tau
         e = min(b + _BLOCK, stop)
         _int_dots(codes, q16, b, e, dots)
         _store_bounds(dots, scales, resid, cnorms, s_q, r_q, q_norm, q_mag, tau, eta, b, e, lo, hi)
-        for i in range(b, e):
-            hist[_bin_of(lo[i])] += 1
+        _count_bins(lo, b, e, hist)
 
 
 @njit(cache=True, nogil=True)
