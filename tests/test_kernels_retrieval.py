@@ -345,6 +345,20 @@ def test_route_sims_bit_identical_to_similarities_kernel(case):
     np.testing.assert_array_equal(sims, kernels.similarities(case.embeddings, case.query)[rows])
 
 
+@FAST
+@given(normal_banks(max_d=300), st.randoms(use_true_random=False))
+def test_similarity_of_a_row_does_not_depend_on_its_position(case, rnd):
+    """The scans pair each row with another half a chunk away (or with itself when one is left over):
+    whichever row it is paired with and whichever side of the pair it is on, its Ŝ is the same bits."""
+    perm = np.array(rnd.sample(range(case.embeddings.shape[0]), case.embeddings.shape[0]), dtype=np.int64)
+    sims = kernels.similarities(case.embeddings, case.query)
+    moved = kernels.similarities(np.ascontiguousarray(case.embeddings[perm]), case.query)
+    np.testing.assert_array_equal(moved, sims[perm])
+    if case.embeddings.shape[0]:
+        alone = kernels.similarities(case.embeddings[-1:], case.query)
+        np.testing.assert_array_equal(alone, sims[-1:])
+
+
 @pytest.mark.parametrize("seed", [0, 1])
 def test_route_default_threads_goes_parallel_on_large_bank(seed):
     case = normal_bank(seed, n=30_000, d=64, r=6, n_base=400, gamma=0.95)
