@@ -9,7 +9,9 @@ The first table has one row per bank size (N, d); each competitor's cell is its 
 parentheses, that median over the floor's (the cost of reading the bank once on as many threads as the
 competitor uses: ``floor`` or ``floor-1thread``). The last columns are smcs's speedup over numpy and over
 faiss (their median over smcs's). The second table shows the thread-pool interference runs: smcs timed
-right after a numpy (OpenBLAS) or faiss (its own libgomp) call, against smcs alone.
+right after a numpy (OpenBLAS) or faiss (its own libgomp) call, against smcs alone. The interleaved table
+(``test_route_paired.py``) calls the competitors in turn and takes each round's ratio before the median,
+the numbers to trust on a machine whose speed drifts between competitors' runs.
 
 For a smoke test without timing, ``pytest benchmarks --benchmark-disable -q`` runs every body once.
 Only the standard library is needed, so the report runs anywhere the JSON is.
@@ -235,6 +237,32 @@ def answer_table(path: Path) -> list[str]:
     return lines
 
 
+def paired_table(path: Path) -> list[str]:
+    """Markdown lines for ``test_route_paired.py``: per bank size, the interleaved medians and the median
+    per-round ratios (smcs over its floors, numpy and faiss over smcs)."""
+    rows = [
+        bench["extra_info"]
+        for bench in json.loads(path.read_text()).get("benchmarks", [])
+        if bench.get("extra_info", {}).get("paired")
+    ]
+    if not rows:
+        return []
+    names = _ordered_unique(name for info in rows for name in info["medians_s"])
+    ratios = _ordered_unique(key for info in rows for key in info["ratios"])
+    lines = [
+        "### Interleaved (competitors take turns in 0.25 s blocks; medians, then the median of each round's ratio)",
+        "",
+        "| N | d | rounds | " + " | ".join(names) + " | " + " | ".join(r.replace("/", " ÷ ") for r in ratios) + " |",
+        "|" + "---|" * (len(names) + len(ratios) + 3),
+    ]
+    for info in sorted(rows, key=lambda i: (i["n"], i["d"])):
+        cells = [size_label(info["n"]), str(info["d"]), str(info["rounds"])]
+        cells += [fmt_time(info["medians_s"][name]) if name in info["medians_s"] else "–" for name in names]
+        cells += [fmt_ratio(math.nan if info["ratios"].get(r) is None else info["ratios"][r]) for r in ratios]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
 BATCH_BASELINE = "smcs-route-x8"
 """The batch table's second ratio: each competitor's batch over eight separate smcs routes."""
 
@@ -277,7 +305,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     results, machine_info = load(args.json)
     sections = [render(results, machine_info)] if results else []
-    sections += ["\n".join(table) for table in (batch_table(args.json), service_table(args.json), answer_table(args.json)) if table]
+    sections += ["\n".join(table) for table in (paired_table(args.json), batch_table(args.json), service_table(args.json), answer_table(args.json)) if table]
     print("\n\n".join(sections) or "No benchmarks in this file (was it run with --benchmark-disable?).")
     return 0
 
