@@ -470,3 +470,15 @@ COMPETITORS: dict[str, Competitor] = {
     )
 }
 """Every competitor, by name (the benchmark's parameter)."""
+
+
+def checked_run(name: str, bank: Bank, expected: Expected) -> Callable[[], object]:
+    """Competitor ``name`` built on ``bank`` and called once, its route checked against ``expected``
+    (unless it is a floor): the timed call of a benchmark, known to do the work smcs does."""
+    competitor = COMPETITORS[name]
+    run = competitor.build(bank)
+    result = run()
+    if competitor.checked:
+        check_route(name, expected, result)
+    return run
+

@@ -249,14 +249,15 @@ def paired_table(path: Path) -> list[str]:
         return []
     names = _ordered_unique(name for info in rows for name in info["medians_s"])
     ratios = _ordered_unique(key for info in rows for key in info["ratios"])
+    block = rows[0]["block_s"]
     lines = [
-        "### Interleaved (competitors take turns in 0.25 s blocks; medians, then the median of each round's ratio)",
+        f"### Interleaved (competitors take turns in {block:g} s blocks; medians, then the median of each round's ratio)",
         "",
-        "| N | d | rounds | " + " | ".join(names) + " | " + " | ".join(r.replace("/", " ÷ ") for r in ratios) + " |",
-        "|" + "---|" * (len(names) + len(ratios) + 3),
+        "| N | d | |I| | rounds | " + " | ".join(names) + " | " + " | ".join(r.replace("/", " ÷ ") for r in ratios) + " |",
+        "|" + "---|" * (len(names) + len(ratios) + 4),
     ]
     for info in sorted(rows, key=lambda i: (i["n"], i["d"])):
-        cells = [size_label(info["n"]), str(info["d"]), str(info["rounds"])]
+        cells = [size_label(info["n"]), str(info["d"]), str(info["support"]), str(info["rounds"])]
         cells += [fmt_time(info["medians_s"][name]) if name in info["medians_s"] else "–" for name in names]
         cells += [fmt_ratio(math.nan if info["ratios"].get(r) is None else info["ratios"][r]) for r in ratios]
         lines.append("| " + " | ".join(cells) + " |")

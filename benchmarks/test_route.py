@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 
 import pytest
-from bench_data import COMPETITORS, DISTURBANCES, Bank, Expected, check_route, faiss
+from bench_data import COMPETITORS, DISTURBANCES, Bank, Expected, checked_run, faiss
 
 DISTURBED_BUDGET_S = 1.0
 """Wall time one disturbed (``pedantic``) benchmark aims for, setup calls included."""
@@ -36,10 +36,7 @@ def test_route(benchmark, bank: Bank, expected: Expected, threads: int, name: st
     competitor = COMPETITORS[name]
     if competitor.needs_faiss and faiss is None:
         pytest.skip("faiss is not installed")
-    run = competitor.build(bank)
-    result = run()
-    if competitor.checked:
-        check_route(name, expected, result)
+    run = checked_run(name, bank, expected)
 
     benchmark.group = f"route {bank.size.label}"
     benchmark.extra_info.update(

@@ -17,7 +17,7 @@ import statistics
 import time
 from collections.abc import Callable
 
-from bench_data import COMPETITORS, Bank, Expected, check_route, faiss
+from bench_data import COMPETITORS, Bank, Expected, checked_run, faiss
 
 PAIRED = ("smcs", "smcs-1thread", "numpy", "faiss-flat", "floor", "floor-1thread")
 """The competitors of ``bench_data.COMPETITORS`` called in each round."""
@@ -38,17 +38,11 @@ ROUNDS = 5
 
 def _runs(bank: Bank, expected: Expected) -> dict[str, Callable[[], object]]:
     """The callables of ``PAIRED`` on ``bank`` (faiss's left out without faiss), each checked first."""
-    runs = {}
-    for name in PAIRED:
-        competitor = COMPETITORS[name]
-        if competitor.needs_faiss and faiss is None:
-            continue
-        run = competitor.build(bank)
-        result = run()
-        if competitor.checked:
-            check_route(name, expected, result)
-        runs[name] = run
-    return runs
+    return {
+        name: checked_run(name, bank, expected)
+        for name in PAIRED
+        if not (COMPETITORS[name].needs_faiss and faiss is None)
+    }
 
 
 def _paired_ratio(times: dict[str, list[float]], top: str, bottom: str) -> float | None:
@@ -90,6 +84,7 @@ def test_route_paired(benchmark, bank: Bank, expected: Expected, threads: int) -
         threads=threads,
         support=int(expected.route.rows.size),
         rounds=rounds,
+        block_s=BLOCK_S,
         medians_s={name: statistics.median(t) for name, t in times.items()},
         ratios={f"{top}/{bottom}": _paired_ratio(times, top, bottom) for top, bottom in RATIOS},
     )
