@@ -22,6 +22,8 @@ import numpy as np
 from .bank import Bank, ModelInfo, Question, ivf
 from .bank.importers import summary
 from .build.cli import add_build_parser
+from .cli_warnings import warn_if_degenerate
+from .core.query_text import query_texts
 from .embed import EmbedderConfig, as_sync, check_compatible, make_embedder
 from .import_cli import add_import_parser
 from .jsonl import decode_lines
@@ -33,7 +35,7 @@ def add_bank_parser(commands: argparse._SubParsersAction) -> None:  # type: igno
     """Register ``smcs bank`` and its actions."""
     bank = commands.add_parser("bank", help="build, inspect and extend banks")
     actions = bank.add_subparsers(required=True, metavar="ACTION")
-    info = actions.add_parser("info", help="version, sizes, embedder, provenance and per-model accuracy")
+    info = actions.add_parser("info", help="version, sizes, embedder and query-text rule, distinctness, provenance and per-model accuracy")
     info.add_argument("path", type=Path)
     info.set_defaults(run=_run_info)
     validate = actions.add_parser("validate", help="verify every file of the current version (hashes included)")
@@ -54,8 +56,8 @@ def add_bank_parser(commands: argparse._SubParsersAction) -> None:  # type: igno
     _add_file_action(
         actions, "append", _run_append, "append questions from a JSON Lines file as one new version",
         'Each line is a JSON object {"id", "text", "embedding"?, "source"?, "label"?, "outcomes"?: {model: 0|1}}. '
-        "Lines without an embedding have their text embedded by the bundled ONNX model (the bank must have been "
-        "built with it). All questions are appended in one version, or none if any line is bad.",
+        "Lines without an embedding have their text embedded by the bundled ONNX model under the bank's query-text "
+        "rule (the bank must have been built with that model; a given embedding must have been made so too). All questions are appended in one version, or none if any line is bad.",
     )
     _add_file_action(
         actions, "record", _run_record,
@@ -86,10 +88,11 @@ def _add_file_action(
 
 
 def embed_with_bundled(texts: list[str], bank: Bank) -> np.ndarray:
-    """``texts`` embedded by the bundled ONNX model (one row each), after checking the bank was built with it."""
+    """The questions ``texts`` embedded by the bundled ONNX model (one row each) under the bank's query-text
+    rule, after checking the bank was built with that model."""
     embedder = as_sync(make_embedder(EmbedderConfig()))
     check_compatible(embedder.info, bank)
-    return np.asarray(embedder.embed(texts))
+    return np.asarray(embedder.embed(query_texts(texts, bank.manifest.embedder.query_text)))
 
 
 def _run_info(args: argparse.Namespace) -> int:
@@ -100,6 +103,7 @@ def _run_info(args: argparse.Namespace) -> int:
         print(f"provenance {key}: {value}")
     if bank.index is not None:
         print(_index_line(bank.index))
+    warn_if_degenerate(bank)
     return 0
 
 
@@ -130,6 +134,7 @@ def _run_validate(args: argparse.Namespace) -> int:
     bank = Bank.open(args.path)
     bank.validate()
     print(f"bank {bank.path} version {bank.version}: valid ({bank.n_questions} questions, {bank.n_models} models)")
+    warn_if_degenerate(bank)
     return 0
 
 

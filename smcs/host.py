@@ -22,6 +22,7 @@ from .config import Config
 from .core import Policy, Router
 from .core.pipeline import AnswerResult, Event, Stage, Step
 from .core.prompts import Task
+from .core.query_text import query_texts
 from .dispatch import ModelPool, answer_models, run_steps
 from .embed import AsyncEmbedder, EmbedderConfig, as_async, check_compatible, make_embedder
 from .strategies import StrategyContext, StrategyEvent, StrategySpec, fit_policy
@@ -58,8 +59,10 @@ class StrategyHost:
         )
 
     async def query(self, spec: StrategySpec, question: str) -> Any:
-        """The question's embedding when ``spec`` routes it, else None."""
-        return (await self.embedder.embed([question]))[0] if spec.needs_query else None
+        """The question's embedding (under the bank's query-text rule) when ``spec`` routes it, else None."""
+        if not spec.needs_query:
+            return None
+        return (await self.embedder.embed(query_texts([question], self.bank.manifest.embedder.query_text)))[0]
 
     async def events(
         self, spec: StrategySpec, params: msgspec.Struct, question: str, seed: int | None, task: Task | None,

@@ -1,9 +1,10 @@
 """``smcs bank import FORMAT PATH... --out DIR``: build a new bank from published capability data.
 
 The files are read (and checked) first, then the question texts are embedded by the bundled ONNX
-model with a progress line on stderr, then the bank is created and summarised on stdout: counts,
-sources, per-model accuracy, embedder and version. Errors are ``ValueError``s for ``smcs.cli.main`` to
-print as one line.
+model under the query-text rule (``--query-text``, default ``question-v1``) with a progress line on
+stderr, then the bank is created and summarised on stdout: counts, sources, per-model accuracy,
+embedder, rule, distinctness and version; a degenerate bank (its embeddings nearly all alike) is
+warned about on stderr. Errors are ``ValueError``s for ``smcs.cli.main`` to print as one line.
 """
 
 from __future__ import annotations
@@ -17,6 +18,9 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from .bank.importers import FORMATS, RULES, ImportedBank, import_bank, options_of, read_imports, summary
+from .cli_warnings import warn_if_degenerate
+from .core.query_text import DEFAULT_QUERY_TEXT_RULE
+from .core.query_text import RULES as QUERY_TEXT_RULES
 from .progress import Progress
 
 _FLAGS = {"rule": "--rule", "embedder_id": "--stored-embedder", "limit": "--limit"}
@@ -53,6 +57,12 @@ def add_import_parser(bank_commands: Any) -> None:
         "bundled embedder's, else the questions are embedded again",
     )
     parser.add_argument("--limit", type=int, metavar="N", help="import only the first N questions")
+    parser.add_argument(
+        "--query-text", choices=QUERY_TEXT_RULES, default=DEFAULT_QUERY_TEXT_RULE,
+        help=f"what of each question is embedded (default {DEFAULT_QUERY_TEXT_RULE}: the question without few-shot "
+        "examples, head and tail of a long text; raw: the text as it is, as the paper and banks before rules); "
+        "the bank records it and applies it to queries",
+    )
     parser.add_argument("--batch-size", type=int, default=256, metavar="N", help="questions per embedding call (default 256)")
     parser.add_argument("--threads", type=int, metavar="N", help="ONNX Runtime threads (default: every CPU this process may use)")
     parser.set_defaults(run=run_import)
@@ -68,14 +78,18 @@ def run_import(args: argparse.Namespace, *, embedder: Any = None, stderr: TextIO
             raise ValueError(f"{_FLAGS[name]} does not apply to the {args.format} format")
     started = time.perf_counter()
     imported = read_imports(args.format, args.paths, **options)
-    print(f"read {len(imported.questions)} questions, {len(imported.models)} models from {len(args.paths)} file(s) "
+    merged = f" ({imported.repeats} repeated rows merged)" if imported.repeats else ""
+    print(f"read {len(imported.questions)} questions{merged}, {len(imported.models)} models from {len(args.paths)} file(s) "
           f"in {time.perf_counter() - started:.1f} s", file=stderr)
     if embedder is None:
         embedder = _bundled_embedder(args.threads)
     _explain_stored(imported, embedder.info.id, stderr)
-    bank = import_bank(imported, args.out, embedder, batch_size=args.batch_size, progress=progress_callback(stderr))
+    bank = import_bank(
+        imported, args.out, embedder, batch_size=args.batch_size, progress=progress_callback(stderr), query_text=args.query_text
+    )
     print(summary(bank))
     print(f"imported in {time.perf_counter() - started:.1f} s")
+    warn_if_degenerate(bank, stderr)
     return 0
 
 
@@ -92,7 +106,7 @@ def _explain_stored(imported: ImportedBank, embedder_id: str, stderr: TextIO) ->
     if imported.embeddings is None:
         return
     if imported.embedder_id == embedder_id:
-        print(f"reusing the stored embeddings (made by {embedder_id})", file=stderr)
+        print(f"reusing the stored embeddings (made by {embedder_id}; recorded as query text raw)", file=stderr)
     elif imported.embedder_id is None:
         print(f"ignoring the stored embeddings (no --stored-embedder given); embedding with {embedder_id}", file=stderr)
     else:

@@ -194,6 +194,16 @@ def test_journal_refuses_a_damaged_middle_line(tmp_path: Path) -> None:
         Journal.open(tmp_path / "j", "sha", "emb")
 
 
+def test_journal_keeps_embeddings_per_query_text_rule(tmp_path: Path) -> None:
+    rows = np.eye(3, 4, dtype=np.float32)
+    with Journal.open(tmp_path / "j", "sha", "emb") as journal:
+        journal.save_embeddings(rows, "raw")
+    with Journal.open(tmp_path / "j", "sha", "emb") as journal:
+        assert np.array_equal(journal.load_embeddings(3, 4, "raw"), rows)
+        assert journal.load_embeddings(3, 4, "question-v1") is None  # made under another rule: embedded again
+        assert journal.load_embeddings(2, 4, "raw") is None
+
+
 def test_journal_refuses_another_questions_file_or_embedder(tmp_path: Path) -> None:
     with Journal.open(tmp_path / "j", "sha-1", "emb"):
         pass
@@ -214,11 +224,24 @@ def test_build_records_each_models_checked_answers(tmp_path: Path) -> None:
     bank = Bank.open(tmp_path / "bank")
     assert bank.model_names == ("good", "bad")
     assert np.array_equal(bank.capability, [[1, 1, 1, 1], [0, 0, 0, 0]])
-    assert bank.manifest.embedder == FakeEmbedder.info
+    assert bank.manifest.embedder == EmbedderInfo(id="fake-8", dim=8, query_text="question-v1")
     assert [q.metadata["task"] for q in bank.questions] == ["numeric"] * 3 + ["multiple_choice"]
     assert bank.questions[3].label == "B" and bank.questions[3].metadata["choices"] == ["Venus", "Mercury", "Mars"]
     assert report.calls == 8 and report.resumed == 0 and report.accuracy == {"good": 1.0, "bad": 0.0}
     assert sorted(asked) == sorted((m, call_seed(m, q.id)) for m in ("good", "bad") for q in questions)
+
+
+@pytest.mark.parametrize("rule", ["raw", "question-v1"])
+def test_build_embeds_the_questions_under_its_query_text_rule(tmp_path: Path, rule: str) -> None:
+    texts = ["Compute it.\nAnswer: 3\n\nWhat is 6 times 7?\nAnswer:", "What is 10 plus 5?"]  # a one-shot prompt, a plain one
+    lines = [{"id": f"q{i}", "question": t, "answer": a, "task": "numeric"} for i, (t, a) in enumerate(zip(texts, ["42", "15"]))]
+    (tmp_path / "q.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    with FaultServer(responder=answering({"good"})) as server:
+        build(tmp_path / "q.jsonl", tmp_path, server, ["good"], query_text=rule)
+    bank = Bank.open(tmp_path / "bank")
+    assert bank.manifest.embedder.query_text == rule and [q.text for q in bank.questions] == texts
+    embedded = ["What is 6 times 7?" if rule == "question-v1" else texts[0], texts[1]]
+    np.testing.assert_allclose(bank.embeddings, asyncio.run(FakeEmbedder().embed(embedded)), atol=1e-6)
 
 
 def test_build_resumes_from_the_journal_without_asking_again(tmp_path: Path) -> None:
@@ -291,9 +314,10 @@ def test_cli_builds_with_the_bundled_embedder_and_removes_the_journal(tmp_path: 
     out = capsys.readouterr()
     assert status == 0, out.err
     bank = Bank.open(tmp_path / "b")
-    assert bank.manifest.embedder == EmbedderInfo(id="all-MiniLM-L6-v2-int8", dim=384) and bank.n_questions == 4
+    assert bank.manifest.embedder == EmbedderInfo(id="all-MiniLM-L6-v2-int8", dim=384, query_text="question-v1")
+    assert bank.n_questions == 4
     assert "good" in out.out and "1.000" in out.out and "answers 8/8" in out.err
-    assert not (tmp_path / "b.journal").exists()
+    assert not (tmp_path / "b.journal").exists() and "smcs: warning" not in out.err  # four distinct questions
     assert bank.manifest.provenance["questions_file"] == "q.jsonl" and "bank build" in bank.manifest.provenance["built_by"]
 
 

@@ -17,6 +17,7 @@ import pytest
 
 from smcs.bank import Bank, BankError, EmbedderInfo
 from smcs.bank.importers import FORMATS, ImportedBank, import_bank, read_import, read_imports, summary
+from smcs.core.query_text import query_text
 from smcs.import_cli import add_import_parser, progress_callback, run_import
 
 ROUTERDC = Path(__file__).resolve().parents[2] / "shared" / "data" / "routerdc-split2-model7"
@@ -185,7 +186,7 @@ def test_routerbench_without_ids_uses_the_file_stem(tmp_path):
         ([["prompt", "m", "m|total_cost"], ["p", "1", "cheap"]], ":2: column 'm|total_cost': 'cheap' is not a number"),
         ([["prompt", "m", "m|total_cost"], ["p", "1", "-1"]], ":2: column 'm|total_cost': '-1' is negative"),
         ([["prompt", "m"], ["p", "1", "extra"]], ":2: 3 fields, but the header has 2"),
-        ([["sample_id", "prompt", "m"], ["a", "p", "1"], ["b", "q", "0"], ["a", "r", "1"]], ":4: question id 'a' repeats"),
+        ([["sample_id", "prompt", "m"], ["a", "p", "1"], ["b", "q", "0"], ["a", "r", "0"]], ":4: model 'm' on question 'a' is 0"),
         ([["sample_id", "prompt", "m"], ["", "p", "1"]], ":2: column 'sample_id' is empty"),
         ([["prompt", "m"], ["", "1"]], ":2: field 'prompt' is empty"),
         ([["prompt", "m"]], "no questions found"),
@@ -203,9 +204,44 @@ def test_csv_that_is_not_utf8_is_located(tmp_path):
     assert error_of("routerbench", path).startswith(f"{path}:2: not UTF-8 text")
 
 
-def test_routerbench_duplicate_id_names_both_lines(tmp_path):
-    path = write_csv(tmp_path / "bench.csv", [["sample_id", "prompt", "m"], ["a", "p", "1"], ["b", "two\nlines", "0"], ["a", "r", "1"]])
-    assert error_of("routerbench", path) == f"{path}:5: question id 'a' repeats {path}:2"
+def test_routerbench_prompt_list_literals_become_their_strings(tmp_path):
+    cells = [
+        "['Answer with a letter.\\n\\nWhich is larger?\\nA) 2\\nB) 3\\nAnswer:']",  # as RouterBench publishes it
+        "['First turn.', 'Second turn.']",
+        "[1, 2]",  # not strings: the text as it is
+        "['half', 3]",
+        "[__import__('os').system('exit 3')]",  # not a literal: never evaluated, kept as text
+        "['unclosed'",
+        "plain [bracketed] text",
+    ]
+    rows = [["sample_id", "prompt", "m"]] + [[f"s{i}", cell, "1"] for i, cell in enumerate(cells)]
+    imported = read_import("routerbench", write_csv(tmp_path / "bench.csv", rows))
+    assert [q.text for q in imported.questions] == [
+        "Answer with a letter.\n\nWhich is larger?\nA) 2\nB) 3\nAnswer:", "First turn.\n\nSecond turn.", *cells[2:]]
+
+
+def test_routerbench_repeated_ids_merge_into_the_first_row(tmp_path):
+    header = ["sample_id", "prompt", "eval_name", "m1", "m2", "m3", "m1|total_cost", "m2|total_cost"]
+    rows = [
+        header,
+        ["a", "['Q?']", "mmlu", "1", "", "", "0.1", ""],
+        ["b", "['R?']", "mmlu", "0", "1", "", "0.3", "0.4"],
+        ["a", "['Q?', 'Q?']", "mmlu", "", "0", "", "0.2", "0.5"],  # RouterBench's repeat: question twice, cost doubled
+        ["a", "['Q?']", "mmlu", "1", "", "", "", ""],  # and a third time, agreeing
+    ]
+    imported = read_import("routerbench", write_csv(tmp_path / "bench.csv", rows))
+    assert [q.id for q in imported.questions] == ["a", "b"]
+    assert imported.questions[0].text == "Q?" and imported.questions[0].metadata == {"cost": {"m1": 0.1}}
+    assert imported.outcomes.tolist() == [[1, 0], [0, 1], [-1, -1]]  # known in either row kept; blank in all stays -1
+    assert imported.repeats == 2
+    other = write_csv(tmp_path / "other.csv", [header, ["c", "S?", "x", "1", "1", "1", "", ""], ["c", "S?", "x", "1", "", "", "", ""]])
+    assert read_imports("routerbench", [tmp_path / "bench.csv", other]).repeats == 3
+
+
+def test_routerbench_conflicting_repeat_names_both_lines_and_the_model(tmp_path):
+    rows = [["sample_id", "prompt", "m1", "m2"], ["a", "p", "1", "1"], ["b", "two\nlines", "0", "0"], ["a", "p", "1", "0"]]
+    path = write_csv(tmp_path / "bench.csv", rows)
+    assert error_of("routerbench", path) == f"{path}:5: model 'm2' on question 'a' is 0, but {path}:2 says 1"
 
 
 # ---------------------------------------------------------------------------------------------- union
@@ -403,7 +439,8 @@ def test_summary_reports_counts_and_per_model_accuracy(tmp_path):
     assert lines["mixtral"] == ["0.333", "3"]
     bank = import_bank(imported, tmp_path / "bank", FakeEmbedder())
     assert f"bank {bank.path}  version v000001" in summary(bank)
-    assert "embedder fake-embedder (dim 8)" in summary(bank)
+    assert "embedder fake-embedder (dim 8, query text question-v1)" in summary(bank)
+    assert "distinctness: mean pairwise cosine" in summary(bank) and "(all 3 rows): ok" in summary(bank)
 
 
 # ------------------------------------------------------------------------------------------------ CLI
@@ -423,7 +460,7 @@ def test_cli_imports_and_merges_files_and_prints_the_summary(tmp_path, capsys):
     assert args.run is run_import
     assert run_import(args, embedder=FakeEmbedder(), stderr=stderr) == 0
     out = capsys.readouterr().out
-    assert "questions 4  models 4  embedder fake-embedder (dim 8)" in out and "version v000001" in out
+    assert "questions 4  models 4  embedder fake-embedder (dim 8, query text question-v1)" in out and "version v000001" in out
     assert [line.split()[:3] for line in out.splitlines() if line.startswith(("a ", "d "))] == [["a", "0.500", "2"], ["d", "1.000", "1"]]
     progress = stderr.getvalue().splitlines()
     assert progress[0] == "read 4 questions, 4 models from 2 file(s) in 0.0 s"
@@ -440,6 +477,15 @@ def test_cli_reports_reuse_of_stored_embeddings(tmp_path, capsys):
         run_import(_parse(argv + (["--stored-embedder", stored_id] if stored_id else [])), embedder=embedder, stderr=stderr)
         assert note in stderr.getvalue()
         assert embedder.calls == (0 if stored_id else 1)
+
+
+def test_cli_reports_merged_repeats(tmp_path, capsys):
+    rows = [["sample_id", "prompt", "m"], ["a", "['Q?']", "1"], ["a", "['Q?', 'Q?']", ""], ["b", "R?", "0"], ["a", "Q?", "1"]]
+    path = write_csv(tmp_path / "bench.csv", rows)
+    stderr = io.StringIO()
+    assert run_import(_parse(["import", "routerbench", str(path), "--out", str(tmp_path / "bank")]), embedder=FakeEmbedder(), stderr=stderr) == 0
+    assert stderr.getvalue().splitlines()[0].startswith("read 2 questions (2 repeated rows merged), 1 models from 1 file(s)")
+    assert "questions 2  models 1" in capsys.readouterr().out
 
 
 def test_cli_refuses_options_of_another_format(tmp_path):
@@ -492,6 +538,9 @@ def test_real_routerdc_mmlu_train_imports_with_seven_models(tmp_path):
     subset = read_import("routerdc", path, limit=24)
     bank = import_bank(subset, tmp_path / "bank", embedder)
     bank.validate()
-    assert bank.n_questions == 24 and bank.n_models == 7 and bank.manifest.embedder == embedder.info
+    assert bank.n_questions == 24 and bank.n_models == 7
+    assert bank.manifest.embedder == EmbedderInfo(embedder.info.id, embedder.info.dim, "question-v1")
     assert bank.capability.tolist() == [row[:24] for row in expected]
-    np.testing.assert_allclose(bank.embeddings[[0, 23]], embedder.embed([records[0]["question"], records[23]["question"]]), atol=1e-5)
+    rule = "question-v1"
+    np.testing.assert_allclose(
+        bank.embeddings[[0, 23]], embedder.embed([query_text(records[i]["question"], rule) for i in (0, 23)]), atol=1e-5)

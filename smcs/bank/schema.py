@@ -49,10 +49,17 @@ class ModelInfo(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 
 class EmbedderInfo(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """The embedder that produced a bank's rows: queries must be embedded by the same ``id``."""
+    """The embedder that produced a bank's rows: queries must be embedded by the same ``id``.
+
+    ``query_text`` names the rule that turned each question into the text embedded
+    (``smcs.core.query_text``); queries against the bank are put through the same rule. A manifest
+    written before rules existed names none and means ``"raw"`` (the text as it is), as does an
+    embedder's own ``info``.
+    """
 
     id: NonEmptyStr
     dim: Annotated[int, msgspec.Meta(ge=1)]
+    query_text: NonEmptyStr = "raw"
 
 
 class IndexInfo(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

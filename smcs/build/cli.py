@@ -10,8 +10,10 @@ import sys
 from pathlib import Path
 from typing import TextIO
 
-from smcs.bank import ModelInfo
+from smcs.bank import Bank, ModelInfo
+from smcs.cli_warnings import warn_if_degenerate
 from smcs.config import Config, load_config
+from smcs.core.query_text import DEFAULT_QUERY_TEXT_RULE, RULES
 from smcs.dispatch import ModelPool
 from smcs.embed import AsyncEmbedder, EmbedderConfig, as_async, make_embedder
 from smcs.progress import Progress
@@ -42,6 +44,11 @@ def add_build_parser(bank_commands: argparse._SubParsersAction) -> None:  # type
     build.add_argument("--journal", type=Path, help="journal directory (default: OUT.journal beside the bank)")
     build.add_argument("--keep-responses", action="store_true", help="keep every raw response in the journal (kept after the build)")
     build.add_argument("--allow-missing", action="store_true", help="write the bank even if calls failed (their outcomes stay unknown, -1)")
+    build.add_argument(
+        "--query-text", choices=RULES, default=DEFAULT_QUERY_TEXT_RULE,
+        help=f"what of each question is embedded (default {DEFAULT_QUERY_TEXT_RULE}; raw: the text as it is); "
+        "the bank records it and applies it to queries",
+    )
     build.set_defaults(run=run_build)
 
 
@@ -66,8 +73,10 @@ def run_build(args: argparse.Namespace) -> int:
         report = asyncio.run(_build(questions, models, config, embedder, journal, args, progress, provenance))
         progress.close()
     _print_report(report, sys.stdout)
-    if report.bank is not None and not args.keep_responses:
-        _remove_journal(journal_path)
+    if report.bank is not None:
+        warn_if_degenerate(Bank.open(report.bank))
+        if not args.keep_responses:
+            _remove_journal(journal_path)
     return 0 if report.bank is not None else 1
 
 
@@ -79,7 +88,7 @@ async def _build(
         return await build_bank(
             questions, models, pool, embedder, journal, args.out, concurrency=args.concurrency,
             keep_responses=args.keep_responses, allow_missing=args.allow_missing, provenance=provenance,
-            on_progress=lambda done, total, note: progress.update(done, note),
+            on_progress=lambda done, total, note: progress.update(done, note), query_text=args.query_text,
         )
 
 

@@ -3,7 +3,8 @@
 A journal is a directory::
 
     meta.json        the questions file's SHA-256 and the embedder id the build was started with
-    embeddings.npy   the question embeddings (written once, atomically)
+    embeddings.RULE.npy  the question embeddings under query-text rule RULE (written once, atomically;
+                     another rule's build embeds again but keeps the outcomes)
     outcomes.jsonl   one JournalEntry a line, appended and fsynced as each answer is checked
 
 An entry is made durable (``os.write`` of the whole line to an ``O_APPEND`` file, then ``fsync``) before
@@ -24,7 +25,6 @@ import numpy as np
 from smcs.bank import atomic
 
 META = "meta.json"
-EMBEDDINGS = "embeddings.npy"
 OUTCOMES = "outcomes.jsonl"
 
 
@@ -103,19 +103,19 @@ class Journal:
         self.entries.append(entry)
         self.done[(entry.model, entry.id)] = entry.correct
 
-    def load_embeddings(self, n: int, dim: int) -> np.ndarray | None:
-        """The stored embeddings if they are there with shape ``(n, dim)``, else None."""
-        path = self.path / EMBEDDINGS
+    def load_embeddings(self, n: int, dim: int, query_text: str) -> np.ndarray | None:
+        """The embeddings stored under query-text rule ``query_text`` if they are there with shape ``(n, dim)``, else None."""
+        path = self.path / embeddings_file(query_text)
         if not path.exists():
             return None
         rows = np.load(path, allow_pickle=False)
         return rows if rows.shape == (n, dim) and rows.dtype == np.float32 else None
 
-    def save_embeddings(self, rows: np.ndarray) -> None:
-        """Store the question embeddings atomically (a crash leaves the old file or none)."""
+    def save_embeddings(self, rows: np.ndarray, query_text: str) -> None:
+        """Store the question embeddings made under ``query_text`` atomically (a crash leaves the old file or none)."""
         buffer = io.BytesIO()
         np.save(buffer, np.ascontiguousarray(rows, dtype=np.float32), allow_pickle=False)
-        atomic.replace_synced(self.path / EMBEDDINGS, buffer.getvalue())
+        atomic.replace_synced(self.path / embeddings_file(query_text), buffer.getvalue())
         atomic.fsync_dir(self.path)
 
     def close(self) -> None:
@@ -129,6 +129,11 @@ class Journal:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def embeddings_file(query_text: str) -> str:
+    """The name of the journal's embeddings made under query-text rule ``query_text``."""
+    return f"embeddings.{query_text}.npy"
 
 
 def _read_and_trim(fd: int, path: Path) -> list[JournalEntry]:

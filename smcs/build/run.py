@@ -26,6 +26,7 @@ from smcs.bank import Bank, ModelInfo
 from smcs.bank.checkers import CheckResult, check_answer
 from smcs.core.messages import Completion
 from smcs.core.pipeline import CallFailed, ModelCall
+from smcs.core.query_text import DEFAULT_QUERY_TEXT_RULE, query_texts
 from smcs.dispatch import ModelPool
 from smcs.embed import AsyncEmbedder
 
@@ -84,6 +85,7 @@ async def build_bank(
     provenance: dict[str, str] | None = None,
     check: Callable[..., CheckResult] = check_answer,
     on_progress: Callable[[int, int, str], None] | None = None,
+    query_text: str = DEFAULT_QUERY_TEXT_RULE,
 ) -> BuildReport:
     """Build the bank of ``questions`` x ``models`` into ``out`` (a new or empty directory; None: only
     fill the journal).
@@ -92,6 +94,7 @@ async def build_bank(
     journal's too). Every model must be in ``pool``. The bank is written only when every call
     succeeded, or with ``allow_missing`` (failed pairs are then -1, "not evaluated"); otherwise the
     report counts the failures and a rerun retries just those. ``provenance`` goes to the manifest.
+    The questions are embedded under the query-text rule ``query_text``, which the manifest records.
     """
     if concurrency < 1:
         raise ValueError(f"concurrency must be >= 1, got {concurrency}")
@@ -101,7 +104,7 @@ async def build_bank(
     if missing:
         raise ValueError(f"models without a backend in the configuration: {', '.join(missing)}")
     started = time.monotonic()
-    embeddings = await _embeddings(questions, embedder, journal)
+    embeddings = await _embeddings(questions, embedder, journal, query_text)
     total = len(questions) * len(models)
     resumed = sum((m.name, q.id) in journal.done for m in models for q in questions)
     failures = {m.name: 0 for m in models}
@@ -139,7 +142,8 @@ async def build_bank(
     if out is not None and (complete or allow_missing):
         bank = Bank.create(
             out, embeddings=embeddings, capability=capability, questions=[q.bank_question() for q in questions],
-            models=list(models), embedder=embedder.info, provenance=provenance,
+            models=list(models), embedder=msgspec.structs.replace(embedder.info, query_text=query_text),
+            provenance=provenance,
         )
     return BuildReport(
         bank=str(bank.path) if bank else None, version=bank.version if bank else None, questions=len(questions),
@@ -148,12 +152,13 @@ async def build_bank(
     )
 
 
-async def _embeddings(questions: Sequence[BuildQuestion], embedder: AsyncEmbedder, journal: Journal) -> np.ndarray:
-    """The question embeddings: from the journal when an earlier run stored them, else computed and stored."""
-    rows = journal.load_embeddings(len(questions), embedder.info.dim)
+async def _embeddings(questions: Sequence[BuildQuestion], embedder: AsyncEmbedder, journal: Journal, rule: str) -> np.ndarray:
+    """The question embeddings under query-text ``rule``: from the journal when an earlier run stored them,
+    else computed and stored."""
+    rows = journal.load_embeddings(len(questions), embedder.info.dim, rule)
     if rows is None:
-        rows = await embedder.embed([q.question for q in questions])
-        journal.save_embeddings(rows)
+        rows = await embedder.embed(query_texts([q.question for q in questions], rule))
+        journal.save_embeddings(rows, rule)
     return rows
 
 

@@ -15,6 +15,9 @@ Metrics:
     smcs_in_flight: Router calls being handled now.
     smcs_bank_questions, smcs_bank_models, smcs_bank_version_info{version}: the live bank snapshot, read
         at scrape time (so they follow every reload and bank write); absent while the bank loads.
+    smcs_bank_mean_pairwise_cosine, smcs_bank_near_duplicate_share, smcs_bank_degenerate: how distinct the
+        live bank's embeddings are (``smcs.bank.distinctness``, measured on a sample when the version
+        loads); degenerate is 1 when retrieval cannot tell the questions apart, else 0.
 """
 
 from __future__ import annotations
@@ -95,6 +98,20 @@ class _BankCollector(Collector):
         info = InfoMetricFamily("smcs_bank_version", "The live bank version.")
         info.add_metric([], {"version": bank.version})
         yield info
+        distinct = live.distinctness
+        yield GaugeMetricFamily(
+            "smcs_bank_mean_pairwise_cosine", "Mean cosine between sampled rows of the live bank's embeddings.",
+            value=distinct.mean_pairwise_cosine,
+        )
+        yield GaugeMetricFamily(
+            "smcs_bank_near_duplicate_share",
+            "Share of sampled bank rows whose nearest other row is near-identical (cosine >= 0.999) with another text.",
+            value=distinct.near_duplicate_share,
+        )
+        yield GaugeMetricFamily(
+            "smcs_bank_degenerate", "1 when the live bank's embeddings are too alike to retrieve by, else 0.",
+            value=int(distinct.degenerate),
+        )
 
     def describe(self) -> Iterator[Metric]:
         return iter(())  # dynamic: nothing to check for name clashes at registration

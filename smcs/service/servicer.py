@@ -18,6 +18,7 @@ from ..bank import Bank, BankError, BankFormatError, ModelInfo, Question
 from ..config import AnswerConfig, ServerConfig
 from ..core.pipeline import QuorumNotMet, perplexities
 from ..core.prompts import check_task
+from ..core.query_text import query_texts
 from ..dispatch import ModelPool, NoModelsConfigured, answer_models, answer_steps, run_steps
 from ..embed import EmbedderError, EmbedderTimeout
 from ..strategies import StrategyError, get_strategy, parse_params
@@ -116,7 +117,7 @@ class RouterService(pb_grpc.RouterServicer):
         query = convert.query_from_request(request, bank.dim, self._server.max_question_chars)
         if isinstance(query, str):
             with self._metrics.stage("embed"):
-                query = (await _embed(snapshot, [query], "question"))[0]
+                query = await _embed_question(snapshot, query)
         policy = convert.policy_from_request(request.policy, self._state.policy)
         call = RouteCall(query, convert.seed_from_request(request), policy, list(request.policy.allowed_models))
         with self._metrics.stage("route"):
@@ -147,7 +148,7 @@ class RouterService(pb_grpc.RouterServicer):
             query = convert.embedding_from_message(request.embedding, "embedding", bank.dim)
         elif spec.needs_query:
             with self._metrics.stage("embed"):
-                query = (await _embed(snapshot, [question], "question"))[0]
+                query = await _embed_question(snapshot, question)
         else:
             query = None
         seed = convert.seed_from_request(request)
@@ -278,6 +279,11 @@ class RouterService(pb_grpc.RouterServicer):
             return latest.add_model(model, outcomes)
 
         return _write_response(await self._state.write(add))
+
+
+async def _embed_question(snapshot: Snapshot, question: str) -> np.ndarray:
+    """The request's ``question`` embedded under the bank's query-text rule, as its rows were."""
+    return (await _embed(snapshot, query_texts([question], snapshot.bank.manifest.embedder.query_text), "question"))[0]
 
 
 async def _embed(snapshot: Snapshot, texts: list[str], field: str) -> np.ndarray:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..bank import Bank, ivf
+from ..bank.distinctness import Distinctness, bank_distinctness
 from ..bank.store import CURRENT
 from ..core import Policy, Router
 from ..embed import AsyncEmbedder, check_compatible
@@ -46,6 +47,7 @@ class Snapshot:
     question_ids: tuple[str, ...]
     embedder: AsyncEmbedder | None  # None: this snapshot takes embeddings only
     no_embedder_reason: str  # why ``embedder`` is None, for the FAILED_PRECONDITION message
+    distinctness: Distinctness  # how distinct the bank's embeddings are (measured on a sample at load)
 
     @property
     def bank(self) -> Bank:
@@ -54,20 +56,24 @@ class Snapshot:
 
     @classmethod
     def load(cls, bank: Bank, policy: Policy, embedder: EmbedderChoice) -> Snapshot:
-        """Warm a router over ``bank`` (blocking: run it in a worker thread) and pair it with the embedder
-        if its vectors can query this bank; a ``strict`` embedder that cannot is a ``ValueError``."""
+        """Warm a router over ``bank`` (blocking: run it in a worker thread), measure the distinctness of its
+        embeddings (a WARNING when degenerate) and pair it with the embedder if its vectors can query this
+        bank; a ``strict`` embedder that cannot is a ``ValueError``."""
         router = Router(bank, policy)
         ids = tuple(q.id for q in bank.questions)
+        distinctness = bank_distinctness(bank)
+        if (warning := distinctness.warning()) is not None:
+            log.warning("bank %s version %s: %s", bank.path, bank.version, warning)
         if embedder.embedder is None:
-            return cls(router, ids, None, embedder.reason)
+            return cls(router, ids, None, embedder.reason, distinctness)
         try:
             check_compatible(embedder.embedder.info, bank)
         except ValueError as exc:
             if embedder.strict:
                 raise
             log.warning("question text disabled: %s", exc)
-            return cls(router, ids, None, str(exc))
-        return cls(router, ids, embedder.embedder, "")
+            return cls(router, ids, None, str(exc), distinctness)
+        return cls(router, ids, embedder.embedder, "", distinctness)
 
 
 @dataclass(frozen=True)

@@ -106,4 +106,5 @@ def _first(imported: ImportedBank, limit: int) -> ImportedBank:
         np.ascontiguousarray(imported.outcomes[:, :limit]),
         None if imported.embeddings is None else imported.embeddings[:limit],
         imported.embedder_id,
+        imported.repeats,
     )

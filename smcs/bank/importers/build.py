@@ -7,8 +7,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import numpy as np
 
+from ..distinctness import bank_distinctness
 from ..store import Bank
 from .records import ImportedBank
 
@@ -23,15 +25,19 @@ def import_bank(
     *,
     batch_size: int = 256,
     progress: Progress | None = None,
+    query_text: str | None = None,
 ) -> Bank:
     """Create the bank at ``out`` (a new or empty directory) from ``imported``, embedded by ``embedder``.
 
     ``embedder`` is a blocking ``Embedder`` or an ``AsyncEmbedder``. Its vectors are used unless the import
     carries stored embeddings made by the same embedder (``imported.embedder_id == embedder.info.id``),
-    which are then reused as they are. Question texts are embedded ``batch_size`` at a time, with
-    ``progress`` called after each batch. ``out`` is checked before any embedding is done, with the error
-    ``Bank.create`` would give.
+    which are then reused as they are (and recorded as made from the raw texts). Otherwise each question
+    is embedded under the query-text rule ``query_text`` (None: ``DEFAULT_QUERY_TEXT_RULE``), which the
+    manifest records; the questions keep their full text. Texts are embedded ``batch_size`` at a time,
+    with ``progress`` called after each batch. ``out`` is checked before any embedding is done, with the
+    error ``Bank.create`` would give.
     """
+    from smcs.core.query_text import DEFAULT_QUERY_TEXT_RULE, RAW, query_texts  # the core depends on the bank
     from smcs.embed import as_sync  # here, so that reading files does not import the embedding stack
 
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
@@ -44,11 +50,14 @@ def import_bank(
             raise ValueError(
                 f"the stored embeddings have {imported.embeddings.shape[1]} dimensions, but embedder {info.id!r} makes {info.dim}"
             )
-        vectors = imported.embeddings
+        vectors, rule = imported.embeddings, RAW
     else:
-        vectors = embed_texts([q.text for q in imported.questions], as_sync(embedder), info.dim, batch_size, progress)
+        rule = DEFAULT_QUERY_TEXT_RULE if query_text is None else query_text
+        texts = query_texts([q.text for q in imported.questions], rule)
+        vectors = embed_texts(texts, as_sync(embedder), info.dim, batch_size, progress)
     return Bank.create(
-        root, embeddings=vectors, capability=imported.outcomes, questions=imported.questions, models=imported.models, embedder=info
+        root, embeddings=vectors, capability=imported.outcomes, questions=imported.questions, models=imported.models,
+        embedder=msgspec.structs.replace(info, query_text=rule),
     )
 
 
@@ -69,21 +78,25 @@ def embed_texts(texts: Sequence[str], embedder: Any, dim: int, batch_size: int, 
 
 
 def summary(bank_or_imported: Bank | ImportedBank) -> str:
-    """A few lines for people: where and what (counts, sources, embedder, version) and a per-model table
-    of accuracy over the evaluated questions, how many were evaluated, and the mean cost where known."""
+    """A few lines for people: where and what (counts, sources, embedder and query-text rule, version, the
+    distinctness of a bank's embeddings, the repeated rows an import merged) and a per-model table of
+    accuracy over the evaluated questions, how many were evaluated, and the mean cost where known."""
     from smcs.core import model_accuracy  # the core depends on the bank, not the other way round
 
     item = bank_or_imported
     if isinstance(item, Bank):
         names, capability, questions = list(item.model_names), np.asarray(item.capability), item.questions
+        embedder = item.manifest.embedder
         lines = [
             f"bank {item.path}  version {item.version}",
-            f"questions {item.n_questions}  models {item.n_models}  embedder {item.manifest.embedder.id} (dim {item.dim})",
+            f"questions {item.n_questions}  models {item.n_models}  embedder {embedder.id} (dim {item.dim}, "
+            f"query text {embedder.query_text})",
+            bank_distinctness(item).line(),
         ]
     else:
         names, capability, questions = [m.name for m in item.models], item.outcomes, item.questions
         stored = "none" if item.embeddings is None else f"{item.embeddings.shape[1]}-d by {item.embedder_id or 'an unnamed embedder'}"
-        lines = [f"questions {len(questions)}  models {len(names)}  stored embeddings {stored}"]
+        lines = [f"questions {len(questions)}  models {len(names)}  stored embeddings {stored}  repeated rows merged {item.repeats}"]
     sources = Counter(q.source for q in questions).most_common()
     shown = ", ".join(f"{source or '(none)'} {count}" for source, count in sources[:8])
     lines.append(f"sources {shown}{f', … ({len(sources) - 8} more)' if len(sources) > 8 else ''}")

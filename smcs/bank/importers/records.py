@@ -36,6 +36,7 @@ class ImportedBank:
     ``outcomes`` is int8 ``[R, N]`` (1 correct, 0 wrong, -1 not evaluated), rows in the order of
     ``models`` and columns in the order of ``questions``. ``embeddings`` (float32 ``[N, d]``) is set only
     when the file carries vectors, and ``embedder_id`` names the embedder that made them when known.
+    ``repeats`` counts the input rows that repeated an earlier row's question id and were merged into it.
     """
 
     questions: list[Question]
@@ -43,6 +44,7 @@ class ImportedBank:
     outcomes: np.ndarray
     embeddings: np.ndarray | None = None
     embedder_id: str | None = None
+    repeats: int = 0
 
     def __post_init__(self) -> None:
         shape = (len(self.models), len(self.questions))
@@ -226,8 +228,9 @@ def _text_lines(handle: Any, where: Where) -> Iterator[str]:
 class Collector:
     """Accumulates questions, models (first-seen order) and outcomes, then builds the ``ImportedBank``.
 
-    Question ids must be unique (a repeat is an error naming both locations); a (model, question) pair
-    given twice must agree (a disagreement is an error naming both locations).
+    Question ids must be unique (a repeat is an error naming both locations) unless the reader merges
+    repeats (``add_or_repeat``); a (model, question) pair given twice must agree (a disagreement is an
+    error naming both locations and the model).
     """
 
     def __init__(self, path: Path, where: Where) -> None:
@@ -236,6 +239,7 @@ class Collector:
         self.questions: list[Question] = []
         self._question_at: dict[str, tuple[int, int]] = {}  # id -> (column, location)
         self._models: dict[str, int] = {}
+        self.repeats = 0
         self._rows, self._cols, self._values, self._locations = array("i"), array("i"), array("b"), array("q")
 
     def default_id(self, index: int) -> str:
@@ -265,6 +269,16 @@ class Collector:
         self._question_at[question.id] = (len(self.questions), location)
         self.questions.append(question)
         return len(self.questions) - 1
+
+    def add_or_repeat(self, location: int, question: Question, text_field: str) -> int:
+        """The column of ``question``: a new one (as ``add_question``), or, when its id was added before,
+        that question's, counted in ``repeats``. A repeat adds only outcomes: the first text and metadata
+        stay, outcomes known in either are kept, and outcomes that disagree fail ``finish``."""
+        found = self.find(question.id)
+        if found is None:
+            return self.add_question(location, question, text_field)
+        self.repeats += 1
+        return found[0]
 
     def add_outcome(self, location: int, row: int, column: int, value: int) -> None:
         """Record that model ``row`` got question ``column`` right (1) or wrong (0); -1 records nothing."""
@@ -296,7 +310,7 @@ class Collector:
         outcomes = np.full((len(self._models), n), -1, dtype=np.int8)
         outcomes[rows, cols] = values
         models = [ModelInfo(name=name) for name in self._models]
-        return ImportedBank(self.questions, models, outcomes, embeddings, embedder_id)
+        return ImportedBank(self.questions, models, outcomes, embeddings, embedder_id, self.repeats)
 
 
 # ------------------------------------------------------------------------------------------- merging
@@ -332,4 +346,7 @@ def merge(parts: Sequence[ImportedBank], names: Sequence[str]) -> ImportedBank:
     stored = [p.embeddings for p in parts]
     if all(e is not None for e in stored) and len({e.shape[1] for e in stored}) == 1 and all(p.embedder_id == embedder_id for p in parts):
         embeddings = np.concatenate(stored)
-    return ImportedBank(questions, list(models.values()), np.concatenate(blocks, axis=1), embeddings, embedder_id if embeddings is not None else None)
+    return ImportedBank(
+        questions, list(models.values()), np.concatenate(blocks, axis=1), embeddings,
+        embedder_id if embeddings is not None else None, sum(p.repeats for p in parts),
+    )
