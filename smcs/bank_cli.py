@@ -25,6 +25,7 @@ from .build.cli import add_build_parser
 from .cli_warnings import warn_if_degenerate
 from .core.query_text import query_texts
 from .embed import EmbedderConfig, as_sync, check_compatible, make_embedder
+from .fit_cli import add_fit_parser, fit_lines
 from .import_cli import add_import_parser
 from .jsonl import decode_lines
 
@@ -75,6 +76,7 @@ def add_bank_parser(commands: argparse._SubParsersAction) -> None:  # type: igno
     add_model.set_defaults(run=_run_add_model)
     add_build_parser(actions)
     add_import_parser(actions)
+    add_fit_parser(actions)
 
 
 def _add_file_action(
@@ -103,6 +105,12 @@ def _run_info(args: argparse.Namespace) -> int:
         print(f"provenance {key}: {value}")
     if bank.index is not None:
         print(_index_line(bank.index))
+    if bank.scorer is None:
+        print("scorer: not fitted, routing by the paper's vote (fit one with: smcs bank fit BANK)")
+    else:
+        if bank.scorer_stale:
+            print("scorer: STALE, fitted before later writes (a server refits it; or run: smcs bank fit BANK)")
+        print("\n".join(fit_lines(bank.scorer)))
     warn_if_degenerate(bank)
     return 0
 

@@ -26,7 +26,7 @@ from .bank import Bank, BankFormatError
 from .client import DEFAULT_TARGET, Client, channel_target
 from .config import ConfigError
 from .core import Policy, RouteDecision, Router
-from .core.policy import RETRIEVALS
+from .core.policy import RETRIEVALS, SCORER_CHOICES
 from .core.pipeline import QuorumNotMet
 from .embed import EmbedderError
 from .data.cli import add_data_parser
@@ -131,9 +131,15 @@ def _add_policy_options(parser: argparse.ArgumentParser) -> None:
         "--retrieval", choices=RETRIEVALS, help="exact: every bank row; ivf: the bank index's probed lists (approximate); auto (default): ivf on large indexed banks"
     )
     group.add_argument("--nprobe", type=int, help="IVF lists scanned by ivf retrieval (default: 1/64 of the index's lists, at least 8)")
+    group.add_argument(
+        "--scorer", choices=SCORER_CHOICES,
+        help="what ranks the models: vote (the paper's prior), source, knn, head (need `smcs bank fit`); auto (default): the fit's choice, else vote",
+    )
+    group.add_argument("--no-cover", dest="cover", action="store_const", const=False,
+                       help="rank every referencer by probability instead of choosing those after the first for coverage")
 
 
-POLICY_OPTIONS = ("k", "n_base", "gamma", "k_drop", "n", "aggregator", "min_references", "retrieval", "nprobe")
+POLICY_OPTIONS = ("k", "n_base", "gamma", "k_drop", "n", "aggregator", "min_references", "retrieval", "nprobe", "scorer", "cover")
 
 
 def _policy_overrides(args: argparse.Namespace) -> dict[str, object]:
@@ -166,11 +172,12 @@ def _run_route(args: argparse.Namespace) -> int:
 
 
 def _print_decision(decision: RouteDecision) -> None:
-    print(f"bank {decision.bank_version}  seed {decision.seed}  aggregator {decision.aggregator}")
+    print(f"bank {decision.bank_version}  seed {decision.seed}  aggregator {decision.aggregator}  scorer {decision.scorer}"
+          + ("  OUT OF BANK: ranked by overall accuracy" if decision.out_of_bank else ""))
     width = max(len(name) for name in decision.referencers)
-    print(f"{'referencer':<{width}}  prior vote")
-    for name, vote in zip(decision.referencers, decision.votes):
-        print(f"{name:<{width}}  {vote:10.4f}")
+    print(f"{'referencer':<{width}}  prior vote  p(correct)")
+    for name, vote, p in zip(decision.referencers, decision.votes, decision.probabilities, strict=True):
+        print(f"{name:<{width}}  {vote:10.4f}  {p:10.3f}")
     top = ", ".join(f"{r}:{s:.3f}" for r, s in zip(decision.support_rows[:5], decision.support_similarities[:5]))
     print(f"support set: {len(decision.support_rows)} questions (row:similarity {top}{', …' if len(decision.support_rows) > 5 else ''})")
     for i, subset in enumerate(decision.subsets):

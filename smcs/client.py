@@ -322,8 +322,9 @@ class _Calls:
         """Route a question (text, needs a server embedder) or an embedding; returns a ``RouteDecision``.
 
         ``policy`` overrides the server's defaults for this call: k, n_base, gamma, k_drop, n, lam,
-        aggregator, allowed_models, retrieval ("exact", "ivf", "auto") and nprobe. ``debug`` also returns
-        the support questions' text and outcomes.
+        aggregator, allowed_models, retrieval ("exact", "ivf", "auto"), nprobe, scorer ("auto", "vote",
+        "source", "knn", "head") and cover. ``debug`` also returns the support questions' text and outcomes
+        and every model's probability (``model_probabilities``).
         """
         request = _route_request(question, embedding, seed, debug, dict(policy))
         return self._call(self._stub.Route, request, decision_from_response, timeout)

@@ -85,6 +85,11 @@ class ServerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
         rebuild_index: when the bank has an IVF index and has doubled since it was trained, retrain it in
             the background (its own thread) and commit it as a new version; routing uses the old one
             meanwhile. False: only ``smcs bank index`` retrains.
+        refit_scorer_interval_s: when the bank's fitted scorer (``smcs bank fit``) is stale, because writes
+            changed its embeddings or outcomes or added a model since the fit, refit it in the background
+            (its own thread) and commit it as a new version, at most once per this many seconds (writes
+            arriving meanwhile are folded into the next refit); routing uses the stale fit meanwhile, or
+            "vote" when the fit no longer matches the bank's models. 0: only ``smcs bank fit`` refits.
         tls: TLS settings; None = plaintext.
     """
 
@@ -99,6 +104,7 @@ class ServerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
     reload_interval_s: float = 0.0
     check_current: bool = True
     rebuild_index: bool = True
+    refit_scorer_interval_s: float = 60.0
     tls: TLSConfig | None = None
 
     def __post_init__(self) -> None:
@@ -107,6 +113,8 @@ class ServerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
         for name in ("max_concurrent_rpcs", "max_message_bytes", "max_question_chars", "workers", "route_batch"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not self.refit_scorer_interval_s >= 0:
+            raise ValueError(f"refit_scorer_interval_s must be >= 0, got {self.refit_scorer_interval_s}")
         if self.reload_interval_s < 0:
             raise ValueError(f"reload_interval_s must be >= 0, got {self.reload_interval_s}")
         if self.inline_route_bytes < 0:

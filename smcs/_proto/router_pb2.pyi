@@ -13,7 +13,7 @@ class Embedding(_message.Message):
     def __init__(self, values: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class PolicyOverrides(_message.Message):
-    __slots__ = ("k", "n_base", "gamma", "k_drop", "n", "lam", "aggregator", "allowed_models", "min_references", "retrieval", "nprobe")
+    __slots__ = ("k", "n_base", "gamma", "k_drop", "n", "lam", "aggregator", "allowed_models", "min_references", "retrieval", "nprobe", "scorer", "cover")
     K_FIELD_NUMBER: _ClassVar[int]
     N_BASE_FIELD_NUMBER: _ClassVar[int]
     GAMMA_FIELD_NUMBER: _ClassVar[int]
@@ -25,6 +25,8 @@ class PolicyOverrides(_message.Message):
     MIN_REFERENCES_FIELD_NUMBER: _ClassVar[int]
     RETRIEVAL_FIELD_NUMBER: _ClassVar[int]
     NPROBE_FIELD_NUMBER: _ClassVar[int]
+    SCORER_FIELD_NUMBER: _ClassVar[int]
+    COVER_FIELD_NUMBER: _ClassVar[int]
     k: int
     n_base: int
     gamma: float
@@ -36,7 +38,9 @@ class PolicyOverrides(_message.Message):
     min_references: int
     retrieval: str
     nprobe: int
-    def __init__(self, k: _Optional[int] = ..., n_base: _Optional[int] = ..., gamma: _Optional[float] = ..., k_drop: _Optional[int] = ..., n: _Optional[int] = ..., lam: _Optional[float] = ..., aggregator: _Optional[str] = ..., allowed_models: _Optional[_Iterable[str]] = ..., min_references: _Optional[int] = ..., retrieval: _Optional[str] = ..., nprobe: _Optional[int] = ...) -> None: ...
+    scorer: str
+    cover: bool
+    def __init__(self, k: _Optional[int] = ..., n_base: _Optional[int] = ..., gamma: _Optional[float] = ..., k_drop: _Optional[int] = ..., n: _Optional[int] = ..., lam: _Optional[float] = ..., aggregator: _Optional[str] = ..., allowed_models: _Optional[_Iterable[str]] = ..., min_references: _Optional[int] = ..., retrieval: _Optional[str] = ..., nprobe: _Optional[int] = ..., scorer: _Optional[str] = ..., cover: _Optional[bool] = ...) -> None: ...
 
 class RouteRequest(_message.Message):
     __slots__ = ("question", "embedding", "policy", "seed", "debug")
@@ -53,12 +57,22 @@ class RouteRequest(_message.Message):
     def __init__(self, question: _Optional[str] = ..., embedding: _Optional[_Union[Embedding, _Mapping]] = ..., policy: _Optional[_Union[PolicyOverrides, _Mapping]] = ..., seed: _Optional[int] = ..., debug: _Optional[bool] = ...) -> None: ...
 
 class Referencer(_message.Message):
-    __slots__ = ("model", "vote")
+    __slots__ = ("model", "vote", "probability")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     VOTE_FIELD_NUMBER: _ClassVar[int]
+    PROBABILITY_FIELD_NUMBER: _ClassVar[int]
     model: str
     vote: float
-    def __init__(self, model: _Optional[str] = ..., vote: _Optional[float] = ...) -> None: ...
+    probability: float
+    def __init__(self, model: _Optional[str] = ..., vote: _Optional[float] = ..., probability: _Optional[float] = ...) -> None: ...
+
+class ModelProbability(_message.Message):
+    __slots__ = ("model", "probability")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    PROBABILITY_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    probability: float
+    def __init__(self, model: _Optional[str] = ..., probability: _Optional[float] = ...) -> None: ...
 
 class Subset(_message.Message):
     __slots__ = ("models",)
@@ -87,20 +101,26 @@ class ModelOutcomes(_message.Message):
     def __init__(self, values: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class RouteResponse(_message.Message):
-    __slots__ = ("referencers", "aggregator", "subsets", "seed", "bank_version", "support")
+    __slots__ = ("referencers", "aggregator", "subsets", "seed", "bank_version", "support", "scorer", "out_of_bank", "model_probabilities")
     REFERENCERS_FIELD_NUMBER: _ClassVar[int]
     AGGREGATOR_FIELD_NUMBER: _ClassVar[int]
     SUBSETS_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
     BANK_VERSION_FIELD_NUMBER: _ClassVar[int]
     SUPPORT_FIELD_NUMBER: _ClassVar[int]
+    SCORER_FIELD_NUMBER: _ClassVar[int]
+    OUT_OF_BANK_FIELD_NUMBER: _ClassVar[int]
+    MODEL_PROBABILITIES_FIELD_NUMBER: _ClassVar[int]
     referencers: _containers.RepeatedCompositeFieldContainer[Referencer]
     aggregator: str
     subsets: _containers.RepeatedCompositeFieldContainer[Subset]
     seed: int
     bank_version: str
     support: SupportSet
-    def __init__(self, referencers: _Optional[_Iterable[_Union[Referencer, _Mapping]]] = ..., aggregator: _Optional[str] = ..., subsets: _Optional[_Iterable[_Union[Subset, _Mapping]]] = ..., seed: _Optional[int] = ..., bank_version: _Optional[str] = ..., support: _Optional[_Union[SupportSet, _Mapping]] = ...) -> None: ...
+    scorer: str
+    out_of_bank: bool
+    model_probabilities: _containers.RepeatedCompositeFieldContainer[ModelProbability]
+    def __init__(self, referencers: _Optional[_Iterable[_Union[Referencer, _Mapping]]] = ..., aggregator: _Optional[str] = ..., subsets: _Optional[_Iterable[_Union[Subset, _Mapping]]] = ..., seed: _Optional[int] = ..., bank_version: _Optional[str] = ..., support: _Optional[_Union[SupportSet, _Mapping]] = ..., scorer: _Optional[str] = ..., out_of_bank: _Optional[bool] = ..., model_probabilities: _Optional[_Iterable[_Union[ModelProbability, _Mapping]]] = ...) -> None: ...
 
 class AnswerRequest(_message.Message):
     __slots__ = ("question", "embedding", "policy", "seed", "strategy", "task", "strategy_options")

@@ -4,7 +4,7 @@
 methods commit new versions atomically. See ``smcs.bank.store`` for the layout and the guarantees.
 """
 
-from .schema import SCHEMA_VERSION, EmbedderInfo, Manifest, ModelInfo, Question
+from .schema import SCHEMA_VERSION, EmbedderInfo, FittedScorer, Head, Manifest, ModelInfo, Platt, Question, ScorerScore
 from .store import Bank, BankError, BankFormatError
 
 __all__ = [
@@ -13,7 +13,11 @@ __all__ = [
     "BankError",
     "BankFormatError",
     "EmbedderInfo",
+    "FittedScorer",
+    "Head",
     "Manifest",
     "ModelInfo",
+    "Platt",
     "Question",
+    "ScorerScore",
 ]

@@ -19,6 +19,7 @@ SCHEMA_VERSION = 1
 NonEmptyStr = Annotated[str, msgspec.Meta(min_length=1)]
 NonNegativeFloat = Annotated[float, msgspec.Meta(ge=0)]
 NonNegativeInt = Annotated[int, msgspec.Meta(ge=0)]
+PositiveFloat = Annotated[float, msgspec.Meta(gt=0)]
 
 
 class Question(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -72,6 +73,68 @@ class IndexInfo(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     seed: NonNegativeInt = 0
 
 
+class Platt(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Platt scaling of one scorer: p ← σ(a·logit(p) + b), fitted on held-out predictions."""
+
+    a: float
+    b: float
+
+
+class Head(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A linear head over raw features x: one logit weights[j]·x + bias[j] per output j (a model's
+    probability through σ, or a source's through the softmax over sources)."""
+
+    weights: list[list[float]]
+    """one row of F weights per output"""
+    bias: list[float]
+    l2: float
+    """the ridge penalty it was fitted with"""
+
+
+class ScorerScore(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """One scorer measured on the bank by cross-validation: top-1 accuracy (an unknown outcome of the chosen
+    model counted at that model's accuracy), top-3 coverage, expected calibration error, Brier score."""
+
+    top1: float
+    top3: float
+    ece: float
+    brier: float
+
+
+class FittedScorer(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """``scorer.json`` of a version: what ``smcs bank fit`` learned on the bank (see ``smcs.core.scorers``).
+
+    ``default`` is the scorer cross-validation picked; ``models`` and ``sources`` the model names and
+    source datasets it was fitted with; ``data`` the SHA-256 of the embeddings and capability files it
+    was fitted on (a later version whose data differ holds it *stale*); ``fitted_rows`` the bank rows
+    it was trained and measured on (a sample of the bank past ``sample`` rows); ``out_of_bank`` the
+    nearest-question similarity below which a query is out of bank.
+    """
+
+    kind: str
+    default: str
+    models: list[str]
+    sources: list[str]
+    data: dict[str, str]
+    fitted_rows: NonNegativeInt
+    folds: Annotated[int, msgspec.Meta(ge=2)]
+    source_k: Annotated[int, msgspec.Meta(ge=1)]
+    source_smoothing: PositiveFloat
+    knn_k: Annotated[int, msgspec.Meta(ge=1)]
+    knn_alpha: PositiveFloat
+    out_of_bank: float
+    calibration: dict[str, Platt]
+    cv: dict[str, ScorerScore]
+    head: Head | None = None
+    """the logistic head per model over [q, p^knn, p^source]; None when not fitted"""
+    source_classifier: Head | None = None
+    """logits over ``sources`` from the query embedding; None (one source): the nearest questions' sources"""
+    cover: list[list[list[int]]] = []
+    """per source s and first referencer f, the models that then cover most of what the chosen ones miss on
+    the bank questions of s, greedily, best first (``smcs.core.scorers.covering_referencers``); [] when none"""
+    seconds: NonNegativeFloat = 0.0
+
+
 class Manifest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """``manifest.json`` of one version: what the version holds and the SHA-256 of each data file.
 
@@ -91,3 +154,4 @@ class Manifest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     files: dict[str, str]
     provenance: dict[str, str] = {}
     index: IndexInfo | None = None
+    scorer: str | None = None

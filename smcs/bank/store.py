@@ -12,6 +12,8 @@ A bank is a directory of immutable versions and a ``CURRENT`` file naming the li
         questions.jsonl  one Question per line, in row order
         models.json      JSON array of ModelInfo, in matrix-row order
         ivf_*.npy        optional: the version's IVF index (``smcs.bank.ivf``), hashed like the rest
+        scorer.json      optional: the FittedScorer ``smcs bank fit`` learned (``smcs.core.fit``), hashed
+                         too; every later write carries it over (stale once the data differ)
 
 Readers take no lock: ``Bank.open`` reads ``CURRENT`` once and then sees one complete version for as
 long as it holds the ``Bank`` (the arrays are memory maps of files that are never modified in place, and
@@ -48,7 +50,7 @@ import msgspec
 import numpy as np
 
 from . import atomic, ivf
-from .schema import SCHEMA_VERSION, EmbedderInfo, IndexInfo, Manifest, ModelInfo, Question
+from .schema import SCHEMA_VERSION, EmbedderInfo, FittedScorer, IndexInfo, Manifest, ModelInfo, Question
 
 CURRENT = "CURRENT"
 LOCK = ".lock"
@@ -59,6 +61,10 @@ QUESTIONS = "questions.jsonl"
 MODELS = "models.json"
 DATA_FILES = (EMBEDDINGS, CAPABILITY, QUESTIONS, MODELS)
 """The files of every version; the manifest records their SHA-256 (and the index's, when it has one)."""
+SCORER = "scorer.json"
+"""The fitted scorer of a version that has one."""
+FITTED_DATA = (EMBEDDINGS, CAPABILITY)
+"""The files whose content a fitted scorer depends on: it is stale once their hashes differ from its ``data``."""
 INDEX_KIND = "ivf-flat"
 
 NORM_TOLERANCE = 1e-3
@@ -75,6 +81,7 @@ _OPEN_RETRIES = 3
 _QUESTION_DECODER = msgspec.json.Decoder(Question)
 _MODELS_DECODER = msgspec.json.Decoder(tuple[ModelInfo, ...])
 _MANIFEST_DECODER = msgspec.json.Decoder(Manifest)
+_SCORER_DECODER = msgspec.json.Decoder(FittedScorer)
 
 Fill = Callable[[atomic.HashingWriter], None]
 """Writes the bytes of one file of a new version."""
@@ -103,6 +110,8 @@ class Bank:
     capability: np.ndarray
     models: tuple[ModelInfo, ...]
     index: ivf.IVFIndex | None
+    scorer: FittedScorer | None
+    """What ``smcs bank fit`` learned, carried over by later writes (see ``scorer_stale``); None when unfitted."""
 
     def __init__(
         self,
@@ -114,6 +123,7 @@ class Bank:
         models: tuple[ModelInfo, ...],
         questions_fd: int,
         index: ivf.IVFIndex | None = None,
+        scorer: FittedScorer | None = None,
     ) -> None:
         """Assemble a snapshot from parts already read and checked; use ``open`` or ``create`` instead."""
         self.path = path
@@ -124,6 +134,7 @@ class Bank:
         self.models = models
         self.index = index
         self._model_index = {m.name: i for i, m in enumerate(models)}
+        self.scorer = scorer
         self._questions: tuple[Question, ...] | None = None
         self._questions_lock = threading.Lock()
         self._questions_fd = questions_fd
@@ -164,6 +175,21 @@ class Bank:
     def dim(self) -> int:
         """d, the embedding dimension."""
         return self.manifest.embedder.dim
+
+    @property
+    def scorer_stale(self) -> bool:
+        """Whether the fitted scorer was fitted on other data (embeddings or outcomes) or other models than
+        this version's; False when there is none."""
+        fitted = self.scorer
+        if fitted is None:
+            return False
+        return tuple(fitted.models) != self.model_names or any(
+            fitted.data.get(file) != self.manifest.files[file] for file in FITTED_DATA
+        )
+
+    def fitted_data(self) -> dict[str, str]:
+        """The SHA-256 of the files a scorer fitted on this version depends on (its ``FittedScorer.data``)."""
+        return {file: self.manifest.files[file] for file in FITTED_DATA}
 
     def model_index(self, name: str) -> int:
         """Row of model ``name`` in ``capability``; ``BankError`` naming the model if the bank lacks it."""
@@ -258,11 +284,12 @@ class Bank:
         embeddings = _map_npy(vdir / EMBEDDINGS, np.float32, (manifest.n_questions, manifest.embedder.dim))
         capability = _map_npy(vdir / CAPABILITY, np.int8, (manifest.n_models, manifest.n_questions))
         index = _map_index(vdir, manifest)
+        scorer = _read_scorer(vdir, manifest)
         try:
             questions_fd = os.open(vdir / QUESTIONS, os.O_RDONLY)
         except FileNotFoundError:
             raise BankFormatError(f"{vdir / QUESTIONS} is missing") from None
-        return cls(root, name, manifest, embeddings, capability, models, questions_fd, index)
+        return cls(root, name, manifest, embeddings, capability, models, questions_fd, index, scorer)
 
     # ----------------------------------------------------------------------------------------- writing
 
@@ -386,6 +413,23 @@ class Bank:
                 index = index.extend(base.embeddings[index.n_rows :])
             return _commit(base, number, base.n_questions, base.n_models, _copied(base, DATA_FILES), index, [base.embeddings])
 
+    def with_scorer(self, fitted: FittedScorer | None) -> Bank:
+        """Commit the latest version's data (and index) unchanged with ``fitted`` as its scorer (None: without
+        one); return it. ``fitted`` may come from an earlier version: the new version then holds it stale
+        (see ``scorer_stale``), and a later fit replaces it. Cost is O(N·d) (the files are copied)."""
+        if fitted is not None:
+            _check_record(fitted, FittedScorer, "fitted")
+        with _writing(self.path) as (base, number):
+            fills = _copied(base, DATA_FILES)
+            if base.index is not None:
+                fills |= _copied(base, ivf.FILES)
+            if fitted is not None:
+                fills[SCORER] = _bytes_fill(_encode_json(fitted))
+            return _write_version(
+                base.path, _version_name(number), base.version, base.manifest.embedder, base.n_questions,
+                base.n_models, fills, base.manifest.provenance, base.index, None if fitted is None else fitted.default,
+            )
+
     def prune(self, keep: int) -> list[str]:
         """Delete all but the newest ``keep`` (>= 1) committed versions; return the deleted names, oldest first.
 
@@ -494,12 +538,15 @@ def _commit(
 ) -> Bank:
     """Write version ``number`` derived from ``base`` (same root and embedder) from the data files' ``fills``,
     with ``index`` (None: none), and make it current. ``base``'s own index is copied; another is written
-    with its list-ordered copy of ``rows``, the new version's embeddings as consecutive blocks."""
+    with its list-ordered copy of ``rows``, the new version's embeddings as consecutive blocks. ``base``'s
+    fitted scorer is carried over unchanged."""
     if index is not None:
         fills = fills | (_copied(base, ivf.FILES) if index is base.index else _index_fills(index, rows))
+    if base.manifest.scorer is not None:
+        fills = fills | _copied(base, (SCORER,))
     return _write_version(
         base.path, _version_name(number), base.version, base.manifest.embedder, n_questions, n_models, fills,
-        base.manifest.provenance, index,
+        base.manifest.provenance, index, base.manifest.scorer,
     )
 
 
@@ -557,8 +604,10 @@ def _write_version(
     fills: dict[str, Fill],
     provenance: dict[str, str],
     index: ivf.IVFIndex | None = None,
+    scorer: str | None = None,
 ) -> Bank:
     """Write version ``name`` of ``root`` from ``fills``, make it current and return it opened; caller holds the lock.
+    ``scorer`` names the default of the fitted scorer whose file is among ``fills`` (None: none is).
 
     Order: every file into a scratch directory (each fsynced), the manifest with their hashes, fsync
     and rename the directory to its version name, fsync the bank directory, then replace ``CURRENT``.
@@ -581,6 +630,7 @@ def _write_version(
             files=hashes,
             provenance=provenance,
             index=info,
+            scorer=scorer,
         )
         atomic.write_synced(scratch / MANIFEST, _bytes_fill(_encode_json(manifest)))
         atomic.publish_dir(scratch, root / name)
@@ -615,10 +665,26 @@ def _read_manifest(path: Path) -> Manifest:
         raise BankFormatError(f"{path} is not a valid manifest: {e}") from None
     if manifest.schema_version != SCHEMA_VERSION:
         raise BankFormatError(f"{path} has schema_version {manifest.schema_version}; this code reads {SCHEMA_VERSION}")
-    expected = sorted(DATA_FILES + (ivf.FILES if manifest.index is not None else ()))
+    expected = sorted(DATA_FILES + (ivf.FILES if manifest.index is not None else ()) + ((SCORER,) if manifest.scorer is not None else ()))
     if sorted(manifest.files) != expected:
         raise BankFormatError(f"{path} lists files {sorted(manifest.files)}, expected {expected}")
     return manifest
+
+
+def _read_scorer(vdir: Path, manifest: Manifest) -> FittedScorer | None:
+    """Decode the version's ``scorer.json`` when its manifest names one; ``BankFormatError`` naming a bad file."""
+    if manifest.scorer is None:
+        return None
+    path = vdir / SCORER
+    try:
+        fitted = _SCORER_DECODER.decode(path.read_bytes())
+    except FileNotFoundError:
+        raise BankFormatError(f"{path} is missing") from None
+    except (OSError, msgspec.DecodeError) as e:
+        raise BankFormatError(f"{path} is not a valid fitted scorer: {e}") from None
+    if fitted.default != manifest.scorer:
+        raise BankFormatError(f"{path} picks scorer {fitted.default!r} but the manifest records {manifest.scorer!r}")
+    return fitted
 
 
 def _read_models(path: Path, n_models: int) -> tuple[ModelInfo, ...]:

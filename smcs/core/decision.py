@@ -22,6 +22,14 @@ class RouteDecision(msgspec.Struct, frozen=True, kw_only=True):
         support_texts: their question text (only when the caller asked for debug evidence).
         support_outcomes: per support question, each referencer's recorded outcome (1 correct, 0 wrong,
             −1 not evaluated), aligned with ``referencers`` (only with debug evidence).
+        scorer: the scorer that ranked the models (``Policy.scorer`` resolved: never "auto").
+        probabilities: p_r, each referencer's probability of answering correctly, aligned with
+            ``referencers`` (calibrated when the bank is fitted; for "vote" on an unfitted bank, the
+            normalised vote).
+        model_probabilities: p_r of every bank model, in the bank's model order (in-process always; over
+            gRPC only with debug evidence).
+        out_of_bank: the nearest bank question is less similar than the fit's out-of-bank threshold;
+            models then rank by overall bank accuracy (except with "vote", which stays the paper's).
     """
 
     referencers: list[str]
@@ -35,3 +43,7 @@ class RouteDecision(msgspec.Struct, frozen=True, kw_only=True):
     support_ids: list[str] = []
     support_texts: list[str] = []
     support_outcomes: list[list[int]] = []
+    scorer: str = "vote"
+    probabilities: list[float] = []
+    model_probabilities: list[float] = []
+    out_of_bank: bool = False

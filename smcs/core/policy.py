@@ -9,6 +9,8 @@ import msgspec
 
 Retrieval = Literal["auto", "exact", "ivf"]
 RETRIEVALS: tuple[str, ...] = get_args(Retrieval)
+Scorer = Literal["auto", "vote", "source", "knn", "head"]
+SCORER_CHOICES: tuple[str, ...] = get_args(Scorer)
 IVF_AUTO_MIN_ROWS = 200_000
 """``retrieval = "auto"`` uses a bank's IVF index from this many rows (below, the exact scan is as fast)."""
 
@@ -41,6 +43,15 @@ class Policy(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tr
             has one and at least ``IVF_AUTO_MIN_ROWS`` rows, and never with ``quantized``.
         nprobe: lists probed by "ivf" retrieval; more lists, higher recall, more rows scanned. None = the
             index's default: 1/64 of its lists, at least 8 (64 of the 4096 lists a 1e6-row bank gets).
+        scorer: what turns the retrieval evidence into each model's probability of answering correctly,
+            by which the referencers are ranked (``smcs.core.scorers``): "vote" is the paper's prior
+            (Eq 4; its decisions exactly); "source", "knn" and "head" need a bank fitted by
+            ``smcs bank fit``; "auto" uses the scorer the bank's fit picked by cross-validation, and
+            "vote" on a bank without a fit.
+        cover: with a scorer other than "vote", choose the referencers after the most probable one for
+            coverage: each next one the model that, on the bank questions of the query's predicted
+            source, most often answers what the chosen ones miss (the fit's cover order), so that some
+            referencer is right more often. False ranks them by p_r alone.
     """
 
     k: int = 7
@@ -55,6 +66,8 @@ class Policy(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tr
     min_references: int | None = None
     retrieval: Retrieval = "auto"
     nprobe: int | None = None
+    scorer: Scorer = "auto"
+    cover: bool = True
 
     def __post_init__(self) -> None:
         for name in ("k", "n_base", "n"):
@@ -80,6 +93,10 @@ class Policy(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tr
             raise ValueError(f"quantized must be true or false, got {self.quantized!r}")
         if self.retrieval not in RETRIEVALS:
             raise ValueError(f"retrieval must be one of {', '.join(RETRIEVALS)}, got {self.retrieval!r}")
+        if not isinstance(self.cover, bool):
+            raise ValueError(f"cover must be true or false, got {self.cover!r}")
+        if self.scorer not in SCORER_CHOICES:
+            raise ValueError(f"scorer must be one of {', '.join(SCORER_CHOICES)}, got {self.scorer!r}")
         if self.quantized and self.retrieval == "ivf":
             raise ValueError("quantized scans every row and retrieval='ivf' only some: choose one")
 

@@ -11,7 +11,8 @@ from typing import NamedTuple
 import numpy as np
 
 from .. import kernels
-from ..bank import Bank, ivf
+from ..bank import Bank, FittedScorer, ivf
+from . import scorers
 from .decision import RouteDecision
 from .policy import IVF_AUTO_MIN_ROWS, Policy
 
@@ -36,6 +37,17 @@ class _Call(NamedTuple):
     query: np.ndarray
 
 
+class _Scored(NamedTuple):
+    """What a scorer made of one question: its name, the R scores models rank by, p_r, out of bank, and the
+    cover order after each first referencer on the question's source (None: rank by ``ranking`` alone)."""
+
+    scorer: str
+    ranking: np.ndarray
+    probabilities: np.ndarray
+    out_of_bank: bool
+    cover: list[list[int]] | None = None
+
+
 class Router:
     """Routes questions over one bank snapshot.
 
@@ -51,8 +63,11 @@ class Router:
     def __init__(self, bank: Bank, policy: Policy | None = None) -> None:
         self._bank = bank
         self._policy = policy if policy is not None else Policy()
+        self._fitted = usable_fit(bank)
         self._check_policy(self._policy)
         self._accuracy, self._evaluated = model_accuracy(bank.capability)
+        row_sources = [q.source for q in bank.questions] if self._fitted is not None else None
+        self._stats = scorers.bank_stats(bank.capability, row_sources, self._fitted.sources if self._fitted else ())
         self._most_accurate = self._most_accurate_of(np.arange(bank.n_models)) if bank.n_models else None
         self._quantized: kernels.QuantizedBank | None = None  # int8 copy of the snapshot, built on first use
         self._quantized_lock = threading.Lock()
@@ -73,6 +88,20 @@ class Router:
     def accuracy(self) -> np.ndarray:
         """Per model: share correct among its evaluated bank questions (NaN where none is evaluated)."""
         return self._accuracy
+
+    @property
+    def fitted(self) -> FittedScorer | None:
+        """The bank's fitted scorer when this router uses it (None: the bank has none, or it was fitted for
+        other models, so only "vote" is available)."""
+        return self._fitted
+
+    def scorer_of(self, policy: Policy | None = None) -> str:
+        """The scorer ``policy`` (or this router's) ranks by: its own, or for "auto" the fit's default
+        ("vote" without a fit)."""
+        name = (policy or self._policy).scorer
+        if name != "auto":
+            return name
+        return self._fitted.default if self._fitted is not None else "vote"
 
     @property
     def evaluated(self) -> np.ndarray:
@@ -172,21 +201,61 @@ class Router:
     def _decide(self, call: _Call, rows: np.ndarray, sims: np.ndarray, votes: np.ndarray) -> RouteDecision:
         """Eq (5) and Eq (6) from the votes: the referencers, the n subsets and the decision."""
         policy, allowed = call.policy, call.allowed
-        referencers = kernels.top_k(votes, policy.k) if allowed is None else allowed[kernels.top_k(votes[allowed], policy.k)]
-        referencer_votes = votes[referencers]
-        positions = kernels.draw_subsets(referencer_votes, policy.k_drop, policy.n, call.seed)
+        scored = self._score(policy, call.query, rows, sims, votes)
+        ranking = scored.ranking
+        if scored.cover is not None:
+            referencers = scorers.covering_referencers(ranking, scored.cover, policy.k, allowed)
+        elif allowed is None:
+            referencers = kernels.top_k(ranking, policy.k)
+        else:
+            referencers = allowed[kernels.top_k(ranking[allowed], policy.k)]
+        positions = kernels.draw_subsets(ranking[referencers], policy.k_drop, policy.n, call.seed)
         names = self._bank.model_names
         referencer_names = [names[r] for r in referencers.tolist()]
         return RouteDecision(
             referencers=referencer_names,
-            votes=referencer_votes.tolist(),
+            votes=votes[referencers].tolist(),
             aggregator=self.default_aggregator(policy, allowed),
             support_rows=rows.tolist(),
             support_similarities=sims.tolist(),
             subsets=[[referencer_names[p] for p in subset] for subset in positions.tolist()],
             seed=call.seed,
             bank_version=self._bank.version,
+            scorer=scored.scorer,
+            probabilities=scored.probabilities[referencers].tolist(),
+            model_probabilities=scored.probabilities.tolist(),
+            out_of_bank=scored.out_of_bank,
         )
+
+    def _score(self, policy: Policy, query: np.ndarray, rows: np.ndarray, sims: np.ndarray, votes: np.ndarray) -> _Scored:
+        """The policy's scorer over one question's support set (``smcs.core.scorers``). "vote" ranks by the
+        votes themselves (Eq 5 exactly); the others by p_r, or by overall accuracy out of bank."""
+        name = self.scorer_of(policy)
+        known = scorers.support_known(self._stats.capability, rows, sims)
+        fitted = self._fitted
+        if fitted is None:  # _check_policy allows only "vote" here
+            evidence = scorers.Evidence(query[None, :], rows[None, :0], sims[None, :0], votes[None, :], known[None, :])
+            return _Scored(name, votes, scorers.vote_probability(evidence, self._stats)[0], False)
+        width = min(max(fitted.knn_k, fitted.source_k), self._bank.n_questions)
+        near_rows, near_sims = (rows, sims) if rows.size >= width else self._nearest(query, width)
+        evidence = scorers.Evidence(
+            query[None, :], near_rows[None, :width], near_sims[None, :width], votes[None, :], known[None, :]
+        )
+        p, outside = scorers.probabilities(evidence, self._stats, fitted, name)
+        cover = None
+        if name != "vote" and policy.cover and fitted.cover and not outside[0]:
+            source = int(np.argmax(scorers.source_distribution(evidence, self._stats, fitted)[0]))
+            cover = fitted.cover[source]
+        return _Scored(name, votes if name == "vote" else p[0], p[0], bool(outside[0]), cover)
+
+    def _nearest(self, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """The ``k`` bank rows most similar to ``query`` and their Ŝ, most similar first (ties to the lower
+        row): the scorers' neighbours when the policy's support set (Eq 3) holds fewer (a small N_base);
+        one more pass over the bank."""
+        sims = np.maximum(np.asarray(self._bank.embeddings) @ query, np.float32(0.0))
+        nearest = np.argpartition(-sims, k - 1)[:k]
+        order = np.lexsort((nearest, -sims[nearest]))
+        return nearest[order], sims[nearest[order]]
 
     def _scans_bank(self, policy: Policy) -> bool:
         """Whether ``policy`` routes by the exact kernel's full scan of the float32 bank."""
@@ -204,6 +273,15 @@ class Router:
     def _check_policy(self, policy: Policy) -> None:
         """Raise ``ValueError`` if ``policy`` cannot route over this router's bank."""
         policy.check_models(self._bank.model_names)
+        scorer = self.scorer_of(policy)
+        if scorer != "vote" and self._fitted is None:
+            why = "was fitted for other models" if self._bank.scorer is not None else "has no fitted scorer"
+            raise ValueError(
+                f"policy scorer={scorer!r} needs a fitted bank, and bank version {self._bank.version} {why} "
+                "(fit one with: smcs bank fit BANK)"
+            )
+        if scorer == "head" and self._fitted is not None and self._fitted.head is None:
+            raise ValueError(f"policy scorer='head' needs a fitted head, and bank version {self._bank.version}'s fit has none")
         if policy.retrieval == "ivf" and self._bank.index is None:
             raise ValueError(
                 f"policy retrieval='ivf' needs an index, and bank version {self._bank.version} has none "
@@ -239,6 +317,12 @@ class Router:
         """Compile (or load from numba's cache) the kernels for this bank's array types, so the first
         request does not pay for it; with a quantized policy this also builds the int8 copy."""
         self.route(np.asarray(self._bank.embeddings[0], dtype=np.float32), seed=0)
+
+
+def usable_fit(bank: Bank) -> FittedScorer | None:
+    """The bank's fitted scorer when it was fitted for the bank's models (possibly on older data), else None."""
+    fitted = bank.scorer
+    return fitted if fitted is not None and tuple(fitted.models) == bank.model_names else None
 
 
 def route_ivf(

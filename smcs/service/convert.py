@@ -21,7 +21,7 @@ from ..core.pipeline import AggregationEvidence, AnswerResult, Event, ReferenceE
 from ..strategies import StrategyCall, StrategyEvent, StrategyPlan, StrategyResult
 from .convert_strategy import StrategyEventDecoder, strategy_event
 
-_OVERRIDABLE = ("k", "n_base", "gamma", "k_drop", "n", "lam", "aggregator", "min_references", "retrieval", "nprobe")
+_OVERRIDABLE = ("k", "n_base", "gamma", "k_drop", "n", "lam", "aggregator", "min_references", "retrieval", "nprobe", "scorer", "cover")
 MAX_SUBSETS = 4096
 """Most exploration subsets (``policy.n``) a request may ask for: drawing and sending n subsets costs O(n), and
 an int32 n near 2**31 would take the server tens of gigabytes and minutes (the paper's n is 8)."""
@@ -96,11 +96,16 @@ def route_response(decision: RouteDecision, bank: Bank, ids: tuple[str, ...], de
     """The wire form of ``decision``; with ``debug``, the support questions' text and the referencers'
     outcomes on them."""
     response = pb.RouteResponse(
-        referencers=[pb.Referencer(model=m, vote=v) for m, v in zip(decision.referencers, decision.votes)],
+        referencers=[
+            pb.Referencer(model=m, vote=v, probability=p)
+            for m, v, p in zip(decision.referencers, decision.votes, decision.probabilities, strict=True)
+        ],
         aggregator=decision.aggregator,
         subsets=[pb.Subset(models=s) for s in decision.subsets],
         seed=decision.seed,
         bank_version=decision.bank_version,
+        scorer=decision.scorer,
+        out_of_bank=decision.out_of_bank,
     )
     rows = decision.support_rows
     support = response.support
@@ -113,6 +118,9 @@ def route_response(decision: RouteDecision, bank: Bank, ids: tuple[str, ...], de
         models = [bank.model_index(name) for name in decision.referencers]
         outcomes = np.asarray(bank.capability)[models][:, rows].T.tolist()
         support.outcomes.extend([pb.ModelOutcomes(values=v) for v in outcomes])
+        response.model_probabilities.extend(
+            [pb.ModelProbability(model=m, probability=p) for m, p in zip(bank.model_names, decision.model_probabilities, strict=True)]
+        )
     return response
 
 
@@ -131,6 +139,10 @@ def decision_from_response(response: pb.RouteResponse) -> RouteDecision:
         support_ids=list(support.ids),
         support_texts=list(support.texts),
         support_outcomes=[list(o.values) for o in support.outcomes],
+        scorer=response.scorer,
+        probabilities=[r.probability for r in response.referencers],
+        model_probabilities=[m.probability for m in response.model_probabilities],
+        out_of_bank=response.out_of_bank,
     )
 
 

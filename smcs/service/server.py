@@ -90,7 +90,8 @@ async def start_server(config: Config, bank_path: Path) -> RunningServer:
         _shut_down(executors)
         await _close_embedder(embedder)
         raise
-    state = ServiceState(bank_path, config.policy, executors[0], embedder, rebuild_index=config.server.rebuild_index)
+    state = ServiceState(bank_path, config.policy, executors[0], embedder, rebuild_index=config.server.rebuild_index,
+                         refit_scorer_interval_s=config.server.refit_scorer_interval_s)
     metrics = Metrics(state)
     # metrics first: it then counts the refusals of the interceptors after it (auth) too
     interceptors: list[grpc.aio.ServerInterceptor] = [MetricsInterceptor(metrics)]

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
+import time
 from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass
@@ -21,6 +23,7 @@ from ..bank import Bank, ivf
 from ..bank.distinctness import Distinctness, bank_distinctness
 from ..bank.store import CURRENT
 from ..core import Policy, Router
+from ..core.fit import fit_scorer
 from ..embed import AsyncEmbedder, check_compatible
 
 log = logging.getLogger(__name__)
@@ -90,10 +93,18 @@ class ServiceState:
     """Holds the live snapshot; reloads and bank writes build a new one and swap it in."""
 
     def __init__(
-        self, bank_path: Path, policy: Policy, executor: Executor, embedder: EmbedderChoice, *, rebuild_index: bool = True
+        self,
+        bank_path: Path,
+        policy: Policy,
+        executor: Executor,
+        embedder: EmbedderChoice,
+        *,
+        rebuild_index: bool = True,
+        refit_scorer_interval_s: float = 60.0,
     ) -> None:
         self.bank_path = bank_path
         self.rebuild_index = rebuild_index
+        self.refit_scorer_interval_s = refit_scorer_interval_s
         self.policy = policy
         self.embedder = embedder
         self._executor = executor
@@ -103,6 +114,8 @@ class ServiceState:
         self._checked: Stamp | None = None  # CURRENT's stamp when the last reload looked at it
         self._following: asyncio.Task[None] | None = None  # the switch ``latest`` started, while it runs
         self._retraining: asyncio.Task[None] | None = None  # the background retraining of the index, while it runs
+        self._refitting: asyncio.Task[None] | None = None  # the background refit of the scorer, while it runs
+        self._refit_started = -math.inf  # monotonic time the last refit started
 
     @property
     def live(self) -> Snapshot | None:
@@ -113,6 +126,11 @@ class ServiceState:
     def retraining(self) -> bool:
         """Whether the bank's index is being retrained in the background now."""
         return self._retraining is not None and not self._retraining.done()
+
+    @property
+    def refitting(self) -> bool:
+        """Whether the bank's scorer is being refitted (or waits to be) in the background now."""
+        return self._refitting is not None and not self._refitting.done()
 
     async def run(self, fn: Callable[..., object], *args: object) -> object:
         """Run blocking ``fn(*args)`` on the service's worker threads."""
@@ -165,6 +183,7 @@ class ServiceState:
         self._live = snapshot
         log.info("routing over bank %s version %s (%d questions, %d models)", bank.path, bank.version, bank.n_questions, bank.n_models)
         self._retrain_if_outgrown(bank)
+        self._refit_if_stale(bank)
         return snapshot
 
     def _retrain_if_outgrown(self, bank: Bank) -> None:
@@ -190,12 +209,42 @@ class ServiceState:
         except Exception:
             log.exception("retraining the index of bank %s failed; routing goes on over the old one", bank.path)
 
+    def _refit_if_stale(self, bank: Bank) -> None:
+        """Start refitting the scorer in the background when ``bank``'s fit is stale (none runs already)."""
+        if self.refit_scorer_interval_s <= 0 or not bank.scorer_stale or self.refitting:
+            return
+        self._refitting = asyncio.get_running_loop().create_task(self._refit())
+
+    async def _refit(self) -> None:
+        """Wait out the refit interval, fit the scorer over the bank's latest version on a thread of its own,
+        then commit it unless the fit was dropped or refreshed elsewhere meanwhile; the swap follows as for
+        any write (and starts the next refit if writes made this one stale)."""
+        await asyncio.sleep(max(0.0, self._refit_started + self.refit_scorer_interval_s - time.monotonic()))
+        self._refit_started = time.monotonic()
+        try:
+            bank = await self.run(Bank.open, self.bank_path)
+            if not bank.scorer_stale:
+                return
+            log.info("bank %s version %s: the fitted scorer is stale; refitting it in the background", bank.path, bank.version)
+            fitted = await asyncio.to_thread(fit_scorer, bank, self.policy)
+            latest = await self.run(Bank.open, self.bank_path)
+            if latest.scorer is None:
+                log.info("bank %s: the fitted scorer was dropped meanwhile; not refitting", bank.path)
+                return
+            self._refitting = None  # the write's swap may start the next refit
+            await self.write(lambda snapshot: snapshot.with_scorer(fitted))
+            log.info("bank %s: refitted scorer committed (default %r)", bank.path, fitted.default)
+        except Exception:
+            log.exception("refitting the scorer of bank %s failed; routing goes on with the stale fit", bank.path)
+
     async def close(self) -> None:
-        """Stop background work: a retraining in progress is abandoned (its thread finishes unobserved)."""
-        task, self._retraining = self._retraining, None
-        if task is not None and not task.done():
-            task.cancel()
-            await asyncio.wait({task})
+        """Stop background work: a retraining or refit in progress is abandoned (its thread finishes unobserved)."""
+        for name in ("_retraining", "_refitting"):
+            task = getattr(self, name)
+            setattr(self, name, None)
+            if task is not None and not task.done():
+                task.cancel()
+                await asyncio.wait({task})
 
     async def watch(self, interval_s: float) -> None:
         """Reload whenever the bank's CURRENT moves on, checking every ``interval_s`` seconds (runs until cancelled)."""
