@@ -341,3 +341,54 @@ def test_cli_imports_format_paths(tmp_path, capsys):
     report = msgspec.json.decode(capsys.readouterr().out, type=RoutingReport)
     assert report.n_bank == 12 and report.n_queries == 6 and report.models == ["a", "b"]
     assert method(report, "oracle").accuracy == 1.0
+
+
+def test_scorer_rows_per_source_best_on_queries_and_ece_match_plain_computations(tmp_path):
+    from smcs import Router
+    from smcs.core.fit import fit_scorer
+
+    rng = np.random.default_rng(12)
+    truth = np.array([[0.9, 0.2, 0.5], [0.3, 0.8, 0.4], [0.5, 0.5, 0.9]])  # model x cluster
+    e, topic = clusters(50, seed=12)
+    qe, qtopic = clusters(15, seed=13)
+    draw = lambda t: (rng.random((3, len(t))) < truth[:, t]).astype(np.int8)  # noqa: E731
+    bank_cap, query_cap = draw(topic), draw(qtopic)
+    query_sources = [("c0", "c1", "zz")[t] for t in qtopic]  # "zz": a source the bank lacks
+    bank = make_bank(tmp_path / "b", e, bank_cap, sources=[f"c{t}" for t in topic])
+    queries = make_bank(tmp_path / "q", qe, query_cap, sources=query_sources)
+    # gamma = 0: the support set is the whole bank, so the router sees the same nearest rows as the evaluation
+    policy = Policy(k=2, n_base=400, gamma=0.0)
+    bank = bank.with_scorer(fit_scorer(bank, policy))
+    report = evaluate_routing(bank, queries, policy, **SMALL)
+    names = [m.name for m in report.methods]
+    assert report.default_method in names
+    assert report.default_method == ("smcs" if bank.scorer.default == "vote" else f"smcs-{bank.scorer.default}")
+    assert "the bank's fit" in report.scorer_fit
+
+    outcomes = query_cap.T  # Q x R, every outcome known
+    rows = np.arange(len(outcomes))
+    # per-source: the bank's best model on the query's source, the overall best where the bank lacks it
+    overall = (bank_cap == 1).mean(axis=1)
+    best = {f"c{t}": int(np.argmax((bank_cap[:, topic == t] == 1).mean(axis=1))) for t in range(3)}
+    choice = np.array([best.get(s, int(np.argmax(overall))) for s in query_sources])
+    assert method(report, "per-source").accuracy == pytest.approx(float((outcomes[rows, choice] == 1).mean()))
+    # the best single model on the queries themselves: the best column mean
+    on_queries = method(report, "best-single-on-queries")
+    assert on_queries.accuracy == pytest.approx(float((outcomes == 1).mean(axis=0).max()))
+    assert on_queries.params["model"] == f"m{int(np.argmax((outcomes == 1).mean(axis=0)))}"
+
+    # ECE: only the rows with probabilities have one, in [0, 1], equal to the plain ECE of the router's p
+    with_ece = {m.name: m.ece for m in report.methods if m.ece is not None}
+    assert set(with_ece) == {"smcs", "smcs-source", "smcs-knn", "smcs-head"} == {c.method for c in report.calibration}
+    assert method(report, "knn").ece is None and method(report, "per-source").ece is None
+    for name, ece in with_ece.items():
+        assert 0.0 <= ece <= 1.0
+        scorer = "vote" if name == "smcs" else name.removeprefix("smcs-")
+        router = Router(bank, Policy(k=2, n_base=400, gamma=0.0, scorer=scorer))
+        p = np.array([router.route(q, seed=0).model_probabilities for q in np.asarray(queries.embeddings)]).ravel()
+        y = (outcomes == 1).ravel().astype(np.float64)
+        bins = np.minimum((p * 10).astype(int), 9)
+        plain = sum(abs(p[bins == b].sum() - y[bins == b].sum()) for b in range(10)) / len(p)
+        assert ece == pytest.approx(plain, abs=1e-6), name
+        diagram = next(c for c in report.calibration if c.method == name)
+        assert diagram.ece == ece and sum(b.count for b in diagram.bins) == len(p)

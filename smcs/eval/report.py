@@ -34,13 +34,17 @@ def format_report(report: RoutingReport) -> str:
     lines.append(report.unknown_rule)
     lines.append("")
     width = max(len(m.name) for m in report.methods)
-    lines.append(f"{'method':<{width}}  {'top-1':>8}  {'unknown':>8}  {'pairwise':>8}  settings")
+    lines.append(f"{'method':<{width}}  {'top-1':>8}  {'unknown':>8}  {'pairwise':>8}  {'ECE':>8}  settings")
     for m in report.methods:
-        lines.append(f"{m.name:<{width}}  {_num(m.accuracy)}  {_num(m.unknown)}  {_num(m.pairwise)}  {_params(m.params) or m.description}")
+        mark = "  (default policy)" if m.name == report.default_method else ""
+        lines.append(f"{m.name:<{width}}  {_num(m.accuracy)}  {_num(m.unknown)}  {_num(m.pairwise)}  {_num(m.ece)}  "
+                     f"{_params(m.params) or m.description}{mark}")
+    lines.append(f"default policy routes by {report.default_method}; scorers: {report.scorer_fit}")
     lines.append("")
-    lines.append(f"{'K':>3}  {'smcs':>8}  {'static':>8}  {'oracle':>8}   top-K coverage (static: the K most accurate on the bank)")
+    lines.append(f"{'K':>3}  {'smcs':>8}  {'default':>8}  {'source':>8}  {'static':>8}  {'oracle':>8}   top-K coverage "
+                 "(default: the default policy's scorer; source: the K best on the query's source; static: the K most accurate on the bank)")
     for row in report.coverage:
-        lines.append(f"{row.k:>3}  {_num(row.smcs)}  {_num(row.best_static)}  {_num(row.oracle)}")
+        lines.append(f"{row.k:>3}  {_num(row.smcs)}  {_num(row.default)}  {_num(row.per_source)}  {_num(row.best_static)}  {_num(row.oracle)}")
     ks = sweep_coverage_ks(report)
     for parameter, fixed in (("n_base", f"gamma={report.gamma:g}"), ("gamma", f"N_base={report.n_base}")):
         rows = [r for r in report.sweeps if r.parameter == parameter]
@@ -83,12 +87,15 @@ def write_plot(report: RoutingReport, path: str | os.PathLike[str]) -> None:
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt
 
-    panels = 1 + bool(report.sweeps) * 2 + (report.costs is not None)
+    panels = 1 + bool(report.sweeps) * 2 + (report.costs is not None) + bool(report.calibration)
     figure, axes = plt.subplots(1, panels, figsize=(5 * panels, 4), squeeze=False)
     axes = list(axes[0])
     ax = axes.pop(0)
     ks = [r.k for r in report.coverage]
     ax.plot(ks, [r.smcs for r in report.coverage], "o-", label="smcs top-K")
+    if report.default_method != "smcs":
+        ax.plot(ks, [r.default for r in report.coverage], "^-", label=f"{report.default_method} top-K")
+    ax.plot(ks, [r.per_source for r in report.coverage], "d--", label="per-source K")
     ax.plot(ks, [r.best_static for r in report.coverage], "s--", label="best static K")
     ax.plot(ks, [r.oracle for r in report.coverage], ":", color="k", label="oracle")
     ax.set(xlabel="K", ylabel="coverage", title="top-K coverage")
@@ -112,6 +119,13 @@ def write_plot(report: RoutingReport, path: str | os.PathLike[str]) -> None:
                        label="dominated" if dominated else "non-dominated")
         ax.set(xlabel="mean cost per query", ylabel="top-1", title="accuracy vs cost")
         ax.legend()
+    if report.calibration:
+        ax = axes.pop(0)
+        ax.plot([0, 1], [0, 1], ":", color="k", label="perfect")
+        for curve in report.calibration:
+            ax.plot([b.mean_p for b in curve.bins], [b.observed for b in curve.bins], "o-", label=f"{curve.method} (ECE {curve.ece:.3f})")
+        ax.set(xlabel="predicted p", ylabel="observed share correct", title="reliability")
+        ax.legend(fontsize="small")
     figure.tight_layout()
     figure.savefig(os.fspath(path), format="png")
     plt.close(figure)

@@ -40,8 +40,17 @@ Method rows ("look for what closes more of the gap to the oracle"):
     a time from the policy's (N_base over its grid at the policy's γ, γ over its grid at its N_base).
   * ``knn``: the mean known outcome of each model over the k nearest bank questions (raw cosine), k
     tuned on the bank by leave-one-out; with complete outcomes this is the plain majority vote.
-  * ``best-single`` (the most accurate model on the bank), ``random`` (its expected accuracy) and
-    ``oracle`` (some model correct) bound the others.
+  * ``smcs-source``, ``smcs-knn``, ``smcs-head``: the scorers beyond the paper (``smcs.core.scorers``),
+    calibrated, from the bank's fresh fit or one made here on the bank (``smcs.eval.scoring``); the
+    ``smcs`` row is the ``vote`` scorer. ``default_method`` names the row the default policy
+    (``scorer="auto"``) routes by: the scorer the fit picked by cross-validation on the bank.
+  * ``per-source``: the best model of the query's own source on the bank (a lookup table that needs the
+    source, which a router is not told; the overall best where the bank lacks the source).
+  * ``best-single`` (the most accurate model on the bank), ``best-single-on-queries`` (the most accurate
+    on the queries themselves: a bound, not a method), ``random`` (its expected accuracy) and ``oracle``
+    (some model correct) bound the others.
+  * ``ece``: expected calibration error of a method's p_r against the queries' known outcomes (10 equal
+    bins), for the rows that have probabilities; ``calibration`` holds their reliability diagrams.
 
 Ties everywhere go to the lower model index, as in Eq (5) (``smcs.kernels.top_k``).
 
@@ -75,8 +84,9 @@ import msgspec
 import numpy as np
 
 from .. import kernels
-from ..bank import Bank, Question
+from ..bank import Bank, FittedScorer, Question
 from ..core import Policy, model_accuracy
+from .scoring import Calibration, calibration, method_name, per_source_scores, run_scorers
 
 N_BASE_GRID = (10, 25, 50, 100, 200, 400, 800, 1600, 3200)
 """N_base values of the sweep and of the ``smcs-tuned`` search (clamped to the bank size)."""
@@ -117,6 +127,8 @@ class Method(msgspec.Struct, frozen=True, kw_only=True):
     unknown: float
     pairwise: float | None
     params: dict[str, str | int | float] = {}
+    ece: float | None = None
+    """expected calibration error of the method's probabilities (None: it has none)"""
 
 
 class CoverageRow(msgspec.Struct, frozen=True, kw_only=True):
@@ -128,6 +140,10 @@ class CoverageRow(msgspec.Struct, frozen=True, kw_only=True):
     best_static: float
     """the K models most accurate on the bank, the same for every query"""
     oracle: float
+    default: float
+    """the top-K of the default policy's scorer (``RoutingReport.default_method``)"""
+    per_source: float
+    """the K models most accurate on the query's source in the bank"""
 
 
 class SweepRow(msgspec.Struct, frozen=True, kw_only=True):
@@ -181,6 +197,10 @@ class RoutingReport(msgspec.Struct, frozen=True, kw_only=True):
     gamma: float
     k: int
     unknown_rule: str
+    default_method: str
+    """the method row the default policy (``Policy(scorer="auto")``) routes by"""
+    scorer_fit: str
+    """where the scorers' fit came from"""
     methods: list[Method]
     coverage: list[CoverageRow]
     sweeps: list[SweepRow]
@@ -188,6 +208,8 @@ class RoutingReport(msgspec.Struct, frozen=True, kw_only=True):
     costs: list[CostPoint] | None
     """None when neither bank records costs"""
     cost_basis: str | None
+    calibration: list[Calibration]
+    """ECE and the reliability diagram of every method with probabilities"""
     notes: list[str]
     seconds: float
 
@@ -461,6 +483,18 @@ def evaluate_routing(
     }
     if not tune:
         del scores["smcs-tuned"]
+    bank_accuracy = np.nan_to_num(model_accuracy(cap)[0], nan=-1.0)
+    scored = run_scorers(bank, side.embeddings if held_out else None, policy)
+    default_method = method_name(scored.default)
+    probabilities = {method_name(name): p for name, p in scored.probabilities.items()}
+    scores.update({method_name(name): r for name, r in scored.rankings.items() if name != "vote"})
+    scores["per-source"] = per_source_scores(bank, side.questions, bank_accuracy)
+    query_accuracy = np.where(outcomes >= 0, outcomes == 1, np.nan)
+    with np.errstate(invalid="ignore"):
+        scores["best-single-on-queries"] = np.broadcast_to(np.nanmean(query_accuracy, axis=0), outcomes.shape)
+    notes.append(f"scorers: {scored.origin}; {int(scored.out_of_bank.sum())} queries out of bank")
+    if not held_out:
+        notes.append("leave-one-out: the fitted scorers (smcs-source, smcs-knn, smcs-head) chose their settings on these questions")
     descriptions = {
         "smcs": "paper prior, Eq 4",
         "smcs-normalised": "vote / known support weight per model",
@@ -468,8 +502,12 @@ def evaluate_routing(
         "smcs-tuned": "Eq 4 at (N_base, gamma) tuned on the bank",
         "knn": "mean outcome of the k nearest bank questions",
         "best-single": "most accurate model on the bank",
+        "smcs-source": "per-source prior, the source predicted from the nearest questions",
+        "smcs-knn": "similarity-weighted kNN shrunk to the per-source prior",
+        "smcs-head": "logistic head per model on embedding + kNN + source",
+        "per-source": "best model of the query's source on the bank (needs the source)",
+        "best-single-on-queries": "most accurate model on the queries (a bound)",
     }
-    bank_accuracy = np.nan_to_num(model_accuracy(cap)[0], nan=-1.0)
     params: dict[str, dict[str, str | int | float]] = {
         "smcs": {"n_base": default[0], "gamma": default[1]},
         "smcs-normalised": {"n_base": default[0], "gamma": default[1]},
@@ -477,7 +515,11 @@ def evaluate_routing(
         "smcs-tuned": {"n_base": tuned[0], "gamma": tuned[1]},
         "knn": {"k": knn_k},
         "best-single": {"model": bank.model_names[int(np.argmax(bank_accuracy))]},
+        **_scorer_params(scored.fitted),
+        "per-source": {},
+        "best-single-on-queries": {"model": bank.model_names[int(np.argmax(np.nan_to_num(scores["best-single-on-queries"][0], nan=-1.0)))]},
     }
+    calibrations = {name: calibration(name, p, outcomes) for name, p in probabilities.items()}
     choices = {name: ranked(s, 1)[:, 0] for name, s in scores.items()}
     rows = np.arange(outcomes.shape[0])
     methods = [
@@ -488,6 +530,7 @@ def evaluate_routing(
             unknown=float((outcomes[rows, choice] == -1).mean()),
             pairwise=pairwise(scores[name], outcomes),
             params=params[name],
+            ece=calibrations[name].ece if name in calibrations else None,
         )
         for name, choice in choices.items()
     ]
@@ -500,8 +543,11 @@ def evaluate_routing(
 
     smcs_curve = coverage_curve(outcomes, ranked(prior.votes, n_models))
     static_curve = coverage_curve(outcomes, ranked(side.accuracy, n_models))
+    default_curve = coverage_curve(outcomes, scored.orders[scored.default])
+    source_curve = coverage_curve(outcomes, ranked(scores["per-source"], n_models))
     coverage = [
-        CoverageRow(k=k + 1, smcs=float(smcs_curve[k]), best_static=float(static_curve[k]), oracle=float(oracle.mean()))
+        CoverageRow(k=k + 1, smcs=float(smcs_curve[k]), best_static=float(static_curve[k]), oracle=float(oracle.mean()),
+                    default=float(default_curve[k]), per_source=float(source_curve[k]))
         for k in range(n_models)
     ]
     sweep_rows = [
@@ -524,15 +570,32 @@ def evaluate_routing(
         gamma=default[1],
         k=policy.k,
         unknown_rule=UNKNOWN_RULE,
+        default_method=default_method,
+        scorer_fit=scored.origin,
         methods=methods,
         coverage=coverage,
         sweeps=sweep_rows,
         by_source=_by_source(side, choices),
         costs=costs,
         cost_basis=cost_basis,
+        calibration=list(calibrations.values()),
         notes=notes,
         seconds=time.perf_counter() - started,
     )
+
+
+def _scorer_params(fitted: FittedScorer | None) -> dict[str, dict[str, str | int | float]]:
+    """The settings rows of the fitted scorers (none without a fit)."""
+    if fitted is None:
+        return {}
+    params: dict[str, dict[str, str | int | float]] = {
+        "smcs-source": {"classifier": "yes" if fitted.source_classifier is not None else f"k={fitted.source_k}",
+                        "a": fitted.source_smoothing},
+        "smcs-knn": {"k": fitted.knn_k, "alpha": fitted.knn_alpha},
+    }
+    if fitted.head is not None:
+        params["smcs-head"] = {"l2": fitted.head.l2}
+    return params
 
 
 def _tune(
