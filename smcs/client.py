@@ -50,6 +50,13 @@ class BankSummary(msgspec.Struct, frozen=True):
     embedder: str
     created: str
     models: list[ModelSummary]
+    query_text: str = "raw"
+    """the rule questions are put through before embedding (``smcs.core.query_text``)"""
+    scorer: str = ""
+    """the fitted scorer's pick ("": the bank has no fit)"""
+    scorer_stale: bool = False
+    mean_pairwise_cosine: float = 0.0
+    degenerate: bool = False
 
 
 class BankWrite(msgspec.Struct, frozen=True):
@@ -246,6 +253,11 @@ def _bank_summary(response: pb.BankInfoResponse) -> BankSummary:
         embedder=response.embedder,
         created=response.created,
         models=[ModelSummary(m.name, m.accuracy, m.evaluated) for m in response.models],
+        query_text=response.query_text or "raw",
+        scorer=response.scorer,
+        scorer_stale=response.scorer_stale,
+        mean_pairwise_cosine=response.mean_pairwise_cosine,
+        degenerate=response.degenerate,
     )
 
 

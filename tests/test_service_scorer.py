@@ -34,6 +34,9 @@ def test_a_stale_fit_is_refitted_in_the_background_and_swapped_in(tmp_path: Path
     fitted = bank.with_scorer(fit_scorer(bank))
     with running_server(tmp_path / "bank", make_config(refit_scorer_interval_s=0.05)) as server:
         with server.client(retries=0) as client:
+            info = client.bank_info()
+            assert (info.scorer, info.scorer_stale, info.query_text) == (fitted.scorer.default, False, "raw")
+            assert 0.0 < info.mean_pairwise_cosine < 1.0 and not info.degenerate
             write = client.record_outcomes([_flipped(fitted, 0)])
             assert Bank.open(tmp_path / "bank", write.version).scorer_stale
             wait_until(lambda: not Bank.open(tmp_path / "bank").scorer_stale, 120, what="the refitted scorer")

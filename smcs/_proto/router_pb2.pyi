@@ -358,7 +358,7 @@ class ModelSummary(_message.Message):
     def __init__(self, name: _Optional[str] = ..., accuracy: _Optional[float] = ..., evaluated: _Optional[int] = ...) -> None: ...
 
 class BankInfoResponse(_message.Message):
-    __slots__ = ("version", "n_questions", "n_models", "dim", "embedder", "created", "models")
+    __slots__ = ("version", "n_questions", "n_models", "dim", "embedder", "created", "models", "query_text", "scorer", "scorer_stale", "mean_pairwise_cosine", "degenerate")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     N_QUESTIONS_FIELD_NUMBER: _ClassVar[int]
     N_MODELS_FIELD_NUMBER: _ClassVar[int]
@@ -366,6 +366,11 @@ class BankInfoResponse(_message.Message):
     EMBEDDER_FIELD_NUMBER: _ClassVar[int]
     CREATED_FIELD_NUMBER: _ClassVar[int]
     MODELS_FIELD_NUMBER: _ClassVar[int]
+    QUERY_TEXT_FIELD_NUMBER: _ClassVar[int]
+    SCORER_FIELD_NUMBER: _ClassVar[int]
+    SCORER_STALE_FIELD_NUMBER: _ClassVar[int]
+    MEAN_PAIRWISE_COSINE_FIELD_NUMBER: _ClassVar[int]
+    DEGENERATE_FIELD_NUMBER: _ClassVar[int]
     version: str
     n_questions: int
     n_models: int
@@ -373,7 +378,12 @@ class BankInfoResponse(_message.Message):
     embedder: str
     created: str
     models: _containers.RepeatedCompositeFieldContainer[ModelSummary]
-    def __init__(self, version: _Optional[str] = ..., n_questions: _Optional[int] = ..., n_models: _Optional[int] = ..., dim: _Optional[int] = ..., embedder: _Optional[str] = ..., created: _Optional[str] = ..., models: _Optional[_Iterable[_Union[ModelSummary, _Mapping]]] = ...) -> None: ...
+    query_text: str
+    scorer: str
+    scorer_stale: bool
+    mean_pairwise_cosine: float
+    degenerate: bool
+    def __init__(self, version: _Optional[str] = ..., n_questions: _Optional[int] = ..., n_models: _Optional[int] = ..., dim: _Optional[int] = ..., embedder: _Optional[str] = ..., created: _Optional[str] = ..., models: _Optional[_Iterable[_Union[ModelSummary, _Mapping]]] = ..., query_text: _Optional[str] = ..., scorer: _Optional[str] = ..., scorer_stale: _Optional[bool] = ..., mean_pairwise_cosine: _Optional[float] = ..., degenerate: _Optional[bool] = ...) -> None: ...
 
 class NewQuestion(_message.Message):
     __slots__ = ("id", "text", "source", "label", "embedding", "outcomes")

@@ -343,6 +343,11 @@ def _bank_info(snapshot: Snapshot) -> pb.BankInfoResponse:
             pb.ModelSummary(name=name, accuracy=float(acc), evaluated=int(count))
             for name, acc, count in zip(bank.model_names, snapshot.router.accuracy, snapshot.router.evaluated)
         ],
+        query_text=bank.manifest.embedder.query_text,
+        scorer=bank.manifest.scorer or "",
+        scorer_stale=bank.scorer_stale,
+        mean_pairwise_cosine=snapshot.distinctness.mean_pairwise_cosine,
+        degenerate=snapshot.distinctness.degenerate,
     )
 
 
