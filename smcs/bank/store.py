@@ -657,12 +657,7 @@ def _undo_commit(root: Path, scratch: Path, name: str) -> None:
 
 def _read_manifest(path: Path) -> Manifest:
     """Decode and sanity-check ``manifest.json``; ``BankFormatError`` naming it on any fault."""
-    try:
-        manifest = _MANIFEST_DECODER.decode(path.read_bytes())
-    except FileNotFoundError:
-        raise BankFormatError(f"{path} is missing") from None
-    except (OSError, msgspec.DecodeError) as e:
-        raise BankFormatError(f"{path} is not a valid manifest: {e}") from None
+    manifest: Manifest = _decoded(path, _MANIFEST_DECODER, "manifest")
     if manifest.schema_version != SCHEMA_VERSION:
         raise BankFormatError(f"{path} has schema_version {manifest.schema_version}; this code reads {SCHEMA_VERSION}")
     expected = sorted(DATA_FILES + (ivf.FILES if manifest.index is not None else ()) + ((SCORER,) if manifest.scorer is not None else ()))
@@ -676,15 +671,21 @@ def _read_scorer(vdir: Path, manifest: Manifest) -> FittedScorer | None:
     if manifest.scorer is None:
         return None
     path = vdir / SCORER
-    try:
-        fitted = _SCORER_DECODER.decode(path.read_bytes())
-    except FileNotFoundError:
-        raise BankFormatError(f"{path} is missing") from None
-    except (OSError, msgspec.DecodeError) as e:
-        raise BankFormatError(f"{path} is not a valid fitted scorer: {e}") from None
+    fitted: FittedScorer = _decoded(path, _SCORER_DECODER, "fitted scorer")
     if fitted.default != manifest.scorer:
         raise BankFormatError(f"{path} picks scorer {fitted.default!r} but the manifest records {manifest.scorer!r}")
     return fitted
+
+
+def _decoded(path: Path, decoder: msgspec.json.Decoder[Any], what: str) -> Any:
+    """The JSON file ``path`` decoded (and validated) by ``decoder``; ``BankFormatError`` naming the file,
+    as ``what``, when it is missing or invalid."""
+    try:
+        return decoder.decode(path.read_bytes())
+    except FileNotFoundError:
+        raise BankFormatError(f"{path} is missing") from None
+    except (OSError, msgspec.DecodeError) as e:
+        raise BankFormatError(f"{path} is not a valid {what}: {e}") from None
 
 
 def _read_models(path: Path, n_models: int) -> tuple[ModelInfo, ...]:
