@@ -11,7 +11,9 @@ competitor uses: ``floor`` or ``floor-1thread``). The last columns are smcs's sp
 faiss (their median over smcs's). The second table shows the thread-pool interference runs: smcs timed
 right after a numpy (OpenBLAS) or faiss (its own libgomp) call, against smcs alone. The interleaved table
 (``test_route_paired.py``) calls the competitors in turn and takes each round's ratio before the median,
-the numbers to trust on a machine whose speed drifts between competitors' runs.
+the numbers to trust on a machine whose speed drifts between competitors' runs. The route-scoring table
+(``test_route_scoring.py``) does the same for ``Router.route`` under each scorer of a fitted bank: each
+scorer's median over the ``vote`` scorer's is what scoring adds to a route.
 
 For a smoke test without timing, ``pytest benchmarks --benchmark-disable -q`` runs every body once.
 Only the standard library is needed, so the report runs anywhere the JSON is.
@@ -299,6 +301,37 @@ def batch_table(path: Path) -> list[str]:
     return lines
 
 
+def scoring_table(path: Path) -> list[str]:
+    """Markdown lines for ``test_route_scoring.py``: per bank size, the fit's wall time, the interleaved
+    median route under each scorer (and without a fit), and the median per-round ratios (vote over the
+    unfitted route, each scorer over vote: what scoring adds to a route)."""
+    rows = [
+        bench["extra_info"]
+        for bench in json.loads(path.read_text()).get("benchmarks", [])
+        if bench.get("extra_info", {}).get("scoring")
+    ]
+    if not rows:
+        return []
+    names = _ordered_unique(name for info in rows for name in info["medians_s"])
+    ratios = _ordered_unique(key for info in rows for key in info["ratios"])
+    lines = [
+        "### Route scoring (Router.route per scorer on a fitted bank, interleaved; medians, then the median of each "
+        "round's ratio and, in parentheses, of its difference)",
+        "",
+        "| N | d | R | |I| | fit | rounds | " + " | ".join(names) + " | " + " | ".join(r.replace("/", " ÷ ") for r in ratios) + " |",
+        "|" + "---|" * (len(names) + len(ratios) + 6),
+    ]
+    for info in sorted(rows, key=lambda i: (i["n"], i["d"])):
+        cells = [size_label(info["n"]), str(info["d"]), str(info["models"]), str(info["support"]), fmt_time(info["fit_s"]), str(info["rounds"])]
+        cells += [fmt_time(info["medians_s"][name]) if name in info["medians_s"] else "–" for name in names]
+        for r in ratios:
+            cell = fmt_ratio(math.nan if info["ratios"].get(r) is None else info["ratios"][r])
+            added = info.get("added_s", {}).get(r)
+            cells.append(cell if added is None else f"{cell} ({'+' if added >= 0 else '−'}{fmt_time(abs(added))})")
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     """Print the markdown report of the JSON file named on the command line."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -306,7 +339,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     results, machine_info = load(args.json)
     sections = [render(results, machine_info)] if results else []
-    sections += ["\n".join(table) for table in (paired_table(args.json), batch_table(args.json), service_table(args.json), answer_table(args.json)) if table]
+    sections += ["\n".join(table) for table in (paired_table(args.json), scoring_table(args.json), batch_table(args.json), service_table(args.json), answer_table(args.json)) if table]
     print("\n\n".join(sections) or "No benchmarks in this file (was it run with --benchmark-disable?).")
     return 0
 

@@ -36,8 +36,10 @@ so no held-out outcome reaches a feature or the model. Then:
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from threadpoolctl import threadpool_limits
@@ -69,10 +71,11 @@ L2_GRID = (1e-3, 1e-2, 1e-1)
 OUT_OF_BANK_QUANTILE = 0.005
 COVER_DEPTH = 15
 """Models kept per cover order (the largest K a cover order serves; past it, referencers follow p)."""
-DEFAULT_SAMPLE = 20_000
+DEFAULT_SAMPLE = 10_000
 DEFAULT_FOLDS = 5
 ECE_BINS = 10
-_BLOCK_ELEMENTS = 1 << 24
+_BLOCK_ELEMENTS = 1 << 23
+"""Queries per block × bank rows: each block's similarities take 32 MiB (float32), one block per core."""
 _GD_STEPS = 200
 
 FitProgress = Callable[[str], None]
@@ -177,37 +180,45 @@ def batch_evidence(
     exclude: np.ndarray | None = None,
 ) -> Evidence:
     """The ``Evidence`` of Q unit ``queries``: each one's ``k`` nearest bank rows and its Eq (4) votes over
-    the support set of Eq (3) (float64 sums of float32 similarities, so votes may differ from the kernel's in
-    the last bits). ``exclude`` (Q bank rows): query q never retrieves row ``exclude[q]`` (leave-one-out; N_base
-    and k then clamp to N − 1)."""
+    the support set of Eq (3) (float32 similarities and sums, so votes may differ from the kernel's in the
+    last bits). ``exclude`` (Q bank rows): query q never retrieves row ``exclude[q]`` (leave-one-out; N_base
+    and k then clamp to N − 1). Blocks of queries run on every core, each with one BLAS thread."""
     e = np.asarray(embeddings, dtype=np.float32)
     cap = np.asarray(capability)
     queries = np.asarray(queries, dtype=np.float32)
     n = e.shape[0] - (0 if exclude is None else 1)
     k, n_base = min(k, n), min(n_base, n)
-    indicators = np.concatenate([cap == 1, cap >= 0]).T.astype(np.float64)  # N × 2R
+    depth = max(k, n_base)
+    indicators = np.ascontiguousarray(np.concatenate([cap == 1, cap >= 0]).T, dtype=np.float32)  # N × 2R
     n_models, q_total = cap.shape[0], queries.shape[0]
     neighbours = np.empty((q_total, k), dtype=np.int64)
     similarities = np.empty((q_total, k))
-    votes = np.empty((q_total, n_models))
-    known = np.empty((q_total, n_models))
+    sums = np.empty((q_total, 2 * n_models))
     step = max(1, _BLOCK_ELEMENTS // max(e.shape[0], 1))
-    for start in range(0, q_total, step):
+
+    def block(start: int) -> None:
         stop = min(start + step, q_total)
-        sims = np.maximum(queries[start:stop] @ e.T, np.float32(0.0)).astype(np.float64)
+        sims = queries[start:stop] @ e.T
+        np.maximum(sims, np.float32(0.0), out=sims)
         if exclude is not None:
             sims[np.arange(stop - start), exclude[start:stop]] = -np.inf
-        nearest = np.argpartition(-sims, k - 1, axis=1)[:, :k]
-        near_sims = np.take_along_axis(sims, nearest, axis=1)
-        order = np.lexsort((nearest, -near_sims), axis=1)
-        neighbours[start:stop] = np.take_along_axis(nearest, order, axis=1)
-        similarities[start:stop] = np.take_along_axis(near_sims, order, axis=1)
-        kth = -np.partition(-sims, n_base - 1, axis=1)[:, n_base - 1]
-        weights = np.where(sims >= gamma * kth[:, None], sims, 0.0)
-        sums = weights @ indicators
-        votes[start:stop] = sums[:, :n_models]
-        known[start:stop] = sums[:, n_models:]
-    return Evidence(queries, neighbours, similarities, votes, known)
+        top = np.argpartition(sims, e.shape[0] - depth, axis=1)[:, e.shape[0] - depth :]  # the depth largest
+        top_sims = np.take_along_axis(sims, top, axis=1)
+        order = np.lexsort((top, -top_sims), axis=1)
+        top, top_sims = np.take_along_axis(top, order, axis=1), np.take_along_axis(top_sims, order, axis=1)
+        neighbours[start:stop], similarities[start:stop] = top[:, :k], top_sims[:, :k]
+        threshold = np.float32(gamma) * top_sims[:, n_base - 1]
+        sims[sims < threshold[:, None]] = 0.0
+        sums[start:stop] = sims @ indicators
+
+    with threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(_threads()) as pool:
+        list(pool.map(block, range(0, q_total, step)))
+    return Evidence(queries, neighbours, similarities, sums[:, :n_models], sums[:, n_models:])
+
+
+def _threads() -> int:
+    """The cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def cover_orders(capability: np.ndarray, row_source: np.ndarray, n_sources: int, depth: int) -> list[list[list[int]]]:

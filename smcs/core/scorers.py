@@ -25,6 +25,8 @@ than the fit's threshold, p_r = acc_r for every scorer and the decision says ``o
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from typing import NamedTuple
 
@@ -152,7 +154,30 @@ def head_features(evidence: Evidence, knn: np.ndarray, source: np.ndarray) -> np
 
 def linear(features: np.ndarray, head: Head) -> np.ndarray:
     """Q × J: the head's logits weights·x + bias of each row of ``features``."""
-    return np.asarray(features, dtype=np.float64) @ np.asarray(head.weights).T + np.asarray(head.bias)
+    weights_t, bias = _head_arrays(head)
+    return np.asarray(features, dtype=np.float64) @ weights_t + bias
+
+
+_HEAD_ARRAYS: OrderedDict[int, tuple[Head, np.ndarray, np.ndarray]] = OrderedDict()
+_HEAD_ARRAYS_KEPT = 16
+_HEAD_ARRAYS_LOCK = threading.Lock()
+
+
+def _head_arrays(head: Head) -> tuple[np.ndarray, np.ndarray]:
+    """(F × J weights, J biases) of ``head`` as arrays, converted from its lists once per head object (the
+    most recent ``_HEAD_ARRAYS_KEPT`` heads are kept): converting a 15 × 414 head on every route cost more
+    than the rest of the scoring."""
+    with _HEAD_ARRAYS_LOCK:
+        cached = _HEAD_ARRAYS.get(id(head))
+        if cached is not None and cached[0] is head:
+            _HEAD_ARRAYS.move_to_end(id(head))
+            return cached[1], cached[2]
+        weights_t = np.ascontiguousarray(np.asarray(head.weights, dtype=np.float64).T)
+        bias = np.asarray(head.bias, dtype=np.float64)
+        _HEAD_ARRAYS[id(head)] = (head, weights_t, bias)
+        if len(_HEAD_ARRAYS) > _HEAD_ARRAYS_KEPT:
+            _HEAD_ARRAYS.popitem(last=False)
+        return weights_t, bias
 
 
 def raw_probabilities(evidence: Evidence, stats: BankStats, fitted: FittedScorer, scorer: str) -> np.ndarray:
