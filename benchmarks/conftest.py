@@ -26,6 +26,10 @@ from bench_data import (
     set_threads,
 )
 
+from smcs.kernels import configure_threads
+
+configure_threads()  # the threading every smcs program uses, before the first parallel kernel
+
 _THREAD_INFO: dict[str, str] = {}
 _CPU_AT_START: tuple[int, int, float] | None = None
 

@@ -34,7 +34,8 @@ import pytest
 from smcs import Bank, Policy, Router
 from smcs.backends import OpenAIModelConfig
 from smcs.bank import EmbedderInfo
-from smcs.dispatch import ModelPool, answer_models, answer_steps, drive
+from smcs.backends.pool import ModelPool
+from smcs.runtime.dispatch import answer_models, answer_steps, drive
 from smcs.embed import OnnxEmbedder, as_async
 from smcs.synthetic import create_clustered_bank, queries_near
 

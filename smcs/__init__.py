@@ -9,8 +9,23 @@
         decision = client.route(embedding=embedding, seed=123)
 """
 
-from .bank import Bank
-from .client import AsyncClient, Client
-from .core import Policy, RouteCall, RouteDecision, Router
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["AsyncClient", "Bank", "Client", "Policy", "RouteCall", "RouteDecision", "Router"]
+from .bank import Bank
+from .core import Policy, RouteCall, RouteDecision, Router
+from .errors import SmcsError
+
+if TYPE_CHECKING:
+    from .client import AsyncClient, Client
+
+__all__ = ["AsyncClient", "Bank", "Client", "Policy", "RouteCall", "RouteDecision", "Router", "SmcsError"]
+
+
+def __getattr__(name: str) -> Any:
+    """``Client`` and ``AsyncClient`` (and with them grpc) are imported on first use, so that the in-process
+    router loads neither grpc nor aiohttp."""
+    if name in ("Client", "AsyncClient"):
+        from . import client
+
+        return getattr(client, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

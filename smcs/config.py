@@ -26,6 +26,7 @@ from pathlib import Path
 
 import msgspec
 
+from .errors import SmcsError
 from .backends import ModelConfig
 from .core import Policy
 from .core.pipeline import Stage
@@ -35,7 +36,7 @@ QUERY_TOKENS_ENV = "SMCS_QUERY_TOKENS"
 ADMIN_TOKENS_ENV = "SMCS_ADMIN_TOKENS"
 
 
-class ConfigError(ValueError):
+class ConfigError(SmcsError, ValueError):
     """The configuration file is missing, is not TOML, or does not match the schema; the message names the key."""
 
 

@@ -15,6 +15,7 @@ from smcs import Policy, Router
 from smcs.bank import Bank, BankError, BankFormatError, FittedScorer, ModelInfo, Question, ivf
 from smcs.core.fit import fit_scorer
 from smcs.synthetic import clustered_bank
+from support.banks import clustered_test_bank
 
 N, DIM, MODELS = 240, 16, 4
 SCORER = "scorer.json"
@@ -22,14 +23,7 @@ SCORER = "scorer.json"
 
 def create(path) -> Bank:
     """The same bank (byte for byte) wherever it is created."""
-    embeddings, capability, topics = clustered_bank(N, DIM, MODELS, seed=7)
-    return Bank.create(
-        path,
-        embeddings=embeddings,
-        capability=capability,
-        questions=[Question(id=f"q{i}", text=f"question {i}", source=f"t{t}") for i, t in enumerate(topics)],
-        models=[ModelInfo(name=f"m{r}") for r in range(MODELS)],
-    )
+    return clustered_test_bank(path, N, DIM, MODELS, seed=7)
 
 
 @pytest.fixture(scope="module")

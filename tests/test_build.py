@@ -23,11 +23,11 @@ from fault_server import FaultServer, Reply
 
 from smcs.backends import OpenAIModelConfig
 from smcs.bank import Bank, EmbedderInfo, ModelInfo
-from smcs.build import BuildQuestion, Journal, JournalEntry, JournalMismatch, build_bank, question_prompt, read_questions
-from smcs.build.journal import OUTCOMES
-from smcs.build.run import call_seed
-from smcs.cli import main
-from smcs.dispatch import ModelPool
+from smcs.ingest.builder import BuildQuestion, Journal, JournalEntry, JournalMismatch, build_bank, question_prompt, read_questions
+from smcs.ingest.builder.journal import OUTCOMES
+from smcs.ingest.builder.run import call_seed
+from smcs.cli.main import main
+from smcs.backends.pool import ModelPool
 
 # question text -> (the right answer, a wrong one), as a model would write them
 KNOWN = {

@@ -13,8 +13,8 @@ import pytest
 
 from smcs import bundled
 from smcs.bank import Bank
-from smcs.build import read_questions
-from smcs.cli import main
+from smcs.ingest.builder import read_questions
+from smcs.cli.main import main
 from smcs.config import load_config
 
 

@@ -1,4 +1,4 @@
-r"""The answer checkers (smcs.bank.checkers): extraction from real-looking responses, equivalence, and the
+r"""The answer checkers (smcs.grading.checkers): extraction from real-looking responses, equivalence, and the
 code sandbox (limits, blocked network and processes, no writes outside its directory, clean-up)."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from smcs.bank.checkers import (
+from smcs.grading.checkers import (
     CheckResult,
     check_answer,
     extract_boxed,

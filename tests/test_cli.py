@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from smcs import Bank, Policy, Router
-from smcs.cli import main
+from smcs.cli.main import main
 from smcs.synthetic import queries_near
 
 

@@ -17,7 +17,7 @@ from test_strategies import write_config
 
 from smcs.core.messages import Completion
 from smcs.core.pipeline import CallFailed, CallModels, Emit
-from smcs.data.cli import add_data_parser
+from smcs.cli.data import add_data_parser
 from smcs.data.jobs import RecordLog, read_instructions, skipped_path
 from smcs.data.preference import PairJudgement, PreferenceOutcome, judge_pair, preference_steps
 from smcs.data.prompts import CRITERIA, DEFAULT_CRITERIA, parse_criteria, parse_verdict

@@ -20,8 +20,8 @@ from smcs.bank.distinctness import (
     bank_distinctness,
     measure,
 )
-from smcs.cli import main
-from smcs.import_cli import add_import_parser, run_import
+from smcs.cli.main import main
+from smcs.cli.ingest import add_import_parser, run_import
 
 
 def unit_rows(rows: np.ndarray) -> np.ndarray:

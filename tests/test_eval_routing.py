@@ -14,7 +14,7 @@ from smcs import kernels
 from smcs.bank import Bank, EmbedderInfo, ModelInfo, Question
 from smcs.core import Policy
 from smcs.eval import RoutingReport, evaluate_routing, format_report
-from smcs.cli import main
+from smcs.cli.main import main
 from smcs.eval.routing import scan
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -319,7 +319,7 @@ def test_matplotlib_is_imported_only_for_a_plot(specialists):
     bank, queries = specialists
     code = (
         "import sys\n"
-        "from smcs.cli import main\n"
+        "from smcs.cli.main import main\n"
         f"assert main(['eval', 'route', {str(bank.path)!r}, '--queries', {str(queries.path)!r}, '--no-tune', '--json']) == 0\n"
         "assert 'matplotlib' not in sys.modules, 'matplotlib was imported'\n"
     )
@@ -328,7 +328,7 @@ def test_matplotlib_is_imported_only_for_a_plot(specialists):
 
 
 def test_cli_imports_format_paths(tmp_path, capsys):
-    pytest.importorskip("smcs.bank.importers")
+    pytest.importorskip("smcs.ingest.importers")
     pytest.importorskip("onnxruntime")
     topics = ["the capital city of a country", "adding two whole numbers", "the boiling point of water"]
     def write(name, n):

@@ -42,7 +42,7 @@ from smcs.config import Config, ConfigError, load_config
 from smcs.core.prompts import TASKS
 from smcs.kernels import perplexity as kernel_perplexity
 from smcs.service import start_server
-from smcs.service.convert import MAX_CANDIDATES, MAX_SUBSETS
+from smcs.wire.convert import MAX_CANDIDATES, MAX_SUBSETS
 from smcs.strategies import STRATEGIES
 from smcs.synthetic import create_clustered_bank
 

@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 
 from smcs.bank import Bank, BankError, EmbedderInfo
-from smcs.bank.importers import FORMATS, ImportedBank, import_bank, read_import, read_imports, summary
+from smcs.ingest.importers import FORMATS, ImportedBank, import_bank, read_import, read_imports, summary
 from smcs.core.query_text import query_text
-from smcs.import_cli import add_import_parser, progress_callback, run_import
+from smcs.cli.ingest import add_import_parser, progress_callback, run_import
 
 ROUTERDC = Path(__file__).resolve().parents[2] / "shared" / "data" / "routerdc-split2-model7"
 

@@ -10,7 +10,7 @@ import pytest
 
 from smcs import Bank, Policy, Router
 from smcs.bank import BankError, BankFormatError, ModelInfo, Question, ivf
-from smcs.cli import main
+from smcs.cli.main import main
 from smcs.core.router import route_ivf
 from smcs.kernels import reference
 from smcs.synthetic import clustered_bank, queries_near

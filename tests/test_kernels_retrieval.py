@@ -494,17 +494,21 @@ def test_prior_vote_rejects_1d_capability():
 
 
 def test_openmp_workers_sleep_between_kernels_unless_the_user_says_otherwise():
-    """smcs.kernels sets OMP_WAIT_POLICY=PASSIVE before the OpenMP runtime starts, keeping a choice made
-    in the environment."""
+    """Importing smcs.kernels leaves the environment alone; configure_threads (which Router, serve and the
+    CLI call before the first parallel kernel) sets OMP_WAIT_POLICY=PASSIVE, keeping a choice made in the
+    environment."""
     import os
     import subprocess
     import sys
 
-    code = "import os, smcs.kernels; print(os.environ['OMP_WAIT_POLICY'])"
+    code = (
+        "import os, smcs.kernels; before = os.environ.get('OMP_WAIT_POLICY'); "
+        "smcs.kernels.configure_threads(); print(before, os.environ['OMP_WAIT_POLICY'])"
+    )
     env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
     default = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     chosen = subprocess.run([sys.executable, "-c", code], env={**env, "OMP_WAIT_POLICY": "ACTIVE"}, capture_output=True, text=True, check=True)
-    assert (default.stdout.strip(), chosen.stdout.strip()) == ("PASSIVE", "ACTIVE")
+    assert (default.stdout.strip(), chosen.stdout.strip()) == ("None PASSIVE", "ACTIVE ACTIVE")
 
 
 def test_support_set_orders_negative_zero_as_zero_by_row():

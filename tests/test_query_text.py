@@ -12,7 +12,7 @@ from service_harness import make_config, running_server
 
 from smcs import Bank, Policy, Router
 from smcs.bank import EmbedderInfo, ModelInfo, Question
-from smcs.cli import main
+from smcs.cli.main import main
 from smcs.core.messages import ChatMessage
 from smcs.core.query_text import DEFAULT_QUERY_TEXT_RULE, RULES, last_user_message, query_text, query_texts
 from smcs.embed import OnnxEmbedder, check_compatible

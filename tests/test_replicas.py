@@ -37,7 +37,7 @@ from service_harness import (
 )
 from smcs import Bank, Router
 from smcs.bank import ModelInfo, Question
-from smcs.cli import main
+from smcs.cli.main import main
 from smcs.client import Client, NewQuestion, _channel_options, channel_target
 from test_service import assert_same_decision
 from test_service_metrics import free_port, requests, scrape

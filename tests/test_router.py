@@ -10,17 +10,11 @@ from smcs import Bank, Policy, RouteCall, RouteDecision, Router
 from smcs.bank import ModelInfo, Question
 from smcs.kernels import reference
 from smcs.synthetic import clustered_bank, queries_near
+from support.banks import clustered_test_bank
 
 
 def _make_bank(path, n=600, dim=32, n_models=9, seed=0) -> Bank:
-    embeddings, capability, topics = clustered_bank(n, dim, n_models, seed=seed)
-    return Bank.create(
-        path,
-        embeddings=embeddings,
-        capability=capability,
-        questions=[Question(id=f"q{i}", text=f"question {i}", source=f"t{t}") for i, t in enumerate(topics)],
-        models=[ModelInfo(name=f"m{r}") for r in range(n_models)],
-    )
+    return clustered_test_bank(path, n, dim, n_models, seed)
 
 
 @pytest.fixture(scope="module")

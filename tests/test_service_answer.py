@@ -22,7 +22,7 @@ from smcs import Bank, Policy
 from smcs._proto import router_pb2 as pb
 from smcs.backends import OpenAIModelConfig
 from smcs.bank import ModelInfo, Question
-from smcs.cli import main
+from smcs.cli.main import main
 from smcs.core.pipeline import AggregationEvidence, AnswerResult, ReferenceEvidence, Routed
 from smcs.embed import EmbedderConfig, OnnxEmbedder
 

@@ -28,7 +28,7 @@ from smcs._proto import router_pb2 as pb
 from smcs.client import AsyncClient
 from smcs.core import router as router_module
 from smcs.service import servicer as servicer_module
-from smcs.service.convert import decision_from_response
+from smcs.wire.convert import decision_from_response
 
 PATIENCE_S = 60.0
 """Bound on every wait: generous, as the suite may run on a loaded 2-core machine. Nothing waits this long

@@ -12,7 +12,7 @@ from service_harness import make_bank, make_config, running_server
 
 from smcs import Bank, Policy, Router
 from smcs.bank import EmbedderInfo, ModelInfo, Question
-from smcs.cli import main
+from smcs.cli.main import main
 from smcs.embed import EmbedderConfig, OnnxEmbedder
 from smcs.service import start_server
 

@@ -21,12 +21,12 @@ import pytest
 from fault_server import FaultServer, Reply
 from test_pipeline import ScriptedHost as PipelineHost
 from smcs.bank import Bank, EmbedderInfo, ModelInfo, Question
-from smcs.cli import main
+from smcs.cli.main import main
 from smcs.core import Policy, Router
 from smcs.core.messages import ChatMessage, Completion
 from smcs.core.pipeline import AnswerResult, CallFailed, CallModels, Emit, ModelCall
 from smcs.core.prompts import AGGREGATOR_PROMPT, TASK_SYSTEM_PROMPTS, question_messages
-from smcs.dispatch import answer_steps
+from smcs.runtime.dispatch import answer_steps
 from smcs.strategies import (
     STRATEGIES,
     StrategyCall,

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from smcs import bundled
-from smcs.cli import main
+from smcs.cli.main import main
 from smcs.strategies import STRATEGIES
 
 MEMBERS = ("smollm2@t0.2", "smollm2@t0.9")

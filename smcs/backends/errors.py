@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import ClassVar, Literal
 
+from smcs.errors import SmcsError
+
 ErrorKind = Literal[
     "setup",
     "connection",
@@ -23,7 +25,7 @@ ErrorKind = Literal[
 ]
 
 
-class BackendError(Exception):
+class BackendError(SmcsError):
     """A model could not answer; ``kind`` says why, ``model`` is its name, ``url`` the endpoint (None if local)."""
 
     kind: ClassVar[ErrorKind]

@@ -49,6 +49,7 @@ from typing import Any
 import msgspec
 import numpy as np
 
+from ..errors import SmcsError
 from . import atomic, ivf
 from .schema import SCHEMA_VERSION, EmbedderInfo, FittedScorer, IndexInfo, Manifest, ModelInfo, Question
 
@@ -87,11 +88,11 @@ Fill = Callable[[atomic.HashingWriter], None]
 """Writes the bytes of one file of a new version."""
 
 
-class BankError(ValueError):
+class BankError(SmcsError, ValueError):
     """Bad input to a bank operation; the message names the offending field."""
 
 
-class BankFormatError(Exception):
+class BankFormatError(SmcsError):
     """The directory is not a valid bank (missing, truncated or mismatched file); the message names the file."""
 
 

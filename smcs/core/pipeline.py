@@ -43,6 +43,7 @@ from typing import Literal
 import msgspec
 import numpy as np
 
+from ..errors import SmcsError
 from .. import kernels
 from .decision import RouteDecision
 from .messages import ChatMessage, Completion
@@ -191,7 +192,7 @@ CallResult = Completion | CallFailed
 Event = Routed | ReferenceEvidence | AggregationEvidence | AnswerResult
 
 
-class QuorumNotMet(RuntimeError):
+class QuorumNotMet(SmcsError, RuntimeError):
     """Fewer referencers answered than the policy's quorum; ``references`` holds every one's evidence."""
 
     def __init__(self, message: str, references: list[ReferenceEvidence]) -> None:

@@ -61,6 +61,7 @@ class Router:
     """
 
     def __init__(self, bank: Bank, policy: Policy | None = None) -> None:
+        kernels.configure_threads()  # before the warm-up's first parallel kernel
         self._bank = bank
         self._policy = policy if policy is not None else Policy()
         self._fitted = usable_fit(bank)

@@ -7,7 +7,7 @@
 - ``opinions`` (``smcs.data.opinions``): Mixture-of-Opinions records (seed 000).
 
 Every job reads an instructions file and appends to a resumable output (``smcs.data.jobs``);
-``smcs.data.cli.add_data_parser`` registers the commands.
+``smcs.cli.data.add_data_parser`` registers the commands.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Running a strategy (or any step generator) for the ``smcs data`` jobs on a ``smcs.host.StrategyHost``:
+"""Running a strategy (or any step generator) for the ``smcs data`` jobs on a ``smcs.runtime.host.StrategyHost``:
 the last result of the steps, with every-call-failed turned into the job's ``ItemFailed``."""
 
 from __future__ import annotations
@@ -10,9 +10,10 @@ import msgspec
 
 from ..core.pipeline import AnswerResult, QuorumNotMet, Stage, Step
 from ..core.prompts import Task
-from ..dispatch import ModelPool, run_steps
+from smcs.backends.pool import ModelPool
+from smcs.runtime.dispatch import run_steps
 from ..embed import AsyncEmbedder
-from ..host import StrategyHost
+from smcs.runtime.host import StrategyHost
 from ..strategies import StrategyResult, StrategySpec
 from .jobs import ItemFailed
 

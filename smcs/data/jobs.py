@@ -27,6 +27,7 @@ from typing import Annotated, Any, TextIO
 
 import msgspec
 
+from ..errors import SmcsError
 from ..jsonl import decode_lines
 from ..progress import Progress
 
@@ -126,7 +127,7 @@ class RecordLog:
             self._fd = -1
 
 
-class ItemFailed(Exception):
+class ItemFailed(SmcsError):
     """The work on one instruction failed in a way a rerun may not repeat (model calls failed)."""
 
 

@@ -1,6 +1,6 @@
 """``smcs data preference``: DPO pairs labelled by MoA as a pairwise reward model (MoAA, seed 003, §3.2).
 
-Per instruction (a sans-I/O step generator, ``preference_steps``, hosted by ``smcs.dispatch.run_steps``):
+Per instruction (a sans-I/O step generator, ``preference_steps``, hosted by ``smcs.runtime.dispatch.run_steps``):
 
 1. *Samples* (§3.2.1): the policy model answers the bare instruction ``samples`` times with distinct
    seeds (at its configured temperature). Failed calls are left out; identical texts count once.

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 from typing import ClassVar, Literal
 
+from smcs.errors import SmcsError
+
 ErrorKind = Literal[
     "setup", "connection", "timeout", "rate_limited", "auth", "bad_request", "server_error", "malformed_response"
 ]
 
 
-class EmbedderError(Exception):
+class EmbedderError(SmcsError):
     """An embedder could not produce vectors; ``kind`` says why, ``url`` is the endpoint (None if local)."""
 
     kind: ClassVar[ErrorKind]

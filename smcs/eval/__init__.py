@@ -5,7 +5,7 @@
     print(format_report(report))
 
 ``smcs.eval.routing`` holds the metrics (numpy and ``smcs.kernels`` only), ``smcs.eval.report`` the
-table and the plot (matplotlib, imported only by ``write_plot``), ``smcs.eval.cli`` the command.
+table and the plot (matplotlib, imported only by ``write_plot``), ``smcs.cli.eval`` the command.
 """
 
 from .report import format_report, write_plot

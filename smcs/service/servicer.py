@@ -19,11 +19,12 @@ from ..config import AnswerConfig, ServerConfig
 from ..core.pipeline import QuorumNotMet, perplexities
 from ..core.prompts import check_task
 from ..core.query_text import query_texts
-from ..dispatch import ModelPool, NoModelsConfigured, answer_models, answer_steps, run_steps
+from smcs.backends.pool import ModelPool
+from smcs.runtime.dispatch import NoModelsConfigured, answer_models, answer_steps, run_steps
 from ..embed import EmbedderError, EmbedderTimeout
 from ..strategies import StrategyError, get_strategy, parse_params
-from . import convert
-from .convert import RequestError, invalid
+from smcs.wire import convert
+from smcs.wire.convert import RequestError, invalid
 from .batching import RouteBatcher
 from .metrics import Metrics
 from .state import ServiceState, Snapshot

@@ -1,7 +1,7 @@
 """The baselines beside SMCS as sans-I/O step machines, and SMCS itself, under one interface.
 
 A strategy is a generator function ``(ctx: StrategyContext, params) -> Generator[Step, object, result]``
-speaking the step protocol of ``smcs.core.pipeline``, so ``smcs.dispatch.run_steps`` hosts any of them
+speaking the step protocol of ``smcs.core.pipeline``, so ``smcs.runtime.dispatch.run_steps`` hosts any of them
 (``smcs ask --strategy NAME``). ``STRATEGIES`` names them; ``parse_params`` turns ``--option key=value``
 pairs into a strategy's parameters, with errors naming the option; ``base`` has the shared types and
 each family's module says what it implements from which paper.

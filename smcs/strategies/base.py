@@ -2,7 +2,7 @@
 
 A strategy is a generator function ``(ctx: StrategyContext, params) -> Generator[Step, object,
 StrategyResult]`` speaking the step protocol of ``smcs.core.pipeline`` (``Emit``, ``CallModels``,
-``EmbedTexts``), so ``smcs.dispatch.run_steps`` hosts it unchanged and a scripted host replays it exactly.
+``EmbedTexts``), so ``smcs.runtime.dispatch.run_steps`` hosts it unchanged and a scripted host replays it exactly.
 Its events, in order:
 
 - ``StrategyPlan`` (first): who will be called, why (their prior votes, accuracy or skill scores), and
@@ -37,6 +37,7 @@ from typing import Any, Literal
 import msgspec
 import numpy as np
 
+from ..errors import SmcsError
 from ..core.decision import RouteDecision
 from ..core.messages import ChatMessage
 from ..core.pipeline import CallEvidence, CallModels, Emit, ModelCall, QuorumNotMet, Stage, Step
@@ -49,7 +50,7 @@ Role = Literal["proposer", "aggregator", "sample", "voter", "expert", "answerer"
 ScoreKind = Literal["prior", "accuracy", "skill", ""]
 
 
-class StrategyError(ValueError):
+class StrategyError(SmcsError, ValueError):
     """A strategy cannot run as asked (a model that is not usable, a missing option, no router)."""
 
 

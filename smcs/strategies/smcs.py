@@ -1,7 +1,7 @@
 """``smcs``: the SMCS pipeline itself (RPS + EPE, ``smcs.core.pipeline``), unchanged, as a strategy.
 
 It routes the question with the context's policy over the usable models, then runs ``smcs_pipeline``
-along that decision with the fallback aggregator ``smcs.dispatch.answer_steps`` would pick (the most
+along that decision with the fallback aggregator ``smcs.runtime.dispatch.answer_steps`` would pick (the most
 accurate other usable model, when the context allows one): the same steps, events and ``AnswerResult``
 as ``smcs ask`` without a strategy.
 """

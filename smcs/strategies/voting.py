@@ -1,6 +1,6 @@
 """Voting: majority vote over models, and self-consistency over one model's samples.
 
-Each response's answer is extracted as the bank's checkers extract it (``smcs.bank.checkers``):
+Each response's answer is extracted as the bank's checkers extract it (``smcs.grading.checkers``):
 ``multiple_choice`` → ``extract_choice`` (the letter), ``math`` → ``extract_boxed`` and ``numeric`` →
 ``extract_number`` (two answers agree when ``math_equivalent``: equal after ``normalise_math``, or equal
 numbers within a relative 1e-6), ``code``, ``exact`` and ``instruction`` → the last non-empty line,
@@ -23,7 +23,7 @@ from typing import Annotated
 
 import msgspec
 
-from ..bank.checkers import extract_boxed, extract_choice, extract_number, math_equivalent
+from smcs.grading.checkers import extract_boxed, extract_choice, extract_number, math_equivalent
 from ..core.pipeline import Step
 from ..core.prompts import Task, question_messages
 from .base import Recorder, StrategyCall, StrategyContext, StrategyPlan, StrategyResult, emit

@@ -1,0 +1,73 @@
+"""The pool of configured models: a backend and default generation settings per model name, one call at a
+time sent with the call's seed and a timeout, every failure turned into a ``CallFailed``."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Mapping
+
+import msgspec
+
+from ..core.pipeline import CallFailed, CallResult, ModelCall
+from ..http_retry import AsyncClosing
+from .base import ChatBackend, GenerationSettings
+from .config import ModelConfig
+from .errors import BackendError
+from .factory import make_backend
+
+
+class ModelPool(AsyncClosing):
+    """The models requests can be sent to: a backend and its default generation settings per model name.
+
+    ``async with pool:`` closes every backend at the end.
+    """
+
+    def __init__(self, backends: Mapping[str, ChatBackend], settings: Mapping[str, GenerationSettings]) -> None:
+        """``backends`` and ``settings`` keyed by model name (the same keys)."""
+        if set(backends) != set(settings):
+            raise ValueError("backends and settings must name the same models")
+        self._backends = dict(backends)
+        self._settings = dict(settings)
+
+    @classmethod
+    def from_config(cls, models: Mapping[str, ModelConfig], environ: Mapping[str, str] | None = None) -> ModelPool:
+        """A pool of the ``[models]`` tables; ``BackendSetupError`` naming the model whose backend cannot be built."""
+        env = os.environ if environ is None else environ
+        backends: dict[str, ChatBackend] = {}
+        for name, config in models.items():
+            backends[name] = make_backend(name, config, env)
+        return cls(backends, {name: config.generation() for name, config in models.items()})
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The models of the pool, in configuration order."""
+        return tuple(self._backends)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._backends
+
+    async def call(self, call: ModelCall, timeout_s: float | None = None) -> CallResult:
+        """Send one call; a ``Completion``, or a ``CallFailed`` for a model with no backend, a backend
+        error, or no answer within ``timeout_s`` (None: the backend's own timeouts only)."""
+        start = time.perf_counter()
+        backend = self._backends.get(call.model)
+        if backend is None:
+            return CallFailed(kind="setup", message=f"no backend is configured for model {call.model!r}")
+        settings = msgspec.structs.replace(self._settings[call.model], seed=call.seed)
+        try:
+            async with asyncio.timeout(timeout_s):
+                return await backend.complete(call.messages, settings)
+        except BackendError as exc:
+            return CallFailed(kind=exc.kind, message=str(exc), latency_s=time.perf_counter() - start)
+        except TimeoutError:
+            return CallFailed(
+                kind="timeout",
+                message=f"{call.model} did not answer within {timeout_s:g} s",
+                latency_s=time.perf_counter() - start,
+            )
+
+    async def aclose(self) -> None:
+        """Close every backend."""
+        await asyncio.gather(*(backend.aclose() for backend in self._backends.values()))

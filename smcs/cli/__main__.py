@@ -1,0 +1,5 @@
+"""``python -m smcs.cli``: the ``smcs`` command line."""
+
+from .main import main
+
+raise SystemExit(main())

@@ -1,0 +1,261 @@
+"""The ``smcs`` command line: bank inspection, routing, answering, and a self-contained demo."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib.util
+import json
+import logging
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import grpc
+import msgspec
+import numpy as np
+
+from smcs import bundled
+from smcs.kernels import configure_threads
+from smcs.cli.ask import add_ask_parser, run_ask
+from smcs.cli.bank import add_bank_parser, embed_with_bundled
+from smcs.backends import BackendError
+from smcs.bank import Bank, BankFormatError
+from smcs.client import DEFAULT_TARGET, Client, channel_target
+from smcs.config import ConfigError
+from smcs.core import Policy, RouteDecision, Router
+from smcs.core.policy import RETRIEVALS, SCORER_CHOICES
+from smcs.core.pipeline import QuorumNotMet
+from smcs.embed import EmbedderError
+from smcs.cli.data import add_data_parser
+from smcs.cli.eval import add_eval_parser
+from smcs.service import serve
+from smcs.synthetic import create_clustered_bank, queries_near
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``smcs`` console script; returns the process exit status."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    configure_threads()  # before the first parallel kernel of any command
+    try:
+        return args.run(args)
+    except grpc.RpcError as exc:
+        print(f"smcs: error: {exc.code().name}: {exc.details()}", file=sys.stderr)
+        return 2
+    except (ValueError, ConfigError, BankFormatError, EmbedderError, BackendError, QuorumNotMet, OSError,
+            msgspec.ValidationError) as exc:
+        print(f"smcs: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+SERVER_HELP = (
+    f"server address HOST:PORT (default {DEFAULT_TARGET}); replicas as a comma-separated list of IP:PORT, "
+    "or a gRPC target such as dns:///NAME:PORT whose name resolves to every replica: calls go round-robin "
+    "to the replicas that are up"
+)
+
+
+def _server_target(value: str) -> str:
+    """``--server`` as given, once ``channel_target`` accepts it (argparse reports its error)."""
+    try:
+        channel_target(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return value
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="smcs", description=__doc__)
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    demo = commands.add_parser("demo", help="build a synthetic bank, route held-out questions, report timing")
+    demo.add_argument("--questions", type=int, default=20000, help="bank size N (default 20000)")
+    demo.add_argument("--dim", type=int, default=384, help="embedding dimension d (default 384)")
+    demo.add_argument("--models", type=int, default=15, help="number of models R (default 15)")
+    demo.add_argument("--queries", type=int, default=200, help="held-out questions to route (default 200)")
+    demo.add_argument("--path", type=Path, help="write the bank here (default: a temporary directory)")
+    _add_policy_options(demo)
+    demo.set_defaults(run=_run_demo)
+
+    route = commands.add_parser(
+        "route", help="route one question through a server (or in-process over --bank) and print the decision"
+    )
+    route.add_argument("question", nargs="?", help="question text (embedded by the server's embedder, or the bundled one with --bank); or give --embedding")
+    route.add_argument("--embedding", type=Path, help="query embedding: a .npy vector or a JSON list")
+    where = route.add_mutually_exclusive_group()
+    where.add_argument("--server", default=DEFAULT_TARGET, type=_server_target, help=SERVER_HELP)
+    where.add_argument("--bank", type=Path, help="route in this process over the bank directory instead of a server")
+    route.add_argument("--token", help="bearer token (or set SMCS_TOKEN)")
+    route.add_argument("--seed", type=int, help="seed of the exploration subsets (default: random, reported)")
+    route.add_argument("--debug", action="store_true", help="include the support questions' text and outcomes")
+    route.add_argument("--json", action="store_true", help="print the decision as JSON instead of a table")
+    _add_policy_options(route)
+    route.set_defaults(run=_run_route)
+
+    ask = add_ask_parser(commands)
+    _add_policy_options(ask)
+    ask.add_argument("--min-references", type=int, help="referencers that must answer (default: ceil(k/2))")
+    ask.set_defaults(run=lambda args: run_ask(args, _policy_overrides(args)))
+
+    serve = commands.add_parser("serve", help="run the gRPC router service")
+    serve.add_argument("--config", type=Path, help="TOML configuration file (see README); default: the bundled demonstration pool")
+    serve.add_argument("--bank", type=Path, help="bank directory (overrides [bank] path; default: the bundled bank)")
+    serve.add_argument("--host", help="interface to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port (default 50051; 0 picks a free one)")
+    serve.set_defaults(run=_run_serve)
+
+    health = commands.add_parser("health", help="ask a server whether it is serving")
+    health.add_argument("--server", default=DEFAULT_TARGET, type=_server_target, help=SERVER_HELP)
+    health.set_defaults(run=_run_health)
+
+    add_bank_parser(commands)
+    add_eval_parser(commands)
+    add_data_parser(commands)
+    return parser
+
+
+def _add_policy_options(parser: argparse.ArgumentParser) -> None:
+    defaults = Policy()
+    group = parser.add_argument_group("policy (unset options keep the server's or the paper's defaults)")
+    group.add_argument("--k", type=int, help=f"referencers K (paper: {defaults.k})")
+    group.add_argument("--n-base", type=int, help=f"N_base of Eq 3 (paper: {defaults.n_base})")
+    group.add_argument("--gamma", type=float, help=f"tolerance γ of Eq 3 (paper: {defaults.gamma})")
+    group.add_argument("--k-drop", type=int, help=f"references dropped per subset (paper: {defaults.k_drop})")
+    group.add_argument("--n", type=int, help=f"exploration subsets (paper: {defaults.n})")
+    group.add_argument("--aggregator", help="aggregator model (default: the bank's most accurate)")
+    group.add_argument(
+        "--retrieval", choices=RETRIEVALS, help="exact: every bank row; ivf: the bank index's probed lists (approximate); auto (default): ivf on large indexed banks"
+    )
+    group.add_argument("--nprobe", type=int, help="IVF lists scanned by ivf retrieval (default: 1/64 of the index's lists, at least 8)")
+    group.add_argument(
+        "--scorer", choices=SCORER_CHOICES,
+        help="what ranks the models: vote (the paper's prior), source, knn, head (need `smcs bank fit`); auto (default): the fit's choice, else vote",
+    )
+    group.add_argument("--no-cover", dest="cover", action="store_const", const=False,
+                       help="rank every referencer by probability instead of choosing those after the first for coverage")
+
+
+POLICY_OPTIONS = ("k", "n_base", "gamma", "k_drop", "n", "aggregator", "min_references", "retrieval", "nprobe", "scorer", "cover")
+
+
+def _policy_overrides(args: argparse.Namespace) -> dict[str, object]:
+    return {name: getattr(args, name) for name in POLICY_OPTIONS if getattr(args, name, None) is not None}
+
+
+def _policy(args: argparse.Namespace) -> Policy:
+    return Policy(**_policy_overrides(args))
+
+
+def _run_route(args: argparse.Namespace) -> int:
+    if (args.question is None) == (args.embedding is None):
+        raise ValueError("give a question or --embedding FILE (exactly one)")
+    embedding = _read_embedding(args.embedding) if args.embedding is not None else None
+    if args.bank is not None:
+        bank = Bank.open(args.bank)
+        if embedding is None:
+            embedding = embed_with_bundled([args.question], bank)[0]
+        decision = Router(bank, _policy(args)).route(embedding, seed=args.seed)
+    else:
+        with Client(args.server, token=args.token or os.environ.get("SMCS_TOKEN")) as client:
+            decision = client.route(
+                args.question, embedding=embedding, seed=args.seed, debug=args.debug, **_policy_overrides(args)
+            )
+    if args.json:
+        print(msgspec.json.format(msgspec.json.encode(decision).decode()))
+    else:
+        _print_decision(decision)
+    return 0
+
+
+def _print_decision(decision: RouteDecision) -> None:
+    print(f"bank {decision.bank_version}  seed {decision.seed}  aggregator {decision.aggregator}  scorer {decision.scorer}"
+          + ("  OUT OF BANK: ranked by overall accuracy" if decision.out_of_bank else ""))
+    width = max(len(name) for name in decision.referencers)
+    print(f"{'referencer':<{width}}  prior vote  p(correct)")
+    for name, vote, p in zip(decision.referencers, decision.votes, decision.probabilities, strict=True):
+        print(f"{name:<{width}}  {vote:10.4f}  {p:10.3f}")
+    top = ", ".join(f"{r}:{s:.3f}" for r, s in zip(decision.support_rows[:5], decision.support_similarities[:5]))
+    print(f"support set: {len(decision.support_rows)} questions (row:similarity {top}{', …' if len(decision.support_rows) > 5 else ''})")
+    for i, subset in enumerate(decision.subsets):
+        print(f"subset {i}: {', '.join(subset)}")
+
+
+def _run_serve(args: argparse.Namespace) -> int:
+    config, bank_path = bundled.config_and_bank(args.config, args.bank)
+    serving_bundled = bank_path == bundled.BANK
+    if serving_bundled and args.config is None and importlib.util.find_spec("llama_cpp") is None:
+        config = msgspec.structs.replace(config, models={})
+        print("smcs: llama-cpp-python is not installed (pip install 'smcs[local]'): serving Route without the "
+              "bundled models; Answer needs them", flush=True)
+    server_changes = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
+    if server_changes:
+        try:
+            config = msgspec.structs.replace(config, server=msgspec.structs.replace(config.server, **server_changes))
+        except ValueError as exc:
+            raise ValueError(f"--{exc}") from None
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    with tempfile.TemporaryDirectory(prefix="smcs-serve-") as scratch:
+        if serving_bundled:  # a copy, so that the admin RPCs never write into the installed package
+            bank_path = Path(shutil.copytree(bundled.BANK, Path(scratch) / "bank"))
+            print(f"smcs: no bank configured; serving a copy of the bundled bank at {bank_path}", flush=True)
+        asyncio.run(serve(config, bank_path))
+    return 0
+
+
+def _run_health(args: argparse.Namespace) -> int:
+    with Client(args.server, retries=0, timeout=5.0) as client:
+        status = client.health()
+    print(status)
+    return 0 if status == "SERVING" else 1
+
+
+def _read_embedding(path: Path) -> np.ndarray:
+    if path.suffix == ".npy":
+        return np.load(path, allow_pickle=False)
+    try:
+        return np.asarray(json.loads(path.read_text()), dtype=np.float64)
+    except (json.JSONDecodeError, TypeError) as exc:
+        raise ValueError(f"--embedding {path}: not a JSON list of numbers ({exc})") from None
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    policy = _policy(args)
+    if args.queries < 1:
+        raise ValueError(f"--queries must be >= 1, got {args.queries}")
+    with tempfile.TemporaryDirectory(prefix="smcs-demo-") as scratch:
+        path = args.path or Path(scratch) / "bank"
+        print(f"building a synthetic bank: {args.questions} questions x {args.dim} dims, {args.models} models -> {path}")
+        embeddings = np.asarray(create_clustered_bank(path, args.questions, args.dim, args.models).embeddings)
+        started = time.perf_counter()
+        router = Router(Bank.open(path), policy)
+        print(f"router ready in {1e3 * (time.perf_counter() - started):.0f} ms (bank {router.bank.version})")
+        queries = queries_near(embeddings, args.queries)
+        timings = []
+        for i, query in enumerate(queries):
+            started = time.perf_counter()
+            decision = router.route(query, seed=i)
+            timings.append(time.perf_counter() - started)
+        print(f"routed {len(queries)} questions: median {1e6 * np.median(timings):.0f} µs, p99 {1e6 * np.quantile(timings, 0.99):.0f} µs per route")
+        print("last decision:")
+        print(msgspec.json.format(msgspec.json.encode(_summary(decision)).decode()))
+    return 0
+
+
+def _summary(decision: RouteDecision) -> dict[str, object]:
+    """The decision with the support set shortened to its size and top rows, for printing."""
+    return {
+        "referencers": decision.referencers,
+        "votes": [round(v, 3) for v in decision.votes],
+        "aggregator": decision.aggregator,
+        "support_size": len(decision.support_rows),
+        "top_support": [[r, round(s, 4)] for r, s in zip(decision.support_rows[:5], decision.support_similarities[:5])],
+        "subsets": decision.subsets,
+        "seed": decision.seed,
+        "bank_version": decision.bank_version,
+    }

@@ -1,0 +1,232 @@
+"""Protobuf ⇄ smcs values at the edge of the service, with request validation.
+
+Server side, each ``*_from_request`` function checks one part of a request and raises ``RequestError``
+with the status code and a message naming the field. Client side, ``decision_from_response`` turns the
+wire message back into the ``RouteDecision`` Struct the in-process router returns, so callers see one
+type whichever way they route.
+"""
+
+from __future__ import annotations
+
+import math
+
+import grpc
+import msgspec
+import numpy as np
+
+from smcs.errors import SmcsError
+from smcs._proto import router_pb2 as pb
+from smcs.bank import Bank
+from smcs.core import Policy, RouteDecision
+from smcs.core.pipeline import AggregationEvidence, AnswerResult, Event, ReferenceEvidence, Routed
+from smcs.strategies import StrategyCall, StrategyEvent, StrategyPlan, StrategyResult
+from smcs.wire.strategy import StrategyEventDecoder, strategy_event
+
+_OVERRIDABLE = ("k", "n_base", "gamma", "k_drop", "n", "lam", "aggregator", "min_references", "retrieval", "nprobe", "scorer", "cover")
+MAX_SUBSETS = 4096
+"""Most exploration subsets (``policy.n``) a request may ask for: drawing and sending n subsets costs O(n), and
+an int32 n near 2**31 would take the server tens of gigabytes and minutes (the paper's n is 8)."""
+MAX_CANDIDATES = 4096
+"""Most candidates one Score request may carry: S^sim compares every pair, O(n²)."""
+
+
+class RequestError(SmcsError):
+    """A request the server refuses: the gRPC status code and a message naming the field."""
+
+    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def invalid(message: str) -> RequestError:
+    """An INVALID_ARGUMENT refusal."""
+    return RequestError(grpc.StatusCode.INVALID_ARGUMENT, message)
+
+
+def policy_from_request(overrides: pb.PolicyOverrides, default: Policy) -> Policy:
+    """``default`` with the fields set in ``overrides``; INVALID_ARGUMENT naming a bad field. Whether the
+    policy fits the bank (k, aggregator, allowed_models) is the router's check."""
+    changes = {name: getattr(overrides, name) for name in _OVERRIDABLE if overrides.HasField(name)}
+    if changes.get("n", 0) > MAX_SUBSETS:
+        raise invalid(f"policy.n is {changes['n']}; the limit is {MAX_SUBSETS} exploration subsets")
+    try:
+        policy = msgspec.structs.replace(default, **changes) if changes else default
+    except ValueError as exc:
+        raise invalid(f"policy.{exc}") from None
+    return policy
+
+
+def query_from_request(request: pb.RouteRequest, dim: int, max_chars: int) -> str | np.ndarray:
+    """The query of a Route request: its question text (checked, still to embed) or its embedding."""
+    kind = request.WhichOneof("query")
+    if kind is None:
+        raise invalid("question or embedding is required")
+    if kind == "question":
+        return question_text(request.question, "question", max_chars)
+    return embedding_from_message(request.embedding, "embedding", dim)
+
+
+def question_text(text: str, field: str, max_chars: int) -> str:
+    """``text`` if it is a question the server accepts: not blank, at most ``max_chars`` characters."""
+    if not text.strip():
+        raise invalid(f"{field} is empty")
+    if len(text) > max_chars:
+        raise invalid(f"{field} has {len(text)} characters; the limit is {max_chars}")
+    return text
+
+
+def embedding_from_message(message: pb.Embedding, field: str, dim: int) -> np.ndarray:
+    """A float32 vector of length ``dim`` from ``message``: finite and not all zero."""
+    values = np.asarray(message.values, dtype=np.float32)
+    if values.shape[0] != dim:
+        raise invalid(f"{field} has {values.shape[0]} values; the bank's embeddings have dimension {dim}")
+    if not np.all(np.isfinite(values)):
+        raise invalid(f"{field} contains NaN or infinity")
+    if not np.any(values):
+        raise invalid(f"{field} is a zero vector")
+    return values
+
+
+def seed_from_request(request: pb.RouteRequest | pb.AnswerRequest) -> int | None:
+    """The request's seed, or None when unset (the router then picks one and reports it)."""
+    return request.seed if request.HasField("seed") else None
+
+
+def route_response(decision: RouteDecision, bank: Bank, ids: tuple[str, ...], debug: bool) -> pb.RouteResponse:
+    """The wire form of ``decision``; with ``debug``, the support questions' text and the referencers'
+    outcomes on them."""
+    response = pb.RouteResponse(
+        referencers=[
+            pb.Referencer(model=m, vote=v, probability=p)
+            for m, v, p in zip(decision.referencers, decision.votes, decision.probabilities, strict=True)
+        ],
+        aggregator=decision.aggregator,
+        subsets=[pb.Subset(models=s) for s in decision.subsets],
+        seed=decision.seed,
+        bank_version=decision.bank_version,
+        scorer=decision.scorer,
+        out_of_bank=decision.out_of_bank,
+    )
+    rows = decision.support_rows
+    support = response.support
+    support.rows.extend(rows)
+    support.similarities.extend(decision.support_similarities)
+    support.ids.extend([ids[r] for r in rows])
+    if debug:
+        questions = bank.questions
+        support.texts.extend([questions[r].text for r in rows])
+        models = [bank.model_index(name) for name in decision.referencers]
+        outcomes = np.asarray(bank.capability)[models][:, rows].T.tolist()
+        support.outcomes.extend([pb.ModelOutcomes(values=v) for v in outcomes])
+        response.model_probabilities.extend(
+            [pb.ModelProbability(model=m, probability=p) for m, p in zip(bank.model_names, decision.model_probabilities, strict=True)]
+        )
+    return response
+
+
+def decision_from_response(response: pb.RouteResponse) -> RouteDecision:
+    """The ``RouteDecision`` a RouteResponse carries (client side)."""
+    support = response.support
+    return RouteDecision(
+        referencers=[r.model for r in response.referencers],
+        votes=[r.vote for r in response.referencers],
+        aggregator=response.aggregator,
+        support_rows=list(support.rows),
+        support_similarities=list(support.similarities),
+        subsets=[list(s.models) for s in response.subsets],
+        seed=response.seed,
+        bank_version=response.bank_version,
+        support_ids=list(support.ids),
+        support_texts=list(support.texts),
+        support_outcomes=[list(o.values) for o in support.outcomes],
+        scorer=response.scorer,
+        probabilities=[r.probability for r in response.referencers],
+        model_probabilities=[m.probability for m in response.model_probabilities],
+        out_of_bank=response.out_of_bank,
+    )
+
+
+def finite_lam(request: pb.ScoreRequest, default: float) -> float:
+    """λ of a Score request (the policy default when unset); INVALID_ARGUMENT unless finite."""
+    lam = request.lam if request.HasField("lam") else default
+    if not math.isfinite(lam):
+        raise invalid(f"lam must be finite, got {lam}")
+    return lam
+
+
+def answer_event(event: Event | StrategyEvent, bank: Bank, ids: tuple[str, ...]) -> pb.AnswerEvent:
+    """The wire form of one pipeline (or baseline strategy) event (server side)."""
+    if isinstance(event, (StrategyPlan, StrategyCall, StrategyResult)):
+        return strategy_event(event, bank, ids)
+    if isinstance(event, Routed):
+        return pb.AnswerEvent(routed=route_response(event.decision, bank, ids, debug=False))
+    if isinstance(event, ReferenceEvidence):
+        return pb.AnswerEvent(reference=pb.ReferenceEvent(
+            model=event.model, text=event.text, error=event.error or "", latency_s=event.latency_s,
+            prior=event.prior, error_kind=event.error_kind or "", prompt_tokens=event.prompt_tokens,
+            completion_tokens=event.completion_tokens,
+        ))
+    if isinstance(event, AggregationEvidence):
+        return pb.AnswerEvent(aggregation=pb.AggregationEvent(
+            index=event.index, text=event.text, similarity_score=event.similarity, perplexity=event.perplexity,
+            total_score=event.total, error=event.error or "", aggregator=event.aggregator, subset=event.subset,
+            error_kind=event.error_kind or "", latency_s=event.latency_s, prompt_tokens=event.prompt_tokens,
+            completion_tokens=event.completion_tokens,
+        ))
+    final = pb.FinalEvent(
+        text=event.text, source=event.source, notes=event.notes, seed=event.seed, bank_version=event.bank_version
+    )
+    if event.selected is not None:
+        final.selected = event.selected
+    return pb.AnswerEvent(final=final)
+
+
+class AnswerEventDecoder:
+    """Turns the messages of one Answer stream back into pipeline events (client side).
+
+    It keeps the decision and the evidence received so far, so that the final event is the whole
+    ``AnswerResult``, as the in-process pipeline returns it (and, for a baseline strategy, the whole
+    ``StrategyResult``).
+    """
+
+    def __init__(self) -> None:
+        self.decision: RouteDecision | None = None
+        self.references: list[ReferenceEvidence] = []
+        self.aggregations: list[AggregationEvidence] = []
+        self.strategy = StrategyEventDecoder()
+
+    def decode(self, message: pb.AnswerEvent) -> Event | StrategyEvent:
+        """The event ``message`` carries; ``ValueError`` for a stream out of order."""
+        kind = message.WhichOneof("event")
+        if kind in ("plan", "call", "strategy_result"):
+            return self.strategy.decode(message)
+        if kind == "routed":
+            self.decision = decision_from_response(message.routed)
+            return Routed(self.decision)
+        if kind == "reference":
+            r = message.reference
+            self.references.append(ReferenceEvidence(
+                model=r.model, prior=r.prior, text=r.text, error=r.error or None, error_kind=r.error_kind or None,
+                latency_s=r.latency_s, prompt_tokens=r.prompt_tokens, completion_tokens=r.completion_tokens,
+            ))
+            return self.references[-1]
+        if kind == "aggregation":
+            a = message.aggregation
+            self.aggregations.append(AggregationEvidence(
+                index=a.index, aggregator=a.aggregator, subset=list(a.subset), text=a.text, error=a.error or None,
+                error_kind=a.error_kind or None, similarity=a.similarity_score, perplexity=a.perplexity,
+                total=a.total_score, latency_s=a.latency_s, prompt_tokens=a.prompt_tokens,
+                completion_tokens=a.completion_tokens,
+            ))
+            return self.aggregations[-1]
+        if kind == "final" and self.decision is not None:
+            f = message.final
+            order = {model: i for i, model in enumerate(self.decision.referencers)}  # they stream as they arrive
+            return AnswerResult(
+                text=f.text, source=f.source,  # type: ignore[arg-type]  # the server sends one of the three
+                selected=f.selected if f.HasField("selected") else None, decision=self.decision,
+                references=sorted(self.references, key=lambda r: order.get(r.model, len(order))),
+                aggregations=list(self.aggregations), notes=list(f.notes),
+            )
+        raise ValueError(f"unexpected Answer event {kind!r} (a final event needs a routed event before it)")

@@ -1,0 +1,86 @@
+"""Protobuf ⇄ the baseline strategies' events (``smcs.strategies``) in the Answer stream.
+
+Server side, ``strategy_event`` is the wire form of a ``StrategyPlan``, ``StrategyCall`` or
+``StrategyResult``. Client side, ``StrategyEventDecoder`` turns them back, keeping the plan and the
+calls received so that the last event is the whole ``StrategyResult``, as in-process runs return it.
+"""
+
+from __future__ import annotations
+
+import json
+
+from smcs._proto import router_pb2 as pb
+from smcs.bank import Bank
+from smcs.strategies import StrategyCall, StrategyEvent, StrategyPlan, StrategyResult
+
+
+def strategy_event(event: StrategyEvent, bank: Bank, ids: tuple[str, ...]) -> pb.AnswerEvent:
+    """The wire form of one strategy event (server side)."""
+    from smcs.wire.convert import route_response  # convert dispatches here: import at call time, not in a cycle
+
+    if isinstance(event, StrategyPlan):
+        plan = pb.StrategyPlanEvent(
+            strategy=event.strategy, models=event.models, aggregator=event.aggregator or "", scores=event.scores,
+            score_kind=event.score_kind, skills=event.skills,
+        )
+        if event.decision is not None:
+            plan.decision.CopyFrom(route_response(event.decision, bank, ids, debug=False))
+        return pb.AnswerEvent(plan=plan)
+    if isinstance(event, StrategyCall):
+        call = pb.StrategyCallEvent(
+            model=event.model, role=event.role, layer=event.layer, index=event.index, position=event.position,
+            seed=event.seed, inputs=event.inputs, text=event.text, error=event.error or "",
+            error_kind=event.error_kind or "", latency_s=event.latency_s, prompt_tokens=event.prompt_tokens,
+            completion_tokens=event.completion_tokens,
+        )
+        if event.extracted is not None:
+            call.extracted = event.extracted
+        return pb.AnswerEvent(call=call)
+    result = pb.StrategyResultEvent(
+        text=event.text, strategy=event.strategy, votes=event.votes, notes=event.notes,
+        params_json=json.dumps(event.params, sort_keys=True), seed=event.seed, bank_version=event.bank_version,
+    )
+    if event.chosen is not None:
+        result.chosen = event.chosen
+    return pb.AnswerEvent(strategy_result=result)
+
+
+class StrategyEventDecoder:
+    """The strategy events of one Answer stream, back as Structs (client side)."""
+
+    def __init__(self) -> None:
+        self.plan: StrategyPlan | None = None
+        self.calls: list[StrategyCall] = []
+
+    def decode(self, message: pb.AnswerEvent) -> StrategyEvent:
+        """The event ``message`` carries (its oneof is plan, call or strategy_result); ``ValueError`` for a
+        result before any plan."""
+        from smcs.wire.convert import decision_from_response
+
+        kind = message.WhichOneof("event")
+        if kind == "plan":
+            p = message.plan
+            self.plan = StrategyPlan(
+                strategy=p.strategy, models=list(p.models), aggregator=p.aggregator or None, scores=list(p.scores),
+                score_kind=p.score_kind,  # type: ignore[arg-type]  # the server sends one of the kinds
+                decision=decision_from_response(p.decision) if p.HasField("decision") else None, skills=dict(p.skills),
+            )
+            return self.plan
+        if kind == "call":
+            c = message.call
+            self.calls.append(StrategyCall(
+                model=c.model, role=c.role,  # type: ignore[arg-type]  # the server sends one of the roles
+                layer=c.layer, index=c.index, position=c.position, seed=c.seed, inputs=list(c.inputs),
+                extracted=c.extracted if c.HasField("extracted") else None, text=c.text, error=c.error or None,
+                error_kind=c.error_kind or None, latency_s=c.latency_s, prompt_tokens=c.prompt_tokens,
+                completion_tokens=c.completion_tokens,
+            ))
+            return self.calls[-1]
+        if kind == "strategy_result" and self.plan is not None:
+            r = message.strategy_result
+            return StrategyResult(
+                text=r.text, strategy=r.strategy, plan=self.plan, calls=list(self.calls),
+                chosen=r.chosen if r.HasField("chosen") else None, votes=dict(r.votes), notes=list(r.notes),
+                params=json.loads(r.params_json) if r.params_json else {}, seed=r.seed, bank_version=r.bank_version,
+            )
+        raise ValueError(f"unexpected Answer event {kind!r} (a strategy result needs a plan before it)")
