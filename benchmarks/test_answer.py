@@ -35,7 +35,8 @@ from smcs import Bank, Policy, Router
 from smcs.backends import OpenAIModelConfig
 from smcs.bank import EmbedderInfo
 from smcs.backends.pool import ModelPool
-from smcs.runtime.dispatch import answer_models, answer_steps, drive
+from smcs.core.pipeline import AnswerResult
+from smcs.runtime.dispatch import answer_models, answer_steps, run_steps
 from smcs.embed import OnnxEmbedder, as_async
 from smcs.synthetic import create_clustered_bank, queries_near
 
@@ -95,7 +96,7 @@ def _measure(benchmark, router: tuple[Router, np.ndarray], embedder, policy: Pol
             decision = routing.route(queries[i % len(queries)], seed=i, allowed_models=usable)
             routes.append(time.perf_counter() - start)
             steps = answer_steps(routing, decision, "What is 12 times 13?", usable=usable, policy=routing.policy)
-            result = await drive(steps, pool, embedder)
+            result = await _answer(steps, pool, embedder)
             overheads.append(time.perf_counter() - start - 2 * DELAY_S)
             assert result.source == "aggregation" and len(result.aggregations) == N
 
@@ -166,3 +167,11 @@ def test_answer_overhead_free_embedder_one_routing_thread(benchmark, router):
 
 def test_answer_overhead_onnx_embedder(benchmark, router):
     _measure(benchmark, router, as_async(OnnxEmbedder()))
+
+
+async def _answer(steps, pool, embedder):  # type: ignore[no-untyped-def]
+    """``run_steps`` to the end: the ``AnswerResult`` alone."""
+    async for event in run_steps(steps, pool, embedder):
+        if isinstance(event, AnswerResult):
+            return event
+    raise RuntimeError("the pipeline ended without a result")

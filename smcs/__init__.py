@@ -1,10 +1,10 @@
 """smcs: an embeddable router microkernel for multi-LLM collaboration (SMCS).
 
-    from smcs import Bank, Policy, Router
+    from . import Bank, Policy, Router
     router = Router(Bank.open(path), Policy())
     decision = router.route(embedding, seed=123)
 
-    from smcs import Client
+    from . import Client
     with Client("127.0.0.1:50051") as client:
         decision = client.route(embedding=embedding, seed=123)
 """

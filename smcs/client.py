@@ -26,7 +26,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from ._proto import router_pb2 as pb
 from ._proto import router_pb2_grpc as pb_grpc
 from .core.pipeline import Event
-from smcs.wire.convert import AnswerEventDecoder, decision_from_response
+from .wire.convert import AnswerEventDecoder, decision_from_response
 
 DEFAULT_TARGET = "127.0.0.1:50051"
 Result = TypeVar("Result")

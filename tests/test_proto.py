@@ -58,3 +58,13 @@ def test_regenerating_writes_what_the_check_accepts(stub_copy):
     assert proto_gen.main(["--check"]) == 0
     grpc_stub = (stub_copy / "router_pb2_grpc.py").read_text()
     assert "from . import router_pb2" in grpc_stub and "from smcs.v1 import" not in grpc_stub
+
+
+def test_policy_overrides_carry_exactly_the_policy_fields_a_request_may_set():
+    """One list of overridable policy fields (``smcs.core.policy.OVERRIDABLE``) serves the wire and the CLI;
+    the .proto must name each, and nothing else besides ``allowed_models``."""
+    from smcs._proto import router_pb2 as pb
+    from smcs.core.policy import OVERRIDABLE
+
+    fields = set(pb.PolicyOverrides.DESCRIPTOR.fields_by_name) - {"allowed_models"}
+    assert fields == set(OVERRIDABLE)

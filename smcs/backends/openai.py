@@ -73,7 +73,7 @@ import aiohttp
 import msgspec
 import numpy as np
 
-from smcs.http_retry import (
+from ..http_retry import (
     AsyncClosing,
     AttemptFailed,
     Backoff,

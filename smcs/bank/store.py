@@ -84,6 +84,11 @@ _MODELS_DECODER = msgspec.json.Decoder(tuple[ModelInfo, ...])
 _MANIFEST_DECODER = msgspec.json.Decoder(Manifest)
 _SCORER_DECODER = msgspec.json.Decoder(FittedScorer)
 
+_NPY_HEADER_LOCK = threading.Lock()
+"""One ``np.load`` at a time: it parses the header with ``ast.literal_eval``, and CPython 3.11 can fail two
+parses running in threads at once ("SystemError: AST constructor recursion depth mismatch"), seen when a
+server's index retraining opened the bank while a request's reload did."""
+
 Fill = Callable[[atomic.HashingWriter], None]
 """Writes the bytes of one file of a new version."""
 
@@ -705,7 +710,8 @@ def _read_models(path: Path, n_models: int) -> tuple[ModelInfo, ...]:
 def _map_npy(path: Path, dtype: type, shape: tuple[int, ...]) -> np.ndarray:
     """Memory-map the ``.npy`` file ``path`` read-only and check its dtype, shape and C order."""
     try:
-        array = np.load(path, mmap_mode="r", allow_pickle=False)
+        with _NPY_HEADER_LOCK:
+            array = np.load(path, mmap_mode="r", allow_pickle=False)
     except FileNotFoundError:
         raise BankFormatError(f"{path} is missing") from None
     except Exception as e:  # a damaged header fails in numpy's parser in many ways (ValueError, TokenError, …)

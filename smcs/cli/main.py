@@ -27,7 +27,7 @@ from smcs.bank import Bank, BankFormatError
 from smcs.client import DEFAULT_TARGET, Client, channel_target
 from smcs.config import ConfigError
 from smcs.core import Policy, RouteDecision, Router
-from smcs.core.policy import RETRIEVALS, SCORER_CHOICES
+from smcs.core.policy import OVERRIDABLE, RETRIEVALS, SCORER_CHOICES
 from smcs.core.pipeline import QuorumNotMet
 from smcs.embed import EmbedderError
 from smcs.cli.data import add_data_parser
@@ -141,11 +141,9 @@ def _add_policy_options(parser: argparse.ArgumentParser) -> None:
                        help="rank every referencer by probability instead of choosing those after the first for coverage")
 
 
-POLICY_OPTIONS = ("k", "n_base", "gamma", "k_drop", "n", "aggregator", "min_references", "retrieval", "nprobe", "scorer", "cover")
-
-
 def _policy_overrides(args: argparse.Namespace) -> dict[str, object]:
-    return {name: getattr(args, name) for name in POLICY_OPTIONS if getattr(args, name, None) is not None}
+    """The policy options given on the command line (``OVERRIDABLE`` fields the parser has and the user set)."""
+    return {name: getattr(args, name) for name in OVERRIDABLE if getattr(args, name, None) is not None}
 
 
 def _policy(args: argparse.Namespace) -> Policy:

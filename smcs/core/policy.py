@@ -113,6 +113,12 @@ class Policy(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tr
             raise ValueError(f"policy aggregator {self.aggregator!r} is not a model of the bank")
 
 
+PER_PROCESS = ("threads", "quantized")
+"""Policy fields that set how this process scans, not how a question is routed: a request cannot change them."""
+OVERRIDABLE: tuple[str, ...] = tuple(name for name in Policy.__struct_fields__ if name not in PER_PROCESS)
+"""The policy fields a request may set: the gRPC ``PolicyOverrides`` fields and the CLI's policy options."""
+
+
 def _require_int(name: str, value: object, *, minimum: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int):
         raise ValueError(f"{name} must be an integer, got {value!r}")

@@ -10,10 +10,10 @@ import msgspec
 
 from ..core.pipeline import AnswerResult, QuorumNotMet, Stage, Step
 from ..core.prompts import Task
-from smcs.backends.pool import ModelPool
-from smcs.runtime.dispatch import run_steps
+from ..backends.pool import ModelPool
+from ..runtime.dispatch import run_steps
 from ..embed import AsyncEmbedder
-from smcs.runtime.host import StrategyHost
+from ..runtime.host import StrategyHost
 from ..strategies import StrategyResult, StrategySpec
 from .jobs import ItemFailed
 

@@ -25,7 +25,7 @@ import msgspec
 from ..core.pipeline import AnswerResult, CallModels, Emit, ModelCall, Step, checked_results, derived_seed
 from ..core.prompts import question_messages
 from ..strategies import StrategyContext, StrategyFailed, StrategyResult, StrategySpec
-from smcs.runtime.host import StrategyHost
+from ..runtime.host import StrategyHost
 from .host import host_steps, result_models
 from .jobs import Instruction, Outcome, item_seed
 from .preference import call_text

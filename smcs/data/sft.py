@@ -19,7 +19,7 @@ import msgspec
 
 from ..core.pipeline import AnswerResult
 from ..core.prompts import Task
-from smcs.runtime.host import StrategyHost
+from ..runtime.host import StrategyHost
 from ..strategies import StrategyResult, StrategySpec
 from .host import result_models, strategy_answer
 from .jobs import Instruction, Outcome, item_seed

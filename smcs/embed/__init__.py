@@ -6,7 +6,7 @@
 - ``EmbedderConfig`` + ``make_embedder``: the choice as a config table.
 - ``check_compatible``: refuse to query a bank built by another embedder.
 
-    from smcs.embed import EmbedderConfig, as_async, check_compatible, make_embedder
+    from . import EmbedderConfig, as_async, check_compatible, make_embedder
     embedder = as_async(make_embedder(EmbedderConfig()))
     check_compatible(embedder.info, bank)
     vectors = await embedder.embed(["What is the capital of France?"])

@@ -30,7 +30,7 @@ import numpy as np
 import onnxruntime
 import tokenizers
 
-from smcs.bank import EmbedderInfo
+from ..bank import EmbedderInfo
 
 from .base import check_texts, normalise_rows
 from .errors import EmbedderSetupError

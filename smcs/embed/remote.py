@@ -44,8 +44,8 @@ import aiohttp
 import msgspec
 import numpy as np
 
-from smcs.bank import EmbedderInfo
-from smcs.http_retry import (
+from ..bank import EmbedderInfo
+from ..http_retry import (
     AsyncClosing,
     AttemptFailed,
     Backoff,

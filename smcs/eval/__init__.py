@@ -1,6 +1,6 @@
 """Offline evaluation of routing quality on recorded outcomes (``smcs eval route``).
 
-    from smcs.eval import evaluate_routing, format_report
+    from . import evaluate_routing, format_report
     report = evaluate_routing(Bank.open("bank"), Bank.open("queries"), Policy())
     print(format_report(report))
 

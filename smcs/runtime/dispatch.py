@@ -9,19 +9,14 @@ about. Cancelling it cancels the calls in flight (an HTTP backend then closes it
 from __future__ import annotations
 
 import asyncio
-import os
-import time
 from collections.abc import AsyncIterator, Generator, Mapping, Sequence
 
-import msgspec
 import numpy as np
 
-from smcs.errors import SmcsError
-from smcs.backends.pool import ModelPool
-from smcs.core import Policy, RouteDecision, Router, by_accuracy
-from smcs.core.pipeline import (
+from ..backends.pool import ModelPool
+from ..core import Policy, RouteDecision, Router, by_accuracy
+from ..core.pipeline import (
     AnswerResult,
-    CallFailed,
     CallModels,
     CallResult,
     EmbedTexts,
@@ -32,8 +27,9 @@ from smcs.core.pipeline import (
     Step,
     smcs_pipeline,
 )
-from smcs.core.prompts import Task
-from smcs.embed import AsyncEmbedder
+from ..core.prompts import Task
+from ..embed import AsyncEmbedder
+from ..errors import SmcsError
 
 
 async def run_steps(
@@ -90,19 +86,6 @@ async def _as_completed(
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-
-
-async def drive(
-    steps: Generator[Step, object, AnswerResult],
-    pool: ModelPool,
-    embedder: AsyncEmbedder,
-    timeouts: Mapping[Stage, float | None] | None = None,
-) -> AnswerResult:
-    """``run_steps`` to the end, for callers that want only the ``AnswerResult``."""
-    async for event in run_steps(steps, pool, embedder, timeouts):
-        if isinstance(event, AnswerResult):
-            return event
-    raise RuntimeError("the pipeline ended without a result")
 
 
 def answer_models(bank_models: Sequence[str], pool: ModelPool, allowed: Sequence[str] = ()) -> list[str]:

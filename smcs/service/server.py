@@ -16,7 +16,7 @@ from grpc_reflection.v1alpha import reflection
 from .._proto import router_pb2 as pb
 from .._proto import router_pb2_grpc as pb_grpc
 from ..config import Config, TLSConfig
-from smcs.backends.pool import ModelPool
+from ..backends.pool import ModelPool
 from ..embed import AsyncEmbedder, EmbedderConfig, EmbedderError, as_async, make_embedder
 from ..http_retry import AsyncClosing
 from .auth import BearerTokenInterceptor

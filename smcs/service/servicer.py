@@ -19,12 +19,13 @@ from ..config import AnswerConfig, ServerConfig
 from ..core.pipeline import QuorumNotMet, perplexities
 from ..core.prompts import check_task
 from ..core.query_text import query_texts
-from smcs.backends.pool import ModelPool
-from smcs.runtime.dispatch import NoModelsConfigured, answer_models, answer_steps, run_steps
+from ..backends.pool import ModelPool
+from ..runtime.dispatch import NoModelsConfigured, answer_models, answer_steps, run_steps
 from ..embed import EmbedderError, EmbedderTimeout
+from ..errors import SmcsError
 from ..strategies import StrategyError, get_strategy, parse_params
-from smcs.wire import convert
-from smcs.wire.convert import RequestError, invalid
+from ..wire import convert
+from ..wire.convert import RequestError, invalid
 from .batching import RouteBatcher
 from .metrics import Metrics
 from .state import ServiceState, Snapshot
@@ -34,21 +35,41 @@ log = logging.getLogger(__name__)
 Response = TypeVar("Response")
 
 
+_STATUS_OF: tuple[tuple[type[SmcsError], grpc.StatusCode], ...] = (
+    (NoModelsConfigured, grpc.StatusCode.FAILED_PRECONDITION),
+    (BankError, grpc.StatusCode.INVALID_ARGUMENT),
+    (StrategyError, grpc.StatusCode.INVALID_ARGUMENT),
+    (BankFormatError, grpc.StatusCode.FAILED_PRECONDITION),
+    (QuorumNotMet, grpc.StatusCode.UNAVAILABLE),
+)
+"""The status of each error kind a call may end with (the first that matches), besides ``RequestError``,
+which carries its own."""
+
+
 def _status(exc: Exception, method: str) -> tuple[grpc.StatusCode, str]:
-    """The status code and message a failed call ends with; anything unexpected is logged and becomes
-    INTERNAL, without a traceback to the caller."""
+    """The status code and message a failed call ends with: a ``RequestError``'s own, the status of its
+    ``SmcsError`` kind; anything else (a bug, whatever its class, a bare ``ValueError`` included) is logged
+    and becomes INTERNAL, without a traceback to the caller. Input the request got wrong is turned into a
+    ``RequestError`` where it is checked (``smcs.wire.convert``, ``_checked``)."""
     if isinstance(exc, RequestError):
         return exc.code, exc.message
-    if isinstance(exc, NoModelsConfigured):
-        return grpc.StatusCode.FAILED_PRECONDITION, str(exc)
-    if isinstance(exc, (BankError, ValueError)):
-        return grpc.StatusCode.INVALID_ARGUMENT, str(exc)
-    if isinstance(exc, BankFormatError):
-        return grpc.StatusCode.FAILED_PRECONDITION, str(exc)
-    if isinstance(exc, QuorumNotMet):
-        return grpc.StatusCode.UNAVAILABLE, str(exc)
+    for kind, code in _STATUS_OF:
+        if isinstance(exc, kind):
+            return code, str(exc)
     log.exception("%s failed", method, exc_info=exc)
     return grpc.StatusCode.INTERNAL, f"{method} failed on the server; see its log"
+
+
+def _checked(what: Callable[[], Response]) -> Response:
+    """``what()``, whose ``ValueError`` is the request's fault (a Router or a strategy refusing the policy,
+    seed, embedding or models it was given, each naming the field): INVALID_ARGUMENT. Kinds with a status
+    of their own (``_STATUS_OF``) keep it."""
+    try:
+        return what()
+    except SmcsError:
+        raise
+    except ValueError as exc:
+        raise invalid(str(exc)) from None
 
 
 def _unary(method: Callable[..., Awaitable[Response]]) -> Callable[..., Awaitable[Response]]:
@@ -97,7 +118,12 @@ class RouterService(pb_grpc.RouterServicer):
     async def _route(self, snapshot: Snapshot, call: RouteCall) -> RouteDecision:
         """``call`` routed over ``snapshot``, batched with the concurrent calls on a worker thread (a lone
         call over a bank under ``inline_route_bytes`` on the event loop)."""
-        return await self._batcher.route(snapshot.router, call)
+        try:
+            return await self._batcher.route(snapshot.router, call)
+        except SmcsError:
+            raise
+        except ValueError as exc:  # the Router's refusal of this call's policy, seed, embedding or models
+            raise invalid(str(exc)) from None
 
     def _small_bank(self, router: Router) -> bool:
         """Whether a lone route over ``router``'s bank may run on the event loop: under ``inline_route_bytes``."""
@@ -142,7 +168,7 @@ class RouterService(pb_grpc.RouterServicer):
         except ValueError as exc:
             raise invalid(str(exc)) from None
         policy = convert.policy_from_request(request.policy, self._state.policy)
-        usable = answer_models(bank.model_names, self._pool, list(request.policy.allowed_models))
+        usable = _checked(lambda: answer_models(bank.model_names, self._pool, list(request.policy.allowed_models)))
         if snapshot.embedder is None:  # the aggregations are compared by embedding (Eq 7), so one is needed
             raise RequestError(grpc.StatusCode.FAILED_PRECONDITION, f"Answer needs an embedder: {snapshot.no_embedder_reason}")
         if request.HasField("embedding"):
@@ -156,16 +182,16 @@ class RouterService(pb_grpc.RouterServicer):
         if spec.name == "smcs":
             with self._metrics.stage("route"):
                 decision = await self._route(snapshot, RouteCall(query, seed, policy, usable))
-            steps = answer_steps(
+            steps = _checked(lambda: answer_steps(
                 snapshot.router, decision, question, usable=usable, policy=policy, task=task,
                 use_fallback=self._answer.fallback_aggregator,
-            )
+            ))
         else:
-            context = spec.context(
+            context = _checked(lambda: spec.context(
                 snapshot.router, question, usable, task=task, seed=seed, query=query, policy=policy,
                 fallback_aggregator=self._answer.fallback_aggregator,
-            )
-            steps = spec.run(context, params)  # type: ignore[assignment]  # run_steps hosts any step generator
+            ))
+            steps = _checked(lambda: spec.run(context, params))  # type: ignore[assignment]  # run_steps hosts any step generator
         try:
             async for event in run_steps(steps, self._pool, snapshot.embedder, self._answer.timeouts):
                 yield convert.answer_event(event, bank, snapshot.question_ids)

@@ -23,7 +23,7 @@ from typing import Annotated
 
 import msgspec
 
-from smcs.grading.checkers import extract_boxed, extract_choice, extract_number, math_equivalent
+from ..grading.checkers import extract_boxed, extract_choice, extract_number, math_equivalent
 from ..core.pipeline import Step
 from ..core.prompts import Task, question_messages
 from .base import Recorder, StrategyCall, StrategyContext, StrategyPlan, StrategyResult, emit

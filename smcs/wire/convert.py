@@ -14,15 +14,15 @@ import grpc
 import msgspec
 import numpy as np
 
-from smcs.errors import SmcsError
-from smcs._proto import router_pb2 as pb
-from smcs.bank import Bank
-from smcs.core import Policy, RouteDecision
-from smcs.core.pipeline import AggregationEvidence, AnswerResult, Event, ReferenceEvidence, Routed
-from smcs.strategies import StrategyCall, StrategyEvent, StrategyPlan, StrategyResult
-from smcs.wire.strategy import StrategyEventDecoder, strategy_event
+from .._proto import router_pb2 as pb
+from ..bank import Bank
+from ..core import Policy, RouteDecision
+from ..core.pipeline import AggregationEvidence, AnswerResult, Event, ReferenceEvidence, Routed
+from ..core.policy import OVERRIDABLE
+from ..errors import SmcsError
+from ..strategies import StrategyCall, StrategyEvent, StrategyPlan, StrategyResult
+from .strategy import StrategyEventDecoder, strategy_event
 
-_OVERRIDABLE = ("k", "n_base", "gamma", "k_drop", "n", "lam", "aggregator", "min_references", "retrieval", "nprobe", "scorer", "cover")
 MAX_SUBSETS = 4096
 """Most exploration subsets (``policy.n``) a request may ask for: drawing and sending n subsets costs O(n), and
 an int32 n near 2**31 would take the server tens of gigabytes and minutes (the paper's n is 8)."""
@@ -47,7 +47,7 @@ def invalid(message: str) -> RequestError:
 def policy_from_request(overrides: pb.PolicyOverrides, default: Policy) -> Policy:
     """``default`` with the fields set in ``overrides``; INVALID_ARGUMENT naming a bad field. Whether the
     policy fits the bank (k, aggregator, allowed_models) is the router's check."""
-    changes = {name: getattr(overrides, name) for name in _OVERRIDABLE if overrides.HasField(name)}
+    changes = {name: getattr(overrides, name) for name in OVERRIDABLE if overrides.HasField(name)}
     if changes.get("n", 0) > MAX_SUBSETS:
         raise invalid(f"policy.n is {changes['n']}; the limit is {MAX_SUBSETS} exploration subsets")
     try:
