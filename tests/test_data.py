@@ -11,9 +11,8 @@ from pathlib import Path
 
 import pytest
 from fault_server import FaultServer, Reply
-from test_strategies import E2E_MODELS as MODELS
-from test_strategies import text_bank  # noqa: F401  # the module fixture: a tiny bank embedded with the real ONNX model
-from test_strategies import write_config
+from support.e2e import E2E_MODELS as MODELS
+from support.e2e import write_config
 
 from smcs.core.messages import Completion
 from smcs.core.pipeline import CallFailed, CallModels, Emit

@@ -39,8 +39,8 @@ from smcs import Bank, Router
 from smcs.bank import ModelInfo, Question
 from smcs.cli.main import main
 from smcs.client import Client, NewQuestion, _channel_options, channel_target
-from test_service import assert_same_decision
-from test_service_metrics import free_port, requests, scrape
+from support.decisions import assert_same_decision
+from support.metrics import free_port, requests, scrape
 
 N_REPLICAS = 3
 

@@ -25,6 +25,7 @@ from google.protobuf.descriptor_pool import DescriptorPool
 
 import smcs.service.server as server_module
 import smcs.service.state as state_module
+from support.decisions import assert_same_decision
 from service_harness import (
     DIM,
     N_MODELS,
@@ -52,21 +53,7 @@ INVALID = grpc.StatusCode.INVALID_ARGUMENT
 REPO = Path(__file__).resolve().parent.parent
 
 
-def assert_same_decision(remote: RouteDecision, local: RouteDecision, bank: Bank) -> None:
-    """The service's decision is the in-process one, and its support ids are the bank's question ids."""
-    assert remote.referencers == local.referencers
-    assert remote.votes == local.votes  # doubles on the wire: exact
-    assert remote.aggregator == local.aggregator
-    assert remote.subsets == local.subsets
-    assert remote.seed == local.seed
-    assert remote.bank_version == local.bank_version == bank.version
-    assert remote.support_rows == local.support_rows
-    assert len(remote.support_rows) > 0
-    np.testing.assert_array_equal(
-        np.asarray(remote.support_similarities, dtype=np.float32), np.asarray(local.support_similarities, dtype=np.float32)
-    )
-    questions = bank.questions
-    assert remote.support_ids == [questions[r].id for r in local.support_rows]
+
 
 
 @pytest.fixture(scope="module")

@@ -8,14 +8,13 @@ from __future__ import annotations
 import contextlib
 import socket
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
 import msgspec
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
+from support.metrics import free_port, requests, scrape
 from service_harness import (
     N_MODELS,
     N_QUESTIONS,
@@ -37,23 +36,14 @@ INVALID = grpc.StatusCode.INVALID_ARGUMENT
 COUNT_PATIENCE_S = 10.0
 
 
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 right now (the OS picks it; 0 in the config means off)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+
 
 
 def metrics_config(port: int, **kwargs):
     return msgspec.structs.replace(make_config(**kwargs), metrics=MetricsConfig(host="127.0.0.1", port=port))
 
 
-def scrape(port: int) -> dict[str, list]:
-    """``/metrics`` parsed: family name -> its samples."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
-        assert response.status == 200
-        text = response.read().decode()
-    return {family.name: family.samples for family in text_string_to_metric_families(text)}
+
 
 
 def value(families: dict[str, list], family: str, sample: str, **labels: str) -> float:
@@ -63,12 +53,7 @@ def value(families: dict[str, list], family: str, sample: str, **labels: str) ->
     return found[0] if found else 0.0
 
 
-def requests(families: dict[str, list]) -> dict[tuple[str, str], float]:
-    return {
-        (s.labels["method"], s.labels["code"]): s.value
-        for s in families.get("smcs_requests", [])
-        if s.name == "smcs_requests_total"
-    }
+
 
 
 def assert_counted(port: int, expected: dict[tuple[str, str], float]) -> None:

@@ -19,7 +19,8 @@ import numpy as np
 import pytest
 
 from fault_server import FaultServer, Reply
-from test_pipeline import ScriptedHost as PipelineHost
+from support.e2e import E2E_MODELS, write_config
+from support.hosts import ScriptedHost as PipelineHost
 from smcs.bank import Bank, EmbedderInfo, ModelInfo, Question
 from smcs.cli.main import main
 from smcs.core import Policy, Router
@@ -29,11 +30,9 @@ from smcs.core.prompts import AGGREGATOR_PROMPT, TASK_SYSTEM_PROMPTS, question_m
 from smcs.runtime.dispatch import answer_steps
 from smcs.strategies import (
     STRATEGIES,
-    StrategyCall,
     StrategyContext,
     StrategyError,
     StrategyFailed,
-    StrategyPlan,
     StrategyResult,
     parse_options,
     parse_params,
@@ -473,24 +472,6 @@ def test_options_parse_from_key_value_pairs():
 
 # ------------------------------------------------------------------------------ smcs ask, end to end
 
-E2E_MODELS = ("m-a", "m-b", "m-c")
-E2E_QUESTIONS = ["What is 12 times 13?", "Solve x^2 = 49.", "Who wrote Hamlet?", "What is the capital of Japan?"]
-E2E_CAPABILITY = np.array([[1, 0, 0, 1], [0, 1, 1, 0], [1, 1, 1, 0]], dtype=np.int8)  # m-c is the most accurate
-
-
-@pytest.fixture(scope="module")
-def text_bank(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from smcs.embed import EmbedderConfig, make_embedder
-
-    embedder = make_embedder(EmbedderConfig())
-    bank = Bank.create(
-        tmp_path_factory.mktemp("ask") / "bank", embeddings=embedder.embed(E2E_QUESTIONS), capability=E2E_CAPABILITY,  # type: ignore[union-attr]
-        questions=[Question(id=f"q{i}", text=t) for i, t in enumerate(E2E_QUESTIONS)],
-        models=[ModelInfo(name=m) for m in E2E_MODELS], embedder=embedder.info,
-    )
-    return bank.path
-
-
 def responder(body: dict) -> Reply:
     system = body["messages"][0]["content"]
     if "Responses from models" in system:
@@ -498,10 +479,7 @@ def responder(body: dict) -> Reply:
     return Reply.ok(f"{body['model']} says 156")
 
 
-def write_config(path: Path, base_url: str, models: tuple[str, ...] = E2E_MODELS) -> Path:
-    tables = "".join(f'[models."{m}"]\nkind = "openai"\nbase_urls = ["{base_url}"]\nretries = 0\nmax_tokens = 32\n\n' for m in models)
-    path.write_text("[policy]\nk = 2\nn = 2\nn_base = 4\ngamma = 0.5\n\n" + tables)
-    return path
+
 
 
 def test_smcs_ask_strategy_moa_lite_prints_the_aggregators_answer(text_bank, tmp_path, capsys):

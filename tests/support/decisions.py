@@ -1,0 +1,25 @@
+"""Comparing a decision the service returned with the in-process one."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from smcs import Bank
+from smcs.core import RouteDecision
+
+
+def assert_same_decision(remote: RouteDecision, local: RouteDecision, bank: Bank) -> None:
+    """The service's decision is the in-process one, and its support ids are the bank's question ids."""
+    assert remote.referencers == local.referencers
+    assert remote.votes == local.votes  # doubles on the wire: exact
+    assert remote.aggregator == local.aggregator
+    assert remote.subsets == local.subsets
+    assert remote.seed == local.seed
+    assert remote.bank_version == local.bank_version == bank.version
+    assert remote.support_rows == local.support_rows
+    assert len(remote.support_rows) > 0
+    np.testing.assert_array_equal(
+        np.asarray(remote.support_similarities, dtype=np.float32), np.asarray(local.support_similarities, dtype=np.float32)
+    )
+    questions = bank.questions
+    assert remote.support_ids == [questions[r].id for r in local.support_rows]
