@@ -172,3 +172,13 @@ def test_a_manifest_whose_files_disagree_with_its_scorer_is_refused(bank):
     manifest_path.write_text(json.dumps(manifest))
     with pytest.raises(BankFormatError, match="lists files"):
         Bank.open(first.path, first.version)
+
+
+def test_outcome_columns_place_known_outcomes_in_model_order_and_name_unknown_models(tmp_path):
+    bank = create(tmp_path / "b")
+    got = bank.outcome_columns([{"m2": 1}, {}, {"m0": 0, "m2": 0}], lambda j: f"line {j}")
+    want = np.full((MODELS, 3), -1, np.int8)
+    want[2, 0], want[0, 2], want[2, 2] = 1, 0, 0
+    np.testing.assert_array_equal(got, want)
+    with pytest.raises(BankError, match=r"^line 1: unknown model 'mx'"):
+        bank.outcome_columns([{}, {"mx": 1}], lambda j: f"line {j}")

@@ -290,3 +290,14 @@ def test_policy_quorum_and_min_references_validation():
         Policy(k=3, min_references=4)
     with pytest.raises(ValueError, match="min_references must be >= 1"):
         Policy(k=3, min_references=0)
+
+
+def test_finite_totals_is_eq7_and_names_what_overflows():
+    from smcs.core.pipeline import finite_totals
+
+    similarity, perplexity = np.array([0.5, 0.9]), np.array([1.5, 1.1])
+    np.testing.assert_allclose(finite_totals(similarity, perplexity, 2.0), similarity + 2.0 * (1 - perplexity))
+    with pytest.raises(ValueError, match=r"logprobs\[1\]"):
+        finite_totals(similarity, np.array([1.5, np.inf]), 1.0)
+    with pytest.raises(ValueError, match="lam"):
+        finite_totals(similarity, np.array([1.5, 3.0]), 1e308)

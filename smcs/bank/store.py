@@ -197,6 +197,18 @@ class Bank:
         """The SHA-256 of the files a scorer fitted on this version depends on (its ``FittedScorer.data``)."""
         return {file: self.manifest.files[file] for file in FITTED_DATA}
 
+    def outcome_columns(self, known: Sequence[Mapping[str, int]], where: Callable[[int], str]) -> np.ndarray:
+        """R × len(``known``) int8 outcomes of new questions in this bank's model order: column j holds
+        ``known[j]`` (model name → 1 or 0), −1 elsewhere; ``BankError`` starting with ``where(j)`` when
+        ``known[j]`` names a model the bank lacks."""
+        outcomes = np.full((self.n_models, len(known)), -1, dtype=np.int8)
+        for j, row in enumerate(known):
+            for model, value in row.items():
+                if model not in self._model_index:
+                    raise BankError(f"{where(j)}: unknown model {model!r} (the bank's models: {', '.join(self.model_names)})")
+                outcomes[self._model_index[model], j] = value
+        return outcomes
+
     def model_index(self, name: str) -> int:
         """Row of model ``name`` in ``capability``; ``BankError`` naming the model if the bank lacks it."""
         try:

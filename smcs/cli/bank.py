@@ -163,8 +163,7 @@ def _run_append(args: argparse.Namespace) -> int:
     lines = decode_lines(args.file.read_bytes(), AppendLine, args.file)
     first_line: dict[str, int] = {}
     taken = {q.id for q in bank.questions}
-    outcomes = np.full((bank.n_models, len(lines)), -1, dtype=np.int8)
-    for column, (number, line) in enumerate(lines):
+    for number, line in lines:
         where = f"{args.file}:{number}"
         if line.id in first_line:
             raise ValueError(f"{where}: id {line.id!r} repeats line {first_line[line.id]}")
@@ -176,9 +175,7 @@ def _run_append(args: argparse.Namespace) -> int:
                 raise ValueError(f"{where}: embedding has {len(line.embedding)} values but the bank's dimension is {bank.dim}")
             if not np.isfinite(line.embedding).all() or not np.any(line.embedding):
                 raise ValueError(f"{where}: embedding must be finite and not all zeros")
-        for model, value in line.outcomes.items():
-            _require_model(bank, model, where)
-            outcomes[bank.model_index(model), column] = value
+    outcomes = bank.outcome_columns([line.outcomes for _, line in lines], lambda j: f"{args.file}:{lines[j][0]}")
     to_embed = [j for j, (_, line) in enumerate(lines) if line.embedding is None]
     embeddings = np.empty((len(lines), bank.dim), dtype=np.float64)
     if to_embed:

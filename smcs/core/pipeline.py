@@ -334,6 +334,23 @@ def perplexities(sequences: Sequence[Sequence[float]]) -> np.ndarray:
     return kernels.perplexity(flat, offsets)
 
 
+def finite_totals(similarity: np.ndarray, perplexity: np.ndarray, lam: float) -> np.ndarray:
+    """Eq 7's S^total = S^sim + λ·(1 − PPL) of each candidate; ``ValueError`` naming ``logprobs[i]`` or ``lam``
+    when finite inputs overflow (a mean logprob below about −709 makes PPL infinite; a huge λ overflows
+    λ·(1 − PPL)), rather than a total that is not a number."""
+    overflowed = np.flatnonzero(~np.isfinite(perplexity))
+    if overflowed.size:
+        i = int(overflowed[0])
+        raise ValueError(f"logprobs[{i}]: its perplexity exp(-mean logprob) overflows; logprobs that low are not a model's")
+    with np.errstate(over="ignore", invalid="ignore"):
+        total = similarity + lam * (1.0 - perplexity)
+    overflowed = np.flatnonzero(~np.isfinite(total))
+    if overflowed.size:
+        i = int(overflowed[0])
+        raise ValueError(f"lam: lam * (1 - PPL) overflows for candidate {i} (lam={lam!r}, PPL={float(perplexity[i])!r})")
+    return kernels.hybrid_scores(similarity, perplexity, lam)
+
+
 def _best(scored: list[AggregationEvidence]) -> int | None:
     """Index in ``scored`` of the highest total among those written (ties to the lowest), None if none was."""
     done = [i for i, e in enumerate(scored) if e.ok]

@@ -16,7 +16,7 @@ from .._proto import router_pb2 as pb
 from .._proto import router_pb2_grpc as pb_grpc
 from ..bank import Bank, BankError, BankFormatError, ModelInfo, Question
 from ..config import AnswerConfig, ServerConfig
-from ..core.pipeline import QuorumNotMet, perplexities
+from ..core.pipeline import QuorumNotMet, finite_totals, perplexities
 from ..core.prompts import check_task
 from ..core.query_text import query_texts
 from ..backends.pool import ModelPool
@@ -232,7 +232,7 @@ class RouterService(pb_grpc.RouterServicer):
                 perplexity = perplexities([lp.values for lp in request.logprobs])
             except ValueError as exc:
                 raise invalid(f"logprobs: {exc}") from None
-            total = _finite_total(similarity, perplexity, lam)
+            total = _checked(lambda: finite_totals(similarity, perplexity, lam))
             response.perplexity.extend(perplexity.tolist())
         else:
             total = similarity
@@ -266,15 +266,12 @@ class RouterService(pb_grpc.RouterServicer):
             for q in request.questions
         ]
         known = [
-            (j, model, _outcome(value, f"questions[{j}].outcomes[{model!r}]"))
+            {model: _outcome(value, f"questions[{j}].outcomes[{model!r}]") for model, value in q.outcomes.items()}
             for j, q in enumerate(request.questions)
-            for model, value in q.outcomes.items()
         ]
 
         def append(latest: Bank) -> Bank:
-            outcomes = np.full((latest.n_models, len(questions)), -1, dtype=np.int8)
-            for j, model, value in known:
-                outcomes[_model_row(latest, model, f"questions[{j}].outcomes"), j] = value
+            outcomes = latest.outcome_columns(known, lambda j: f"questions[{j}].outcomes")
             return latest.append_questions(embeddings, questions, outcomes)
 
         return _write_response(await self._state.write(append))
@@ -326,29 +323,6 @@ async def _embed(snapshot: Snapshot, texts: list[str], field: str) -> np.ndarray
         raise RequestError(grpc.StatusCode.DEADLINE_EXCEEDED, f"{field}: embedding timed out: {exc}") from None
     except EmbedderError as exc:
         raise RequestError(grpc.StatusCode.UNAVAILABLE, f"{field}: embedding failed: {exc}") from None
-
-
-def _finite_total(similarity: np.ndarray, perplexity: np.ndarray, lam: float) -> np.ndarray:
-    """Eq 7's S^total of a Score request; INVALID_ARGUMENT naming logprobs or lam when finite inputs
-    overflow (a mean logprob below about -709 makes PPL infinite; a huge λ overflows λ·(1 − PPL))."""
-    overflowed = np.flatnonzero(~np.isfinite(perplexity))
-    if overflowed.size:
-        i = int(overflowed[0])
-        raise invalid(f"logprobs[{i}]: its perplexity exp(-mean logprob) overflows; logprobs that low are not a model's")
-    with np.errstate(over="ignore", invalid="ignore"):
-        total = similarity + lam * (1.0 - perplexity)
-    overflowed = np.flatnonzero(~np.isfinite(total))
-    if overflowed.size:
-        i = int(overflowed[0])
-        raise invalid(f"lam: lam * (1 - PPL) overflows for candidate {i} (lam={lam!r}, PPL={float(perplexity[i])!r})")
-    return kernels.hybrid_scores(similarity, perplexity, lam)
-
-
-def _model_row(bank: Bank, model: str, field: str) -> int:
-    try:
-        return bank.model_index(model)
-    except BankError:
-        raise BankError(f"{field} names unknown model {model!r}") from None
 
 
 def _outcome(value: int, field: str) -> int:
