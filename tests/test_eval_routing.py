@@ -21,7 +21,7 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 SMALL = {"n_base_grid": (5, 10, 20), "gamma_grid": (0.8, 0.9, 1.0), "knn_grid": (1, 5, 10)}
 
 
-def make_bank(path, embeddings, capability, *, sources=None, models=None, metadata=None, embedder="test") -> Bank:
+def make_bank(path, embeddings, capability, *, sources=None, models=None, metadata=None, embedder="test", query_text="raw") -> Bank:
     n = len(embeddings)
     capability = np.asarray(capability, dtype=np.int8)
     return Bank.create(
@@ -34,7 +34,7 @@ def make_bank(path, embeddings, capability, *, sources=None, models=None, metada
             for i in range(n)
         ],
         models=models or [ModelInfo(name=f"m{r}") for r in range(capability.shape[0])],
-        embedder=EmbedderInfo(id=embedder, dim=np.asarray(embeddings).shape[1]),
+        embedder=EmbedderInfo(id=embedder, dim=np.asarray(embeddings).shape[1], query_text=query_text),
     )
 
 
@@ -287,6 +287,9 @@ def test_banks_must_share_embedder_and_models(specialists, tmp_path):
     other = make_bank(tmp_path / "e", queries.embeddings, queries.capability, embedder="other")
     with pytest.raises(ValueError, match="embedder"):
         evaluate_routing(bank, other, Policy(k=2))
+    templated = make_bank(tmp_path / "t", queries.embeddings, queries.capability, query_text="question-v1")
+    with pytest.raises(ValueError, match="query-text rule 'question-v1' but the bank under 'raw'"):
+        evaluate_routing(bank, templated, Policy(k=2))
     fewer = make_bank(tmp_path / "m", queries.embeddings, np.asarray(queries.capability)[:2])
     with pytest.raises(ValueError, match="the queries lack 'm2'"):
         evaluate_routing(bank, fewer, Policy(k=2))
@@ -341,6 +344,11 @@ def test_cli_imports_format_paths(tmp_path, capsys):
     report = msgspec.json.decode(capsys.readouterr().out, type=RoutingReport)
     assert report.n_bank == 12 and report.n_queries == 6 and report.models == ["a", "b"]
     assert method(report, "oracle").accuracy == 1.0
+    # queries imported on the fly take the bank's query-text rule, whatever the default
+    assert main(["bank", "import", "routerdc", bank, "--out", str(tmp_path / "raw"), "--query-text", "raw"]) == 0
+    capsys.readouterr()
+    assert main(["eval", "route", str(tmp_path / "raw"), "--queries", f"routerdc:{queries}", "--json", "--no-sweeps"]) == 0
+    assert msgspec.json.decode(capsys.readouterr().out, type=RoutingReport).n_queries == 6
 
 
 def test_scorer_rows_per_source_best_on_queries_and_ece_match_plain_computations(tmp_path):

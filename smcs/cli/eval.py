@@ -50,7 +50,8 @@ def run_eval_route(args: argparse.Namespace) -> int:
     """Run ``smcs eval route`` for parsed ``args``; returns the exit status (errors raise ``ValueError``)."""
     with tempfile.TemporaryDirectory(prefix="smcs-eval-") as scratch:
         bank = open_bank(args.bank, Path(scratch) / "bank")
-        queries = open_bank(args.queries, Path(scratch) / "queries") if args.queries else None
+        rule = bank.manifest.embedder.query_text  # queries imported here are embedded as the bank's questions were
+        queries = open_bank(args.queries, Path(scratch) / "queries", rule) if args.queries else None
         options = {"n_base": args.n_base, "gamma": args.gamma}
         policy = Policy(k=args.k if args.k is not None else min(Policy().k, max(bank.n_models, 1)),
                         k_drop=0, **{k: v for k, v in options.items() if v is not None})
@@ -65,9 +66,9 @@ def run_eval_route(args: argparse.Namespace) -> int:
     return 0
 
 
-def open_bank(spec: str, scratch: Path) -> Bank:
+def open_bank(spec: str, scratch: Path, query_text: str | None = None) -> Bank:
     """The bank directory ``spec``, or the files of ``FORMAT:PATH[,PATH...]`` imported into ``scratch``
-    with the bundled embedder."""
+    with the bundled embedder under the ``query_text`` rule (None: the default rule)."""
     path = Path(spec)
     if (path / "CURRENT").is_file():
         return Bank.open(path)
@@ -80,4 +81,4 @@ def open_bank(spec: str, scratch: Path) -> Bank:
     if format not in FORMATS:
         raise ValueError(f"{spec}: not a bank directory, and {format!r} is not an import format ({', '.join(FORMATS)})")
     imported = read_imports(format, [Path(p) for p in files.split(",")])
-    return import_bank(imported, scratch, make_embedder(EmbedderConfig()))
+    return import_bank(imported, scratch, make_embedder(EmbedderConfig()), query_text=query_text)

@@ -390,11 +390,17 @@ class _Side(NamedTuple):
 
 def _check_compatible(bank: Bank, queries: Bank) -> np.ndarray:
     """Rows of ``queries.capability`` in the bank's model order; ``ValueError`` on another embedder or
-    a model on one side only (models are matched by name)."""
+    query-text rule, or a model on one side only (models are matched by name)."""
     if bank.manifest.embedder.id != queries.manifest.embedder.id or bank.dim != queries.dim:
         raise ValueError(
             f"the queries were embedded by {queries.manifest.embedder.id!r} (dim {queries.dim}) but the bank by "
             f"{bank.manifest.embedder.id!r} (dim {bank.dim}); both must share one embedder"
+        )
+    if bank.manifest.embedder.query_text != queries.manifest.embedder.query_text:
+        raise ValueError(
+            f"the queries were embedded under query-text rule {queries.manifest.embedder.query_text!r} but the bank "
+            f"under {bank.manifest.embedder.query_text!r}; re-import the queries with --query-text "
+            f"{bank.manifest.embedder.query_text}"
         )
     missing = [m for m in bank.model_names if m not in queries.model_names]
     extra = [m for m in queries.model_names if m not in bank.model_names]
