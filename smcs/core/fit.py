@@ -25,7 +25,9 @@ so no held-out outcome reaches a feature or the model. Then:
 4. Calibration: a Platt pair (a, b) per scorer, fitted on its held-out predictions (leave-one-out for
    vote, source and knn; the folds' for the head).
 5. Scores per scorer on those held-out predictions: top-1 (an unknown outcome of the chosen model counted
-   at that model's accuracy, so partially evaluated models are not avoided), top-3 coverage, ECE, Brier.
+   at that model's accuracy, so partially evaluated models are not avoided), top-3 coverage (of the three
+   referencers the router would pick: for scorers other than vote in cover order, with cover orders
+   counted without the row's fold), ECE, Brier.
    The default is the scorer with the best top-1, ties to the simpler one (``SCORERS`` order).
 6. Out of bank: the ``OUT_OF_BANK_QUANTILE`` quantile of the training rows' nearest-question similarity.
 7. Cover orders (``cover_orders``): per source and first referencer, the greedy order in which further
@@ -51,6 +53,7 @@ from .scorers import (
     BankStats,
     Evidence,
     bank_stats,
+    covering_referencers,
     knn_probability,
     linear,
     logit,
@@ -133,8 +136,9 @@ def fit_scorer(
     say("calibrating and scoring")
     calibration = {name: platt(p, outcomes) for name, p in held_out.items()}
     rankings = {name: (evidence.votes if name == "vote" else p) for name, p in held_out.items()}
+    covered = _held_out_cover(masked, stats.row_source, len(sources), held_out)
     cv = {
-        name: score(calibrated_p(held_out[name], calibration[name]), rankings[name], outcomes, value)
+        name: score(calibrated_p(held_out[name], calibration[name]), rankings[name], outcomes, value, covered.get(name))
         for name in held_out
     }
     default = max(SCORERS, key=lambda name: (round(cv[name].top1, 12), -SCORERS.index(name)))
@@ -257,9 +261,12 @@ def top1(ranking: np.ndarray, value: np.ndarray) -> float:
     return float(value[np.arange(len(choice)), choice].mean())
 
 
-def score(p: np.ndarray, ranking: np.ndarray, outcomes: np.ndarray, value: np.ndarray) -> ScorerScore:
-    """The ``ScorerScore`` of calibrated ``p`` whose models rank by ``ranking``."""
-    order = np.argsort(-ranking, axis=1, kind="stable")[:, :3]
+def score(
+    p: np.ndarray, ranking: np.ndarray, outcomes: np.ndarray, value: np.ndarray, first3: np.ndarray | None = None
+) -> ScorerScore:
+    """The ``ScorerScore`` of calibrated ``p`` whose models rank by ``ranking``; top-3 coverage of ``first3``
+    (Q × 3 model indices: the referencers the router would pick) when given, else of the three ranked first."""
+    order = np.argsort(-ranking, axis=1, kind="stable")[:, :3] if first3 is None else first3
     known = outcomes >= 0
     return ScorerScore(
         top1=top1(ranking, value),
@@ -352,6 +359,22 @@ class _FoldMasking:
                 prior = knn_probability(here, stats, knn[0], knn[1], prior)
             out[inside] = prior
         return out
+
+
+def _held_out_cover(
+    masked: _FoldMasking, row_source: np.ndarray, n_sources: int, held_out: dict[str, np.ndarray]
+) -> dict[str, np.ndarray]:
+    """Per scorer other than vote, each training row's first three referencers in cover order, the cover
+    orders counted without the row's fold and its source the classifier's held-out guess (``Policy.cover``)."""
+    k = min(3, masked.capability.shape[0])
+    out = {name: np.empty((masked.rows.size, k), dtype=np.int64) for name in held_out if name != "vote"}
+    source = np.argmax(masked.pi, axis=1)
+    for fold in range(masked.folds):
+        orders = cover_orders(masked.stats(frozenset({fold})).capability, row_source, n_sources, k)
+        for q in np.flatnonzero(masked.folds_of == fold):
+            for name, first3 in out.items():
+                first3[q] = covering_referencers(held_out[name][q], orders[source[q]], k)
+    return out
 
 
 def _tune_knn(masked: _FoldMasking, value: np.ndarray) -> tuple[int, float, np.ndarray]:
