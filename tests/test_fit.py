@@ -9,8 +9,8 @@ import pytest
 
 from smcs import Policy, Router
 from smcs.bank import Bank, ModelInfo, Question
-from smcs.core.fit import fit_logistic, fit_scorer, softmax
-from smcs.core.scorers import SCORERS, linear
+from smcs.core.fit import fit_logistic, fit_scorer
+from smcs.core.scorers import SCORERS, Linear, softmax
 
 D = 16
 
@@ -127,7 +127,7 @@ def test_the_source_classifier_predicts_separable_sources(bernoulli_bank):
     fitted = bernoulli_bank.scorer
     assert fitted.sources == ["c0", "c1", "c2"] and fitted.source_classifier is not None
     fresh, cluster = cluster_rows(np.random.default_rng(9), 20, 3)
-    pi = softmax(linear(fresh.astype(np.float64), fitted.source_classifier))
+    pi = softmax(Linear.of(fitted.source_classifier)(fresh.astype(np.float64)))
     np.testing.assert_allclose(pi.sum(axis=1), 1.0)
     np.testing.assert_array_equal(np.argmax(pi, axis=1), cluster)
     assert pi.max(axis=1).min() > 0.9

@@ -264,7 +264,7 @@ def evaluation_probabilities(bank: Bank, queries: np.ndarray, policy: Policy, sc
     stats = scorers.bank_stats(np.asarray(bank.capability), [q.source for q in bank.questions], fitted.sources)
     width = max(fitted.knn_k, fitted.source_k)
     evidence = batch_evidence(bank.embeddings, np.asarray(bank.capability), queries, width, policy.n_base, policy.gamma)
-    return scorers.probabilities(evidence, stats, fitted, scorer)[0]
+    return scorers.probabilities(evidence, scorers.Scoring.of(stats, fitted), scorer)[0]
 
 
 @pytest.mark.parametrize("scorer", SCORERS)

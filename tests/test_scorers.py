@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from smcs.bank import Platt
 from smcs.core import scorers
 from smcs.core.fit import cover_orders
 from smcs.core.scorers import (
@@ -312,16 +313,16 @@ def test_covering_referencers_ties_go_to_the_lower_index():
 def test_platt_calibration_is_monotone_in_p(a, b, seed):
     p = np.sort(np.random.default_rng(seed).random(200))
     p = np.concatenate([[0.0, EPS / 2], p, [1 - EPS / 2, 1.0]])
-    up = calibrated(p, a, b)
+    up = calibrated(p, Platt(a=a, b=b))
     assert np.all(np.diff(up) >= 0) and np.all((up >= 0) & (up <= 1))
-    down = calibrated(p, -a, b)
+    down = calibrated(p, Platt(a=-a, b=b))
     assert np.all(np.diff(down) <= 0)
-    np.testing.assert_allclose(calibrated(p, 0.0, b), np.full(p.shape, 1 / (1 + np.exp(-b))), rtol=1e-12)
+    np.testing.assert_allclose(calibrated(p, Platt(a=0.0, b=b)), np.full(p.shape, 1 / (1 + np.exp(-b))), rtol=1e-12)
 
 
 def test_platt_identity_pair_leaves_p_unchanged_inside_the_clip():
     p = np.linspace(EPS, 1 - EPS, 101)
-    np.testing.assert_allclose(calibrated(p, 1.0, 0.0), p, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(calibrated(p, Platt(a=1.0, b=0.0)), p, rtol=1e-9, atol=1e-12)
 
 
 @SOME

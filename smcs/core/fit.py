@@ -53,12 +53,13 @@ from .scorers import (
     BankStats,
     Evidence,
     bank_stats,
+    calibrated,
     covering_referencers,
     knn_probability,
-    linear,
     logit,
     neighbour_sources,
     sigmoid,
+    softmax,
     source_probability,
     vote_probability,
 )
@@ -138,7 +139,7 @@ def fit_scorer(
     rankings = {name: (evidence.votes if name == "vote" else p) for name, p in held_out.items()}
     covered = _held_out_cover(masked, stats.row_source, len(sources), held_out)
     cv = {
-        name: score(calibrated_p(held_out[name], calibration[name]), rankings[name], outcomes, value, covered.get(name))
+        name: score(calibrated(held_out[name], calibration[name]), rankings[name], outcomes, value, covered.get(name))
         for name in held_out
     }
     default = max(SCORERS, key=lambda name: (round(cv[name].top1, 12), -SCORERS.index(name)))
@@ -306,11 +307,6 @@ def platt(p: np.ndarray, outcomes: np.ndarray, steps: int = 50) -> Platt:
     return Platt(a=float(theta[0]), b=float(theta[1]))
 
 
-def calibrated_p(p: np.ndarray, pair: Platt) -> np.ndarray:
-    """``p`` through the Platt pair."""
-    return sigmoid(pair.a * logit(p) + pair.b)
-
-
 class _FoldMasking:
     """The training rows' source and kNN probabilities with the outcomes of whole folds left out."""
 
@@ -404,7 +400,8 @@ def _fit_source_classifier(
     held = np.empty((own.size, n_sources))
     for fold in np.unique(folds_of):
         train, test = folds_of != fold, folds_of == fold
-        held[test] = softmax(linear(evidence.queries[test], _head(*fit_logistic(evidence.queries[train], onehot[train], SOURCE_L2), SOURCE_L2)))
+        weights, bias = fit_logistic(evidence.queries[train], onehot[train], SOURCE_L2)
+        held[test] = softmax(evidence.queries[test] @ weights.T + bias)
     return _head(*fit_logistic(evidence.queries, onehot, SOURCE_L2), SOURCE_L2), held
 
 
@@ -446,12 +443,6 @@ def _fit_head(
 
 def _head(weights: np.ndarray, bias: np.ndarray, l2: float) -> Head:
     return Head(weights=weights.tolist(), bias=bias.tolist(), l2=l2)
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    """Row-wise softmax."""
-    z = np.exp(logits - logits.max(axis=1, keepdims=True))
-    return z / z.sum(axis=1, keepdims=True)
 
 
 def fit_logistic(features: np.ndarray, outcomes: np.ndarray, l2: float) -> tuple[np.ndarray, np.ndarray]:

@@ -69,6 +69,7 @@ class Router:
         self._accuracy, self._evaluated = model_accuracy(bank.capability)
         row_sources = [q.source for q in bank.questions] if self._fitted is not None else None
         self._stats = scorers.bank_stats(bank.capability, row_sources, self._fitted.sources if self._fitted else ())
+        self._scoring = scorers.Scoring.of(self._stats, self._fitted) if self._fitted is not None else None
         self._most_accurate = self._most_accurate_of(np.arange(bank.n_models)) if bank.n_models else None
         self._quantized: kernels.QuantizedBank | None = None  # int8 copy of the snapshot, built on first use
         self._quantized_lock = threading.Lock()
@@ -233,20 +234,21 @@ class Router:
         votes themselves (Eq 5 exactly); the others by p_r, or by overall accuracy out of bank."""
         name = self.scorer_of(policy)
         known = scorers.support_known(self._stats.capability, rows, sims)
-        fitted = self._fitted
-        if fitted is None:  # _check_policy allows only "vote" here
+        scoring = self._scoring
+        if scoring is None:  # _check_policy allows only "vote" here
             evidence = scorers.Evidence(query[None, :], rows[None, :0], sims[None, :0], votes[None, :], known[None, :])
             return _Scored(name, votes, scorers.vote_probability(evidence, self._stats)[0], False)
+        fitted = scoring.fitted
         width = min(max(fitted.knn_k, fitted.source_k), self._bank.n_questions)
         near_rows, near_sims = (rows, sims) if rows.size >= width else self._nearest(query, width)
         evidence = scorers.Evidence(
             query[None, :], near_rows[None, :width], near_sims[None, :width], votes[None, :], known[None, :]
         )
-        p, outside = scorers.probabilities(evidence, self._stats, fitted, name)
+        pi = None if name == "vote" else scorers.source_distribution(evidence, scoring)
+        p, outside = scorers.probabilities(evidence, scoring, name, pi)
         cover = None
-        if name != "vote" and policy.cover and fitted.cover and not outside[0]:
-            source = int(np.argmax(scorers.source_distribution(evidence, self._stats, fitted)[0]))
-            cover = fitted.cover[source]
+        if pi is not None and policy.cover and fitted.cover and not outside[0]:
+            cover = fitted.cover[int(np.argmax(pi[0]))]
         return _Scored(name, votes if name == "vote" else p[0], p[0], bool(outside[0]), cover)
 
     def _nearest(self, query: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

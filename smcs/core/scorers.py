@@ -25,14 +25,12 @@ than the fit's threshold, p_r = acc_r for every scorer and the decision says ``o
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
 from collections.abc import Sequence
 from typing import NamedTuple
 
 import numpy as np
 
-from ..bank import FittedScorer, Head
+from ..bank import FittedScorer, Head, Platt
 from .policy import SCORER_CHOICES
 
 SCORERS: tuple[str, ...] = tuple(name for name in SCORER_CHOICES if name != "auto")
@@ -104,15 +102,54 @@ def vote_probability(evidence: Evidence, stats: BankStats) -> np.ndarray:
     return np.where(known > 0, ratio, stats.accuracy[None, :])
 
 
-def source_distribution(evidence: Evidence, stats: BankStats, fitted: FittedScorer) -> np.ndarray:
+class Linear(NamedTuple):
+    """A fitted ``Head`` as arrays: its logits are ``features @ weights_t + bias``."""
+
+    weights_t: np.ndarray
+    """F × J"""
+    bias: np.ndarray
+    """J"""
+
+    @classmethod
+    def of(cls, head: Head) -> Linear:
+        """``head``'s lists as float64 arrays (converting a 15 × 414 head per route cost more than scoring)."""
+        return cls(np.ascontiguousarray(np.asarray(head.weights, dtype=np.float64).T), np.asarray(head.bias, dtype=np.float64))
+
+    def __call__(self, features: np.ndarray) -> np.ndarray:
+        """Q × J: the logits of each row of ``features``."""
+        return np.asarray(features, dtype=np.float64) @ self.weights_t + self.bias
+
+
+class Scoring(NamedTuple):
+    """What the fitted scorers read for one bank snapshot, prepared once: its ``BankStats`` and its fit, with
+    the fit's heads as arrays."""
+
+    stats: BankStats
+    fitted: FittedScorer
+    head: Linear | None
+    source_classifier: Linear | None
+
+    @classmethod
+    def of(cls, stats: BankStats, fitted: FittedScorer) -> Scoring:
+        """The ``Scoring`` of ``fitted`` over a snapshot whose ``BankStats`` are ``stats``."""
+        def prepared(head: Head | None) -> Linear | None:
+            return None if head is None else Linear.of(head)
+
+        return cls(stats, fitted, prepared(fitted.head), prepared(fitted.source_classifier))
+
+
+def source_distribution(evidence: Evidence, scoring: Scoring) -> np.ndarray:
     """Q × S: π(q), the query's source distribution: the fit's source classifier (a softmax over its
     sources of a linear function of q) when it has one, else ``neighbour_sources``."""
-    if fitted.source_classifier is None:
-        return neighbour_sources(evidence, stats, fitted.source_k)
-    logits = linear(evidence.queries, fitted.source_classifier)
-    logits -= logits.max(axis=1, keepdims=True)
-    weights = np.exp(logits)
-    return weights / weights.sum(axis=1, keepdims=True)
+    if scoring.source_classifier is None:
+        return neighbour_sources(evidence, scoring.stats, scoring.fitted.source_k)
+    return softmax(scoring.source_classifier(evidence.queries))
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise softmax."""
+    z = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return z / z.sum(axis=1, keepdims=True)
 
 
 def neighbour_sources(evidence: Evidence, stats: BankStats, k: int) -> np.ndarray:
@@ -152,48 +189,23 @@ def head_features(evidence: Evidence, knn: np.ndarray, source: np.ndarray) -> np
     return np.hstack([evidence.queries.astype(np.float64), knn, source])
 
 
-def linear(features: np.ndarray, head: Head) -> np.ndarray:
-    """Q × J: the head's logits weights·x + bias of each row of ``features``."""
-    weights_t, bias = _head_arrays(head)
-    return np.asarray(features, dtype=np.float64) @ weights_t + bias
-
-
-_HEAD_ARRAYS: OrderedDict[int, tuple[Head, np.ndarray, np.ndarray]] = OrderedDict()
-_HEAD_ARRAYS_KEPT = 16
-_HEAD_ARRAYS_LOCK = threading.Lock()
-
-
-def _head_arrays(head: Head) -> tuple[np.ndarray, np.ndarray]:
-    """(F × J weights, J biases) of ``head`` as arrays, converted from its lists once per head object (the
-    most recent ``_HEAD_ARRAYS_KEPT`` heads are kept): converting a 15 × 414 head on every route cost more
-    than the rest of the scoring."""
-    with _HEAD_ARRAYS_LOCK:
-        cached = _HEAD_ARRAYS.get(id(head))
-        if cached is not None and cached[0] is head:
-            _HEAD_ARRAYS.move_to_end(id(head))
-            return cached[1], cached[2]
-        weights_t = np.ascontiguousarray(np.asarray(head.weights, dtype=np.float64).T)
-        bias = np.asarray(head.bias, dtype=np.float64)
-        _HEAD_ARRAYS[id(head)] = (head, weights_t, bias)
-        if len(_HEAD_ARRAYS) > _HEAD_ARRAYS_KEPT:
-            _HEAD_ARRAYS.popitem(last=False)
-        return weights_t, bias
-
-
-def raw_probabilities(evidence: Evidence, stats: BankStats, fitted: FittedScorer, scorer: str) -> np.ndarray:
-    """Q × R: the uncalibrated p of ``scorer`` (one of ``SCORERS``) under ``fitted``'s settings."""
+def raw_probabilities(evidence: Evidence, scoring: Scoring, scorer: str, pi: np.ndarray | None = None) -> np.ndarray:
+    """Q × R: the uncalibrated p of ``scorer`` (one of ``SCORERS``) under the fit's settings; ``pi`` is the
+    questions' ``source_distribution`` when the caller has it already."""
+    stats, fitted = scoring.stats, scoring.fitted
     if scorer == "vote":
         return vote_probability(evidence, stats)
-    source = source_probability(stats, source_distribution(evidence, stats, fitted), fitted.source_smoothing)
+    pi = source_distribution(evidence, scoring) if pi is None else pi
+    source = source_probability(stats, pi, fitted.source_smoothing)
     if scorer == "source":
         return source
     knn = knn_probability(evidence, stats, fitted.knn_k, fitted.knn_alpha, source)
     if scorer == "knn":
         return knn
     if scorer == "head":
-        if fitted.head is None:
+        if scoring.head is None:
             raise ValueError("scorer 'head' needs a fitted head, and the bank's fit has none")
-        return sigmoid(linear(head_features(evidence, knn, source), fitted.head))
+        return sigmoid(scoring.head(head_features(evidence, knn, source)))
     raise ValueError(f"scorer must be one of {', '.join(SCORERS)}, got {scorer!r}")
 
 
@@ -215,17 +227,21 @@ def covering_referencers(p: np.ndarray, cover: Sequence[Sequence[int]], k: int, 
     return np.array(chosen[:k], dtype=np.int64)
 
 
-def calibrated(p: np.ndarray, a: float, b: float) -> np.ndarray:
+def calibrated(p: np.ndarray, platt: Platt) -> np.ndarray:
     """Platt scaling: σ(a·logit(p) + b)."""
-    return sigmoid(a * logit(p) + b)
+    return sigmoid(platt.a * logit(p) + platt.b)
 
 
-def probabilities(evidence: Evidence, stats: BankStats, fitted: FittedScorer, scorer: str) -> tuple[np.ndarray, np.ndarray]:
-    """(Q × R calibrated p of ``scorer``, Q bool out of bank). Out-of-bank questions get p_r = acc_r."""
-    p = raw_probabilities(evidence, stats, fitted, scorer)
+def probabilities(
+    evidence: Evidence, scoring: Scoring, scorer: str, pi: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """(Q × R calibrated p of ``scorer``, Q bool out of bank). Out-of-bank questions get p_r = acc_r.
+    ``pi`` as for ``raw_probabilities``."""
+    stats, fitted = scoring.stats, scoring.fitted
+    p = raw_probabilities(evidence, scoring, scorer, pi)
     platt = fitted.calibration.get(scorer)
     if platt is not None:
-        p = calibrated(p, platt.a, platt.b)
+        p = calibrated(p, platt)
     nearest = np.where(evidence.neighbours[:, 0] >= 0, evidence.similarities[:, 0], 0.0) if evidence.neighbours.shape[1] else np.zeros(len(p))
     outside = nearest < fitted.out_of_bank
     return np.where(outside[:, None], stats.accuracy[None, :], p), outside

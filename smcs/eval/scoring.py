@@ -18,7 +18,15 @@ import numpy as np
 from ..bank import Bank, FittedScorer, Question
 from ..core import Policy
 from ..core.fit import ECE_BINS, batch_evidence, expected_calibration_error, fit_scorer, leave_one_out_evidence
-from ..core.scorers import SCORERS, bank_stats, covering_referencers, probabilities, source_distribution, vote_probability
+from ..core.scorers import (
+    SCORERS,
+    Scoring,
+    bank_stats,
+    covering_referencers,
+    probabilities,
+    source_distribution,
+    vote_probability,
+)
 
 
 class ReliabilityBin(msgspec.Struct, frozen=True, kw_only=True):
@@ -74,7 +82,7 @@ def run_scorers(bank: Bank, queries: np.ndarray | None, policy: Policy) -> Score
         except ValueError as exc:
             return _unfitted(bank, cap, queries, policy, f"not fitted ({exc}): only the paper's vote, uncalibrated")
         origin = f"fitted here on the bank ({fitted.fitted_rows} questions, {fitted.seconds:.0f} s): the bank has no fresh fit"
-    stats = bank_stats(cap, [q.source for q in bank.questions], fitted.sources)
+    scoring = Scoring.of(bank_stats(cap, [q.source for q in bank.questions], fitted.sources), fitted)
     width = max(fitted.knn_k, fitted.source_k)
     if queries is None:
         evidence = leave_one_out_evidence(bank.embeddings, cap, np.arange(bank.n_questions), width, policy.n_base, policy.gamma)
@@ -84,11 +92,12 @@ def run_scorers(bank: Bank, queries: np.ndarray | None, policy: Policy) -> Score
     rankings: dict[str, np.ndarray] = {}
     orders: dict[str, np.ndarray] = {}
     outside = np.zeros(evidence.queries.shape[0], dtype=bool)
-    source = np.argmax(source_distribution(evidence, stats, fitted), axis=1)
+    pi = source_distribution(evidence, scoring)
+    source = np.argmax(pi, axis=1)
     for name in SCORERS:
         if name == "head" and fitted.head is None:
             continue
-        found[name], outside = probabilities(evidence, stats, fitted, name)
+        found[name], outside = probabilities(evidence, scoring, name, pi)
         rankings[name] = evidence.votes if name == "vote" else found[name]
         orders[name] = np.argsort(-rankings[name], axis=1, kind="stable")
         if name != "vote" and policy.cover and fitted.cover:
