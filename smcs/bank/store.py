@@ -380,7 +380,8 @@ class Bank:
                 MODELS: _copy_fill(old / MODELS),
             }
             index = base.index.extend(rows) if base.index is not None else None
-            return _commit(base, number, base.n_questions + len(rows), base.n_models, fills, index, [base.embeddings, rows])
+            rows_after = [base.embeddings, rows]
+            return _commit(base, number, base.n_questions + len(rows), base.n_models, fills, index, base.scorer, rows_after)
 
     def record_outcomes(self, outcomes: Iterable[tuple[str, str, int]]) -> Bank:
         """Set capability entries of the latest version from (model name, question id, value) triples.
@@ -396,7 +397,7 @@ class Bank:
         with _writing(self.path) as (base, number):
             capability = _apply_outcomes(base, triples)
             fills = _copied(base, DATA_FILES) | {CAPABILITY: _npy_fill(np.int8, capability.shape, [capability])}
-            return _commit(base, number, base.n_questions, base.n_models, fills, base.index)
+            return _commit(base, number, base.n_questions, base.n_models, fills, base.index, base.scorer)
 
     def add_model(self, model: ModelInfo, outcomes: object = None) -> Bank:
         """Add ``model`` as a new last row of the latest version's capability matrix; return the new version.
@@ -413,7 +414,7 @@ class Bank:
                 CAPABILITY: _npy_fill(np.int8, (base.n_models + 1, base.n_questions), [base.capability, row]),
                 MODELS: _bytes_fill(_encode_json((*base.models, model))),
             }
-            return _commit(base, number, base.n_questions, base.n_models + 1, fills, base.index)
+            return _commit(base, number, base.n_questions, base.n_models + 1, fills, base.index, base.scorer)
 
     def with_index(self, index: ivf.IVFIndex | None) -> Bank:
         """Commit the latest version's data unchanged with ``index`` (None: without an index); return it.
@@ -429,7 +430,8 @@ class Bank:
                 if index.n_rows > base.n_questions:
                     raise BankError(f"index covers {index.n_rows} rows but the bank has only {base.n_questions}")
                 index = index.extend(base.embeddings[index.n_rows :])
-            return _commit(base, number, base.n_questions, base.n_models, _copied(base, DATA_FILES), index, [base.embeddings])
+            data = _copied(base, DATA_FILES)
+            return _commit(base, number, base.n_questions, base.n_models, data, index, base.scorer, [base.embeddings])
 
     def with_scorer(self, fitted: FittedScorer | None) -> Bank:
         """Commit the latest version's data (and index) unchanged with ``fitted`` as its scorer (None: without
@@ -438,15 +440,7 @@ class Bank:
         if fitted is not None:
             _check_record(fitted, FittedScorer, "fitted")
         with _writing(self.path) as (base, number):
-            fills = _copied(base, DATA_FILES)
-            if base.index is not None:
-                fills |= _copied(base, ivf.FILES)
-            if fitted is not None:
-                fills[SCORER] = _bytes_fill(_encode_json(fitted))
-            return _write_version(
-                base.path, _version_name(number), base.version, base.manifest.embedder, base.n_questions,
-                base.n_models, fills, base.manifest.provenance, base.index, None if fitted is None else fitted.default,
-            )
+            return _commit(base, number, base.n_questions, base.n_models, _copied(base, DATA_FILES), base.index, fitted)
 
     def prune(self, keep: int) -> list[str]:
         """Delete all but the newest ``keep`` (>= 1) committed versions; return the deleted names, oldest first.
@@ -552,19 +546,20 @@ def _commit(
     n_models: int,
     fills: dict[str, Fill],
     index: ivf.IVFIndex | None,
+    scorer: FittedScorer | None,
     rows: Sequence[np.ndarray] = (),
 ) -> Bank:
     """Write version ``number`` derived from ``base`` (same root and embedder) from the data files' ``fills``,
-    with ``index`` (None: none), and make it current. ``base``'s own index is copied; another is written
-    with its list-ordered copy of ``rows``, the new version's embeddings as consecutive blocks. ``base``'s
-    fitted scorer is carried over unchanged."""
+    with ``index`` and fitted ``scorer`` (None: none), and make it current. ``base``'s own index and scorer
+    are copied; another index is written with its list-ordered copy of ``rows``, the new version's
+    embeddings as consecutive blocks, and another scorer as its JSON."""
     if index is not None:
         fills = fills | (_copied(base, ivf.FILES) if index is base.index else _index_fills(index, rows))
-    if base.manifest.scorer is not None:
-        fills = fills | _copied(base, (SCORER,))
+    if scorer is not None:
+        fills = fills | (_copied(base, (SCORER,)) if scorer is base.scorer else {SCORER: _bytes_fill(_encode_json(scorer))})
     return _write_version(
         base.path, _version_name(number), base.version, base.manifest.embedder, n_questions, n_models, fills,
-        base.manifest.provenance, index, base.manifest.scorer,
+        base.manifest.provenance, index, None if scorer is None else scorer.default,
     )
 
 
