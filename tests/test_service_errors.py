@@ -11,7 +11,7 @@ from smcs import SmcsError
 from smcs.bank import BankError, BankFormatError
 from smcs.core.pipeline import QuorumNotMet
 from smcs.runtime.dispatch import NoModelsConfigured
-from smcs.service.servicer import _checked, _status
+from smcs.service.servicer import _refusals_are_invalid, _status
 from smcs.strategies import StrategyError
 from smcs.wire.convert import RequestError
 
@@ -45,12 +45,12 @@ def test_a_value_error_where_the_request_is_checked_is_invalid_argument():
     def refuse():
         raise ValueError("seed must be an integer in [0, 2**64), got -1")
 
-    with pytest.raises(RequestError) as raised:
-        _checked(refuse)
+    with pytest.raises(RequestError) as raised, _refusals_are_invalid():
+        refuse()
     assert raised.value.code == grpc.StatusCode.INVALID_ARGUMENT and "seed" in raised.value.message
 
     def strategy():
         raise StrategyError("samples must be >= 1")
 
-    with pytest.raises(StrategyError):  # a kind with a status of its own keeps it
-        _checked(strategy)
+    with pytest.raises(StrategyError), _refusals_are_invalid():  # a kind with a status of its own keeps it
+        strategy()

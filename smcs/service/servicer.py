@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import TypeVar
 
 import grpc
@@ -50,7 +51,7 @@ def _status(exc: Exception, method: str) -> tuple[grpc.StatusCode, str]:
     """The status code and message a failed call ends with: a ``RequestError``'s own, the status of its
     ``SmcsError`` kind; anything else (a bug, whatever its class, a bare ``ValueError`` included) is logged
     and becomes INTERNAL, without a traceback to the caller. Input the request got wrong is turned into a
-    ``RequestError`` where it is checked (``smcs.wire.convert``, ``_checked``)."""
+    ``RequestError`` where it is checked (``smcs.wire.convert``, ``_refusals_are_invalid``)."""
     if isinstance(exc, RequestError):
         return exc.code, exc.message
     for kind, code in _STATUS_OF:
@@ -60,12 +61,13 @@ def _status(exc: Exception, method: str) -> tuple[grpc.StatusCode, str]:
     return grpc.StatusCode.INTERNAL, f"{method} failed on the server; see its log"
 
 
-def _checked(what: Callable[[], Response]) -> Response:
-    """``what()``, whose ``ValueError`` is the request's fault (a Router or a strategy refusing the policy,
+@contextlib.contextmanager
+def _refusals_are_invalid() -> Iterator[None]:
+    """A ``ValueError`` raised inside is the request's fault (a Router or a strategy refusing the policy,
     seed, embedding or models it was given, each naming the field): INVALID_ARGUMENT. Kinds with a status
     of their own (``_STATUS_OF``) keep it."""
     try:
-        return what()
+        yield
     except SmcsError:
         raise
     except ValueError as exc:
@@ -118,12 +120,8 @@ class RouterService(pb_grpc.RouterServicer):
     async def _route(self, snapshot: Snapshot, call: RouteCall) -> RouteDecision:
         """``call`` routed over ``snapshot``, batched with the concurrent calls on a worker thread (a lone
         call over a bank under ``inline_route_bytes`` on the event loop)."""
-        try:
+        with _refusals_are_invalid():
             return await self._batcher.route(snapshot.router, call)
-        except SmcsError:
-            raise
-        except ValueError as exc:  # the Router's refusal of this call's policy, seed, embedding or models
-            raise invalid(str(exc)) from None
 
     def _small_bank(self, router: Router) -> bool:
         """Whether a lone route over ``router``'s bank may run on the event loop: under ``inline_route_bytes``."""
@@ -168,7 +166,8 @@ class RouterService(pb_grpc.RouterServicer):
         except ValueError as exc:
             raise invalid(str(exc)) from None
         policy = convert.policy_from_request(request.policy, self._state.policy)
-        usable = _checked(lambda: answer_models(bank.model_names, self._pool, list(request.policy.allowed_models)))
+        with _refusals_are_invalid():
+            usable = answer_models(bank.model_names, self._pool, list(request.policy.allowed_models))
         if snapshot.embedder is None:  # the aggregations are compared by embedding (Eq 7), so one is needed
             raise RequestError(grpc.StatusCode.FAILED_PRECONDITION, f"Answer needs an embedder: {snapshot.no_embedder_reason}")
         if request.HasField("embedding"):
@@ -182,16 +181,18 @@ class RouterService(pb_grpc.RouterServicer):
         if spec.name == "smcs":
             with self._metrics.stage("route"):
                 decision = await self._route(snapshot, RouteCall(query, seed, policy, usable))
-            steps = _checked(lambda: answer_steps(
-                snapshot.router, decision, question, usable=usable, policy=policy, task=task,
-                use_fallback=self._answer.fallback_aggregator,
-            ))
+            with _refusals_are_invalid():
+                steps = answer_steps(
+                    snapshot.router, decision, question, usable=usable, policy=policy, task=task,
+                    use_fallback=self._answer.fallback_aggregator,
+                )
         else:
-            context = _checked(lambda: spec.context(
-                snapshot.router, question, usable, task=task, seed=seed, query=query, policy=policy,
-                fallback_aggregator=self._answer.fallback_aggregator,
-            ))
-            steps = _checked(lambda: spec.run(context, params))  # type: ignore[assignment]  # run_steps hosts any step generator
+            with _refusals_are_invalid():
+                context = spec.context(
+                    snapshot.router, question, usable, task=task, seed=seed, query=query, policy=policy,
+                    fallback_aggregator=self._answer.fallback_aggregator,
+                )
+                steps = spec.run(context, params)  # type: ignore[assignment]  # run_steps hosts any step generator
         try:
             async for event in run_steps(steps, self._pool, snapshot.embedder, self._answer.timeouts):
                 yield convert.answer_event(event, bank, snapshot.question_ids)
@@ -232,7 +233,8 @@ class RouterService(pb_grpc.RouterServicer):
                 perplexity = perplexities([lp.values for lp in request.logprobs])
             except ValueError as exc:
                 raise invalid(f"logprobs: {exc}") from None
-            total = _checked(lambda: finite_totals(similarity, perplexity, lam))
+            with _refusals_are_invalid():
+                total = finite_totals(similarity, perplexity, lam)
             response.perplexity.extend(perplexity.tolist())
         else:
             total = similarity
