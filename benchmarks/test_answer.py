@@ -35,8 +35,8 @@ from smcs import Bank, Policy, Router
 from smcs.backends import OpenAIModelConfig
 from smcs.bank import EmbedderInfo
 from smcs.backends.pool import ModelPool
-from smcs.core.pipeline import AnswerResult
-from smcs.runtime.dispatch import answer_models, answer_steps, run_steps
+from smcs.core.pipeline import AnswerResult, smcs_pipeline
+from smcs.runtime.host import StepHost, answer_models
 from smcs.embed import OnnxEmbedder, as_async
 from smcs.synthetic import create_clustered_bank, queries_near
 
@@ -90,13 +90,13 @@ def _measure(benchmark, router: tuple[Router, np.ndarray], embedder, policy: Pol
         configs = {m: OpenAIModelConfig(base_urls=[url], retries=0, max_tokens=256) for m, url in zip(names, urls)}
         pool = ModelPool.from_config(configs)
         usable = answer_models(names, pool)
+        host = StepHost(pool, embedder)
 
         async def one(i: int) -> None:
             start = time.perf_counter()
             decision = routing.route(queries[i % len(queries)], seed=i, allowed_models=usable)
             routes.append(time.perf_counter() - start)
-            steps = answer_steps(routing, decision, "What is 12 times 13?", usable=usable, policy=routing.policy)
-            result = await _answer(steps, pool, embedder)
+            result: AnswerResult = await host.run(smcs_pipeline(decision, "What is 12 times 13?", policy=routing.policy))
             overheads.append(time.perf_counter() - start - 2 * DELAY_S)
             assert result.source == "aggregation" and len(result.aggregations) == N
 
@@ -168,10 +168,3 @@ def test_answer_overhead_free_embedder_one_routing_thread(benchmark, router):
 def test_answer_overhead_onnx_embedder(benchmark, router):
     _measure(benchmark, router, as_async(OnnxEmbedder()))
 
-
-async def _answer(steps, pool, embedder):  # type: ignore[no-untyped-def]
-    """``run_steps`` to the end: the ``AnswerResult`` alone."""
-    async for event in run_steps(steps, pool, embedder):
-        if isinstance(event, AnswerResult):
-            return event
-    raise RuntimeError("the pipeline ended without a result")

@@ -26,7 +26,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from ._proto import router_pb2 as pb
 from ._proto import router_pb2_grpc as pb_grpc
 from .core.pipeline import Event
-from .wire.convert import AnswerEventDecoder, decision_from_response
+from .wire.convert import AnswerEventDecoder
+from .wire.decision import decision_from_response
+from .errors import InputError
 
 DEFAULT_TARGET = "127.0.0.1:50051"
 Result = TypeVar("Result")
@@ -105,11 +107,11 @@ def _target_items(target: str | Sequence[str]) -> list[str]:
     """The ``host:port`` items of a list or comma-separated string; ``ValueError`` naming an empty one."""
     parts = target.split(",") if isinstance(target, str) else list(target)
     if not parts:
-        raise ValueError("target is empty; give 'host:port', several of them, or a gRPC target such as 'dns:///name:port'")
+        raise InputError("target is empty; give 'host:port', several of them, or a gRPC target such as 'dns:///name:port'")
     items = []
     for i, part in enumerate(parts):
         if not isinstance(part, str) or not part.strip():
-            raise ValueError(f"target[{i}] is {part!r}; each replica is a 'host:port' string")
+            raise InputError(f"target[{i}] is {part!r}; each replica is a 'host:port' string")
         items.append(part.strip())
     return items
 
@@ -118,7 +120,7 @@ def _address_list(items: list[str]) -> str:
     """``ipv4:a:p,b:q`` or ``ipv6:[a]:p,[b]:q`` for several ``IP:port`` items (one address family)."""
     versions = {_ip_version(item, i) for i, item in enumerate(items)}
     if len(versions) > 1:
-        raise ValueError(f"target mixes IPv4 and IPv6 addresses ({', '.join(items)}); list replicas of one family")
+        raise InputError(f"target mixes IPv4 and IPv6 addresses ({', '.join(items)}); list replicas of one family")
     return f"ipv{versions.pop()}:{','.join(items)}"
 
 
@@ -131,7 +133,7 @@ def _ip_version(item: str, index: int) -> int:
     except ValueError:
         version = 0
     if version == 0 or (version == 6) != bracketed or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(
+        raise InputError(
             f"target[{index}] is {item!r}; several replicas are given as IP:port ('127.0.0.1:50051', "
             "'[::1]:50051'); for host names use one 'dns:///name:port' target that resolves to every replica"
         )
@@ -141,7 +143,7 @@ def _ip_version(item: str, index: int) -> int:
 def _check_tls_target(address: str) -> None:
     """``ValueError`` for a TLS channel to an address list, whose calls would all fail the host name check."""
     if address.startswith(("ipv4:", "ipv6:")) and "," in address:
-        raise ValueError(
+        raise InputError(
             f"target {address!r}: TLS checks the certificate against one host name, which a list of addresses "
             "lacks; give one 'dns:///name:port' target that resolves to every replica and that their certificates name"
         )
@@ -183,12 +185,15 @@ def _credentials(
 
 
 def _route_request(
-    question: str | None, embedding: Sequence[float] | np.ndarray | None, seed: int | None, debug: bool, policy: dict[str, Any]
+    question: str | None, embedding: Sequence[float] | np.ndarray | None, seed: int | None, debug: bool,
+    include_support: bool, policy: dict[str, Any],
 ) -> pb.RouteRequest:
     if (question is None) == (embedding is None):
-        raise ValueError("give exactly one of question or embedding")
+        raise InputError("give exactly one of question or embedding")
     allowed = policy.pop("allowed_models", ())
-    request = pb.RouteRequest(policy=pb.PolicyOverrides(allowed_models=list(allowed), **policy), debug=debug)
+    request = pb.RouteRequest(
+        policy=pb.PolicyOverrides(allowed_models=list(allowed), **policy), debug=debug, include_support=include_support
+    )
     if question is not None:
         request.question = question
     else:
@@ -328,6 +333,7 @@ class _Calls:
         embedding: Sequence[float] | np.ndarray | None = None,
         seed: int | None = None,
         debug: bool = False,
+        include_support: bool = False,
         timeout: float | None = None,
         **policy: Any,
     ) -> Any:
@@ -335,10 +341,11 @@ class _Calls:
 
         ``policy`` overrides the server's defaults for this call: k, n_base, gamma, k_drop, n, lam,
         aggregator, allowed_models, retrieval ("exact", "ivf", "auto"), nprobe, scorer ("auto", "vote",
-        "source", "knn", "head") and cover. ``debug`` also returns the support questions' text and outcomes
-        and every model's probability (``model_probabilities``).
+        "source", "knn", "head") and cover. The decision's support set (``support_rows``, ``support_ids``,
+        ``support_similarities``) is empty unless ``include_support``; ``debug`` implies it and also returns
+        the support questions' text and outcomes and every model's probability (``model_probabilities``).
         """
-        request = _route_request(question, embedding, seed, debug, dict(policy))
+        request = _route_request(question, embedding, seed, debug, include_support, dict(policy))
         return self._call(self._stub.Route, request, decision_from_response, timeout)
 
     def answer(

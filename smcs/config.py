@@ -26,7 +26,7 @@ from pathlib import Path
 
 import msgspec
 
-from .errors import SmcsError
+from .errors import InputError
 from .backends import ModelConfig
 from .core import Policy
 from .core.pipeline import Stage
@@ -36,7 +36,7 @@ QUERY_TOKENS_ENV = "SMCS_QUERY_TOKENS"
 ADMIN_TOKENS_ENV = "SMCS_ADMIN_TOKENS"
 
 
-class ConfigError(SmcsError, ValueError):
+class ConfigError(InputError):
     """The configuration file is missing, is not TOML, or does not match the schema; the message names the key."""
 
 
@@ -110,16 +110,16 @@ class ServerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
-            raise ValueError(f"port must be in [0, 65535], got {self.port}")
+            raise ConfigError(f"port must be in [0, 65535], got {self.port}")
         for name in ("max_concurrent_rpcs", "max_message_bytes", "max_question_chars", "workers", "route_batch"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not self.refit_scorer_interval_s >= 0:
-            raise ValueError(f"refit_scorer_interval_s must be >= 0, got {self.refit_scorer_interval_s}")
+            raise ConfigError(f"refit_scorer_interval_s must be >= 0, got {self.refit_scorer_interval_s}")
         if self.reload_interval_s < 0:
-            raise ValueError(f"reload_interval_s must be >= 0, got {self.reload_interval_s}")
+            raise ConfigError(f"reload_interval_s must be >= 0, got {self.reload_interval_s}")
         if self.inline_route_bytes < 0:
-            raise ValueError(f"inline_route_bytes must be >= 0, got {self.inline_route_bytes}")
+            raise ConfigError(f"inline_route_bytes must be >= 0, got {self.inline_route_bytes}")
 
 
 class ExpiringToken(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -136,7 +136,7 @@ class ExpiringToken(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_
     def __post_init__(self) -> None:
         if self.expires.utcoffset() is None:
             example = "2027-01-01T00:00:00Z"
-            raise ValueError(f"expires must have a UTC offset (e.g. {example}), got {self.expires.isoformat()}")
+            raise ConfigError(f"expires must have a UTC offset (e.g. {example}), got {self.expires.isoformat()}")
 
 
 class AuthConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -176,15 +176,19 @@ class MetricsConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_
 
     Attributes:
         host: interface the metrics listener binds (127.0.0.1: this machine only).
-        port: its TCP port; 0 = off (the default: no metrics listener). Metrics are recorded either way.
+        port: its TCP port. Absent (None, the default): no metrics listener. 0: a free port the system
+            picks, reported at start (the log line ``smcs metrics on http://HOST:PORT/metrics``, the line
+            ``smcs: metrics on ...`` that ``smcs serve`` prints before its serving line, and
+            ``RunningServer.metrics_port``), as ``[server] port = 0`` does for the gRPC port. N: that port.
+            Metrics are recorded either way.
     """
 
     host: str = "127.0.0.1"
-    port: int = 0
+    port: int | None = None
 
     def __post_init__(self) -> None:
-        if not 0 <= self.port <= 65535:
-            raise ValueError(f"port must be in [0, 65535], got {self.port}")
+        if self.port is not None and not 0 <= self.port <= 65535:
+            raise ConfigError(f"port must be in [0, 65535], got {self.port}")
 
 
 class AnswerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -210,13 +214,13 @@ class AnswerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
     def __post_init__(self) -> None:
         for name in ("reference_timeout_s", "aggregation_timeout_s"):
             if not getattr(self, name) >= 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
         from .strategies import StrategyError, get_strategy, parse_params  # here: strategies import the core
 
         try:
             parse_params(get_strategy(self.strategy).name, self.strategy_options)
         except StrategyError as exc:
-            raise ValueError(f"strategy: {exc}") from None
+            raise ConfigError(f"strategy: {exc}") from None
 
     @property
     def timeouts(self) -> dict[Stage, float | None]:
@@ -236,7 +240,7 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tr
             ``smcs.embed.EmbedderConfig``). Unset: the bundled ONNX model when the bank accepts it,
             else embeddings only (text requests then get FAILED_PRECONDITION saying why). Set: that
             embedder or a start-up error if the bank was built by another. ``kind = "none"``: embeddings only.
-        metrics: the Prometheus ``/metrics`` listener (``[metrics]``); off unless its port is set.
+        metrics: the Prometheus ``/metrics`` listener (``[metrics]``); off unless its port is set (0: a free port).
         models: the models answers are asked of (``[models."NAME"]``, see ``smcs.backends.config``), by
             their names in the bank. Route needs none; Answer uses the bank's models that are listed.
         answer: the full pipeline's timeouts and fallback (``[answer]``).

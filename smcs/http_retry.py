@@ -63,6 +63,8 @@ from typing import Literal, Self, TypeVar
 
 import aiohttp
 
+from .errors import SmcsError
+
 FailureKind = Literal["connection", "timeout", "rate_limited", "auth", "bad_request", "server_error"]
 """What went wrong in one attempt; the names are the ``kind`` of the embedder and backend errors."""
 
@@ -98,8 +100,9 @@ class Failure:
     body: str = ""
 
 
-class AttemptFailed(Exception):
-    """Raised by ``post_once`` (and passed through ``retrying``) when an attempt fails; ``failure`` says how."""
+class AttemptFailed(SmcsError):
+    """Raised by ``post_once`` (and passed through ``retrying``) when an attempt fails; ``failure`` says how.
+    Its callers turn it into their own layer's error (``EmbedderError``, ``BackendError``)."""
 
     def __init__(self, failure: Failure) -> None:
         """Wrap ``failure``; the exception's text is its ``detail``."""

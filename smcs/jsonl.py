@@ -7,6 +7,8 @@ from typing import TypeVar
 
 import msgspec
 
+from .errors import InputError
+
 T = TypeVar("T")
 
 
@@ -21,7 +23,7 @@ def decode_lines(data: bytes, kind: type[T], path: str | Path) -> list[tuple[int
         try:
             records.append((number, decoder.decode(raw)))
         except msgspec.MsgspecError as exc:
-            raise ValueError(f"{path}:{number}: {exc}") from None
+            raise InputError(f"{path}:{number}: {exc}") from None
     if not records:
-        raise ValueError(f"{path}: no records (the file has no non-blank line)")
+        raise InputError(f"{path}: no records (the file has no non-blank line)")
     return records

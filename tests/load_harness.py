@@ -40,6 +40,8 @@ from smcs import AsyncClient, Client
 
 REPO = Path(__file__).resolve().parent.parent
 SERVING_LINE = re.compile(r"smcs: serving bank \S+ on [\d.]+:(\d+)$")
+METRICS_LINE = re.compile(r"smcs: metrics on http://[\d.]+:(\d+)/metrics$")
+"""Printed before ``SERVING_LINE`` when the config sets ``[metrics] port`` (0 included: the port bound)."""
 START_TIMEOUT_S = 120.0
 STOP_TIMEOUT_S = 15.0
 MIB = 1 << 20
@@ -72,7 +74,11 @@ class Sample:
 
 
 class SmcsServe:
-    """A ``smcs serve --config CONFIG --bank BANK --port 0`` subprocess on 127.0.0.1."""
+    """A ``smcs serve --config CONFIG --bank BANK --port 0`` subprocess on 127.0.0.1.
+
+    ``port`` (the gRPC port) and ``metrics_port`` (the ``/metrics`` port, None when the config sets no
+    ``[metrics] port``) are read from the lines the process prints at start, by ``wait_serving``.
+    """
 
     def __init__(self, config_path: Path, bank_path: Path, log_path: Path) -> None:
         """Start the process; its stderr (the log) goes to ``log_path``."""
@@ -83,6 +89,7 @@ class SmcsServe:
             stdout=subprocess.PIPE, stderr=self._log, text=True, cwd=REPO,
         )
         self.port = 0
+        self.metrics_port: int | None = None
 
     @property
     def target(self) -> str:
@@ -90,7 +97,8 @@ class SmcsServe:
         return f"127.0.0.1:{self.port}"
 
     def wait_serving(self, timeout_s: float = START_TIMEOUT_S) -> None:
-        """Wait for the start-up line that names the port, then for health SERVING."""
+        """Wait for the start-up line that names the port (after the metrics line, if any), then for
+        health SERVING."""
         lines = _line_reader(self.process)
         deadline = time.monotonic() + timeout_s
         while not self.port:
@@ -100,6 +108,8 @@ class SmcsServe:
                 raise RuntimeError(f"smcs serve did not report its port within {timeout_s} s") from None
             if line is None:
                 raise RuntimeError(f"smcs serve exited early (status {self.process.wait()}): {self.log_path.read_text()}")
+            if metrics := METRICS_LINE.match(line.strip()):
+                self.metrics_port = int(metrics.group(1))
             match = SERVING_LINE.match(line.strip())
             if match:
                 self.port = int(match.group(1))

@@ -45,10 +45,14 @@ def bank_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return bank.path
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+@pytest.fixture
+def refused_url() -> Iterator[str]:
+    """``http://127.0.0.1:PORT`` where connections are refused for the whole test: a socket bound to a
+    port the system picked but never listening holds the port (nothing else can bind it meanwhile), and
+    Linux answers a connection to it with a reset. Closed when the test ends."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
 
 
 @contextlib.contextmanager
@@ -87,8 +91,8 @@ def test_answer_succeeds_past_three_broken_referencers_and_a_flaky_aggregator(ba
     assert hanging_gone, "the timed-out request to the hanging model was not cancelled"
 
 
-def test_a_model_that_is_down_at_start_up_does_not_stop_the_server(bank_path: Path) -> None:
-    down = OpenAIModelConfig(base_urls=[f"http://127.0.0.1:{free_port()}"], retries=0, max_tokens=32, connect_timeout_s=1.0)
+def test_a_model_that_is_down_at_start_up_does_not_stop_the_server(bank_path: Path, refused_url: str) -> None:
+    down = OpenAIModelConfig(base_urls=[refused_url], retries=0, max_tokens=32, connect_timeout_s=1.0)
     with servers() as running:
         del running["hangs"]  # the model the dead URL stands for
         config = config_for(running, hangs=down)

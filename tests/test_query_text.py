@@ -239,7 +239,7 @@ def test_the_server_and_the_cli_embed_question_text_under_the_banks_rule(tmp_pat
     policy = Policy(k=2, n_base=2, gamma=0.9, k_drop=1, n=2)
     local = Router(bank, policy).route(embedder.embed([query_text(prompt, rule)])[0], seed=5)
     with running_server(bank.path, make_config(policy=policy, embedder=None)) as handle, handle.client() as client:
-        remote = client.route(prompt, seed=5)
+        remote = client.route(prompt, seed=5, include_support=True)
     assert (remote.referencers, remote.support_rows, remote.support_similarities) == (
         local.referencers, local.support_rows, pytest.approx(local.support_similarities, abs=1e-5))
     argv = ["route", prompt, "--bank", str(bank.path), "--json", "--seed", "5", "--k", "2", "--n-base", "2", "--gamma", "0.9", "--n", "2"]

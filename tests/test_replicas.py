@@ -3,7 +3,8 @@
 The client side (target forms, round_robin in the service config) and the per-request check of the
 bank's ``CURRENT`` are tested in-process; the ``slow`` tests run three real ``smcs serve`` processes on
 127.0.0.1 over one bank, count which replica answered through each one's ``/metrics`` port, kill one
-with SIGKILL under load, and write through one replica while reading through the others.
+with SIGKILL under load, and write through one replica while reading through the others. Each process
+binds gRPC and metrics ports 0 and the test reads the ports it bound from the lines it prints at start.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ from smcs.bank import ModelInfo, Question
 from smcs.cli.main import main
 from smcs.client import Client, NewQuestion, _channel_options, channel_target
 from support.decisions import assert_same_decision
-from support.metrics import free_port, requests, scrape
+from support.metrics import requests, scrape
 
 N_REPLICAS = 3
 
@@ -139,7 +140,7 @@ def test_a_version_committed_elsewhere_is_served_on_the_next_request(fresh_bank)
         original = Bank.open(fresh_bank)
         assert c.bank_info().version == original.version
         newer = original.append_questions(np.ones((1, DIM), dtype=np.float32), [Question(id="outside", text="t")])
-        decision = c.route(embedding=np.ones(DIM, dtype=np.float32), seed=1)
+        decision = c.route(embedding=np.ones(DIM, dtype=np.float32), seed=1, include_support=True)
         assert decision.bank_version == newer.version and decision.support_ids[0] == "outside"
         newest = newer.add_model(ModelInfo(name="outside-model"))
         info = c.bank_info()
@@ -197,14 +198,19 @@ def test_a_request_cancelled_while_the_new_version_loads_does_not_cancel_the_loa
 
 @dataclass
 class Replica:
-    """One ``smcs serve`` process and its metrics port."""
+    """One ``smcs serve`` process (``[metrics] port = 0``)."""
 
     server: SmcsServe
-    metrics_port: int
 
     @property
     def target(self) -> str:
         return self.server.target
+
+    @property
+    def metrics_port(self) -> int:
+        """The ``/metrics`` port the process reported (once ``wait_serving`` returned)."""
+        assert self.server.metrics_port is not None, "the replica reported no metrics port"
+        return self.server.metrics_port
 
     @property
     def process(self) -> subprocess.Popen[str]:
@@ -215,28 +221,28 @@ class Replica:
         return requests(scrape(self.metrics_port)).get(("Route", "OK"), 0.0)
 
 
-def _config_file(path: Path, metrics_port: int) -> Path:
+def _config_file(path: Path) -> Path:
     path.write_text(
         '[server]\nhost = "127.0.0.1"\nport = 0\n\n'
         f"[policy]\nk = {POLICY.k}\nn_base = {POLICY.n_base}\nn = {POLICY.n}\nthreads = 1\n\n"
         '[embedder]\nkind = "none"\n\n'
-        f'[metrics]\nhost = "127.0.0.1"\nport = {metrics_port}\n'
+        '[metrics]\nhost = "127.0.0.1"\nport = 0\n'
     )
     return path
 
 
 @contextlib.contextmanager
 def replicas(bank: Path, scratch: Path, n: int = N_REPLICAS) -> Iterator[list[Replica]]:
-    """``n`` ``smcs serve`` processes over ``bank``, each on ports of its own, started together; all
-    stopped at the end (killed if need be)."""
+    """``n`` ``smcs serve`` processes over ``bank``, each on ports of its own (gRPC and metrics ports 0,
+    read from what each prints), started together; all stopped at the end (killed if need be)."""
     started: list[Replica] = []
     try:
         for i in range(n):
-            metrics_port = free_port()
-            config = _config_file(scratch / f"replica-{i}.toml", metrics_port)
-            started.append(Replica(SmcsServe(config, bank, scratch / f"replica-{i}.log"), metrics_port))
+            config = _config_file(scratch / f"replica-{i}.toml")
+            started.append(Replica(SmcsServe(config, bank, scratch / f"replica-{i}.log")))
         for replica in started:
             replica.server.wait_serving()
+            assert replica.server.metrics_port, f"replica {replica.target} printed no metrics line"
         yield started
     finally:
         for replica in started:
@@ -287,7 +293,7 @@ def test_an_append_through_one_replica_is_seen_by_every_other_on_its_next_reques
         appended = np.random.default_rng(7).standard_normal(DIM).astype(np.float32)
         write = clients[0].append_questions([NewQuestion(id="via-replica-0", text="t", embedding=appended)])
         for c in clients[1:]:
-            decision = c.route(embedding=appended, seed=1)
+            decision = c.route(embedding=appended, seed=1, include_support=True)
             assert decision.bank_version == write.version and decision.support_ids[0] == "via-replica-0"
         # and a version committed by another process altogether (here: this one)
         outside = Bank.open(replica_bank).add_model(ModelInfo(name="outside-model"))

@@ -82,16 +82,27 @@ def assert_still_routes(client: Client, router: Router, query: np.ndarray) -> No
 @pytest.mark.parametrize("i, seed", [(0, 0), (1, 1), (2, 12345), (3, MAX_SEED), (4, 2**63 + 5)])
 def test_route_equals_the_in_process_router(client, local_router, shared_queries, i, seed):
     query = shared_queries[i]
-    remote = client.route(embedding=query, seed=seed)
+    remote = client.route(embedding=query, seed=seed, include_support=True)
     assert remote.seed == seed
     assert len(remote.referencers) == POLICY.k and len(remote.subsets) == POLICY.n
     assert_same_decision(remote, local_router.route(query, seed=seed), local_router.bank)
 
 
+def test_the_support_set_is_returned_only_when_asked(client, local_router, shared_queries):
+    query = shared_queries[6]
+    local = local_router.route(query, seed=2)
+    lean = client.route(embedding=query, seed=2)
+    assert lean.support_rows == lean.support_ids == lean.support_similarities == [] and local.support_rows
+    assert lean.referencers == local.referencers and lean.votes == local.votes and lean.subsets == local.subsets
+    for full in (client.route(embedding=query, seed=2, include_support=True), client.route(embedding=query, seed=2, debug=True)):
+        assert full.support_rows == local.support_rows
+        assert full.support_ids == [local_router.bank.questions[r].id for r in local.support_rows]
+
+
 def test_a_scaled_query_routes_like_the_router_and_its_unit_vector(client, local_router, shared_queries):
     query = shared_queries[5]
     scaled = (query * np.float32(7.5)).astype(np.float32)
-    remote = client.route(embedding=scaled, seed=3)
+    remote = client.route(embedding=scaled, seed=3, include_support=True)
     assert_same_decision(remote, local_router.route(scaled, seed=3), local_router.bank)
     unit = local_router.route(query, seed=3)  # normalising may move the last bits, not the decision
     assert remote.referencers == unit.referencers and remote.support_rows == unit.support_rows
@@ -142,11 +153,11 @@ def test_policy_overrides_apply(client, local_router, shared_queries, overrides)
 
 def test_overrides_change_the_decision_against_the_default(client, shared_queries):
     query = shared_queries[2]
-    default = client.route(embedding=query, seed=4)
+    default = client.route(embedding=query, seed=4, include_support=True)
     narrowed = client.route(embedding=query, seed=4, k=2, k_drop=0, n=2)
     assert len(default.referencers) == POLICY.k and len(narrowed.referencers) == 2
     assert narrowed.referencers == default.referencers[:2]  # same votes, fewer taken
-    wide = client.route(embedding=query, seed=4, gamma=0.0, n_base=1)  # threshold 0: a far larger support set
+    wide = client.route(embedding=query, seed=4, gamma=0.0, n_base=1, include_support=True)  # threshold 0: a far larger support set
     assert len(wide.support_rows) > len(default.support_rows)
 
 
@@ -564,7 +575,7 @@ def test_reload_watcher_follows_the_bank_without_a_reload_call(fresh_bank):
         assert c.bank_info().version == original.version
         newer = original.append_questions(np.ones((1, DIM), dtype=np.float32), [Question(id="watched", text="t")])
         wait_until(lambda: c.bank_info().version == newer.version, timeout=15, what="the watcher to load the new version")
-        decision = c.route(embedding=np.ones(DIM, dtype=np.float32), seed=1)
+        decision = c.route(embedding=np.ones(DIM, dtype=np.float32), seed=1, include_support=True)
         assert decision.bank_version == newer.version and decision.support_ids[0] == "watched"
 
 

@@ -241,10 +241,10 @@ def test_server_batches_concurrent_routes_and_answers_each_as_the_router_would(t
 
         async def scenario() -> list[object]:
             async with AsyncClient(handle.target, retries=0, timeout=PATIENCE_S) as client:
-                first = asyncio.ensure_future(client.route(embedding=queries[0], seed=100))
+                first = asyncio.ensure_future(client.route(embedding=queries[0], seed=100, include_support=True))
                 await asyncio.to_thread(arrived.acquire, True, PATIENCE_S)
                 rest = [
-                    asyncio.ensure_future(client.route(embedding=q, seed=100 + i, **(overrides if i % 2 else {})))
+                    asyncio.ensure_future(client.route(embedding=q, seed=100 + i, include_support=True, **(overrides if i % 2 else {})))
                     for i, q in enumerate(queries[1:], start=1)
                 ]
                 for _ in rest:

@@ -28,7 +28,7 @@ from smcs._proto import router_pb2 as pb
 from smcs.client import AsyncClient
 from smcs.core import router as router_module
 from smcs.service import servicer as servicer_module
-from smcs.wire.convert import decision_from_response
+from smcs.wire.decision import decision_from_response
 
 PATIENCE_S = 60.0
 """Bound on every wait: generous, as the suite may run on a loaded 2-core machine. Nothing waits this long
@@ -113,7 +113,7 @@ def server(bank_path: Path, slow: SlowRoute) -> Iterator[ServerHandle]:
 
 
 def _request(query: np.ndarray, seed: int = 1) -> pb.RouteRequest:
-    return pb.RouteRequest(embedding=pb.Embedding(values=query.tolist()), seed=seed)
+    return pb.RouteRequest(embedding=pb.Embedding(values=query.tolist()), seed=seed, include_support=True)
 
 
 def _cancel_with_a_future(handle: ServerHandle, query: np.ndarray, slow: SlowRoute) -> None:

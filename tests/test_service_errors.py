@@ -10,7 +10,7 @@ import pytest
 from smcs import SmcsError
 from smcs.bank import BankError, BankFormatError
 from smcs.core.pipeline import QuorumNotMet
-from smcs.runtime.dispatch import NoModelsConfigured
+from smcs.runtime.host import NoModelsConfigured
 from smcs.service.servicer import _refusals_are_invalid, _status
 from smcs.strategies import StrategyError
 from smcs.wire.convert import RequestError

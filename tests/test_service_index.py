@@ -58,9 +58,9 @@ def test_retrieval_and_nprobe_are_per_request_overrides(tmp_path: Path) -> None:
     with running_server(path, make_config(policy=exact, rebuild_index=False)) as server:
         with server.client(retries=0) as client:
             for query, want_narrow, want_full in zip(queries, narrow, full):
-                got = client.route(embedding=query, seed=3, retrieval="ivf", nprobe=1)
+                got = client.route(embedding=query, seed=3, retrieval="ivf", nprobe=1, include_support=True)
                 assert (got.support_rows, got.referencers) == (want_narrow.support_rows, want_narrow.referencers)
-                got = client.route(embedding=query, seed=3)
+                got = client.route(embedding=query, seed=3, include_support=True)
                 assert (got.support_rows, got.referencers) == (want_full.support_rows, want_full.referencers)
 
 

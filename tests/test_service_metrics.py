@@ -1,11 +1,16 @@
 """Prometheus metrics of the service: with ``[metrics] port`` set the server serves ``/metrics`` whose
 request counters (by method and status code), latency histograms, Route stage histograms and bank gauges
 match the calls made; without it nothing listens; the port is freed when the server stops; ``[metrics]``
-decodes and validates like ``[server]``."""
+decodes and validates like ``[server]``.
+
+Every server here binds ``[metrics] port = 0`` and the test reads the port it reports
+(``RunningServer.metrics_port``); only the restart test asks for a given port: the one its first server
+was given and has just freed."""
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import socket
 import time
 from collections.abc import Iterator
@@ -14,7 +19,7 @@ from pathlib import Path
 import grpc
 import msgspec
 import pytest
-from support.metrics import free_port, requests, scrape
+from support.metrics import requests, scrape
 from service_harness import (
     N_MODELS,
     N_QUESTIONS,
@@ -39,7 +44,7 @@ COUNT_PATIENCE_S = 10.0
 
 
 
-def metrics_config(port: int, **kwargs):
+def metrics_config(port: int = 0, **kwargs):
     return msgspec.structs.replace(make_config(**kwargs), metrics=MetricsConfig(host="127.0.0.1", port=port))
 
 
@@ -74,9 +79,10 @@ def assert_port_free(port: int) -> None:
 
 @contextlib.contextmanager
 def metrics_server(bank_path: Path, **kwargs) -> Iterator[ServerHandle]:
-    port = free_port()
-    with running_server(bank_path, metrics_config(port, **kwargs)) as handle:
-        assert handle.running.metrics_port == port
+    """A server with ``[metrics] port = 0``; ``handle.running.metrics_port`` is the port it bound."""
+    with running_server(bank_path, metrics_config(0, **kwargs)) as handle:
+        port = handle.running.metrics_port
+        assert port is not None and port > 0
         yield handle
     assert_port_free(port)
 
@@ -161,12 +167,32 @@ def test_health_and_reflection_are_not_counted_and_servers_count_apart(fresh_ban
 
 
 def test_the_metrics_port_is_freed_on_stop_and_can_serve_again(fresh_bank):
-    port = free_port()
+    asked = 0  # the first server picks a free port; the second asks for that one (``port = N``) once it is freed
     for _ in range(2):
-        with running_server(fresh_bank, metrics_config(port)) as server, raw_stub(server.target) as stub:
+        with running_server(fresh_bank, metrics_config(asked)) as server, raw_stub(server.target) as stub:
+            port = server.running.metrics_port
+            assert port is not None and port > 0 and asked in (0, port)
+            asked = port
             stub.BankInfo(pb.BankInfoRequest(), timeout=10)
             assert_counted(port, {("BankInfo", "OK"): 1})
         assert_port_free(port)
+
+
+def test_port_zero_binds_a_free_port_that_the_server_reports(fresh_bank, tmp_path, caplog):
+    metrics = _load(tmp_path, "[metrics]\nport = 0\n").metrics
+    assert metrics == MetricsConfig(host="127.0.0.1", port=0)
+    config = msgspec.structs.replace(make_config(), metrics=metrics)
+    with caplog.at_level(logging.INFO, logger="smcs.service.server"):
+        with running_server(fresh_bank) as server:  # no [metrics] port: no listener, nothing reported
+            assert server.config.metrics.port is None and server.running.metrics_port is None
+        assert not [m for m in caplog.messages if "metrics on" in m]
+        with running_server(fresh_bank, config) as server, raw_stub(server.target) as stub:
+            port = server.running.metrics_port
+            assert port is not None and port > 0
+            assert f"smcs metrics on http://127.0.0.1:{port}/metrics" in caplog.messages
+            stub.BankInfo(pb.BankInfoRequest(), timeout=10)
+            assert_counted(port, {("BankInfo", "OK"): 1})
+    assert_port_free(port)
 
 
 def test_a_taken_metrics_port_stops_start_up(fresh_bank):
@@ -179,8 +205,9 @@ def test_a_taken_metrics_port_stops_start_up(fresh_bank):
 
 def test_metrics_are_off_by_default(default_server):
     assert default_server.config.metrics == MetricsConfig()
-    assert default_server.config.metrics.port == 0
+    assert default_server.config.metrics.port is None
     assert default_server.running.metrics_port is None
+    assert default_server.running._exposition is None  # no listener started at all
     # recording still happens in process; only the listener is off
     assert default_server.running.metrics.registry.get_sample_value("smcs_in_flight") == 0
 
@@ -203,7 +230,9 @@ def _load(tmp_path, text: str):
 
 
 def test_metrics_table_decodes(tmp_path):
-    assert _load(tmp_path, "").metrics == MetricsConfig(host="127.0.0.1", port=0)
+    assert _load(tmp_path, "").metrics == MetricsConfig(host="127.0.0.1", port=None)
+    assert _load(tmp_path, "[metrics]\nhost = \"127.0.0.1\"\n").metrics.port is None  # a table without a port: off
+    assert _load(tmp_path, "[metrics]\nport = 0\n").metrics.port == 0  # any free port, not off
     config = _load(tmp_path, '[metrics]\nhost = "0.0.0.0"\nport = 9464\n')
     assert config.metrics == MetricsConfig(host="0.0.0.0", port=9464)
     assert _load(tmp_path, "[metrics]\nport = 65535\n").metrics.port == 65535
@@ -214,7 +243,7 @@ def test_metrics_table_decodes(tmp_path):
     [
         ("[metrics]\nport = 70000\n", ["port must be in [0, 65535]", "$.metrics"]),
         ("[metrics]\nport = -1\n", ["port must be in [0, 65535]", "$.metrics"]),
-        ('[metrics]\nport = "9464"\n', ["Expected `int`", "$.metrics.port"]),
+        ('[metrics]\nport = "9464"\n', ["Expected `int", "$.metrics.port"]),  # msgspec: `int | null` (unset)
         ("[metrics]\npath = '/m'\n", ["path", "$.metrics"]),
     ],
 )

@@ -77,7 +77,7 @@ def text_bank(tmp_path_factory, embedder) -> Bank:
 )
 def test_question_text_routes_to_the_topic_expert(text_bank, embedder, question, expert):
     with running_server(text_bank.path, make_config(policy=POLICY, embedder=None)) as handle, handle.client() as client:
-        remote = client.route(question, seed=3)
+        remote = client.route(question, seed=3, include_support=True)
     local = Router(text_bank, POLICY).route(embedder.embed([question])[0], seed=3)
     assert remote.referencers[0] == expert
     assert (remote.referencers, remote.support_rows, remote.subsets) == (local.referencers, local.support_rows, local.subsets)

@@ -23,11 +23,10 @@ from support.e2e import E2E_MODELS, write_config
 from support.hosts import ScriptedHost as PipelineHost
 from smcs.bank import Bank, EmbedderInfo, ModelInfo, Question
 from smcs.cli.main import main
-from smcs.core import Policy, Router
+from smcs.core import Policy, RouteCall, Router
 from smcs.core.messages import ChatMessage, Completion
-from smcs.core.pipeline import AnswerResult, CallFailed, CallModels, Emit, ModelCall
+from smcs.core.pipeline import AnswerResult, CallFailed, CallModels, Emit, ModelCall, RouteQuestion, smcs_pipeline
 from smcs.core.prompts import AGGREGATOR_PROMPT, TASK_SYSTEM_PROMPTS, question_messages
-from smcs.runtime.dispatch import answer_steps
 from smcs.strategies import (
     STRATEGIES,
     StrategyContext,
@@ -198,7 +197,7 @@ def test_events_stream_as_steps_complete_and_round_trip_through_json(router):
     host = ScriptedHost(layered_answer)
     result = run("moa-lite", context(router), host)
     kinds = [type(s.event).__name__ if isinstance(s, Emit) else type(s).__name__ for s in host.steps]
-    assert kinds == ["StrategyPlan", "CallModels"] + ["StrategyCall"] * 3 + ["CallModels", "StrategyCall", "StrategyResult"]
+    assert kinds == ["RouteQuestion", "StrategyPlan", "CallModels"] + ["StrategyCall"] * 3 + ["CallModels", "StrategyCall", "StrategyResult"]
     events = host.events()
     assert events[-1] == result and events[0] == result.plan and events[1:-1] == result.calls
     for event in events:
@@ -436,10 +435,16 @@ def test_the_smcs_strategy_makes_the_pipelines_steps(router):
     ctx = context(router)
     host = ScriptedHost(answer, embed)
     result = host.run(STRATEGIES["smcs"].run(ctx, parse_params("smcs", {})))
+    call = RouteCall(QUERY, 7, ctx.policy, list(MODELS))
     decision = router.route(QUERY, seed=7, policy=ctx.policy, allowed_models=list(MODELS))
+    accuracy = dict(zip(router.bank.model_names, router.accuracy.tolist()))
+    fallback = max((m for m in MODELS if m != decision.aggregator), key=lambda m: (accuracy[m], -MODELS.index(m)))
     expected = ScriptedHost(answer, embed)
-    direct = expected.run(answer_steps(router, decision, QUESTION, usable=MODELS, policy=ctx.policy))
-    assert isinstance(result, AnswerResult) and result == direct and host.steps == expected.steps
+    direct = expected.run(smcs_pipeline(decision, QUESTION, policy=ctx.policy, fallback_aggregator=fallback))
+    first = host.steps[0]  # the route is the host's to perform, first
+    assert isinstance(first, RouteQuestion) and first.router is router and np.array_equal(first.call.embedding, QUERY)
+    assert first.call[1:] == call[1:]
+    assert isinstance(result, AnswerResult) and result == direct and host.steps[1:] == expected.steps
     assert sum(isinstance(s, CallModels) for s in host.steps) == 2 and result.decision == decision
     with pytest.raises(StrategyError, match="smcs needs the router"):
         ScriptedHost(answer, embed).run(STRATEGIES["smcs"].run(context(router, query=None), parse_params("smcs", {})))

@@ -43,18 +43,20 @@ class PolicyOverrides(_message.Message):
     def __init__(self, k: _Optional[int] = ..., n_base: _Optional[int] = ..., gamma: _Optional[float] = ..., k_drop: _Optional[int] = ..., n: _Optional[int] = ..., lam: _Optional[float] = ..., aggregator: _Optional[str] = ..., allowed_models: _Optional[_Iterable[str]] = ..., min_references: _Optional[int] = ..., retrieval: _Optional[str] = ..., nprobe: _Optional[int] = ..., scorer: _Optional[str] = ..., cover: _Optional[bool] = ...) -> None: ...
 
 class RouteRequest(_message.Message):
-    __slots__ = ("question", "embedding", "policy", "seed", "debug")
+    __slots__ = ("question", "embedding", "policy", "seed", "debug", "include_support")
     QUESTION_FIELD_NUMBER: _ClassVar[int]
     EMBEDDING_FIELD_NUMBER: _ClassVar[int]
     POLICY_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
     DEBUG_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_SUPPORT_FIELD_NUMBER: _ClassVar[int]
     question: str
     embedding: Embedding
     policy: PolicyOverrides
     seed: int
     debug: bool
-    def __init__(self, question: _Optional[str] = ..., embedding: _Optional[_Union[Embedding, _Mapping]] = ..., policy: _Optional[_Union[PolicyOverrides, _Mapping]] = ..., seed: _Optional[int] = ..., debug: _Optional[bool] = ...) -> None: ...
+    include_support: bool
+    def __init__(self, question: _Optional[str] = ..., embedding: _Optional[_Union[Embedding, _Mapping]] = ..., policy: _Optional[_Union[PolicyOverrides, _Mapping]] = ..., seed: _Optional[int] = ..., debug: _Optional[bool] = ..., include_support: _Optional[bool] = ...) -> None: ...
 
 class Referencer(_message.Message):
     __slots__ = ("model", "vote", "probability")

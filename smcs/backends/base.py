@@ -21,6 +21,7 @@ from typing import Protocol, runtime_checkable
 import msgspec
 
 from ..core.messages import ChatMessage, Completion, Role
+from ..errors import InputError
 
 __all__ = ["ChatBackend", "ChatMessage", "Completion", "GenerationSettings", "Role"]
 
@@ -46,13 +47,13 @@ class GenerationSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True
 
     def __post_init__(self) -> None:
         if not self.temperature >= 0:
-            raise ValueError(f"temperature must be >= 0, got {self.temperature!r}")
+            raise InputError(f"temperature must be >= 0, got {self.temperature!r}")
         if isinstance(self.max_tokens, bool) or self.max_tokens < 1:
-            raise ValueError(f"max_tokens must be >= 1, got {self.max_tokens!r}")
+            raise InputError(f"max_tokens must be >= 1, got {self.max_tokens!r}")
         if not -2.0 <= self.presence_penalty <= 2.0:
-            raise ValueError(f"presence_penalty must be in [-2, 2], got {self.presence_penalty!r}")
+            raise InputError(f"presence_penalty must be in [-2, 2], got {self.presence_penalty!r}")
         if self.top_p is not None and not 0.0 < self.top_p <= 1.0:
-            raise ValueError(f"top_p must be in (0, 1], got {self.top_p!r}")
+            raise InputError(f"top_p must be in (0, 1], got {self.top_p!r}")
 
 
 @runtime_checkable

@@ -26,6 +26,7 @@ import math
 import msgspec
 
 from .base import GenerationSettings
+from ..errors import InputError
 
 
 class _ModelConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True, tag_field="kind"):
@@ -53,7 +54,7 @@ class _ModelConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
     def __post_init__(self) -> None:
         self.generation()  # validates the generation settings, naming the field
         if self.max_concurrency < 1:
-            raise ValueError(f"max_concurrency must be >= 1, got {self.max_concurrency}")
+            raise InputError(f"max_concurrency must be >= 1, got {self.max_concurrency}")
 
     def generation(self, seed: int | None = None) -> GenerationSettings:
         """The generation settings of this model (with ``seed`` as the sampling seed)."""
@@ -106,20 +107,20 @@ class OpenAIModelConfig(_ModelConfig, tag="openai"):
     def __post_init__(self) -> None:
         super().__post_init__()
         if not self.base_urls:
-            raise ValueError("base_urls must list at least one server")
+            raise InputError("base_urls must list at least one server")
         for url in self.base_urls:
             if not url.startswith(("http://", "https://")):
-                raise ValueError(f"base_urls: {url!r} is not an http:// or https:// URL")
+                raise InputError(f"base_urls: {url!r} is not an http:// or https:// URL")
         for name in ("timeout_s", "connect_timeout_s", "health_timeout_s"):
             if not (getattr(self, name) > 0 and math.isfinite(getattr(self, name))):
-                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+                raise InputError(f"{name} must be > 0, got {getattr(self, name)}")
         if self.retries < 0:
-            raise ValueError(f"retries must be >= 0, got {self.retries}")
+            raise InputError(f"retries must be >= 0, got {self.retries}")
         for name in ("backoff_s", "max_backoff_s", "cooldown_s"):
             if not getattr(self, name) >= 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+                raise InputError(f"{name} must be >= 0, got {getattr(self, name)}")
         if not (self.health_interval_s >= 0 and math.isfinite(self.health_interval_s)):
-            raise ValueError(f"health_interval_s must be >= 0 and finite (0: no probes), got {self.health_interval_s}")
+            raise InputError(f"health_interval_s must be >= 0 and finite (0: no probes), got {self.health_interval_s}")
 
 
 class LocalModelConfig(_ModelConfig, tag="local"):
@@ -143,9 +144,9 @@ class LocalModelConfig(_ModelConfig, tag="local"):
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.n_ctx < 64:
-            raise ValueError(f"n_ctx must be >= 64, got {self.n_ctx}")
+            raise InputError(f"n_ctx must be >= 64, got {self.n_ctx}")
         if self.threads is not None and self.threads < 1:
-            raise ValueError(f"threads must be >= 1, got {self.threads}")
+            raise InputError(f"threads must be >= 1, got {self.threads}")
 
 
 ModelConfig = OpenAIModelConfig | LocalModelConfig

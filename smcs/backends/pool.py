@@ -16,6 +16,7 @@ from .base import ChatBackend, GenerationSettings
 from .config import ModelConfig
 from .errors import BackendError
 from .factory import make_backend
+from ..errors import InputError
 
 
 class ModelPool(AsyncClosing):
@@ -27,7 +28,7 @@ class ModelPool(AsyncClosing):
     def __init__(self, backends: Mapping[str, ChatBackend], settings: Mapping[str, GenerationSettings]) -> None:
         """``backends`` and ``settings`` keyed by model name (the same keys)."""
         if set(backends) != set(settings):
-            raise ValueError("backends and settings must name the same models")
+            raise InputError("backends and settings must name the same models")
         self._backends = dict(backends)
         self._settings = dict(settings)
 

@@ -41,6 +41,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ..errors import InputError
+
 if TYPE_CHECKING:
     from .store import Bank
 
@@ -99,7 +101,7 @@ def measure(embeddings: np.ndarray, text_of: Callable[[int], str] | None = None,
     only the sampled rows, so a memory-mapped bank stays on disk.
     """
     if sample < 2:
-        raise ValueError(f"sample must be >= 2, got {sample}")
+        raise InputError(f"sample must be >= 2, got {sample}")
     n = len(embeddings)
     rows = np.arange(n) if n <= sample else np.sort(np.random.default_rng(seed).choice(n, sample, replace=False))
     if len(rows) < 2:

@@ -29,6 +29,8 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from ..errors import InputError
+
 CENTROIDS = "ivf_centroids.npy"
 OFFSETS = "ivf_offsets.npy"
 ROWS = "ivf_rows.npy"
@@ -141,7 +143,7 @@ def default_nlist(n_rows: int) -> int:
     more (108 s against 10 s at 1e6 on two cores).
     """
     if n_rows < 1:
-        raise ValueError(f"an index needs at least one row, got {n_rows}")
+        raise InputError(f"an index needs at least one row, got {n_rows}")
     target = max(1.0, min(4.0 * math.sqrt(n_rows), n_rows / POINTS_PER_CENTROID))
     return 2 ** round(math.log2(target))  # ≤ 2·N/64 < N, or 1
 
@@ -154,9 +156,9 @@ def train(embeddings: np.ndarray, nlist: int | None = None, *, seed: int = 0, ni
     n = len(embeddings)
     nlist = default_nlist(n) if nlist is None else nlist
     if isinstance(nlist, bool) or not isinstance(nlist, int) or not 1 <= nlist <= max(n, 1):
-        raise ValueError(f"nlist must be an integer in [1, {n}] (the bank's rows), got {nlist!r}")
+        raise InputError(f"nlist must be an integer in [1, {n}] (the bank's rows), got {nlist!r}")
     if niter < 1:
-        raise ValueError(f"niter must be >= 1, got {niter}")
+        raise InputError(f"niter must be >= 1, got {niter}")
     rng = np.random.default_rng(seed)
     sample_size = min(n, POINTS_PER_CENTROID * nlist)
     sample = np.sort(rng.choice(n, size=sample_size, replace=False)) if sample_size < n else np.arange(n)
@@ -184,40 +186,40 @@ def from_arrays(
     """An index from stored arrays, after checking they fit together (``ValueError`` naming the array)."""
     nlist = centroids.shape[0] if centroids.ndim == 2 else -1
     if centroids.ndim != 2 or centroids.dtype != np.float32 or nlist < 1:
-        raise ValueError(f"{CENTROIDS} must be a float32 nlist x d matrix, got {centroids.dtype} {centroids.shape}")
+        raise InputError(f"{CENTROIDS} must be a float32 nlist x d matrix, got {centroids.dtype} {centroids.shape}")
     if offsets.dtype != np.int64 or offsets.shape != (nlist + 1,):
-        raise ValueError(f"{OFFSETS} must be int64 of length nlist + 1 = {nlist + 1}, got {offsets.dtype} {offsets.shape}")
+        raise InputError(f"{OFFSETS} must be int64 of length nlist + 1 = {nlist + 1}, got {offsets.dtype} {offsets.shape}")
     if rows.dtype != np.int64 or rows.ndim != 1:
-        raise ValueError(f"{ROWS} must be an int64 vector, got {rows.dtype} {rows.shape}")
+        raise InputError(f"{ROWS} must be an int64 vector, got {rows.dtype} {rows.shape}")
     if offsets[0] != 0 or offsets[-1] != rows.shape[0] or np.any(np.diff(offsets) < 0):
-        raise ValueError(f"{OFFSETS} must rise from 0 to the {rows.shape[0]} indexed rows")
+        raise InputError(f"{OFFSETS} must rise from 0 to the {rows.shape[0]} indexed rows")
     if vectors.shape != (rows.shape[0], centroids.shape[1]) or vectors.dtype != np.float32:
-        raise ValueError(f"{VECTORS} must be float32 {rows.shape[0]} x {centroids.shape[1]}, got {vectors.dtype} {vectors.shape}")
+        raise InputError(f"{VECTORS} must be float32 {rows.shape[0]} x {centroids.shape[1]}, got {vectors.dtype} {vectors.shape}")
     return IVFIndex(centroids, offsets, rows, trained_rows, seed, vectors)
 
 
 def check_covers(index: IVFIndex, n_rows: int) -> None:
     """Raise ``ValueError`` unless ``index.rows`` holds each of the rows 0 … n_rows-1 exactly once (O(N))."""
     if index.n_rows != n_rows:
-        raise ValueError(f"the index covers {index.n_rows} rows but the bank has {n_rows}")
+        raise InputError(f"the index covers {index.n_rows} rows but the bank has {n_rows}")
     seen = np.zeros(n_rows, dtype=np.bool_)
     rows = np.asarray(index.rows)
     if rows.size and (rows.min() < 0 or rows.max() >= n_rows):
-        raise ValueError(f"{ROWS} holds rows outside 0..{n_rows - 1}")
+        raise InputError(f"{ROWS} holds rows outside 0..{n_rows - 1}")
     seen[rows] = True
     if not seen.all():
-        raise ValueError(f"{ROWS} misses {int((~seen).sum())} bank rows (and repeats as many)")
+        raise InputError(f"{ROWS} misses {int((~seen).sum())} bank rows (and repeats as many)")
 
 
 def check_vectors(index: IVFIndex, embeddings: np.ndarray) -> None:
     """Raise ``ValueError`` unless ``index.vectors`` is the list-ordered copy of ``embeddings`` (O(N·d))."""
     if index.vectors is None:
-        raise ValueError(f"the index has no {VECTORS}")
+        raise InputError(f"the index has no {VECTORS}")
     rows = np.asarray(index.rows)
     for start in range(0, index.n_rows, _BLOCK_ROWS):
         stop = min(start + _BLOCK_ROWS, index.n_rows)
         if not np.array_equal(index.vectors[start:stop], embeddings[rows[start:stop]]):
-            raise ValueError(f"{VECTORS} differs from the bank's rows in positions {start}..{stop - 1}")
+            raise InputError(f"{VECTORS} differs from the bank's rows in positions {start}..{stop - 1}")
 
 
 def _inverted_lists(lists: np.ndarray, nlist: int) -> tuple[np.ndarray, np.ndarray]:
@@ -230,7 +232,7 @@ def _inverted_lists(lists: np.ndarray, nlist: int) -> tuple[np.ndarray, np.ndarr
 
 def _check_dim(embeddings: np.ndarray, dim: int) -> None:
     if embeddings.ndim != 2 or embeddings.shape[1] != dim:
-        raise ValueError(f"embeddings must be m x {dim} (the index's dimension), got shape {embeddings.shape}")
+        raise InputError(f"embeddings must be m x {dim} (the index's dimension), got shape {embeddings.shape}")
 
 
 def _unit_rows(a: np.ndarray) -> np.ndarray:

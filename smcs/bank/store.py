@@ -28,7 +28,7 @@ version name and finally replaces ``CURRENT`` atomically. Version numbers are on
 version directory present, orphans included, so a name that may have been seen is never reused for
 different content. A crash at any point leaves ``CURRENT`` naming a complete version.
 
-Errors: ``BankError`` (a ``ValueError``) for bad input to an operation, ``BankFormatError`` when the
+Errors: ``BankError`` (an ``InputError``, so a ``ValueError``) for bad input to an operation, ``BankFormatError`` when the
 directory is not a valid bank; both name the offending field or file.
 """
 
@@ -49,7 +49,7 @@ from typing import Any
 import msgspec
 import numpy as np
 
-from ..errors import SmcsError
+from ..errors import InputError, SmcsError
 from . import atomic, ivf
 from .schema import SCHEMA_VERSION, EmbedderInfo, FittedScorer, IndexInfo, Manifest, ModelInfo, Question
 
@@ -93,7 +93,7 @@ Fill = Callable[[atomic.HashingWriter], None]
 """Writes the bytes of one file of a new version."""
 
 
-class BankError(SmcsError, ValueError):
+class BankError(InputError):
     """Bad input to a bank operation; the message names the offending field."""
 
 
@@ -207,6 +207,18 @@ class Bank:
                 if model not in self._model_index:
                     raise BankError(f"{where(j)}: unknown model {model!r} (the bank's models: {', '.join(self.model_names)})")
                 outcomes[self._model_index[model], j] = value
+        return outcomes
+
+    def outcome_row(self, known: Mapping[str, int], field: str) -> np.ndarray:
+        """N int8 outcomes of a new model in this bank's question order: ``known`` (question id → 1 or 0)
+        where given, −1 elsewhere; ``BankError`` naming ``field`` and the id when ``known`` names a question
+        the bank lacks."""
+        rows = {q.id: i for i, q in enumerate(self.questions)}
+        outcomes = np.full(self.n_questions, -1, dtype=np.int8)
+        for qid, value in known.items():
+            if qid not in rows:
+                raise BankError(f"{field} names unknown question id {qid!r}")
+            outcomes[rows[qid]] = value
         return outcomes
 
     def model_index(self, name: str) -> int:

@@ -26,9 +26,10 @@ from smcs.client import AsyncClient
 from smcs.config import Config
 from smcs.core.pipeline import AggregationEvidence, AnswerResult, CallEvidence, Event, ReferenceEvidence, Routed
 from smcs.core.prompts import Task, check_task
-from smcs.runtime.host import strategy_host
+from smcs.runtime.local import local_runtime
 from smcs.strategies import STRATEGIES, StrategyCall, StrategyEvent, StrategyPlan, StrategyResult, StrategySpec
 from smcs.strategies import get_strategy, parse_options, parse_params
+from smcs.errors import InputError
 
 Result = AnswerResult | StrategyResult
 
@@ -41,7 +42,7 @@ def run_ask(args: argparse.Namespace, policy_overrides: dict[str, object]) -> in
         if args.strategy is not None:  # checked here too, so that a typo fails before the call
             parse_params(get_strategy(args.strategy).name, options)
         elif options:
-            raise ValueError("--option needs --strategy (the server's default strategy takes its own options)")
+            raise InputError("--option needs --strategy (the server's default strategy takes its own options)")
         events = _through_server(
             args.server, args.token or os.environ.get("SMCS_TOKEN"), args.question, task, args.seed, policy_overrides,
             strategy=args.strategy or "", options=options,
@@ -70,8 +71,8 @@ async def _in_process(
     """The strategy's events (the full pipeline's for ``smcs``), computed here with the configured models
     and embedder; the question is embedded only for the strategies that route it."""
     policy = msgspec.structs.replace(config.policy, **overrides) if overrides else config.policy
-    async with strategy_host(config, bank_path) as host:
-        async with aclosing(host.events(spec, params, question, seed, task, policy)) as events:
+    async with local_runtime(config, bank_path) as runtime:
+        async with aclosing(runtime.events(spec, params, question, seed, task, policy)) as events:
             async for event in events:
                 yield event
 

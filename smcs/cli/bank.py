@@ -28,6 +28,7 @@ from smcs.embed import EmbedderConfig, as_sync, check_compatible, make_embedder
 from smcs.cli.fit import add_fit_parser, fit_lines
 from smcs.cli.ingest import add_import_parser
 from smcs.jsonl import decode_lines
+from smcs.errors import InputError
 
 NonEmpty = Annotated[str, msgspec.Meta(min_length=1)]
 
@@ -129,7 +130,7 @@ def _run_index(args: argparse.Namespace) -> int:
         print(f"bank {new.path}  version {bank.version} -> {new.version}: index dropped")
         return 0
     if args.seed < 0:
-        raise ValueError(f"--seed must be >= 0, got {args.seed}")
+        raise InputError(f"--seed must be >= 0, got {args.seed}")
     started = time.perf_counter()
     trained = ivf.train(bank.embeddings, args.nlist, seed=args.seed)
     new = bank.with_index(trained)
@@ -166,15 +167,15 @@ def _run_append(args: argparse.Namespace) -> int:
     for number, line in lines:
         where = f"{args.file}:{number}"
         if line.id in first_line:
-            raise ValueError(f"{where}: id {line.id!r} repeats line {first_line[line.id]}")
+            raise InputError(f"{where}: id {line.id!r} repeats line {first_line[line.id]}")
         if line.id in taken:
-            raise ValueError(f"{where}: id {line.id!r} is already in the bank")
+            raise InputError(f"{where}: id {line.id!r} is already in the bank")
         first_line[line.id] = number
         if line.embedding is not None:
             if len(line.embedding) != bank.dim:
-                raise ValueError(f"{where}: embedding has {len(line.embedding)} values but the bank's dimension is {bank.dim}")
+                raise InputError(f"{where}: embedding has {len(line.embedding)} values but the bank's dimension is {bank.dim}")
             if not np.isfinite(line.embedding).all() or not np.any(line.embedding):
-                raise ValueError(f"{where}: embedding must be finite and not all zeros")
+                raise InputError(f"{where}: embedding must be finite and not all zeros")
     outcomes = bank.outcome_columns([line.outcomes for _, line in lines], lambda j: f"{args.file}:{lines[j][0]}")
     to_embed = [j for j, (_, line) in enumerate(lines) if line.embedding is None]
     embeddings = np.empty((len(lines), bank.dim), dtype=np.float64)
@@ -210,10 +211,10 @@ def _run_record(args: argparse.Namespace) -> int:
         where = f"{args.file}:{number}"
         _require_model(bank, line.model, where)
         if line.id not in ids:
-            raise ValueError(f"{where}: id {line.id!r} is not a question of the bank")
+            raise InputError(f"{where}: id {line.id!r} is not a question of the bank")
         pair = (line.model, line.id)
         if pair in first_line:
-            raise ValueError(f"{where}: model {line.model!r} on id {line.id!r} repeats line {first_line[pair]}")
+            raise InputError(f"{where}: model {line.model!r} on id {line.id!r} repeats line {first_line[pair]}")
         first_line[pair] = number
     new = bank.record_outcomes([(line.model, line.id, line.outcome) for _, line in lines])
     print(f"bank {new.path}  version {bank.version} -> {new.version}: recorded {len(lines)} outcomes")
@@ -233,4 +234,4 @@ def _run_add_model(args: argparse.Namespace) -> int:
 
 def _require_model(bank: Bank, model: str, where: str) -> None:
     if model not in bank.model_names:
-        raise ValueError(f"{where}: unknown model {model!r} (the bank's models: {', '.join(bank.model_names)})")
+        raise InputError(f"{where}: unknown model {model!r} (the bank's models: {', '.join(bank.model_names)})")

@@ -21,6 +21,7 @@ from smcs.progress import Progress
 from smcs.ingest.builder.journal import Journal
 from smcs.ingest.builder.questions import BuildQuestion, read_questions
 from smcs.ingest.builder.run import BuildReport, build_bank
+from smcs.errors import InputError
 
 
 def add_build_parser(bank_commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -95,13 +96,13 @@ async def _build(
 def _chosen_models(config: Config, names: str | None) -> list[ModelInfo]:
     """The models to ask, in configuration order (or ``--models`` order), each with its backend kind as a hint."""
     if not config.models:
-        raise ValueError("the configuration has no [models.\"NAME\"] tables: there is no one to ask")
+        raise InputError("the configuration has no [models.\"NAME\"] tables: there is no one to ask")
     chosen = [n.strip() for n in names.split(",") if n.strip()] if names else list(config.models)
     unknown = [n for n in chosen if n not in config.models]
     if unknown:
-        raise ValueError(f"--models names {', '.join(map(repr, unknown))}, not in the configuration ({', '.join(config.models)})")
+        raise InputError(f"--models names {', '.join(map(repr, unknown))}, not in the configuration ({', '.join(config.models)})")
     if len(set(chosen)) != len(chosen):
-        raise ValueError("--models names a model twice")
+        raise InputError("--models names a model twice")
     return [ModelInfo(name=n, backend={"kind": type(config.models[n]).__struct_config__.tag}) for n in chosen]  # type: ignore[dict-item]
 
 

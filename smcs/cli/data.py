@@ -11,14 +11,15 @@ from pathlib import Path
 from smcs import bundled
 from smcs.core.prompts import check_task
 from smcs.backends.pool import ModelPool
-from smcs.runtime.host import strategy_host
+from smcs.runtime.host import StepHost
+from smcs.runtime.local import local_runtime
 from smcs.progress import Progress
 from smcs.strategies import STRATEGIES, get_strategy, parse_options, parse_params
-from smcs.data.host import host_steps
 from smcs.data.jobs import Instruction, Outcome, RecordLog, item_seed, print_report, read_instructions, run_job, skipped_path
 from smcs.data.opinions import opinions_work
 from smcs.data.preference import PreferenceOutcome, preference_steps
 from smcs.data.sft import sft_work
+from smcs.errors import InputError
 
 _INPUT = ('INSTRUCTIONS is JSON Lines: {"id"?, "instruction"} a line (id: a string or integer, default the line '
           "number). Records are appended to --out and fsynced one by one; rerunning the same command skips the ids "
@@ -87,9 +88,9 @@ def _names(value: str | None, option: str) -> list[str] | None:
         return None
     names = [n.strip() for n in value.split(",") if n.strip()]
     if not names:
-        raise ValueError(f"{option} names no model")
+        raise InputError(f"{option} names no model")
     if len(set(names)) != len(names):
-        raise ValueError(f"{option} names a model twice")
+        raise InputError(f"{option} names a model twice")
     return names
 
 
@@ -117,8 +118,8 @@ def run_sft(args: argparse.Namespace) -> int:
     task = check_task(args.task)
 
     async def job(out, skipped, items, progress):  # type: ignore[no-untyped-def]
-        async with strategy_host(*bundled.config_and_bank(args.config, args.bank)) as host:
-            return await run_job(items, lambda item: sft_work(host, spec, params, item, args.seed, task), out,
+        async with local_runtime(*bundled.config_and_bank(args.config, args.bank)) as runtime:
+            return await run_job(items, lambda item: sft_work(runtime, spec, params, item, args.seed, task), out,
                                  concurrency=args.concurrency, progress=progress)
 
     return _run(args, "sft", job)
@@ -132,10 +133,10 @@ def run_opinions(args: argparse.Namespace) -> int:
     models = _names(args.models, "--models")
 
     async def job(out, skipped, items, progress):  # type: ignore[no-untyped-def]
-        async with strategy_host(*bundled.config_and_bank(args.config, args.bank)) as host:
-            host.require_configured(models or [], "--models")
-            chosen = models or host.usable
-            return await run_job(items, lambda item: opinions_work(host, spec, params, chosen, item, args.seed, task), out,
+        async with local_runtime(*bundled.config_and_bank(args.config, args.bank)) as runtime:
+            runtime.require_configured(models or [], "--models")
+            chosen = models or runtime.usable
+            return await run_job(items, lambda item: opinions_work(runtime, spec, params, chosen, item, args.seed, task), out,
                                  concurrency=args.concurrency, progress=progress)
 
     return _run(args, "opinions", job)
@@ -145,7 +146,7 @@ def run_preference(args: argparse.Namespace) -> int:
     """The ``smcs data preference`` command: 0 when every instruction has its record (or its skip), 1
     when some failed."""
     if args.samples < 2:
-        raise ValueError(f"--samples must be >= 2 (a pair needs two responses), got {args.samples}")
+        raise InputError(f"--samples must be >= 2 (a pair needs two responses), got {args.samples}")
     config, _ = bundled.config_and_bank(args.config, None)
     configured = list(config.models)
     judges = _names(args.judges, "--judges") or configured
@@ -155,19 +156,20 @@ def run_preference(args: argparse.Namespace) -> int:
                           ("--criteria-model", [criteria_model])]:
         for name in names:
             if name not in config.models:
-                raise ValueError(f"{option}: model {name!r} is not configured (configured: {', '.join(configured) or 'none'})")
+                raise InputError(f"{option}: model {name!r} is not configured (configured: {', '.join(configured) or 'none'})")
     needed = dict.fromkeys([args.policy_model, *judges, aggregator, criteria_model])
     timeouts = dict(config.answer.timeouts)
 
-    async def work(pool: ModelPool, item: Instruction) -> Outcome:
+    async def work(host: StepHost, item: Instruction) -> Outcome:
         steps = preference_steps(item.id, item.instruction, policy_model=args.policy_model, samples=args.samples, judges=judges,
                                  aggregator=aggregator, criteria_model=criteria_model, seed=item_seed(args.seed, item.id))
-        outcome = await host_steps(steps, pool, None, timeouts, PreferenceOutcome)
+        outcome: PreferenceOutcome = await host.run(steps)
         return Outcome(record=outcome.record, skipped=outcome.skipped)
 
     async def job(out, skipped, items, progress):  # type: ignore[no-untyped-def]
         async with ModelPool.from_config({name: config.models[name] for name in needed}) as pool:  # type: ignore[index]
-            return await run_job(items, lambda item: work(pool, item), out, skipped=skipped,
+            host = StepHost(pool, timeouts=timeouts)
+            return await run_job(items, lambda item: work(host, item), out, skipped=skipped,
                                  concurrency=args.concurrency, progress=progress)
 
     return _run(args, "preference", job, skipping=True)

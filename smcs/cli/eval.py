@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import sys
 import tempfile
 from pathlib import Path
@@ -14,6 +15,7 @@ from smcs.bank import Bank
 from smcs.core import Policy
 from smcs.eval.report import format_report, write_plot
 from smcs.eval.routing import evaluate_routing
+from smcs.errors import InputError
 
 _DESCRIPTION = """\
 Route every query whose outcomes are known (no model is called) and report top-1 accuracy against the
@@ -47,7 +49,9 @@ def add_eval_parser(commands: Any) -> None:
 
 
 def run_eval_route(args: argparse.Namespace) -> int:
-    """Run ``smcs eval route`` for parsed ``args``; returns the exit status (errors raise ``ValueError``)."""
+    """Run ``smcs eval route`` for parsed ``args``; returns the exit status (errors raise ``InputError``)."""
+    if args.plot is not None and importlib.util.find_spec("matplotlib") is None:
+        raise InputError("--plot needs matplotlib, which is not installed (pip install 'smcs[plot]')")
     with tempfile.TemporaryDirectory(prefix="smcs-eval-") as scratch:
         bank = open_bank(args.bank, Path(scratch) / "bank")
         rule = bank.manifest.embedder.query_text  # queries imported here are embedded as the bank's questions were
@@ -74,11 +78,11 @@ def open_bank(spec: str, scratch: Path, query_text: str | None = None) -> Bank:
         return Bank.open(path)
     format, colon, files = spec.partition(":")
     if not colon or not format or not files:
-        raise ValueError(f"{spec}: not a bank directory (no CURRENT file) nor FORMAT:PATH[,PATH...]")
+        raise InputError(f"{spec}: not a bank directory (no CURRENT file) nor FORMAT:PATH[,PATH...]")
     from smcs.ingest.importers import FORMATS, import_bank, read_imports
     from smcs.embed import EmbedderConfig, make_embedder
 
     if format not in FORMATS:
-        raise ValueError(f"{spec}: not a bank directory, and {format!r} is not an import format ({', '.join(FORMATS)})")
+        raise InputError(f"{spec}: not a bank directory, and {format!r} is not an import format ({', '.join(FORMATS)})")
     imported = read_imports(format, [Path(p) for p in files.split(",")])
     return import_bank(imported, scratch, make_embedder(EmbedderConfig()), query_text=query_text)

@@ -14,6 +14,7 @@ from pathlib import Path
 from smcs.bank import Bank, FittedScorer
 from smcs.core import Policy
 from smcs.core.fit import DEFAULT_FOLDS, DEFAULT_SAMPLE, cv_table, fit_scorer
+from smcs.errors import InputError
 
 
 def add_fit_parser(actions: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -44,7 +45,7 @@ def _run_fit(args: argparse.Namespace) -> int:
         print(f"bank {new.path}  version {bank.version} -> {new.version}: fitted scorer dropped")
         return 0
     if args.seed < 0:
-        raise ValueError(f"--seed must be >= 0, got {args.seed}")
+        raise InputError(f"--seed must be >= 0, got {args.seed}")
     policy = Policy(n_base=args.n_base, gamma=args.gamma)
     fitted = fit_scorer(bank, policy, folds=args.folds, sample=args.sample, seed=args.seed,
                         progress=lambda stage: print(f"fit: {stage}", file=sys.stderr, flush=True))

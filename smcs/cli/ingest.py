@@ -4,7 +4,7 @@ The files are read (and checked) first, then the question texts are embedded by 
 model under the query-text rule (``--query-text``, default ``question-v1``) with a progress line on
 stderr, then the bank is created and summarised on stdout: counts, sources, per-model accuracy,
 embedder, rule, distinctness and version; a degenerate bank (its embeddings nearly all alike) is
-warned about on stderr. Errors are ``ValueError``s for ``smcs.cli.main.main`` to print as one line.
+warned about on stderr. Errors are ``InputError``s (``SmcsError``s) for ``smcs.cli.main.main`` to print as one line.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from smcs.cli.warn import warn_if_degenerate
 from smcs.core.query_text import DEFAULT_QUERY_TEXT_RULE
 from smcs.core.query_text import RULES as QUERY_TEXT_RULES
 from smcs.progress import Progress
+from smcs.errors import InputError
 
 _FLAGS = {"rule": "--rule", "embedder_id": "--stored-embedder", "limit": "--limit"}
 """The ``read_import`` option each command-line flag sets."""
@@ -75,7 +76,7 @@ def run_import(args: argparse.Namespace, *, embedder: Any = None, stderr: TextIO
     options = {name: value for name, value in options.items() if value is not None}
     for name in options:
         if name not in options_of(args.format):
-            raise ValueError(f"{_FLAGS[name]} does not apply to the {args.format} format")
+            raise InputError(f"{_FLAGS[name]} does not apply to the {args.format} format")
     started = time.perf_counter()
     imported = read_imports(args.format, args.paths, **options)
     merged = f" ({imported.repeats} repeated rows merged)" if imported.repeats else ""

@@ -1,4 +1,10 @@
-"""The ``smcs`` command line: bank inspection, routing, answering, and a self-contained demo."""
+"""The ``smcs`` command line: bank inspection, routing, answering, and a self-contained demo.
+
+Exit statuses: 0 done; 1 the command ran but reports a failure (``health`` not serving, a build with
+failed pairs, …); 2 the user's mistake (an ``SmcsError``, a file that cannot be read or decoded, a refused
+RPC), printed as ``smcs: error: MESSAGE``; 70 a bug in smcs (any other exception), printed as
+``smcs: internal error: TYPE: MESSAGE`` with the traceback when ``SMCS_TRACEBACK=1``; 130 interrupted.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +18,7 @@ import shutil
 import sys
 import tempfile
 import time
+import traceback
 from pathlib import Path
 
 import grpc
@@ -22,22 +29,33 @@ from smcs import bundled
 from smcs.kernels import configure_threads
 from smcs.cli.ask import add_ask_parser, run_ask
 from smcs.cli.bank import add_bank_parser, embed_with_bundled
-from smcs.backends import BackendError
-from smcs.bank import Bank, BankFormatError
+from smcs.bank import Bank
 from smcs.client import DEFAULT_TARGET, Client, channel_target
-from smcs.config import ConfigError
 from smcs.core import Policy, RouteDecision, Router
-from smcs.core.policy import OVERRIDABLE, RETRIEVALS, SCORER_CHOICES
-from smcs.core.pipeline import QuorumNotMet
-from smcs.embed import EmbedderError
+from smcs.cli.policy_options import add_policy_options, policy_overrides
+from smcs.errors import InputError, SmcsError
 from smcs.cli.data import add_data_parser
 from smcs.cli.eval import add_eval_parser
 from smcs.service import serve
 from smcs.synthetic import create_clustered_bank, queries_near
 
 
+EXIT_USAGE = 2
+"""The user's mistake: a bad option, input file, configuration or request (as argparse's own errors)."""
+EXIT_INTERNAL = 70
+"""A bug in smcs (``EX_SOFTWARE`` of sysexits.h)."""
+TRACEBACK_ENV = "SMCS_TRACEBACK"
+"""Set to 1 (any value but empty or 0) to print the traceback of an internal error."""
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``smcs`` console script; returns the process exit status."""
+    """Entry point of the ``smcs`` console script; returns the process exit status.
+
+    An ``SmcsError`` (every error smcs raises on purpose), an ``OSError`` (a file), a msgspec decoding
+    error (the user's file) and a refused RPC are the user's to fix: one line ``smcs: error: MESSAGE``,
+    status 2. Any other exception is a bug in smcs: ``smcs: internal error: TYPE: MESSAGE`` and a hint,
+    the traceback too when ``SMCS_TRACEBACK=1``, status 70.
+    """
     parser = _parser()
     args = parser.parse_args(argv)
     configure_threads()  # before the first parallel kernel of any command
@@ -45,13 +63,19 @@ def main(argv: list[str] | None = None) -> int:
         return args.run(args)
     except grpc.RpcError as exc:
         print(f"smcs: error: {exc.code().name}: {exc.details()}", file=sys.stderr)
-        return 2
-    except (ValueError, ConfigError, BankFormatError, EmbedderError, BackendError, QuorumNotMet, OSError,
-            msgspec.ValidationError) as exc:
+        return EXIT_USAGE
+    except (SmcsError, OSError, msgspec.ValidationError, msgspec.DecodeError) as exc:
         print(f"smcs: error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:  # noqa: BLE001 - anything else is a bug, reported as one
+        print(f"smcs: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        print(f"smcs: this is a bug in smcs, please report it; {TRACEBACK_ENV}=1 in the environment prints the traceback",
+              file=sys.stderr)
+        if os.environ.get(TRACEBACK_ENV, "0") not in ("", "0"):
+            traceback.print_exc()
+        return EXIT_INTERNAL
 
 
 SERVER_HELP = (
@@ -80,7 +104,7 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--models", type=int, default=15, help="number of models R (default 15)")
     demo.add_argument("--queries", type=int, default=200, help="held-out questions to route (default 200)")
     demo.add_argument("--path", type=Path, help="write the bank here (default: a temporary directory)")
-    _add_policy_options(demo)
+    add_policy_options(demo)
     demo.set_defaults(run=_run_demo)
 
     route = commands.add_parser(
@@ -95,13 +119,12 @@ def _parser() -> argparse.ArgumentParser:
     route.add_argument("--seed", type=int, help="seed of the exploration subsets (default: random, reported)")
     route.add_argument("--debug", action="store_true", help="include the support questions' text and outcomes")
     route.add_argument("--json", action="store_true", help="print the decision as JSON instead of a table")
-    _add_policy_options(route)
+    add_policy_options(route)
     route.set_defaults(run=_run_route)
 
     ask = add_ask_parser(commands)
-    _add_policy_options(ask)
-    ask.add_argument("--min-references", type=int, help="referencers that must answer (default: ceil(k/2))")
-    ask.set_defaults(run=lambda args: run_ask(args, _policy_overrides(args)))
+    add_policy_options(ask)
+    ask.set_defaults(run=lambda args: run_ask(args, policy_overrides(args)))
 
     serve = commands.add_parser("serve", help="run the gRPC router service")
     serve.add_argument("--config", type=Path, help="TOML configuration file (see README); default: the bundled demonstration pool")
@@ -120,39 +143,13 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _add_policy_options(parser: argparse.ArgumentParser) -> None:
-    defaults = Policy()
-    group = parser.add_argument_group("policy (unset options keep the server's or the paper's defaults)")
-    group.add_argument("--k", type=int, help=f"referencers K (paper: {defaults.k})")
-    group.add_argument("--n-base", type=int, help=f"N_base of Eq 3 (paper: {defaults.n_base})")
-    group.add_argument("--gamma", type=float, help=f"tolerance γ of Eq 3 (paper: {defaults.gamma})")
-    group.add_argument("--k-drop", type=int, help=f"references dropped per subset (paper: {defaults.k_drop})")
-    group.add_argument("--n", type=int, help=f"exploration subsets (paper: {defaults.n})")
-    group.add_argument("--aggregator", help="aggregator model (default: the bank's most accurate)")
-    group.add_argument(
-        "--retrieval", choices=RETRIEVALS, help="exact: every bank row; ivf: the bank index's probed lists (approximate); auto (default): ivf on large indexed banks"
-    )
-    group.add_argument("--nprobe", type=int, help="IVF lists scanned by ivf retrieval (default: 1/64 of the index's lists, at least 8)")
-    group.add_argument(
-        "--scorer", choices=SCORER_CHOICES,
-        help="what ranks the models: vote (the paper's prior), source, knn, head (need `smcs bank fit`); auto (default): the fit's choice, else vote",
-    )
-    group.add_argument("--no-cover", dest="cover", action="store_const", const=False,
-                       help="rank every referencer by probability instead of choosing those after the first for coverage")
-
-
-def _policy_overrides(args: argparse.Namespace) -> dict[str, object]:
-    """The policy options given on the command line (``OVERRIDABLE`` fields the parser has and the user set)."""
-    return {name: getattr(args, name) for name in OVERRIDABLE if getattr(args, name, None) is not None}
-
-
 def _policy(args: argparse.Namespace) -> Policy:
-    return Policy(**_policy_overrides(args))
+    return Policy(**policy_overrides(args))
 
 
 def _run_route(args: argparse.Namespace) -> int:
     if (args.question is None) == (args.embedding is None):
-        raise ValueError("give a question or --embedding FILE (exactly one)")
+        raise InputError("give a question or --embedding FILE (exactly one)")
     embedding = _read_embedding(args.embedding) if args.embedding is not None else None
     if args.bank is not None:
         bank = Bank.open(args.bank)
@@ -162,8 +159,9 @@ def _run_route(args: argparse.Namespace) -> int:
     else:
         with Client(args.server, token=args.token or os.environ.get("SMCS_TOKEN")) as client:
             decision = client.route(
-                args.question, embedding=embedding, seed=args.seed, debug=args.debug, **_policy_overrides(args)
-            )
+                args.question, embedding=embedding, seed=args.seed, debug=args.debug, include_support=True,
+                **policy_overrides(args),
+            )  # the table and the JSON show the support set
     if args.json:
         print(msgspec.json.format(msgspec.json.encode(decision).decode()))
     else:
@@ -196,7 +194,7 @@ def _run_serve(args: argparse.Namespace) -> int:
         try:
             config = msgspec.structs.replace(config, server=msgspec.structs.replace(config.server, **server_changes))
         except ValueError as exc:
-            raise ValueError(f"--{exc}") from None
+            raise InputError(f"--{exc}") from None
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     with tempfile.TemporaryDirectory(prefix="smcs-serve-") as scratch:
         if serving_bundled:  # a copy, so that the admin RPCs never write into the installed package
@@ -215,17 +213,20 @@ def _run_health(args: argparse.Namespace) -> int:
 
 def _read_embedding(path: Path) -> np.ndarray:
     if path.suffix == ".npy":
-        return np.load(path, allow_pickle=False)
+        try:
+            return np.load(path, allow_pickle=False)
+        except (ValueError, EOFError) as exc:  # not an .npy file (EOFError: an empty one), or one holding objects
+            raise InputError(f"--embedding {path}: not a .npy array of numbers ({exc})") from None
     try:
         return np.asarray(json.loads(path.read_text()), dtype=np.float64)
-    except (json.JSONDecodeError, TypeError) as exc:
-        raise ValueError(f"--embedding {path}: not a JSON list of numbers ({exc})") from None
+    except (ValueError, TypeError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise InputError(f"--embedding {path}: not a JSON list of numbers ({exc})") from None
 
 
 def _run_demo(args: argparse.Namespace) -> int:
     policy = _policy(args)
     if args.queries < 1:
-        raise ValueError(f"--queries must be >= 1, got {args.queries}")
+        raise InputError(f"--queries must be >= 1, got {args.queries}")
     with tempfile.TemporaryDirectory(prefix="smcs-demo-") as scratch:
         path = args.path or Path(scratch) / "bank"
         print(f"building a synthetic bank: {args.questions} questions x {args.dim} dims, {args.models} models -> {path}")

@@ -63,6 +63,7 @@ from .scorers import (
     source_probability,
     vote_probability,
 )
+from ..errors import InputError
 
 KIND = "smcs-scorer/1"
 SOURCE_K = 20
@@ -104,14 +105,14 @@ def fit_scorer(
     started = time.perf_counter()
     say = progress or (lambda _: None)
     if isinstance(folds, bool) or not isinstance(folds, int) or folds < 2:
-        raise ValueError(f"folds must be an integer >= 2, got {folds!r}")
+        raise InputError(f"folds must be an integer >= 2, got {folds!r}")
     if isinstance(sample, bool) or not isinstance(sample, int) or sample < 2 * folds:
-        raise ValueError(f"sample must be an integer >= 2 * folds ({2 * folds}), got {sample!r}")
+        raise InputError(f"sample must be an integer >= 2 * folds ({2 * folds}), got {sample!r}")
     cap = np.asarray(bank.capability)
     rng = np.random.default_rng(seed)
     rows = np.flatnonzero((cap >= 0).any(axis=0))
     if rows.size < 2 * folds:
-        raise ValueError(f"the bank has {rows.size} question(s) with a known outcome; fitting needs at least {2 * folds}")
+        raise InputError(f"the bank has {rows.size} question(s) with a known outcome; fitting needs at least {2 * folds}")
     if rows.size > sample:
         rows = np.sort(rng.choice(rows, size=sample, replace=False))
     row_sources = [q.source for q in bank.questions]

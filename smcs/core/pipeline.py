@@ -13,6 +13,8 @@ step                the host sends back
                     ``evidence(i, result)`` for each call as it completes (arrival order)
 ``EmbedTexts``      a float array ``(len(texts), d)``, one row per text (any embedder; the
                     retrieval one by convention)
+``RouteQuestion``   the ``RouteDecision`` of ``router`` for ``call`` (the strategies route
+                    through it; ``smcs_pipeline`` starts from a decision already made)
 ==================  ==========================================================================
 
 The order of steps: ``Emit(Routed)``; ``CallModels("reference")`` for the K referencers, whose
@@ -43,12 +45,13 @@ from typing import Literal
 import msgspec
 import numpy as np
 
-from ..errors import SmcsError
+from ..errors import InputError, SmcsError
 from .. import kernels
 from .decision import RouteDecision
 from .messages import ChatMessage, Completion
 from .policy import Policy
 from .prompts import Task, aggregation_messages, question_messages
+from .router import RouteCall, Router
 
 Stage = Literal["reference", "aggregate"]
 Source = Literal["aggregation", "fallback_aggregator", "best_reference"]
@@ -182,12 +185,23 @@ class AnswerResult(msgspec.Struct, frozen=True, kw_only=True, tag="final"):
 
 
 class Emit(msgspec.Struct, frozen=True):
-    """Step: pass ``event`` on; send back None."""
+    """Step: pass ``event`` on; send back None. The pipeline emits its ``Event``s; the strategies
+    (``smcs.strategies``) emit theirs through the same step."""
 
-    event: Routed | ReferenceEvidence | AggregationEvidence | AnswerResult
+    event: msgspec.Struct
 
 
-Step = Emit | CallModels | EmbedTexts
+class RouteQuestion(msgspec.Struct, frozen=True):
+    """Step: route ``call`` over ``router``'s bank (Eqs 2–6) and send back the ``RouteDecision``.
+
+    A step rather than a call, so the host decides where the route runs: in-process on the spot, or in
+    the server through its batcher, beside the concurrent routes."""
+
+    router: Router
+    call: RouteCall
+
+
+Step = Emit | CallModels | EmbedTexts | RouteQuestion
 CallResult = Completion | CallFailed
 Event = Routed | ReferenceEvidence | AggregationEvidence | AnswerResult
 
@@ -341,13 +355,13 @@ def finite_totals(similarity: np.ndarray, perplexity: np.ndarray, lam: float) ->
     overflowed = np.flatnonzero(~np.isfinite(perplexity))
     if overflowed.size:
         i = int(overflowed[0])
-        raise ValueError(f"logprobs[{i}]: its perplexity exp(-mean logprob) overflows; logprobs that low are not a model's")
+        raise InputError(f"logprobs[{i}]: its perplexity exp(-mean logprob) overflows; logprobs that low are not a model's")
     with np.errstate(over="ignore", invalid="ignore"):
         total = similarity + lam * (1.0 - perplexity)
     overflowed = np.flatnonzero(~np.isfinite(total))
     if overflowed.size:
         i = int(overflowed[0])
-        raise ValueError(f"lam: lam * (1 - PPL) overflows for candidate {i} (lam={lam!r}, PPL={float(perplexity[i])!r})")
+        raise InputError(f"lam: lam * (1 - PPL) overflows for candidate {i} (lam={lam!r}, PPL={float(perplexity[i])!r})")
     return kernels.hybrid_scores(similarity, perplexity, lam)
 
 

@@ -7,6 +7,8 @@ from typing import Literal, get_args
 
 import msgspec
 
+from ..errors import InputError
+
 Retrieval = Literal["auto", "exact", "ivf"]
 RETRIEVALS: tuple[str, ...] = get_args(Retrieval)
 Scorer = Literal["auto", "vote", "source", "knn", "head"]
@@ -76,29 +78,29 @@ class Policy(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tr
             _require_int("nprobe", self.nprobe, minimum=1)
         _require_int("k_drop", self.k_drop, minimum=0)
         if self.k_drop >= self.k:
-            raise ValueError(f"k_drop must be smaller than k ({self.k}), got {self.k_drop}")
+            raise InputError(f"k_drop must be smaller than k ({self.k}), got {self.k_drop}")
         if not 0.0 <= self.gamma <= 1.0:
-            raise ValueError(f"gamma must be in [0, 1], got {self.gamma!r}")
+            raise InputError(f"gamma must be in [0, 1], got {self.gamma!r}")
         if not math.isfinite(self.lam):
-            raise ValueError(f"lam must be finite, got {self.lam!r}")
+            raise InputError(f"lam must be finite, got {self.lam!r}")
         if self.aggregator is not None and not self.aggregator:
-            raise ValueError("aggregator must be a model name or None, got an empty string")
+            raise InputError("aggregator must be a model name or None, got an empty string")
         if self.threads is not None:
             _require_int("threads", self.threads, minimum=1)
         if self.min_references is not None:
             _require_int("min_references", self.min_references, minimum=1)
             if self.min_references > self.k:
-                raise ValueError(f"min_references must be at most k ({self.k}), got {self.min_references}")
+                raise InputError(f"min_references must be at most k ({self.k}), got {self.min_references}")
         if not isinstance(self.quantized, bool):
-            raise ValueError(f"quantized must be true or false, got {self.quantized!r}")
+            raise InputError(f"quantized must be true or false, got {self.quantized!r}")
         if self.retrieval not in RETRIEVALS:
-            raise ValueError(f"retrieval must be one of {', '.join(RETRIEVALS)}, got {self.retrieval!r}")
+            raise InputError(f"retrieval must be one of {', '.join(RETRIEVALS)}, got {self.retrieval!r}")
         if not isinstance(self.cover, bool):
-            raise ValueError(f"cover must be true or false, got {self.cover!r}")
+            raise InputError(f"cover must be true or false, got {self.cover!r}")
         if self.scorer not in SCORER_CHOICES:
-            raise ValueError(f"scorer must be one of {', '.join(SCORER_CHOICES)}, got {self.scorer!r}")
+            raise InputError(f"scorer must be one of {', '.join(SCORER_CHOICES)}, got {self.scorer!r}")
         if self.quantized and self.retrieval == "ivf":
-            raise ValueError("quantized scans every row and retrieval='ivf' only some: choose one")
+            raise InputError("quantized scans every row and retrieval='ivf' only some: choose one")
 
     @property
     def quorum(self) -> int:
@@ -108,9 +110,9 @@ class Policy(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tr
     def check_models(self, model_names: tuple[str, ...]) -> None:
         """Raise ``ValueError`` if this policy cannot route over a bank holding ``model_names``."""
         if self.k > len(model_names):
-            raise ValueError(f"policy k={self.k} exceeds the bank's {len(model_names)} models")
+            raise InputError(f"policy k={self.k} exceeds the bank's {len(model_names)} models")
         if self.aggregator is not None and self.aggregator not in model_names:
-            raise ValueError(f"policy aggregator {self.aggregator!r} is not a model of the bank")
+            raise InputError(f"policy aggregator {self.aggregator!r} is not a model of the bank")
 
 
 PER_PROCESS = ("threads", "quantized")
@@ -121,6 +123,6 @@ OVERRIDABLE: tuple[str, ...] = tuple(name for name in Policy.__struct_fields__ i
 
 def _require_int(name: str, value: object, *, minimum: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError(f"{name} must be an integer, got {value!r}")
+        raise InputError(f"{name} must be an integer, got {value!r}")
     if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+        raise InputError(f"{name} must be >= {minimum}, got {value}")

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from typing import Literal
 
 from .messages import ChatMessage
+from ..errors import InputError
 
 Task = Literal["math", "numeric", "multiple_choice", "code", "exact", "instruction"]
 TASKS: tuple[Task, ...] = ("math", "numeric", "multiple_choice", "code", "exact", "instruction")
@@ -57,7 +58,7 @@ AGGREGATOR_PROMPT = (
 def check_task(task: str | None) -> Task | None:
     """``task`` if it is one of ``TASKS`` or None; ``ValueError`` naming the valid ones otherwise."""
     if task is not None and task not in TASKS:
-        raise ValueError(f"task must be one of {', '.join(TASKS)} (or unset), got {task!r}")
+        raise InputError(f"task must be one of {', '.join(TASKS)} (or unset), got {task!r}")
     return task  # type: ignore[return-value]  # checked just above
 
 
@@ -75,7 +76,7 @@ def aggregation_messages(question: str, references: Sequence[str], task: Task | 
     ``1.`` … in the given order (appended to the task's own system prompt when it has one), then the
     task's user prompt."""
     if not references:
-        raise ValueError("an aggregation needs at least one reference")
+        raise InputError("an aggregation needs at least one reference")
     block = AGGREGATOR_PROMPT + "".join(f"\n\n{i}. {text}" for i, text in enumerate(references, start=1))
     asked = question_messages(question, task)
     if asked[0].role == "system":

@@ -40,6 +40,8 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from ..errors import InputError
+
 RAW = "raw"
 QUESTION_V1 = "question-v1"
 DEFAULT_QUERY_TEXT_RULE = QUESTION_V1
@@ -61,7 +63,7 @@ _LETTER = re.compile(r"[^\W\d_]")
 def check_rule(rule: str) -> str:
     """``rule`` when ``query_text`` knows it; else a ``ValueError`` naming it and the known rules."""
     if rule not in RULES:
-        raise ValueError(f"unknown query-text rule {rule!r} (this smcs knows: {', '.join(RULES)}); upgrade smcs or rebuild the bank")
+        raise InputError(f"unknown query-text rule {rule!r} (this smcs knows: {', '.join(RULES)}); upgrade smcs or rebuild the bank")
     return rule
 
 
@@ -88,9 +90,9 @@ def last_user_message(messages: Sequence[Mapping[str, Any] | Any]) -> str:
             continue
         content = message.get("content") if isinstance(message, Mapping) else getattr(message, "content", None)
         if not isinstance(content, str):
-            raise ValueError(f"messages[{index}].content must be text, got {type(content).__name__}")
+            raise InputError(f"messages[{index}].content must be text, got {type(content).__name__}")
         return content
-    raise ValueError("messages holds no message with role 'user'")
+    raise InputError("messages holds no message with role 'user'")
 
 
 def _tidy(text: str) -> str:

@@ -15,6 +15,7 @@ from ..bank import Bank, FittedScorer, ivf
 from . import scorers
 from .decision import RouteDecision
 from .policy import IVF_AUTO_MIN_ROWS, Policy
+from ..errors import InputError
 
 MAX_SEED = 2**64 - 1
 
@@ -141,24 +142,25 @@ class Router:
         (a fresh random seed when None, reported in the decision). ``policy`` overrides the router's
         policy for this call. ``allowed_models`` (non-empty) restricts the referencers, and the default
         aggregator, to those models; votes are still computed over the whole bank. Raises
-        ``ValueError`` naming the bad argument.
+        ``InputError`` (a ``ValueError``) naming the bad argument.
         """
         call = self._prepare(RouteCall(embedding, seed, policy, allowed_models))
         return self._decide(call, *self._retrieve(call))
 
-    def route_many(self, calls: Sequence[RouteCall]) -> list[RouteDecision | ValueError]:
+    def route_many(self, calls: Sequence[RouteCall]) -> list[RouteDecision | InputError]:
         """Route several questions at once: element i is what ``route`` returns for ``calls[i]``, or the
-        ``ValueError`` it raises (one bad call does not fail the others).
+        ``InputError`` it raises (one bad call does not fail the others; any other error is a bug and fails
+        the batch).
 
         The calls that scan the whole float32 bank share one pass over it (``kernels.route_many``): on a
         bank larger than the cache a batch of 8 costs about half of 8 separate routes. Calls with a
         quantized or IVF policy are routed one by one. Decisions are identical to ``route``'s.
         """
-        results: list[RouteDecision | ValueError | _Call] = []
+        results: list[RouteDecision | InputError | _Call] = []
         for call in calls:
             try:
                 results.append(self._prepare(call))
-            except ValueError as exc:
+            except InputError as exc:
                 results.append(exc)
         scans = [i for i, c in enumerate(results) if isinstance(c, _Call) and self._scans_bank(c.policy)]
         if len(scans) > 1:
@@ -274,19 +276,19 @@ class Router:
         return policy.retrieval == "ivf"
 
     def _check_policy(self, policy: Policy) -> None:
-        """Raise ``ValueError`` if ``policy`` cannot route over this router's bank."""
+        """Raise ``InputError`` if ``policy`` cannot route over this router's bank."""
         policy.check_models(self._bank.model_names)
         scorer = self.scorer_of(policy)
         if scorer != "vote" and self._fitted is None:
             why = "was fitted for other models" if self._bank.scorer is not None else "has no fitted scorer"
-            raise ValueError(
+            raise InputError(
                 f"policy scorer={scorer!r} needs a fitted bank, and bank version {self._bank.version} {why} "
                 "(fit one with: smcs bank fit BANK)"
             )
         if scorer == "head" and self._fitted is not None and self._fitted.head is None:
-            raise ValueError(f"policy scorer='head' needs a fitted head, and bank version {self._bank.version}'s fit has none")
+            raise InputError(f"policy scorer='head' needs a fitted head, and bank version {self._bank.version}'s fit has none")
         if policy.retrieval == "ivf" and self._bank.index is None:
-            raise ValueError(
+            raise InputError(
                 f"policy retrieval='ivf' needs an index, and bank version {self._bank.version} has none "
                 "(build one with: smcs bank index BANK)"
             )
@@ -299,10 +301,10 @@ class Router:
         names = self._bank.model_names
         unknown = sorted(set(allowed_models) - set(names))
         if unknown:
-            raise ValueError(f"allowed_models names unknown models: {', '.join(map(repr, unknown))}")
+            raise InputError(f"allowed_models names unknown models: {', '.join(map(repr, unknown))}")
         allowed = np.array(sorted({names.index(m) for m in allowed_models}), dtype=np.int64)
         if k > allowed.size:
-            raise ValueError(f"policy k={k} exceeds the {allowed.size} allowed_models")
+            raise InputError(f"policy k={k} exceeds the {allowed.size} allowed_models")
         return allowed
 
     def _quantized_bank(self) -> kernels.QuantizedBank:
@@ -372,7 +374,7 @@ def _checked_seed(seed: int | None) -> int:
     if seed is None:
         return secrets.randbits(63)
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed <= MAX_SEED:
-        raise ValueError(f"seed must be an integer in [0, 2**64), got {seed!r}")
+        raise InputError(f"seed must be an integer in [0, 2**64), got {seed!r}")
     return int(seed)
 
 
@@ -386,14 +388,14 @@ def _unit_query(embedding: object, dim: int) -> np.ndarray:
     try:
         q = np.asarray(embedding, dtype=np.float64)
     except (TypeError, ValueError):
-        raise ValueError("embedding must be a vector of numbers") from None
+        raise InputError("embedding must be a vector of numbers") from None
     if q.ndim != 1:
-        raise ValueError(f"embedding must be a 1-D vector, got shape {q.shape}")
+        raise InputError(f"embedding must be a 1-D vector, got shape {q.shape}")
     if q.shape[0] != dim:
-        raise ValueError(f"embedding has dimension {q.shape[0]} but the bank's embedder has dimension {dim}")
+        raise InputError(f"embedding has dimension {q.shape[0]} but the bank's embedder has dimension {dim}")
     if not np.all(np.isfinite(q)):
-        raise ValueError("embedding contains NaN or infinity")
+        raise InputError("embedding contains NaN or infinity")
     norm = float(np.linalg.norm(q))
     if norm == 0.0:
-        raise ValueError("embedding is a zero vector")
+        raise InputError("embedding is a zero vector")
     return (q / norm).astype(np.float32)

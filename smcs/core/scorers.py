@@ -32,6 +32,7 @@ import numpy as np
 
 from ..bank import FittedScorer, Head, Platt
 from .policy import SCORER_CHOICES
+from ..errors import InputError
 
 SCORERS: tuple[str, ...] = tuple(name for name in SCORER_CHOICES if name != "auto")
 """The scorers by name; ``"auto"`` (a policy's default) is the one the bank's fit chose, else ``"vote"``."""
@@ -204,9 +205,9 @@ def raw_probabilities(evidence: Evidence, scoring: Scoring, scorer: str, pi: np.
         return knn
     if scorer == "head":
         if scoring.head is None:
-            raise ValueError("scorer 'head' needs a fitted head, and the bank's fit has none")
+            raise InputError("scorer 'head' needs a fitted head, and the bank's fit has none")
         return sigmoid(scoring.head(head_features(evidence, knn, source)))
-    raise ValueError(f"scorer must be one of {', '.join(SCORERS)}, got {scorer!r}")
+    raise InputError(f"scorer must be one of {', '.join(SCORERS)}, got {scorer!r}")
 
 
 def covering_referencers(p: np.ndarray, cover: Sequence[Sequence[int]], k: int, allowed: np.ndarray | None = None) -> np.ndarray:

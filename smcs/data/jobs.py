@@ -27,7 +27,8 @@ from typing import Annotated, Any, TextIO
 
 import msgspec
 
-from ..errors import SmcsError
+from ..core.pipeline import QuorumNotMet
+from ..errors import InputError
 from ..jsonl import decode_lines
 from ..progress import Progress
 
@@ -54,15 +55,15 @@ def read_instructions(path: Path) -> list[Instruction]:
     try:
         data = path.read_bytes()
     except OSError as exc:
-        raise ValueError(f"{path}: cannot read the instructions file ({exc.strerror or exc})") from None
+        raise InputError(f"{path}: cannot read the instructions file ({exc.strerror or exc})") from None
     items: list[Instruction] = []
     seen: dict[str, int] = {}
     for number, line in decode_lines(data, InstructionLine, path):
         if not line.instruction.strip():
-            raise ValueError(f"{path}:{number}: the instruction is blank")
+            raise InputError(f"{path}:{number}: the instruction is blank")
         ident = str(number) if line.id is None else str(line.id)
         if ident in seen:
-            raise ValueError(f"{path}:{number}: id {ident!r} is used again (first on line {seen[ident]})")
+            raise InputError(f"{path}:{number}: id {ident!r} is used again (first on line {seen[ident]})")
         seen[ident] = number
         items.append(Instruction(ident, line.instruction, number))
     return items
@@ -108,7 +109,7 @@ class RecordLog:
                 try:
                     done.add(str(decoder.decode(raw).id))
                 except msgspec.MsgspecError as exc:
-                    raise ValueError(f"{self.path}:{number}: not a record of this job ({exc}); move the file away to start over") from None
+                    raise InputError(f"{self.path}:{number}: not a record of this job ({exc}); move the file away to start over") from None
         return done
 
     def append(self, record: dict[str, Any]) -> None:
@@ -125,10 +126,6 @@ class RecordLog:
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
-
-
-class ItemFailed(SmcsError):
-    """The work on one instruction failed in a way a rerun may not repeat (model calls failed)."""
 
 
 @dataclass(frozen=True)
@@ -175,10 +172,10 @@ async def run_job(
     progress: Progress | None = None,
 ) -> JobReport:
     """Run ``work`` on every instruction not yet in ``out`` (or ``skipped``), ``concurrency`` at a time,
-    appending each outcome as it comes; ``ItemFailed`` is counted, any other error cancels the rest and
-    propagates."""
+    appending each outcome as it comes; a ``QuorumNotMet`` (every call the instruction's result depends on
+    failed) is counted as a failure a rerun retries, any other error cancels the rest and propagates."""
     if concurrency < 1:
-        raise ValueError(f"--concurrency must be >= 1, got {concurrency}")
+        raise InputError(f"--concurrency must be >= 1, got {concurrency}")
     done = out.done | (skipped.done if skipped is not None else set())
     pending = [item for item in items if item.id not in done]
     report = JobReport(total=len(items), resumed=len(items) - len(pending))
@@ -190,7 +187,7 @@ async def run_job(
         for item in queue:  # shared: each instruction goes to exactly one worker
             try:
                 outcome = await work(item)
-            except ItemFailed as exc:
+            except QuorumNotMet as exc:
                 report.failed.append((item.id, str(exc)))
                 note = f"{item.id}: failed"
             else:

@@ -1,7 +1,7 @@
 """``smcs data opinions``: Mixture-of-Opinions-style SFT records (seed 000: SFT whose context carries
 other models' responses, "opinions").
 
-Per instruction (``opinion_steps``, one step generator hosted by ``run_steps``): every opinion model
+Per instruction (``opinion_steps``, one step generator hosted by ``smcs.runtime.host.StepHost``): every opinion model
 answers the instruction once (one ``CallModels``, stage ``reference``, distinct seeds), then the target
 strategy (default ``moa-lite``) answers it. The record:
 
@@ -24,9 +24,8 @@ import msgspec
 
 from ..core.pipeline import AnswerResult, CallModels, Emit, ModelCall, Step, checked_results, derived_seed
 from ..core.prompts import question_messages
-from ..strategies import StrategyContext, StrategyFailed, StrategyResult, StrategySpec
-from ..runtime.host import StrategyHost
-from .host import host_steps, result_models
+from ..runtime.local import LocalRuntime
+from ..strategies import StrategyContext, StrategyFailed, StrategyResult, StrategySpec, result_models
 from .jobs import Instruction, Outcome, item_seed
 from .preference import call_text
 from .prompts import opinions_block
@@ -60,7 +59,7 @@ def opinion_steps(
         raise StrategyFailed(f"no opinion model answered ({'; '.join(failed)})", [])
     target = yield from spec.run(ctx, params)
     outcome = OpinionsOutcome(opinions=opinions, failed=failed, target=target)
-    yield Emit(outcome)  # type: ignore[arg-type]  # Emit's annotation lists the pipeline's events only
+    yield Emit(outcome)
     return outcome
 
 
@@ -78,10 +77,10 @@ def opinions_record(item: Instruction, outcome: OpinionsOutcome, strategy: str, 
     }
 
 
-async def opinions_work(host: StrategyHost, spec: StrategySpec, params: msgspec.Struct, models: Sequence[str],
+async def opinions_work(runtime: LocalRuntime, spec: StrategySpec, params: msgspec.Struct, models: Sequence[str],
                         item: Instruction, base_seed: int, task: Any) -> Outcome:
     """Gather the opinions and the target answer of one instruction; its record."""
     seed = item_seed(base_seed, item.id)
-    ctx = host.context(spec, item.instruction, seed, task, await host.query(spec, item.instruction))
-    outcome = await host_steps(opinion_steps(ctx, spec, params, models), host.pool, host.embedder, host.timeouts, OpinionsOutcome)
+    ctx = runtime.context(spec, item.instruction, seed, task, await runtime.query(spec, item.instruction))
+    outcome: OpinionsOutcome = await runtime.host.run(opinion_steps(ctx, spec, params, models))
     return Outcome(record=opinions_record(item, outcome, spec.name, seed))

@@ -1,6 +1,6 @@
 """``smcs data preference``: DPO pairs labelled by MoA as a pairwise reward model (MoAA, seed 003, §3.2).
 
-Per instruction (a sans-I/O step generator, ``preference_steps``, hosted by ``smcs.runtime.dispatch.run_steps``):
+Per instruction (a sans-I/O step generator, ``preference_steps``, hosted by ``smcs.runtime.host.StepHost``):
 
 1. *Samples* (§3.2.1): the policy model answers the bare instruction ``samples`` times with distinct
    seeds (at its configured temperature). Failed calls are left out; identical texts count once.
@@ -36,6 +36,7 @@ from ..core.pipeline import CallModels, Emit, ModelCall, Step, call_evidence_fie
 from ..core.prompts import question_messages
 from ..strategies import StrategyFailed
 from .prompts import DEFAULT_CRITERIA, aggregator_messages, criteria_messages, parse_criteria, parse_verdict, proposer_messages
+from ..errors import InputError
 
 # seed stages of the calls (derived_seed's ``stage``), apart from the strategies' 0 and 1
 _SAMPLE, _CRITERIA, _PROPOSER, _AGGREGATOR = 0, 2, 3, 4
@@ -110,7 +111,7 @@ def judge_pair(
     an evaluation (``aggregate``); emits and returns the ``PairJudgement``. ``pair`` numbers the pair
     within the request so that no two calls share a seed."""
     if not judges:
-        raise ValueError("judging needs at least one proposer judge")
+        raise InputError("judging needs at least one proposer judge")
     notes: list[str] = []
     first, second = texts
     filter_call = ModelCall(model=criteria_model, messages=criteria_messages(question, first, second), seed=derived_seed(seed, pair, _CRITERIA))
@@ -164,7 +165,7 @@ def judge_pair(
         a=indices[0], b=indices[1], criteria=criteria, criteria_text=criteria_text or "", passes=passes,
         winner=passes[0].winner if agreed else None, consistent=agreed, notes=notes,
     )
-    yield Emit(judgement)  # type: ignore[arg-type]  # Emit's annotation lists the pipeline's events only
+    yield Emit(judgement)
     return judgement
 
 
@@ -182,7 +183,7 @@ def preference_steps(
     """The whole preference job for one instruction (see the module docstring); the last event (and the
     return value) is the ``PreferenceOutcome``. ``StrategyFailed`` when no sample was written."""
     if samples < 2:
-        raise ValueError(f"--samples must be >= 2 (a pair needs two responses), got {samples}")
+        raise InputError(f"--samples must be >= 2 (a pair needs two responses), got {samples}")
     calls = [ModelCall(model=policy_model, messages=question_messages(question), seed=derived_seed(seed, i, _SAMPLE)) for i in range(samples)]
     results = checked_results((yield CallModels(stage="reference", calls=calls)), calls)
     written: list[str] = []
@@ -228,5 +229,5 @@ def preference_steps(
 
 
 def _finish(outcome: PreferenceOutcome) -> Generator[Step, object, PreferenceOutcome]:
-    yield Emit(outcome)  # type: ignore[arg-type]
+    yield Emit(outcome)
     return outcome

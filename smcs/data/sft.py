@@ -19,9 +19,8 @@ import msgspec
 
 from ..core.pipeline import AnswerResult
 from ..core.prompts import Task
-from ..runtime.host import StrategyHost
-from ..strategies import StrategyResult, StrategySpec
-from .host import result_models, strategy_answer
+from ..runtime.local import LocalRuntime
+from ..strategies import StrategyResult, StrategySpec, result_models
 from .jobs import Instruction, Outcome, item_seed
 
 
@@ -36,9 +35,9 @@ def sft_record(item: Instruction, result: StrategyResult | AnswerResult, strateg
     }
 
 
-async def sft_work(host: StrategyHost, spec: StrategySpec, params: msgspec.Struct, item: Instruction, base_seed: int,
+async def sft_work(runtime: LocalRuntime, spec: StrategySpec, params: msgspec.Struct, item: Instruction, base_seed: int,
                    task: Task | None) -> Outcome:
     """Answer one instruction with the strategy; its record."""
     seed = item_seed(base_seed, item.id)
-    result = await strategy_answer(host, spec, params, item.instruction, seed, task)
+    result = await runtime.answer(spec, params, item.instruction, seed, task)
     return Outcome(record=sft_record(item, result, spec.name, seed))

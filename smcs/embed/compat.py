@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from smcs.bank import Bank, EmbedderInfo
 from smcs.core.query_text import RULES
+from smcs.errors import InputError
 
 UNSPECIFIED = "unspecified"
 """The embedder id of a bank created without one (``Bank.create(embedder=None)``): any id is accepted."""
@@ -29,13 +30,13 @@ def check_compatible(embedder: EmbedderInfo, bank: Bank | EmbedderInfo, *, bank_
         bank_name = f"{bank.path} ({bank.version})"
     subject = "the bank" if bank_name is None else f"bank {bank_name}"
     if built.query_text not in RULES:
-        raise ValueError(
+        raise InputError(
             f"{subject} embeds its questions under query-text rule {built.query_text!r}, which this smcs does not "
             f"know (it knows: {', '.join(RULES)}); upgrade smcs, or rebuild the bank's embeddings"
         )
     if built.dim == embedder.dim and built.id in (embedder.id, UNSPECIFIED):
         return
-    raise ValueError(
+    raise InputError(
         f"{subject} was built with embedder {built.id!r} (dim {built.dim}) but the configured embedder is "
         f"{embedder.id!r} (dim {embedder.dim}); configure the embedder the bank was built with, or rebuild "
         "the bank's embeddings with the configured one"

@@ -26,6 +26,7 @@ import msgspec
 
 from .base import AsyncEmbedder, Embedder
 from .errors import EmbedderSetupError
+from ..errors import InputError
 
 _REMOTE_ONLY = ("base_url", "model", "api_key_env", "dim", "id")
 
@@ -71,27 +72,27 @@ class EmbedderConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw
 
     def __post_init__(self) -> None:
         if self.threads < 1:
-            raise ValueError(f"threads must be >= 1, got {self.threads}")
+            raise InputError(f"threads must be >= 1, got {self.threads}")
         if self.batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+            raise InputError(f"batch_size must be >= 1, got {self.batch_size}")
         if not self.timeout_s > 0:
-            raise ValueError(f"timeout_s must be > 0, got {self.timeout_s}")
+            raise InputError(f"timeout_s must be > 0, got {self.timeout_s}")
         if self.retries < 0:
-            raise ValueError(f"retries must be >= 0, got {self.retries}")
+            raise InputError(f"retries must be >= 0, got {self.retries}")
         if not self.backoff_s >= 0 or not self.max_backoff_s >= 0:
-            raise ValueError(f"backoff_s and max_backoff_s must be >= 0, got {self.backoff_s}, {self.max_backoff_s}")
+            raise InputError(f"backoff_s and max_backoff_s must be >= 0, got {self.backoff_s}, {self.max_backoff_s}")
         if self.dim is not None and self.dim < 1:
-            raise ValueError(f"dim must be >= 1, got {self.dim}")
+            raise InputError(f"dim must be >= 1, got {self.dim}")
         if self.kind in ("onnx", "none"):
             for name in _REMOTE_ONLY:
                 if getattr(self, name) is not None:
-                    raise ValueError(f"{name} applies only to kind = 'remote'")
+                    raise InputError(f"{name} applies only to kind = 'remote'")
         else:
             for name in ("base_url", "model"):
                 if not getattr(self, name):
-                    raise ValueError(f"{name} is required when kind = 'remote'")
+                    raise InputError(f"{name} is required when kind = 'remote'")
             if self.threads != 1:
-                raise ValueError("threads applies only to kind = 'onnx'")
+                raise InputError("threads applies only to kind = 'onnx'")
 
 
 def make_embedder(config: EmbedderConfig, environ: Mapping[str, str] | None = None) -> Embedder | AsyncEmbedder:

@@ -34,6 +34,7 @@ from ..bank import EmbedderInfo
 
 from .base import check_texts, normalise_rows
 from .errors import EmbedderSetupError
+from ..errors import InputError
 
 EMBEDDER_ID = "all-MiniLM-L6-v2-int8"
 """The id recorded in the manifest of banks built with this embedder."""
@@ -67,9 +68,9 @@ class OnnxEmbedder:
                 checked either way.
         """
         if threads < 1:
-            raise ValueError(f"threads must be >= 1, got {threads}")
+            raise InputError(f"threads must be >= 1, got {threads}")
         if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+            raise InputError(f"batch_size must be >= 1, got {batch_size}")
         self.threads = threads
         self.batch_size = batch_size
         self.info = EmbedderInfo(EMBEDDER_ID, DIM)

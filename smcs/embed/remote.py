@@ -69,6 +69,7 @@ from .errors import (
     EmbedderSetupError,
     EmbedderTimeout,
 )
+from ..errors import InputError
 
 PROBE_TEXT = "dimension probe"
 """What ``probe`` embeds to learn the dimension."""
@@ -153,7 +154,7 @@ class RemoteEmbedder(AsyncClosing):
             dim=dim,
         )
         if not model:
-            raise ValueError("model must be a non-empty string")
+            raise InputError("model must be a non-empty string")
         self.url = endpoint(base_url, "embeddings")
         self.model = model
         self.embedder_id = embedder_id or model
@@ -290,12 +291,12 @@ def _check_settings(
 ) -> None:
     """``ValueError`` naming the first setting out of range."""
     if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        raise InputError(f"batch_size must be >= 1, got {batch_size}")
     if not timeout_s > 0:
-        raise ValueError(f"timeout_s must be > 0, got {timeout_s}")
+        raise InputError(f"timeout_s must be > 0, got {timeout_s}")
     if retries < 0:
-        raise ValueError(f"retries must be >= 0, got {retries}")
+        raise InputError(f"retries must be >= 0, got {retries}")
     if not backoff_s >= 0 or not max_backoff_s >= 0:
-        raise ValueError(f"backoff_s and max_backoff_s must be >= 0, got {backoff_s} and {max_backoff_s}")
+        raise InputError(f"backoff_s and max_backoff_s must be >= 0, got {backoff_s} and {max_backoff_s}")
     if dim is not None and dim < 1:
-        raise ValueError(f"dim must be >= 1, got {dim}")
+        raise InputError(f"dim must be >= 1, got {dim}")

@@ -87,6 +87,7 @@ from .. import kernels
 from ..bank import Bank, FittedScorer, Question
 from ..core import Policy, model_accuracy
 from .scoring import Calibration, calibration, method_name, per_source_scores, run_scorers
+from ..errors import InputError
 
 N_BASE_GRID = (10, 25, 50, 100, 200, 400, 800, 1600, 3200)
 """N_base values of the sweep and of the ``smcs-tuned`` search (clamped to the bank size)."""
@@ -267,12 +268,12 @@ def scan(
     cap = np.asarray(capability)
     n, n_models = e.shape[0], cap.shape[0]
     if leave_one_out and queries.shape[0] != n:
-        raise ValueError("leave_one_out needs the bank's own embeddings as the queries")
+        raise InputError("leave_one_out needs the bank's own embeddings as the queries")
     candidates = n - 1 if leave_one_out else n
     configs = list(dict.fromkeys((int(nb), float(g)) for nb, g in configs))
     knn_ks = sorted({min(int(k), candidates) for k in knn_ks})
     if candidates < 1 and (configs or knn_ks):
-        raise ValueError("the bank has no questions to retrieve from")
+        raise InputError("the bank has no questions to retrieve from")
     indicators = np.ascontiguousarray(np.concatenate([cap == 1, cap >= 0]).T, dtype=np.float64)  # N × 2R
     q_total = queries.shape[0]
     out_votes = {c: [np.empty((q_total, n_models)), np.empty((q_total, n_models)), np.empty(q_total, np.int64)] for c in configs}
@@ -392,12 +393,12 @@ def _check_compatible(bank: Bank, queries: Bank) -> np.ndarray:
     """Rows of ``queries.capability`` in the bank's model order; ``ValueError`` on another embedder or
     query-text rule, or a model on one side only (models are matched by name)."""
     if bank.manifest.embedder.id != queries.manifest.embedder.id or bank.dim != queries.dim:
-        raise ValueError(
+        raise InputError(
             f"the queries were embedded by {queries.manifest.embedder.id!r} (dim {queries.dim}) but the bank by "
             f"{bank.manifest.embedder.id!r} (dim {bank.dim}); both must share one embedder"
         )
     if bank.manifest.embedder.query_text != queries.manifest.embedder.query_text:
-        raise ValueError(
+        raise InputError(
             f"the queries were embedded under query-text rule {queries.manifest.embedder.query_text!r} but the bank "
             f"under {bank.manifest.embedder.query_text!r}; re-import the queries with --query-text "
             f"{bank.manifest.embedder.query_text}"
@@ -408,7 +409,7 @@ def _check_compatible(bank: Bank, queries: Bank) -> np.ndarray:
         parts = ([f"the queries lack {', '.join(map(repr, missing))}"] if missing else []) + (
             [f"the bank lacks {', '.join(map(repr, extra))}"] if extra else []
         )
-        raise ValueError(f"the banks must have the same models: {'; '.join(parts)}")
+        raise InputError(f"the banks must have the same models: {'; '.join(parts)}")
     return np.array([queries.model_index(m) for m in bank.model_names], dtype=np.int64)
 
 
@@ -449,10 +450,10 @@ def evaluate_routing(
     policy.check_models(bank.model_names)
     held_out = queries is not None
     if bank.n_questions < 2:
-        raise ValueError(f"the bank has {bank.n_questions} question(s); evaluation needs at least 2")
+        raise InputError(f"the bank has {bank.n_questions} question(s); evaluation needs at least 2")
     side = _side(bank, queries)
     if side.outcomes.shape[0] == 0:
-        raise ValueError("the queries bank has no questions")
+        raise InputError("the queries bank has no questions")
     cap = np.asarray(bank.capability)
     bank_emb = np.asarray(bank.embeddings)
     n_models = bank.n_models

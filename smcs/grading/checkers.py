@@ -65,6 +65,7 @@ from typing import IO
 import msgspec
 
 from smcs.core.prompts import TASKS, Task
+from smcs.errors import InputError
 
 
 class CheckResult(msgspec.Struct, frozen=True):
@@ -179,7 +180,7 @@ def _letters(n_choices: int | None) -> str:
     if n_choices is None:
         return _LETTERS
     if not 1 <= n_choices <= len(_LETTERS):
-        raise ValueError(f"n_choices must be between 1 and {len(_LETTERS)}, got {n_choices!r}")
+        raise InputError(f"n_choices must be between 1 and {len(_LETTERS)}, got {n_choices!r}")
     return _LETTERS[:n_choices]
 
 
@@ -227,12 +228,12 @@ def _expected_letter(answer: str, choices: Sequence[str] | None, letters: str) -
     quoted = [] if choices is None else _matching_choices(answer, choices)
     if len(quoted) == 1:
         return quoted[0]
-    raise ValueError(f"answer must be a choice letter A-{letters[-1]} (or one choice's text), got {answer!r}")
+    raise InputError(f"answer must be a choice letter A-{letters[-1]} (or one choice's text), got {answer!r}")
 
 
 def _check_choice(response: str, answer: str, choices: Sequence[str] | None) -> CheckResult:
     if choices is not None and not 1 <= len(choices) <= len(_LETTERS):
-        raise ValueError(f"choices must hold 1 to {len(_LETTERS)} options, got {len(choices)}")
+        raise InputError(f"choices must hold 1 to {len(_LETTERS)} options, got {len(choices)}")
     n_choices = None if choices is None else len(choices)
     expected = _expected_letter(answer, choices, _letters(n_choices))
     letter = extract_choice(response, n_choices)
@@ -335,7 +336,7 @@ def extract_number(response: str) -> str | None:
 def _check_numeric(response: str, answer: str) -> CheckResult:
     references = _numbers(answer)
     if len(references) != 1:
-        raise ValueError(f"answer must be a single number, got {answer!r}")
+        raise InputError(f"answer must be a single number, got {answer!r}")
     (_, reference, expected), number = references[0], _answer_number(response)
     if number is None:
         return CheckResult(False, None, "no number found")
@@ -407,7 +408,7 @@ def math_equivalent(candidate: str, reference: str) -> bool:
 
 def _check_math(response: str, answer: str) -> CheckResult:
     if not normalise_math(answer):
-        raise ValueError(f"answer must not be empty, got {answer!r}")
+        raise InputError(f"answer must not be empty, got {answer!r}")
     extracted = extract_boxed(response)
     if extracted is None:
         statements = _statement_answers(response)
@@ -443,7 +444,7 @@ def _normalise_exact(text: str) -> str:
 def _check_exact(response: str, answer: str) -> CheckResult:
     expected = _normalise_exact(answer)
     if not expected:
-        raise ValueError(f"answer must not be empty, got {answer!r}")
+        raise InputError(f"answer must not be empty, got {answer!r}")
     final = _final_answer(response)
     normalised = _normalise_exact(final)
     if not normalised:
@@ -717,9 +718,9 @@ def run_code_tests(program: str, tests: str, *, timeout_s: float = 10.0, memory_
     /proc/self/fd, descriptor-based changes (``os.fchmod``, ``dir_fd``) are refused. ``extracted`` is the
     program."""
     if not (timeout_s > 0 and math.isfinite(timeout_s)):
-        raise ValueError(f"timeout_s must be a positive number of seconds, got {timeout_s!r}")
+        raise InputError(f"timeout_s must be a positive number of seconds, got {timeout_s!r}")
     if memory_mb < 1:
-        raise ValueError(f"memory_mb must be at least 1, got {memory_mb!r}")
+        raise InputError(f"memory_mb must be at least 1, got {memory_mb!r}")
     cpu_s, memory = int(timeout_s) + 1, int(memory_mb * 2**20)
     limits = (
         _capped(resource.RLIMIT_AS, memory, memory),
@@ -764,11 +765,11 @@ def run_code_tests(program: str, tests: str, *, timeout_s: float = 10.0, memory_
 
 def _check_code(response: str, answer: str, tests: str | None, timeout_s: float, memory_mb: int) -> CheckResult:
     if tests is None or not tests.strip():
-        raise ValueError("tests must be given for a code question")
+        raise InputError("tests must be given for a code question")
     entry_point = answer.strip()
     if entry_point and _DEFINES_CHECK.search(tests):
         if not entry_point.isidentifier() or keyword.iskeyword(entry_point):
-            raise ValueError(f"answer must name the entry-point function for check(), got {answer!r}")
+            raise InputError(f"answer must name the entry-point function for check(), got {answer!r}")
         tests = f"{tests}\n\ncheck({entry_point})\n"
     program = _extract_program(response)
     if program is None:
@@ -799,13 +800,13 @@ def check_answer(
     an unknown task, ``instruction`` (not checkable yet), arguments given to the wrong task, a missing
     or empty ``tests``, or a reference ``answer`` the task cannot use. See the module docstring."""
     if task not in TASKS:
-        raise ValueError(f"task must be one of {', '.join(TASKS)}, got {task!r}")
+        raise InputError(f"task must be one of {', '.join(TASKS)}, got {task!r}")
     if task == "instruction":
-        raise ValueError("instruction-following answers cannot be checked yet")
+        raise InputError("instruction-following answers cannot be checked yet")
     if choices is not None and task != "multiple_choice":
-        raise ValueError(f"choices are only for multiple_choice questions, not {task}")
+        raise InputError(f"choices are only for multiple_choice questions, not {task}")
     if tests is not None and task != "code":
-        raise ValueError(f"tests are only for code questions, not {task}")
+        raise InputError(f"tests are only for code questions, not {task}")
     if task == "multiple_choice":
         return _check_choice(response, answer, choices)
     if task == "code":

@@ -1,97 +1,136 @@
-"""Running strategies in this process: the bank, its router, the configured models and the embedder,
-set up once, for ``smcs ask`` (one question) and the ``smcs data`` jobs (many).
+"""The one host of the step machines: ``StepHost`` performs the steps of the SMCS pipeline
+(``smcs.core.pipeline``), of every strategy (``smcs.strategies``) and of the ``smcs data`` jobs, with real
+model backends, an embedder and a route function.
 
-    config, bank_path = bundled.config_and_bank(config_path, bank_path)
-    async with strategy_host(config, bank_path) as host:
-        async for event in host.events(spec, params, question, seed=7, task="math"):
-            ...
+The calls of one ``CallModels`` step go out concurrently and each failure becomes a ``CallFailed`` the step
+machine can reason about. A ``RouteQuestion`` goes to ``route``: in-process ``route_in_process`` (the
+route on the spot); the server passes its batcher, so a strategy's route is batched with the concurrent
+Route calls. Cancelling (or closing) a run cancels the calls in flight (an HTTP backend then closes its
+connections). ``answer_models`` picks the models an answer may use.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Generator, Sequence
-from contextlib import aclosing, asynccontextmanager
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, cast
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Mapping, Sequence
+from contextlib import aclosing
+from dataclasses import dataclass, field
+from typing import Any
 
 import msgspec
+import numpy as np
 
-from smcs.bank import Bank
-from smcs.config import Config
-from smcs.core import Policy, Router
-from smcs.core.pipeline import AnswerResult, Event, Stage, Step
-from smcs.core.prompts import Task
-from smcs.core.query_text import query_texts
-from smcs.backends.pool import ModelPool
-from smcs.runtime.dispatch import answer_models, run_steps
-from smcs.embed import AsyncEmbedder, EmbedderConfig, as_async, check_compatible, make_embedder
-from smcs.strategies import StrategyContext, StrategyEvent, StrategySpec, fit_policy
+from ..backends.pool import ModelPool
+from ..core import RouteCall, RouteDecision, Router
+from ..core.pipeline import CallModels, CallResult, EmbedTexts, Emit, ModelCall, RouteQuestion, Stage, Step
+from ..embed import AsyncEmbedder
+from ..errors import InputError
+
+RouteFunction = Callable[[Router, RouteCall], Awaitable[RouteDecision]]
+Steps = Generator[Step, object, Any]
 
 
-@dataclass
-class StrategyHost:
-    """The bank, router, models and embedder a strategy runs with; ``usable`` are the bank's models that
-    have a backend."""
+async def route_in_process(router: Router, call: RouteCall) -> RouteDecision:
+    """``call`` routed by ``router``, here and now."""
+    return router.route(call.embedding, seed=call.seed, policy=call.policy, allowed_models=call.allowed_models)
 
-    config: Config
-    bank: Bank
-    router: Router
+
+class _Returned(msgspec.Struct, frozen=True):
+    """What a run of steps returned (the step machine's ``StopIteration.value``)."""
+
+    value: Any
+
+
+@dataclass(frozen=True)
+class StepHost:
+    """Performs steps with ``pool``'s models, ``embedder`` (None: a step that needs it is an error) and
+    ``route``; ``timeouts`` bounds each call of a stage (``reference``, ``aggregate``): a call past it is a
+    ``timeout`` failure, which the step machine handles like any other."""
+
     pool: ModelPool
-    embedder: AsyncEmbedder
-    usable: list[str]
+    embedder: AsyncEmbedder | None = None
+    route: RouteFunction = route_in_process
+    timeouts: Mapping[Stage, float | None] = field(default_factory=dict)
 
-    @property
-    def timeouts(self) -> dict[Stage, float | None]:
-        """Per pipeline stage, the limit of one call (``[answer]``)."""
-        return dict(self.config.answer.timeouts)
+    async def events(self, steps: Steps) -> AsyncIterator[msgspec.Struct]:
+        """Each event ``steps`` emits, as it is emitted (the last is the result). Errors the step machine
+        raises (e.g. ``QuorumNotMet``) and embedder or route errors propagate. Closing the iterator early
+        (or cancelling the task iterating it) cancels the calls in flight."""
+        async with aclosing(self._perform(steps)) as performed:
+            async for item in performed:
+                if not isinstance(item, _Returned):
+                    yield item
 
-    def context(
-        self, spec: StrategySpec, question: str, seed: int | None, task: Task | None, query: Any = None,
-        policy: Policy | None = None,
-    ) -> StrategyContext:
-        """The strategy's context for ``question`` (``query``: its embedding, when the strategy routes;
-        ``policy``: None for the configuration's). K, k_drop and the quorum are the SMCS pipeline's, so for
-        the other strategies they are fitted to the bank."""
-        return spec.context(
-            self.router, question, self.usable, task=task, seed=seed, query=query,
-            policy=self.config.policy if policy is None else policy,
-            fallback_aggregator=self.config.answer.fallback_aggregator,
+    async def run(self, steps: Steps) -> Any:
+        """Perform ``steps`` to the end; what the step machine returned (its result)."""
+        async with aclosing(self._perform(steps)) as performed:
+            async for item in performed:
+                if isinstance(item, _Returned):
+                    return item.value
+        raise RuntimeError("the steps ended without returning")  # _perform always ends with _Returned
+
+    async def _perform(self, steps: Steps) -> AsyncIterator[msgspec.Struct]:
+        reply: object = None
+        while True:
+            try:
+                step = steps.send(reply)
+            except StopIteration as done:
+                yield _Returned(done.value)
+                return
+            if isinstance(step, Emit):
+                yield step.event
+                reply = None
+            elif isinstance(step, CallModels):
+                results: list[CallResult | None] = [None] * len(step.calls)
+                async for index, result in _as_completed(self.pool, step.calls, self.timeouts.get(step.stage)):
+                    results[index] = result
+                    if step.evidence is not None:
+                        yield step.evidence(index, result)
+                reply = results
+            elif isinstance(step, EmbedTexts):
+                if self.embedder is None:
+                    raise RuntimeError("these steps ask for embeddings, but their host was given no embedder")
+                reply = np.asarray(await self.embedder.embed(step.texts))
+            elif isinstance(step, RouteQuestion):
+                reply = await self.route(step.router, step.call)
+            else:
+                raise TypeError(f"unknown step {type(step).__name__}")
+
+
+async def _as_completed(
+    pool: ModelPool, calls: Sequence[ModelCall], timeout_s: float | None
+) -> AsyncIterator[tuple[int, CallResult]]:
+    """(index, result) of each of ``calls``, sent concurrently, as each completes. Leaving early (or an
+    error, or cancellation) cancels the calls still in flight."""
+
+    async def indexed(index: int, call: ModelCall) -> tuple[int, CallResult]:
+        return index, await pool.call(call, timeout_s)
+
+    tasks = [asyncio.ensure_future(indexed(i, call)) for i, call in enumerate(calls)]
+    try:
+        for next_done in asyncio.as_completed(tasks):
+            yield await next_done
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def answer_models(bank_models: Sequence[str], pool: ModelPool, allowed: Sequence[str] = ()) -> list[str]:
+    """The models an answer may use: the bank's models that have a backend in ``pool`` (and are in
+    ``allowed`` when it is non-empty), in bank order; ``InputError`` naming the problem when none is left."""
+    unknown = [m for m in allowed if m not in bank_models]
+    if unknown:
+        raise InputError(f"allowed_models names {unknown[0]!r}, which is not a model of the bank")
+    usable = [m for m in bank_models if m in pool and (not allowed or m in allowed)]
+    if not usable:
+        where = "of allowed_models" if allowed else "of the bank"
+        raise NoModelsConfigured(
+            f"no model {where} has a backend configured (configured: {', '.join(pool.names) or 'none'}; "
+            f"the bank's: {', '.join(bank_models)})"
         )
-
-    async def query(self, spec: StrategySpec, question: str) -> Any:
-        """The question's embedding (under the bank's query-text rule) when ``spec`` routes it, else None."""
-        if not spec.needs_query:
-            return None
-        return (await self.embedder.embed(query_texts([question], self.bank.manifest.embedder.query_text)))[0]
-
-    async def events(
-        self, spec: StrategySpec, params: msgspec.Struct, question: str, seed: int | None, task: Task | None,
-        policy: Policy | None = None,
-    ) -> AsyncIterator[Event | StrategyEvent]:
-        """The strategy's events on ``question`` as they happen; the last is its result."""
-        ctx = self.context(spec, question, seed, task, await self.query(spec, question), policy)
-        steps = spec.run(ctx, params)
-        # run_steps is annotated for the pipeline's generator; it hosts any generator of pipeline steps
-        hosted = run_steps(cast(Generator[Step, object, AnswerResult], steps), self.pool, self.embedder, self.timeouts)
-        async with aclosing(hosted) as stream:
-            async for event in stream:
-                yield event
-
-    def require_configured(self, names: Sequence[str], option: str) -> None:
-        """``ValueError`` naming ``option`` for a model with no backend in the configuration."""
-        for name in names:
-            if name not in self.pool:
-                raise ValueError(f"{option}: model {name!r} is not configured (configured: {', '.join(self.pool.names) or 'none'})")
+    return usable
 
 
-@asynccontextmanager
-async def strategy_host(config: Config, bank_path: Path) -> AsyncIterator[StrategyHost]:
-    """The host over ``bank_path`` with ``config``'s models and embedder (refused if the bank was built by
-    another embedder); the models' backends are closed at the end."""
-    bank = Bank.open(bank_path)
-    embedder = as_async(make_embedder(config.embedder or EmbedderConfig()))
-    check_compatible(embedder.info, bank)
-    router = Router(bank, fit_policy(config.policy, bank.n_models))
-    async with ModelPool.from_config(config.models) as pool:
-        yield StrategyHost(config, bank, router, pool, embedder, answer_models(bank.model_names, pool))
+class NoModelsConfigured(InputError):
+    """None of the models a request may use has a backend in the pool."""

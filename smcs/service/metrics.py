@@ -2,7 +2,7 @@
 
 Each server records into a private ``CollectorRegistry`` (never prometheus_client's global one), so several
 servers in one process keep separate counts. Recording is always on and cheap; the HTTP exposition
-(``/metrics``) listens only when ``[metrics] port`` is set.
+(``/metrics``) listens only when ``[metrics] port`` is set (0: on a free port, reported at start).
 
 Metrics:
     smcs_requests_total{method, code}: Router calls ended, by gRPC status name (OK included). Counted by
@@ -194,9 +194,14 @@ def _code(context: grpc.aio.ServicerContext, default: grpc.StatusCode) -> grpc.S
 
 
 class MetricsHTTPServer:
-    """The ``/metrics`` listener of one server (prometheus_client's WSGI server on a daemon thread)."""
+    """The ``/metrics`` listener of one server (prometheus_client's WSGI server on a daemon thread).
+
+    ``port`` is the port bound: ``config.port``, or the free one the system picked when that is 0.
+    """
 
     def __init__(self, config: MetricsConfig, registry: CollectorRegistry) -> None:
+        if config.port is None:
+            raise ValueError("[metrics] port is not set: no metrics listener to start")
         self._httpd: WSGIServer
         self._thread: threading.Thread
         self._httpd, self._thread = start_http_server(config.port, addr=config.host, registry=registry)

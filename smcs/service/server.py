@@ -35,7 +35,8 @@ GRACE_S = 5.0
 class RunningServer:
     """A started server: its port, its live state, its metrics, and how to stop it.
 
-    ``metrics_port`` is the port of the ``/metrics`` listener, None when ``[metrics]`` leaves it off.
+    ``port`` is the gRPC port and ``metrics_port`` the port of the ``/metrics`` listener (None when
+    ``[metrics]`` leaves it off), both as bound: a configured 0 reads here as the port the system picked.
     """
 
     def __init__(self, server: grpc.aio.Server, port: int, state: ServiceState, health: health.aio.HealthServicer,
@@ -119,7 +120,7 @@ async def start_server(config: Config, bank_path: Path) -> RunningServer:
     exposition = None
     try:
         await state.reload()
-        if config.metrics.port != 0:
+        if config.metrics.port is not None:
             exposition = MetricsHTTPServer(config.metrics, metrics.registry)
     except BaseException:
         await server.stop(0)
@@ -139,8 +140,15 @@ async def start_server(config: Config, bank_path: Path) -> RunningServer:
 
 
 async def serve(config: Config, bank_path: Path, ready: asyncio.Event | None = None) -> None:
-    """Run a server until SIGINT or SIGTERM, then stop gracefully."""
+    """Run a server until SIGINT or SIGTERM, then stop gracefully.
+
+    Once started it prints ``smcs: metrics on http://HOST:PORT/metrics`` (when ``[metrics] port`` is set)
+    and then ``smcs: serving bank VERSION on HOST:PORT``, with the ports actually bound (a configured 0
+    becomes the free port the system picked).
+    """
     running = await start_server(config, bank_path)
+    if running.metrics_port is not None:  # before the serving line: whoever waits for that one has both ports
+        print(f"smcs: metrics on http://{config.metrics.host}:{running.metrics_port}/metrics", flush=True)
     print(f"smcs: serving bank {running.state.live.bank.version} on {config.server.host}:{running.port}", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

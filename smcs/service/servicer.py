@@ -21,12 +21,13 @@ from ..core.pipeline import QuorumNotMet, finite_totals, perplexities
 from ..core.prompts import check_task
 from ..core.query_text import query_texts
 from ..backends.pool import ModelPool
-from ..runtime.dispatch import NoModelsConfigured, answer_models, answer_steps, run_steps
+from ..runtime.host import NoModelsConfigured, StepHost, answer_models
 from ..embed import EmbedderError, EmbedderTimeout
-from ..errors import SmcsError
+from ..errors import InputError, SmcsError
 from ..strategies import StrategyError, get_strategy, parse_params
 from ..wire import convert
 from ..wire.convert import RequestError, invalid
+from ..wire.decision import route_response
 from .batching import RouteBatcher
 from .metrics import Metrics
 from .state import ServiceState, Snapshot
@@ -42,6 +43,7 @@ _STATUS_OF: tuple[tuple[type[SmcsError], grpc.StatusCode], ...] = (
     (StrategyError, grpc.StatusCode.INVALID_ARGUMENT),
     (BankFormatError, grpc.StatusCode.FAILED_PRECONDITION),
     (QuorumNotMet, grpc.StatusCode.UNAVAILABLE),
+    (InputError, grpc.StatusCode.INVALID_ARGUMENT),
 )
 """The status of each error kind a call may end with (the first that matches), besides ``RequestError``,
 which carries its own."""
@@ -117,11 +119,11 @@ class RouterService(pb_grpc.RouterServicer):
         self._answer = answer
         self._batcher = RouteBatcher(state.run, server.route_batch, server.workers, self._small_bank)
 
-    async def _route(self, snapshot: Snapshot, call: RouteCall) -> RouteDecision:
-        """``call`` routed over ``snapshot``, batched with the concurrent calls on a worker thread (a lone
-        call over a bank under ``inline_route_bytes`` on the event loop)."""
-        with _refusals_are_invalid():
-            return await self._batcher.route(snapshot.router, call)
+    async def _route(self, router: Router, call: RouteCall) -> RouteDecision:
+        """``call`` routed by ``router``, batched with the concurrent calls on a worker thread (a lone call
+        over a bank under ``inline_route_bytes`` on the event loop); the Answer's steps route through it too."""
+        with self._metrics.stage("route"), _refusals_are_invalid():
+            return await self._batcher.route(router, call)
 
     def _small_bank(self, router: Router) -> bool:
         """Whether a lone route over ``router``'s bank may run on the event loop: under ``inline_route_bytes``."""
@@ -145,10 +147,9 @@ class RouterService(pb_grpc.RouterServicer):
                 query = await _embed_question(snapshot, query)
         policy = convert.policy_from_request(request.policy, self._state.policy)
         call = RouteCall(query, convert.seed_from_request(request), policy, list(request.policy.allowed_models))
-        with self._metrics.stage("route"):
-            decision = await self._route(snapshot, call)
+        decision = await self._route(snapshot.router, call)
         with self._metrics.stage("respond"):
-            return convert.route_response(decision, bank, snapshot.question_ids, request.debug)
+            return route_response(decision, bank, snapshot.question_ids, debug=request.debug, support=request.include_support)
 
     @_streaming
     async def Answer(self, request: pb.AnswerRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[pb.AnswerEvent]:
@@ -177,24 +178,14 @@ class RouterService(pb_grpc.RouterServicer):
                 query = await _embed_question(snapshot, question)
         else:
             query = None
-        seed = convert.seed_from_request(request)
-        if spec.name == "smcs":
-            with self._metrics.stage("route"):
-                decision = await self._route(snapshot, RouteCall(query, seed, policy, usable))
-            with _refusals_are_invalid():
-                steps = answer_steps(
-                    snapshot.router, decision, question, usable=usable, policy=policy, task=task,
-                    use_fallback=self._answer.fallback_aggregator,
-                )
-        else:
-            with _refusals_are_invalid():
-                context = spec.context(
-                    snapshot.router, question, usable, task=task, seed=seed, query=query, policy=policy,
-                    fallback_aggregator=self._answer.fallback_aggregator,
-                )
-                steps = spec.run(context, params)  # type: ignore[assignment]  # run_steps hosts any step generator
+        with _refusals_are_invalid():
+            ctx = spec.context(
+                snapshot.router, question, usable, task=task, seed=convert.seed_from_request(request), query=query,
+                policy=policy, fallback_aggregator=self._answer.fallback_aggregator,
+            )
+        host = StepHost(self._pool, snapshot.embedder, self._route, self._answer.timeouts)
         try:
-            async for event in run_steps(steps, self._pool, snapshot.embedder, self._answer.timeouts):
+            async for event in host.events(spec.run(ctx, params)):
                 yield convert.answer_event(event, bank, snapshot.question_ids)
         except EmbedderTimeout as exc:
             raise RequestError(grpc.StatusCode.DEADLINE_EXCEEDED, f"embedding the aggregations timed out: {exc}") from None
@@ -293,18 +284,8 @@ class RouterService(pb_grpc.RouterServicer):
             cost_per_input_token=request.cost_per_input_token,
             cost_per_output_token=request.cost_per_output_token,
         )
-        known = [(qid, _outcome(value, f"outcomes[{qid!r}]")) for qid, value in request.outcomes.items()]
-
-        def add(latest: Bank) -> Bank:
-            rows = {q.id: i for i, q in enumerate(latest.questions)}
-            outcomes = np.full(latest.n_questions, -1, dtype=np.int8)
-            for qid, value in known:
-                if qid not in rows:
-                    raise BankError(f"outcomes names unknown question id {qid!r}")
-                outcomes[rows[qid]] = value
-            return latest.add_model(model, outcomes)
-
-        return _write_response(await self._state.write(add))
+        known = {qid: _outcome(value, f"outcomes[{qid!r}]") for qid, value in request.outcomes.items()}
+        return _write_response(await self._state.write(lambda latest: latest.add_model(model, latest.outcome_row(known, "outcomes"))))
 
 
 async def _embed_question(snapshot: Snapshot, question: str) -> np.ndarray:

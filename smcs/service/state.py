@@ -19,6 +19,8 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from ..bank import Bank, ivf
 from ..bank.distinctness import Distinctness, bank_distinctness
 from ..bank.store import CURRENT
@@ -47,7 +49,7 @@ class Snapshot:
     """A warm router over one bank version, with what the service reads on every request."""
 
     router: Router
-    question_ids: tuple[str, ...]
+    question_ids: np.ndarray  # the bank's question ids in row order (an object array: indexed by support rows)
     embedder: AsyncEmbedder | None  # None: this snapshot takes embeddings only
     no_embedder_reason: str  # why ``embedder`` is None, for the FAILED_PRECONDITION message
     distinctness: Distinctness  # how distinct the bank's embeddings are (measured on a sample at load)
@@ -63,7 +65,7 @@ class Snapshot:
         embeddings (a WARNING when degenerate) and pair it with the embedder if its vectors can query this
         bank; a ``strict`` embedder that cannot is a ``ValueError``."""
         router = Router(bank, policy)
-        ids = tuple(q.id for q in bank.questions)
+        ids = np.array([q.id for q in bank.questions], dtype=object)
         distinctness = bank_distinctness(bank)
         if (warning := distinctness.warning()) is not None:
             log.warning("bank %s version %s: %s", bank.path, bank.version, warning)

@@ -1,14 +1,14 @@
 """The baselines beside SMCS as sans-I/O step machines, and SMCS itself, under one interface.
 
 A strategy is a generator function ``(ctx: StrategyContext, params) -> Generator[Step, object, result]``
-speaking the step protocol of ``smcs.core.pipeline``, so ``smcs.runtime.dispatch.run_steps`` hosts any of them
+speaking the step protocol of ``smcs.core.pipeline``, so ``smcs.runtime.host.StepHost`` hosts any of them
 (``smcs ask --strategy NAME``). ``STRATEGIES`` names them; ``parse_params`` turns ``--option key=value``
 pairs into a strategy's parameters, with errors naming the option; ``base`` has the shared types and
 each family's module says what it implements from which paper.
 
     ctx = StrategyContext.from_router(router, question, usable, task="math", seed=7, query=embedding)
     steps = STRATEGIES["moa-lite"].run(ctx, parse_params("moa-lite", {"proposers": "3"}))
-    async for event in run_steps(steps, pool, embedder): ...   # StrategyPlan, StrategyCall …, StrategyResult
+    async for event in StepHost(pool, embedder).events(steps): ...   # StrategyPlan, StrategyCall …, StrategyResult
 """
 
 from __future__ import annotations
@@ -101,6 +101,15 @@ def fit_policy(policy: Policy, n_models: int) -> Policy:
     return msgspec.structs.replace(policy, k=n_models, k_drop=min(policy.k_drop, n_models - 1), min_references=None)
 
 
+def result_models(result: StrategyResult | AnswerResult) -> list[str]:
+    """The models whose calls a result's answer drew on (the calls that wrote text), in call order, once each."""
+    if isinstance(result, StrategyResult):
+        names = [c.model for c in result.calls if c.ok]
+    else:
+        names = [r.model for r in result.references if r.ok] + [a.aggregator for a in result.aggregations if a.ok]
+    return list(dict.fromkeys(names))
+
+
 def get_strategy(name: str) -> StrategySpec:
     """The strategy called ``name``; ``StrategyError`` listing them otherwise."""
     try:
@@ -165,4 +174,5 @@ __all__ = [
     "get_strategy",
     "parse_options",
     "parse_params",
+    "result_models",
 ]

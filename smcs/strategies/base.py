@@ -2,8 +2,8 @@
 
 A strategy is a generator function ``(ctx: StrategyContext, params) -> Generator[Step, object,
 StrategyResult]`` speaking the step protocol of ``smcs.core.pipeline`` (``Emit``, ``CallModels``,
-``EmbedTexts``), so ``smcs.runtime.dispatch.run_steps`` hosts it unchanged and a scripted host replays it exactly.
-Its events, in order:
+``EmbedTexts``, ``RouteQuestion``), so ``smcs.runtime.host.StepHost`` hosts it unchanged and a scripted host
+replays it exactly. Its events, in order:
 
 - ``StrategyPlan`` (first): who will be called, why (their prior votes, accuracy or skill scores), and
   the route decision when the strategy used the router;
@@ -21,7 +21,7 @@ seed and the call's (layer, index), so replays send identical requests and no tw
 share a seed. Calls of layer 1 go out as stage ``reference``, every call whose prompt holds other
 outputs as stage ``aggregate`` (so ``[answer]`` timeouts apply to them alike).
 
-Temperature: a ``ModelCall`` carries only a seed and ``run_steps`` sends each model's configured
+Temperature: a ``ModelCall`` carries only a seed and the host sends each model's configured
 generation settings, so samples of one model differ by seed and sample at the model's configured
 temperature (0.7 by default, the value the MoA and Self-MoA papers sample at).
 """
@@ -40,11 +40,11 @@ import numpy as np
 from ..errors import SmcsError
 from ..core.decision import RouteDecision
 from ..core.messages import ChatMessage
-from ..core.pipeline import CallEvidence, CallModels, Emit, ModelCall, QuorumNotMet, Stage, Step
+from ..core.pipeline import CallEvidence, CallModels, Emit, ModelCall, QuorumNotMet, RouteQuestion, Stage, Step
 from ..core.pipeline import call_evidence_fields, checked_results, derived_seed
 from ..core.policy import Policy
 from ..core.prompts import Task, aggregation_messages, check_task
-from ..core.router import Router, by_accuracy
+from ..core.router import RouteCall, Router, by_accuracy
 
 Role = Literal["proposer", "aggregator", "sample", "voter", "expert", "answerer"]
 ScoreKind = Literal["prior", "accuracy", "skill", ""]
@@ -133,8 +133,8 @@ StrategyEvent = StrategyPlan | StrategyCall | StrategyResult
 
 
 def emit(event: StrategyEvent) -> Emit:
-    """The ``Emit`` step of a strategy event (``run_steps`` passes any event on as it is)."""
-    return Emit(event)  # type: ignore[arg-type]  # Emit's annotation lists the pipeline's events only
+    """The ``Emit`` step of a strategy event."""
+    return Emit(event)
 
 
 @dataclass(frozen=True)
@@ -208,21 +208,30 @@ class StrategyContext:
             raise StrategyError(f"{option}={name!r} is not a usable model (usable: {', '.join(self.models)})")
         return name
 
-    def route(self, k: int | None = None, *, strategy: str) -> RouteDecision:
-        """The router's decision for the question with K = ``k`` (None: every usable model), the usable
-        models only, no subsets dropped; ``StrategyError`` naming ``strategy`` when there is no router
-        or query embedding."""
+    def route(self, policy: Policy, *, strategy: str) -> Generator[Step, object, RouteDecision]:
+        """The router's decision for the question under ``policy`` over the usable models, asked of the
+        host as a ``RouteQuestion`` step; ``StrategyError`` naming ``strategy`` when there is no router or
+        query embedding."""
         if self.router is None or self.query is None:
             raise StrategyError(f"strategy {strategy} needs the router and the question's embedding")
+        decision = yield RouteQuestion(self.router, RouteCall(self.query, self.seed, policy, list(self.models)))
+        if not isinstance(decision, RouteDecision):
+            raise TypeError(f"the host answered a RouteQuestion with {type(decision).__name__}, not a RouteDecision")
+        return decision
+
+    def route_top(self, k: int | None = None, *, strategy: str) -> Generator[Step, object, RouteDecision]:
+        """``route`` with K = ``k`` (None: every usable model), no subsets dropped: the top of the prior."""
         k = len(self.models) if k is None else min(k, len(self.models))
         policy = msgspec.structs.replace(self.policy, k=k, k_drop=0, n=1, min_references=None)
-        return self.router.route(self.query, seed=self.seed, policy=policy, allowed_models=list(self.models))
+        return (yield from self.route(policy, strategy=strategy))
 
-    def ranking(self, k: int | None = None, *, strategy: str) -> tuple[list[str], list[float], ScoreKind, RouteDecision | None]:
+    def ranking(
+        self, k: int | None = None, *, strategy: str
+    ) -> Generator[Step, object, tuple[list[str], list[float], ScoreKind, RouteDecision | None]]:
         """The top ``k`` usable models (None: all) with their scores: by prior vote when the router and
-        query embedding are given, else by bank accuracy (ties to bank order)."""
+        query embedding are given (a ``RouteQuestion`` step), else by bank accuracy (ties to bank order)."""
         if self.router is not None and self.query is not None:
-            decision = self.route(k, strategy=strategy)
+            decision = yield from self.route_top(k, strategy=strategy)
             return list(decision.referencers), list(decision.votes), "prior", decision
         order = by_accuracy(self.accuracy, self.models)
         top = order if k is None else order[:k]

@@ -82,7 +82,7 @@ class SelfMoaSeqParams(msgspec.Struct, frozen=True, forbid_unknown_fields=True, 
 def moa(ctx: StrategyContext, params: MoaParams, *, name: str = "moa") -> Generator[Step, object, StrategyResult]:
     """Layered Mixture-of-Agents (see the module docstring)."""
     rec = Recorder(ctx, name)
-    proposers, scores, kind, decision = ctx.ranking(params.proposers, strategy=name)
+    proposers, scores, kind, decision = yield from ctx.ranking(params.proposers, strategy=name)
     if params.proposers is not None and params.proposers > len(ctx.models):
         rec.notes.append(f"proposers={params.proposers} exceeds the {len(ctx.models)} usable models: all of them propose")
     aggregator = aggregator_for(ctx, params.aggregator)

@@ -64,7 +64,7 @@ class SymbolicMoeParams(msgspec.Struct, frozen=True, forbid_unknown_fields=True,
 
 def simple_router(ctx: StrategyContext, params: SimpleRouterParams) -> Generator[Step, object, StrategyResult]:
     """The top-prior usable model answers alone."""
-    decision = ctx.route(1, strategy="simple-router")
+    decision = yield from ctx.route_top(1, strategy="simple-router")
     plan = StrategyPlan(strategy="simple-router", models=decision.referencers, scores=decision.votes, score_kind="prior", decision=decision)
     return (yield from _alone(ctx, plan, params))
 
@@ -88,8 +88,8 @@ def _alone(ctx: StrategyContext, plan: StrategyPlan, params: msgspec.Struct) -> 
 def symbolic_moe(ctx: StrategyContext, params: SymbolicMoeParams) -> Generator[Step, object, StrategyResult]:
     """Skill-based recruiting of experts, then one aggregator (see the module docstring)."""
     rec = Recorder(ctx, "symbolic-moe")
-    decision = ctx.route(1, strategy="symbolic-moe")
-    assert ctx.router is not None  # route() checked it
+    decision = yield from ctx.route_top(1, strategy="symbolic-moe")
+    assert ctx.router is not None  # route_top() checked it
     bank = ctx.router.bank
     skills = question_skills(bank.questions, params.keywords)
     weights: dict[str, float] = defaultdict(float)

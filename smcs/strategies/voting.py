@@ -94,7 +94,7 @@ def tally(voters: Sequence[StrategyCall], same: Callable[[str, str], bool]) -> l
 def majority_vote(ctx: StrategyContext, params: MajorityVoteParams) -> Generator[Step, object, StrategyResult]:
     """Every usable model (or the top ``k`` by prior) answers; the most common answer wins."""
     rec = Recorder(ctx, "majority-vote")
-    voters, scores, kind, decision = ctx.ranking(params.k, strategy="majority-vote")
+    voters, scores, kind, decision = yield from ctx.ranking(params.k, strategy="majority-vote")
     plan = StrategyPlan(strategy="majority-vote", models=voters, scores=scores, score_kind=kind, decision=decision)
     yield emit(plan)
     calls = yield from rec.ask_all(voters, "voter", question_messages(ctx.question, ctx.task), extractor(ctx.task))

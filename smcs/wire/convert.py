@@ -1,9 +1,8 @@
 """Protobuf ⇄ smcs values at the edge of the service, with request validation.
 
 Server side, each ``*_from_request`` function checks one part of a request and raises ``RequestError``
-with the status code and a message naming the field. Client side, ``decision_from_response`` turns the
-wire message back into the ``RouteDecision`` Struct the in-process router returns, so callers see one
-type whichever way they route.
+with the status code and a message naming the field. The route decision's own wire form is
+``smcs.wire.decision``'s, the strategies' events ``smcs.wire.strategy``'s.
 """
 
 from __future__ import annotations
@@ -21,6 +20,7 @@ from ..core.pipeline import AggregationEvidence, AnswerResult, Event, ReferenceE
 from ..core.policy import OVERRIDABLE
 from ..errors import SmcsError
 from ..strategies import StrategyCall, StrategyEvent, StrategyPlan, StrategyResult
+from .decision import decision_from_response, route_response
 from .strategy import StrategyEventDecoder, strategy_event
 
 MAX_SUBSETS = 4096
@@ -93,60 +93,6 @@ def seed_from_request(request: pb.RouteRequest | pb.AnswerRequest) -> int | None
     return request.seed if request.HasField("seed") else None
 
 
-def route_response(decision: RouteDecision, bank: Bank, ids: tuple[str, ...], debug: bool) -> pb.RouteResponse:
-    """The wire form of ``decision``; with ``debug``, the support questions' text and the referencers'
-    outcomes on them."""
-    response = pb.RouteResponse(
-        referencers=[
-            pb.Referencer(model=m, vote=v, probability=p)
-            for m, v, p in zip(decision.referencers, decision.votes, decision.probabilities, strict=True)
-        ],
-        aggregator=decision.aggregator,
-        subsets=[pb.Subset(models=s) for s in decision.subsets],
-        seed=decision.seed,
-        bank_version=decision.bank_version,
-        scorer=decision.scorer,
-        out_of_bank=decision.out_of_bank,
-    )
-    rows = decision.support_rows
-    support = response.support
-    support.rows.extend(rows)
-    support.similarities.extend(decision.support_similarities)
-    support.ids.extend([ids[r] for r in rows])
-    if debug:
-        questions = bank.questions
-        support.texts.extend([questions[r].text for r in rows])
-        models = [bank.model_index(name) for name in decision.referencers]
-        outcomes = np.asarray(bank.capability)[models][:, rows].T.tolist()
-        support.outcomes.extend([pb.ModelOutcomes(values=v) for v in outcomes])
-        response.model_probabilities.extend(
-            [pb.ModelProbability(model=m, probability=p) for m, p in zip(bank.model_names, decision.model_probabilities, strict=True)]
-        )
-    return response
-
-
-def decision_from_response(response: pb.RouteResponse) -> RouteDecision:
-    """The ``RouteDecision`` a RouteResponse carries (client side)."""
-    support = response.support
-    return RouteDecision(
-        referencers=[r.model for r in response.referencers],
-        votes=[r.vote for r in response.referencers],
-        aggregator=response.aggregator,
-        support_rows=list(support.rows),
-        support_similarities=list(support.similarities),
-        subsets=[list(s.models) for s in response.subsets],
-        seed=response.seed,
-        bank_version=response.bank_version,
-        support_ids=list(support.ids),
-        support_texts=list(support.texts),
-        support_outcomes=[list(o.values) for o in support.outcomes],
-        scorer=response.scorer,
-        probabilities=[r.probability for r in response.referencers],
-        model_probabilities=[m.probability for m in response.model_probabilities],
-        out_of_bank=response.out_of_bank,
-    )
-
-
 def finite_lam(request: pb.ScoreRequest, default: float) -> float:
     """λ of a Score request (the policy default when unset); INVALID_ARGUMENT unless finite."""
     lam = request.lam if request.HasField("lam") else default
@@ -155,7 +101,7 @@ def finite_lam(request: pb.ScoreRequest, default: float) -> float:
     return lam
 
 
-def answer_event(event: Event | StrategyEvent, bank: Bank, ids: tuple[str, ...]) -> pb.AnswerEvent:
+def answer_event(event: Event | StrategyEvent, bank: Bank, ids: np.ndarray) -> pb.AnswerEvent:
     """The wire form of one pipeline (or baseline strategy) event (server side)."""
     if isinstance(event, (StrategyPlan, StrategyCall, StrategyResult)):
         return strategy_event(event, bank, ids)

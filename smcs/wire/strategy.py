@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
+
 from smcs._proto import router_pb2 as pb
 from smcs.bank import Bank
 from smcs.strategies import StrategyCall, StrategyEvent, StrategyPlan, StrategyResult
+from smcs.wire.decision import decision_from_response, route_response
 
 
-def strategy_event(event: StrategyEvent, bank: Bank, ids: tuple[str, ...]) -> pb.AnswerEvent:
+def strategy_event(event: StrategyEvent, bank: Bank, ids: np.ndarray) -> pb.AnswerEvent:
     """The wire form of one strategy event (server side)."""
-    from smcs.wire.convert import route_response  # convert dispatches here: import at call time, not in a cycle
 
     if isinstance(event, StrategyPlan):
         plan = pb.StrategyPlanEvent(
@@ -55,8 +57,6 @@ class StrategyEventDecoder:
     def decode(self, message: pb.AnswerEvent) -> StrategyEvent:
         """The event ``message`` carries (its oneof is plan, call or strategy_result); ``ValueError`` for a
         result before any plan."""
-        from smcs.wire.convert import decision_from_response
-
         kind = message.WhichOneof("event")
         if kind == "plan":
             p = message.plan

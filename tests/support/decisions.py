@@ -9,13 +9,18 @@ from smcs.core import RouteDecision
 
 
 def assert_same_decision(remote: RouteDecision, local: RouteDecision, bank: Bank) -> None:
-    """The service's decision is the in-process one, and its support ids are the bank's question ids."""
+    """The service's decision is the in-process one; its support set, when the call asked for it
+    (``include_support`` or ``debug``), is the in-process one too, with the bank's question ids; a call that
+    did not ask gets none."""
     assert remote.referencers == local.referencers
     assert remote.votes == local.votes  # doubles on the wire: exact
     assert remote.aggregator == local.aggregator
     assert remote.subsets == local.subsets
     assert remote.seed == local.seed
     assert remote.bank_version == local.bank_version == bank.version
+    if not remote.support_rows:  # not asked for
+        assert remote.support_similarities == remote.support_ids == remote.support_texts == remote.support_outcomes == []
+        return
     assert remote.support_rows == local.support_rows
     assert len(remote.support_rows) > 0
     np.testing.assert_array_equal(

@@ -7,11 +7,12 @@ from collections.abc import Callable
 import numpy as np
 
 from smcs.core.messages import Completion
-from smcs.core.pipeline import AnswerResult, CallFailed, CallModels, EmbedTexts, Emit, ModelCall
+from smcs.core.pipeline import AnswerResult, CallFailed, CallModels, EmbedTexts, Emit, ModelCall, RouteQuestion
 
 
 class ScriptedHost:
-    """Performs steps from ``answer(call) -> Completion | CallFailed`` and ``embed(texts) -> array``."""
+    """Performs steps from ``answer(call) -> Completion | CallFailed`` and ``embed(texts) -> array``; a
+    ``RouteQuestion`` is routed in-process by the router it names."""
 
     def __init__(self, answer: Callable[[ModelCall], Completion | CallFailed], embed: Callable[[list[str]], np.ndarray]) -> None:
         self.answer = answer
@@ -34,6 +35,9 @@ class ScriptedHost:
                     self.steps.extend(Emit(step.evidence(i, result)) for i, result in enumerate(reply))
             elif isinstance(step, EmbedTexts):
                 reply = self.embed(step.texts)
+            elif isinstance(step, RouteQuestion):
+                call = step.call
+                reply = step.router.route(call.embedding, seed=call.seed, policy=call.policy, allowed_models=call.allowed_models)
             else:
                 raise AssertionError(f"unexpected step {step!r}")
 

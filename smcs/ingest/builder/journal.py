@@ -22,14 +22,14 @@ from pathlib import Path
 import msgspec
 import numpy as np
 
-from smcs.errors import SmcsError
+from smcs.errors import InputError
 from smcs.bank import atomic
 
 META = "meta.json"
 OUTCOMES = "outcomes.jsonl"
 
 
-class JournalMismatch(SmcsError, ValueError):
+class JournalMismatch(InputError):
     """The journal directory was started for another questions file or embedder."""
 
 
@@ -109,7 +109,10 @@ class Journal:
         path = self.path / embeddings_file(query_text)
         if not path.exists():
             return None
-        rows = np.load(path, allow_pickle=False)
+        try:
+            rows = np.load(path, allow_pickle=False)
+        except (ValueError, EOFError) as exc:  # not an .npy file, or a damaged one
+            raise InputError(f"{path}: damaged embeddings file ({exc}); remove it to embed again") from None
         return rows if rows.shape == (n, dim) and rows.dtype == np.float32 else None
 
     def save_embeddings(self, rows: np.ndarray, query_text: str) -> None:
@@ -155,7 +158,7 @@ def _read_and_trim(fd: int, path: Path) -> list[JournalEntry]:
         except msgspec.MsgspecError as exc:
             if number == len(lines) - 1 and not lines[-1]:
                 break  # a complete-looking last line that does not decode: also a cut write
-            raise ValueError(f"{path}:{number}: damaged journal line ({exc})") from None
+            raise InputError(f"{path}:{number}: damaged journal line ({exc})") from None
         good_end += len(raw) + 1
     if good_end < size:
         os.ftruncate(fd, good_end)

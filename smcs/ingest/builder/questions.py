@@ -23,6 +23,7 @@ from smcs.bank import Question
 from smcs.core.messages import ChatMessage
 from smcs.core.prompts import Task, question_messages
 from smcs.jsonl import decode_lines
+from smcs.errors import InputError
 
 
 class BuildQuestion(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -49,21 +50,21 @@ class BuildQuestion(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_
 
     def __post_init__(self) -> None:
         if self.task == "instruction":
-            raise ValueError("task: instruction-following answers cannot be checked yet, so they cannot be built into a bank")
+            raise InputError("task: instruction-following answers cannot be checked yet, so they cannot be built into a bank")
         if self.choices is not None and self.task != "multiple_choice":
-            raise ValueError(f"choices: only multiple_choice questions have choices, not {self.task}")
+            raise InputError(f"choices: only multiple_choice questions have choices, not {self.task}")
         if self.tests is not None and self.task != "code":
-            raise ValueError(f"tests: only code questions have tests, not {self.task}")
+            raise InputError(f"tests: only code questions have tests, not {self.task}")
         if self.task == "multiple_choice":
             if not self.choices or len(self.choices) < 2:
-                raise ValueError("choices: a multiple_choice question needs at least two")
+                raise InputError("choices: a multiple_choice question needs at least two")
             if len(self.choices) > len(string.ascii_uppercase):
-                raise ValueError(f"choices: at most {len(string.ascii_uppercase)}, got {len(self.choices)}")
+                raise InputError(f"choices: at most {len(string.ascii_uppercase)}, got {len(self.choices)}")
             letters = string.ascii_uppercase[: len(self.choices)]
             if self.answer.strip().upper() not in letters or not self.answer.strip():
-                raise ValueError(f"answer must be one of the choice letters {', '.join(letters)}, got {self.answer!r}")
+                raise InputError(f"answer must be one of the choice letters {', '.join(letters)}, got {self.answer!r}")
         if self.task == "code" and not self.tests:
-            raise ValueError("tests: a code question needs the tests its answer must pass")
+            raise InputError("tests: a code question needs the tests its answer must pass")
 
     def bank_question(self) -> Question:
         """The bank record of this question (its task and choices kept in the metadata)."""
@@ -91,7 +92,7 @@ def read_questions(path: str | Path) -> tuple[list[BuildQuestion], str]:
     first_line: dict[str, int] = {}
     for number, question in decode_lines(data, BuildQuestion, path):
         if question.id in first_line:
-            raise ValueError(f"{path}:{number}: id {question.id!r} repeats line {first_line[question.id]}")
+            raise InputError(f"{path}:{number}: id {question.id!r} repeats line {first_line[question.id]}")
         first_line[question.id] = number
         questions.append(question)
     return questions, hashlib.sha256(data).hexdigest()

@@ -32,6 +32,7 @@ from smcs.embed import AsyncEmbedder
 
 from smcs.ingest.builder.journal import Journal, JournalEntry
 from smcs.ingest.builder.questions import BuildQuestion, question_prompt
+from smcs.errors import InputError
 
 FATAL_KINDS = frozenset({"setup", "auth"})
 """Failure kinds after which a model is not called again in this build."""
@@ -97,12 +98,12 @@ async def build_bank(
     The questions are embedded under the query-text rule ``query_text``, which the manifest records.
     """
     if concurrency < 1:
-        raise ValueError(f"concurrency must be >= 1, got {concurrency}")
+        raise InputError(f"concurrency must be >= 1, got {concurrency}")
     if out is not None:
         Bank.require_creatable(out)  # before any model is asked, not after the whole build
     missing = [m.name for m in models if m.name not in pool]
     if missing:
-        raise ValueError(f"models without a backend in the configuration: {', '.join(missing)}")
+        raise InputError(f"models without a backend in the configuration: {', '.join(missing)}")
     started = time.monotonic()
     embeddings = await _embeddings(questions, embedder, journal, query_text)
     total = len(questions) * len(models)

@@ -28,6 +28,7 @@ from smcs.ingest.importers.records import ImportedBank, merge
 from smcs.ingest.importers.routerbench import read_routerbench
 from smcs.ingest.importers.routerdc import RULES, read_routerdc
 from smcs.ingest.importers.union import read_union
+from smcs.errors import InputError
 
 _READERS: dict[str, Callable[..., ImportedBank]] = {
     "routerdc": read_routerdc,
@@ -77,14 +78,14 @@ def read_imports(format: str, paths: Sequence[str | Path], **options: object) ->
     two files is an error. ``limit`` applies to the whole. Options as for ``read_import``.
     """
     if not paths:
-        raise ValueError("no file to import")
+        raise InputError("no file to import")
     limit = options.pop("limit", None)
     allowed = options_of(format)
     for name in options:
         if name not in allowed:
-            raise ValueError(f"format {format!r} takes no option {name!r} (its options: {', '.join(allowed)})")
+            raise InputError(f"format {format!r} takes no option {name!r} (its options: {', '.join(allowed)})")
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
-        raise ValueError(f"limit must be an integer >= 1, got {limit!r}")
+        raise InputError(f"limit must be an integer >= 1, got {limit!r}")
     reader = _reader(format)
     parts = [reader(Path(path), **options) for path in paths]
     imported = merge(parts, [str(path) for path in paths])
@@ -95,7 +96,7 @@ def _reader(format: str) -> Callable[..., ImportedBank]:
     try:
         return _READERS[format]
     except KeyError:
-        raise ValueError(f"unknown import format {format!r}; the formats are: {', '.join(FORMATS)}") from None
+        raise InputError(f"unknown import format {format!r}; the formats are: {', '.join(FORMATS)}") from None
 
 
 def _first(imported: ImportedBank, limit: int) -> ImportedBank:

@@ -13,6 +13,7 @@ import numpy as np
 from smcs.bank.distinctness import bank_distinctness
 from smcs.bank.store import Bank
 from smcs.ingest.importers.records import ImportedBank
+from smcs.errors import InputError
 
 Progress = Callable[[int, int], None]
 """Called with (questions embedded so far, questions to embed): once before the first batch, then after each."""
@@ -41,13 +42,13 @@ def import_bank(
     from smcs.embed import as_sync  # here, so that reading files does not import the embedding stack
 
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+        raise InputError(f"batch_size must be an integer >= 1, got {batch_size!r}")
     info = embedder.info
     root = Path(out).absolute()
     Bank.require_creatable(root)  # fail now rather than after minutes of embedding
     if imported.embeddings is not None and imported.embedder_id == info.id:
         if imported.embeddings.shape[1] != info.dim:
-            raise ValueError(
+            raise InputError(
                 f"the stored embeddings have {imported.embeddings.shape[1]} dimensions, but embedder {info.id!r} makes {info.dim}"
             )
         vectors, rule = imported.embeddings, RAW

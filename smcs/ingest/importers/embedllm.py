@@ -18,6 +18,7 @@ from pathlib import Path
 
 from smcs.bank.schema import Question
 from smcs.ingest.importers.records import Collector, ImportedBank, cell_outcome, csv_rows
+from smcs.errors import InputError
 
 REQUIRED = ("model_id", "prompt_id", "prompt", "label")
 
@@ -36,10 +37,10 @@ def read_embedllm(path: Path) -> ImportedBank:
         name = (fields[name_at].strip() if name_at is not None else "") or model_id
         known_name, first = names.setdefault(model_id, (name, line))
         if known_name != name:
-            raise ValueError(f"{here}: model_id {model_id!r} is named {name!r}, but {where(first)} names it {known_name!r}")
+            raise InputError(f"{here}: model_id {model_id!r} is named {name!r}, but {where(first)} names it {known_name!r}")
         known_id, first = ids.setdefault(name, (model_id, line))
         if known_id != model_id:
-            raise ValueError(f"{here}: model_name {name!r} belongs to model_id {model_id!r}, but to {known_id!r} at {where(first)}")
+            raise InputError(f"{here}: model_name {name!r} belongs to model_id {model_id!r}, but to {known_id!r} at {where(first)}")
         text = fields[column["prompt"]]
         source = (fields[category_at].strip() if category_at is not None else "") or path.stem
         found = collector.find(prompt_id)
@@ -50,7 +51,7 @@ def read_embedllm(path: Path) -> ImportedBank:
             known = collector.questions[target]
             if (known.text, known.source) != (text, source):
                 what = "prompt" if known.text != text else "category"
-                raise ValueError(f"{here}: prompt_id {prompt_id!r} has another {what} than at {where(first)}")
+                raise InputError(f"{here}: prompt_id {prompt_id!r} has another {what} than at {where(first)}")
         collector.add_outcome(line, collector.model(name), target, cell_outcome(fields[column["label"]], here, "label"))
     return collector.finish()
 
@@ -58,5 +59,5 @@ def read_embedllm(path: Path) -> ImportedBank:
 def _required(fields: list[str], column: dict[str, int], name: str, where: str) -> str:
     value = fields[column[name]].strip()
     if not value:
-        raise ValueError(f"{where}: column {name!r} is empty")
+        raise InputError(f"{where}: column {name!r} is empty")
     return value

@@ -22,6 +22,7 @@ import msgspec
 import numpy as np
 
 from smcs.bank.schema import ModelInfo, Question
+from smcs.errors import InputError
 
 Where = Callable[[int], str]
 """Turns a location (a line number or an item index) into the ``PATH:LINE`` / ``PATH: item I`` prefix."""
@@ -49,9 +50,9 @@ class ImportedBank:
     def __post_init__(self) -> None:
         shape = (len(self.models), len(self.questions))
         if self.outcomes.dtype != np.int8 or self.outcomes.shape != shape:
-            raise ValueError(f"outcomes must be int8 {shape} (models x questions), got {self.outcomes.dtype} {self.outcomes.shape}")
+            raise InputError(f"outcomes must be int8 {shape} (models x questions), got {self.outcomes.dtype} {self.outcomes.shape}")
         if self.embeddings is not None and (self.embeddings.ndim != 2 or len(self.embeddings) != len(self.questions)):
-            raise ValueError(f"embeddings must have one row per question ({len(self.questions)}), got shape {self.embeddings.shape}")
+            raise InputError(f"embeddings must have one row per question ({len(self.questions)}), got shape {self.embeddings.shape}")
 
 
 # ------------------------------------------------------------------------------------------ messages
@@ -80,7 +81,7 @@ def convert(value: object, kind: type[T], where: str, field: str) -> T:
     try:
         return msgspec.convert(value, kind)
     except msgspec.ValidationError as exc:
-        raise ValueError(f"{where}: {describe(exc, field)}") from None
+        raise InputError(f"{where}: {describe(exc, field)}") from None
 
 
 def number(value: object, where: str, field: str) -> float | None:
@@ -88,9 +89,9 @@ def number(value: object, where: str, field: str) -> float | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"{where}: field {field!r}: expected a number, got {value!r}")
+        raise InputError(f"{where}: field {field!r}: expected a number, got {value!r}")
     if not math.isfinite(value):
-        raise ValueError(f"{where}: field {field!r}: {value!r} is not finite")
+        raise InputError(f"{where}: field {field!r}: {value!r} is not finite")
     return float(value)
 
 
@@ -104,7 +105,7 @@ def cell_outcome(cell: str, where: str, column: str) -> int:
         return int(lowered == "true")
     value = cell_number(text, where, column)
     if not 0.0 <= value <= 1.0:
-        raise ValueError(f"{where}: column {column!r}: {text!r} is not an outcome between 0 and 1")
+        raise InputError(f"{where}: column {column!r}: {text!r} is not an outcome between 0 and 1")
     return int(value >= 0.5)
 
 
@@ -113,9 +114,9 @@ def cell_number(cell: str, where: str, column: str) -> float:
     try:
         value = float(cell)
     except ValueError:
-        raise ValueError(f"{where}: column {column!r}: {cell.strip()!r} is not a number") from None
+        raise InputError(f"{where}: column {column!r}: {cell.strip()!r} is not a number") from None
     if not math.isfinite(value):
-        raise ValueError(f"{where}: column {column!r}: {cell.strip()!r} is not finite")
+        raise InputError(f"{where}: column {column!r}: {cell.strip()!r} is not finite")
     return value
 
 
@@ -126,7 +127,7 @@ def read_bytes(path: Path) -> bytes:
     """The file's content; ``ValueError`` naming it when it is empty (or only white space)."""
     data = path.read_bytes()
     if not data.strip():
-        raise ValueError(f"{path}: empty file")
+        raise InputError(f"{path}: empty file")
     return data
 
 
@@ -143,7 +144,7 @@ def json_records(path: Path, kind: type[T]) -> tuple[Where, Iterator[tuple[int, 
         try:
             items = msgspec.json.decode(data, type=list[msgspec.Raw])
         except msgspec.DecodeError as exc:
-            raise ValueError(f"{path}:{_line_of_error(data, exc)}: {exc}") from None
+            raise InputError(f"{path}:{_line_of_error(data, exc)}: {exc}") from None
         where: Where = lambda i: f"{path}: item {i}"  # noqa: E731
         return where, _decoded(enumerate(items), decoder, where)
     where = lambda n: f"{path}:{n}"  # noqa: E731
@@ -156,7 +157,7 @@ def _decoded(items: Iterator[tuple[int, bytes]], decoder: msgspec.json.Decoder, 
         try:
             yield location, decoder.decode(raw)
         except msgspec.MsgspecError as exc:
-            raise ValueError(f"{where(location)}: {describe(exc)}") from None
+            raise InputError(f"{where(location)}: {describe(exc)}") from None
 
 
 def _line_of_error(data: bytes, exc: msgspec.DecodeError) -> int:
@@ -179,18 +180,18 @@ def csv_rows(path: Path, required: Sequence[str]) -> tuple[list[str], Where, Ite
     try:
         line, header = next(records)
     except StopIteration:
-        raise ValueError(f"{path}: empty file") from None
+        raise InputError(f"{path}: empty file") from None
     missing = [name for name in required if name not in header]
     if missing:
-        raise ValueError(f"{where(line)}: the header lacks column {missing[0]!r} (it has: {', '.join(map(repr, header))})")
+        raise InputError(f"{where(line)}: the header lacks column {missing[0]!r} (it has: {', '.join(map(repr, header))})")
     repeated = sorted({name for name in header if header.count(name) > 1})
     if repeated:
-        raise ValueError(f"{where(line)}: the header repeats column {repeated[0]!r}")
+        raise InputError(f"{where(line)}: the header repeats column {repeated[0]!r}")
 
     def rows() -> Iterator[tuple[int, list[str]]]:
         for line, fields in records:
             if len(fields) != len(header):
-                raise ValueError(f"{where(line)}: {len(fields)} fields, but the header has {len(header)}")
+                raise InputError(f"{where(line)}: {len(fields)} fields, but the header has {len(header)}")
             yield line, fields
 
     return header, where, rows()
@@ -207,7 +208,7 @@ def _csv_records(path: Path, where: Where) -> Iterator[tuple[int, list[str]]]:
             except StopIteration:
                 return
             except csv.Error as exc:
-                raise ValueError(f"{where(start)}: {exc}") from None
+                raise InputError(f"{where(start)}: {exc}") from None
             if fields:
                 yield start, fields
             start = reader.line_num + 1
@@ -219,7 +220,7 @@ def _text_lines(handle: Any, where: Where) -> Iterator[str]:
         try:
             yield raw.decode("utf-8-sig" if number == 1 else "utf-8")
         except UnicodeDecodeError as exc:
-            raise ValueError(f"{where(number)}: not UTF-8 text ({exc.reason} at byte {exc.start} of the line)") from None
+            raise InputError(f"{where(number)}: not UTF-8 text ({exc.reason} at byte {exc.start} of the line)") from None
 
 
 # ----------------------------------------------------------------------------------------- collecting
@@ -261,11 +262,11 @@ class Collector:
         """
         where = self.where(location)
         if not question.text.strip():
-            raise ValueError(f"{where}: field {text_field!r} is empty: the question text is required")
+            raise InputError(f"{where}: field {text_field!r} is empty: the question text is required")
         if not question.id:
-            raise ValueError(f"{where}: the question id is empty")
+            raise InputError(f"{where}: the question id is empty")
         if (first := self._question_at.get(question.id)) is not None:
-            raise ValueError(f"{where}: question id {question.id!r} repeats {self.where(first[1])}")
+            raise InputError(f"{where}: question id {question.id!r} repeats {self.where(first[1])}")
         self._question_at[question.id] = (len(self.questions), location)
         self.questions.append(question)
         return len(self.questions) - 1
@@ -291,7 +292,7 @@ class Collector:
     def finish(self, embeddings: np.ndarray | None = None, embedder_id: str | None = None) -> ImportedBank:
         """The ``ImportedBank`` of everything added; ``ValueError`` when no question was found."""
         if not self.questions:
-            raise ValueError(f"{self.path}: no questions found")
+            raise InputError(f"{self.path}: no questions found")
         n = len(self.questions)
         rows, cols = np.frombuffer(self._rows, dtype=np.int32), np.frombuffer(self._cols, dtype=np.int32)
         values = np.frombuffer(self._values, dtype=np.int8)
@@ -303,7 +304,7 @@ class Collector:
             second = order[clashes[0] + 1]
             first = order[np.searchsorted(keys[order], keys[second])]
             names = list(self._models)
-            raise ValueError(
+            raise InputError(
                 f"{self.where(self._locations[second])}: model {names[rows[second]]!r} on question "
                 f"{self.questions[cols[second]].id!r} is {values[second]}, but {self.where(self._locations[first])} says {values[first]}"
             )
@@ -336,7 +337,7 @@ def merge(parts: Sequence[ImportedBank], names: Sequence[str]) -> ImportedBank:
     for part, name in zip(parts, names, strict=True):
         for q in part.questions:
             if q.id in seen:
-                raise ValueError(f"{name}: question id {q.id!r} is also in {seen[q.id]}")
+                raise InputError(f"{name}: question id {q.id!r} is also in {seen[q.id]}")
             seen[q.id] = name
         questions.extend(part.questions)
         block = np.full((len(models), len(part.questions)), -1, dtype=np.int8)

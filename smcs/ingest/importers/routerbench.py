@@ -31,6 +31,7 @@ from pathlib import Path
 
 from smcs.bank.schema import Question
 from smcs.ingest.importers.records import Collector, ImportedBank, cell_number, cell_outcome, csv_rows
+from smcs.errors import InputError
 
 NOT_MODELS = ("prompt", "sample_id", "eval_name", "oracle_model_to_route_to")
 COST_SUFFIX = "|total_cost"
@@ -46,25 +47,25 @@ def read_routerbench(path: Path) -> ImportedBank:
     column = {name: i for i, name in enumerate(header)}
     models = [name for name in header if _is_model_column(name)]
     if not models:
-        raise ValueError(f"{where(1)}: the header names no model column (it has: {', '.join(map(repr, header))})")
+        raise InputError(f"{where(1)}: the header names no model column (it has: {', '.join(map(repr, header))})")
     costs = {name.removesuffix(COST_SUFFIX): i for name, i in column.items() if name.endswith(COST_SUFFIX)}
     for model in costs:
         if model not in models:
-            raise ValueError(f"{where(1)}: column {model + COST_SUFFIX!r} has no outcome column {model!r}")
+            raise InputError(f"{where(1)}: column {model + COST_SUFFIX!r} has no outcome column {model!r}")
     collector = Collector(path, where)
     model_rows = [(collector.model(name), column[name], name) for name in models]
     for index, (line, fields) in enumerate(rows):
         here = where(line)
         question_id = fields[column["sample_id"]].strip() if "sample_id" in column else collector.default_id(index)
         if not question_id:
-            raise ValueError(f"{here}: column 'sample_id' is empty")
+            raise InputError(f"{here}: column 'sample_id' is empty")
         source = fields[column["eval_name"]].strip() if "eval_name" in column else path.stem
         cost = {}
         for model, i in costs.items():
             if fields[i].strip():
                 cost[model] = cell_number(fields[i], here, model + COST_SUFFIX)
                 if cost[model] < 0:
-                    raise ValueError(f"{here}: column {model + COST_SUFFIX!r}: {fields[i].strip()!r} is negative")
+                    raise InputError(f"{here}: column {model + COST_SUFFIX!r}: {fields[i].strip()!r} is negative")
         text = prompt_text(fields[column["prompt"]])
         question = Question(id=question_id, text=text, source=source, metadata={"cost": cost} if cost else {})
         target = collector.add_or_repeat(line, question, "prompt")

@@ -26,6 +26,7 @@ import msgspec
 
 from smcs.bank.schema import Question
 from smcs.ingest.importers.records import Collector, ImportedBank, json_records, number
+from smcs.errors import InputError
 
 RULES = ("auto", "positive", "half")
 GENERATIVE_SOURCES = ("gsm8k", "mbpp", "humaneval", "javascript", "math")
@@ -52,7 +53,7 @@ def rule_for(source: str) -> str:
 def read_routerdc(path: Path, *, rule: str = "auto") -> ImportedBank:
     """Read a RouterDC score file; ``rule`` is ``"auto"``, ``"positive"`` (score > 0) or ``"half"`` (score >= 0.5)."""
     if rule not in RULES:
-        raise ValueError(f"rule must be one of {', '.join(RULES)}; got {rule!r}")
+        raise InputError(f"rule must be one of {', '.join(RULES)}; got {rule!r}")
     correct = _CORRECT[rule_for(path.stem) if rule == "auto" else rule]
     source = dataset_of(path.stem)
     where, records = json_records(path, _Record)

@@ -22,6 +22,7 @@ import numpy as np
 
 from smcs.bank.schema import Question
 from smcs.ingest.importers.records import Collector, ImportedBank, convert, json_records
+from smcs.errors import InputError
 
 
 class _Result(msgspec.Struct):
@@ -49,7 +50,7 @@ def read_union(path: Path, *, embedder_id: str | None = None) -> ImportedBank:
             first = (location, record.embedding is not None)
         elif (record.embedding is not None) != first[1]:
             state = "missing" if first[1] else "present"
-            raise ValueError(f"{here}: field 'embedding' is {state}, unlike at {where(first[0])} (stored embeddings are all or none)")
+            raise InputError(f"{here}: field 'embedding' is {state}, unlike at {where(first[0])} (stored embeddings are all or none)")
         if record.embedding is not None:
             vectors.append(_vector(record.embedding, here, vectors[0].shape[0] if vectors else None))
         question_id = collector.default_id(index) if record.id is None else str(record.id)
@@ -69,7 +70,7 @@ def _vector(values: list[float], where: str, dim: int | None) -> np.ndarray:
     """One stored embedding as float32, checked: non-empty, finite, not all zero, of dimension ``dim``."""
     row = np.asarray(values, dtype=np.float32)
     if dim is not None and len(row) != dim:
-        raise ValueError(f"{where}: field 'embedding' has {len(row)} values, but the first record's has {dim}")
+        raise InputError(f"{where}: field 'embedding' has {len(row)} values, but the first record's has {dim}")
     if not len(row) or not np.isfinite(row).all() or not row.any():
-        raise ValueError(f"{where}: field 'embedding' must be a non-empty list of finite numbers, not all zero")
+        raise InputError(f"{where}: field 'embedding' must be a non-empty list of finite numbers, not all zero")
     return row

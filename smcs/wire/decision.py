@@ -1,0 +1,68 @@
+"""Protobuf ⇄ ``RouteDecision``: ``route_response`` is a decision's wire form (server side) and
+``decision_from_response`` turns it back into the ``RouteDecision`` Struct the in-process router returns
+(client side), so callers see one type whichever way they route."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .._proto import router_pb2 as pb
+from ..bank import Bank
+from ..core import RouteDecision
+
+
+def route_response(decision: RouteDecision, bank: Bank, ids: np.ndarray, *, debug: bool, support: bool = True) -> pb.RouteResponse:
+    """The wire form of ``decision``: with ``support`` (or ``debug``), its support set (``ids``: the bank's
+    question ids, an object array, indexed by the support rows); with ``debug``, also the support
+    questions' text, the referencers' outcomes on them and every model's probability."""
+    response = pb.RouteResponse(
+        referencers=[
+            pb.Referencer(model=m, vote=v, probability=p)
+            for m, v, p in zip(decision.referencers, decision.votes, decision.probabilities, strict=True)
+        ],
+        aggregator=decision.aggregator,
+        subsets=[pb.Subset(models=s) for s in decision.subsets],
+        seed=decision.seed,
+        bank_version=decision.bank_version,
+        scorer=decision.scorer,
+        out_of_bank=decision.out_of_bank,
+    )
+    if not (support or debug):
+        return response
+    rows = decision.support_rows
+    wire = response.support
+    wire.rows.extend(rows)
+    wire.similarities.extend(decision.support_similarities)
+    wire.ids.extend(ids[np.asarray(rows, dtype=np.int64)].tolist())
+    if debug:
+        questions = bank.questions
+        wire.texts.extend([questions[r].text for r in rows])
+        models = [bank.model_index(name) for name in decision.referencers]
+        outcomes = np.asarray(bank.capability)[models][:, rows].T.tolist()
+        wire.outcomes.extend([pb.ModelOutcomes(values=v) for v in outcomes])
+        response.model_probabilities.extend(
+            [pb.ModelProbability(model=m, probability=p) for m, p in zip(bank.model_names, decision.model_probabilities, strict=True)]
+        )
+    return response
+
+
+def decision_from_response(response: pb.RouteResponse) -> RouteDecision:
+    """The ``RouteDecision`` a RouteResponse carries (client side)."""
+    support = response.support
+    return RouteDecision(
+        referencers=[r.model for r in response.referencers],
+        votes=[r.vote for r in response.referencers],
+        aggregator=response.aggregator,
+        support_rows=list(support.rows),
+        support_similarities=list(support.similarities),
+        subsets=[list(s.models) for s in response.subsets],
+        seed=response.seed,
+        bank_version=response.bank_version,
+        support_ids=list(support.ids),
+        support_texts=list(support.texts),
+        support_outcomes=[list(o.values) for o in support.outcomes],
+        scorer=response.scorer,
+        probabilities=[r.probability for r in response.referencers],
+        model_probabilities=[m.probability for m in response.model_probabilities],
+        out_of_bank=response.out_of_bank,
+    )
