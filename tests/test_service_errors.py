@@ -8,10 +8,12 @@ import grpc
 import pytest
 
 from smcs import SmcsError
+from smcs.errors import InputError
 from smcs.bank import BankError, BankFormatError
+from smcs.core import Policy
 from smcs.core.pipeline import QuorumNotMet
 from smcs.runtime.host import NoModelsConfigured
-from smcs.service.servicer import _refusals_are_invalid, _status
+from smcs.service.servicer import _status
 from smcs.strategies import StrategyError
 from smcs.wire.convert import RequestError
 
@@ -41,16 +43,12 @@ def test_anything_else_is_internal_and_logged_never_the_callers_fault(error, cap
     assert any(record.exc_info and record.exc_info[1] is error for record in caplog.records)
 
 
-def test_a_value_error_where_the_request_is_checked_is_invalid_argument():
-    def refuse():
-        raise ValueError("seed must be an integer in [0, 2**64), got -1")
-
-    with pytest.raises(RequestError) as raised, _refusals_are_invalid():
-        refuse()
-    assert raised.value.code == grpc.StatusCode.INVALID_ARGUMENT and "seed" in raised.value.message
-
-    def strategy():
-        raise StrategyError("samples must be >= 1")
-
-    with pytest.raises(StrategyError), _refusals_are_invalid():  # a kind with a status of its own keeps it
-        strategy()
+def test_a_refusal_of_the_router_is_invalid_argument_naming_the_field():
+    router_refusal = None
+    try:
+        Policy(k=0)
+    except InputError as exc:
+        router_refusal = exc
+    assert router_refusal is not None
+    code, message = _status(router_refusal, "Route")
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and message.startswith("k ")

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TypeVar
 
 import grpc
@@ -15,7 +14,7 @@ from .. import kernels
 from ..core import RouteCall, RouteDecision, Router
 from .._proto import router_pb2 as pb
 from .._proto import router_pb2_grpc as pb_grpc
-from ..bank import Bank, BankError, BankFormatError, ModelInfo, Question
+from ..bank import Bank, BankFormatError, ModelInfo, Question
 from ..config import AnswerConfig, ServerConfig
 from ..core.pipeline import QuorumNotMet, finite_totals, perplexities
 from ..core.prompts import check_task
@@ -39,11 +38,9 @@ Response = TypeVar("Response")
 
 _STATUS_OF: tuple[tuple[type[SmcsError], grpc.StatusCode], ...] = (
     (NoModelsConfigured, grpc.StatusCode.FAILED_PRECONDITION),
-    (BankError, grpc.StatusCode.INVALID_ARGUMENT),
-    (StrategyError, grpc.StatusCode.INVALID_ARGUMENT),
     (BankFormatError, grpc.StatusCode.FAILED_PRECONDITION),
     (QuorumNotMet, grpc.StatusCode.UNAVAILABLE),
-    (InputError, grpc.StatusCode.INVALID_ARGUMENT),
+    (InputError, grpc.StatusCode.INVALID_ARGUMENT),  # BankError, StrategyError, ConfigError, ...
 )
 """The status of each error kind a call may end with (the first that matches), besides ``RequestError``,
 which carries its own."""
@@ -53,7 +50,7 @@ def _status(exc: Exception, method: str) -> tuple[grpc.StatusCode, str]:
     """The status code and message a failed call ends with: a ``RequestError``'s own, the status of its
     ``SmcsError`` kind; anything else (a bug, whatever its class, a bare ``ValueError`` included) is logged
     and becomes INTERNAL, without a traceback to the caller. Input the request got wrong is turned into a
-    ``RequestError`` where it is checked (``smcs.wire.convert``, ``_refusals_are_invalid``)."""
+    ``RequestError`` where it is checked (``smcs.wire.convert``) or raised as an ``InputError``."""
     if isinstance(exc, RequestError):
         return exc.code, exc.message
     for kind, code in _STATUS_OF:
@@ -61,19 +58,6 @@ def _status(exc: Exception, method: str) -> tuple[grpc.StatusCode, str]:
             return code, str(exc)
     log.exception("%s failed", method, exc_info=exc)
     return grpc.StatusCode.INTERNAL, f"{method} failed on the server; see its log"
-
-
-@contextlib.contextmanager
-def _refusals_are_invalid() -> Iterator[None]:
-    """A ``ValueError`` raised inside is the request's fault (a Router or a strategy refusing the policy,
-    seed, embedding or models it was given, each naming the field): INVALID_ARGUMENT. Kinds with a status
-    of their own (``_STATUS_OF``) keep it."""
-    try:
-        yield
-    except SmcsError:
-        raise
-    except ValueError as exc:
-        raise invalid(str(exc)) from None
 
 
 def _unary(method: Callable[..., Awaitable[Response]]) -> Callable[..., Awaitable[Response]]:
@@ -122,7 +106,7 @@ class RouterService(pb_grpc.RouterServicer):
     async def _route(self, router: Router, call: RouteCall) -> RouteDecision:
         """``call`` routed by ``router``, batched with the concurrent calls on a worker thread (a lone call
         over a bank under ``inline_route_bytes`` on the event loop); the Answer's steps route through it too."""
-        with self._metrics.stage("route"), _refusals_are_invalid():
+        with self._metrics.stage("route"):
             return await self._batcher.route(router, call)
 
     def _small_bank(self, router: Router) -> bool:
@@ -167,8 +151,7 @@ class RouterService(pb_grpc.RouterServicer):
         except ValueError as exc:
             raise invalid(str(exc)) from None
         policy = convert.policy_from_request(request.policy, self._state.policy)
-        with _refusals_are_invalid():
-            usable = answer_models(bank.model_names, self._pool, list(request.policy.allowed_models))
+        usable = answer_models(bank.model_names, self._pool, list(request.policy.allowed_models))
         if snapshot.embedder is None:  # the aggregations are compared by embedding (Eq 7), so one is needed
             raise RequestError(grpc.StatusCode.FAILED_PRECONDITION, f"Answer needs an embedder: {snapshot.no_embedder_reason}")
         if request.HasField("embedding"):
@@ -178,11 +161,10 @@ class RouterService(pb_grpc.RouterServicer):
                 query = await _embed_question(snapshot, question)
         else:
             query = None
-        with _refusals_are_invalid():
-            ctx = spec.context(
-                snapshot.router, question, usable, task=task, seed=convert.seed_from_request(request), query=query,
-                policy=policy, fallback_aggregator=self._answer.fallback_aggregator,
-            )
+        ctx = spec.context(
+            snapshot.router, question, usable, task=task, seed=convert.seed_from_request(request), query=query,
+            policy=policy, fallback_aggregator=self._answer.fallback_aggregator,
+        )
         host = StepHost(self._pool, snapshot.embedder, self._route, self._answer.timeouts)
         try:
             async for event in host.events(spec.run(ctx, params)):
@@ -224,8 +206,7 @@ class RouterService(pb_grpc.RouterServicer):
                 perplexity = perplexities([lp.values for lp in request.logprobs])
             except ValueError as exc:
                 raise invalid(f"logprobs: {exc}") from None
-            with _refusals_are_invalid():
-                total = finite_totals(similarity, perplexity, lam)
+            total = finite_totals(similarity, perplexity, lam)
             response.perplexity.extend(perplexity.tolist())
         else:
             total = similarity

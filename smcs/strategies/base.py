@@ -37,7 +37,7 @@ from typing import Any, Literal
 import msgspec
 import numpy as np
 
-from ..errors import SmcsError
+from ..errors import InputError
 from ..core.decision import RouteDecision
 from ..core.messages import ChatMessage
 from ..core.pipeline import CallEvidence, CallModels, Emit, ModelCall, QuorumNotMet, RouteQuestion, Stage, Step
@@ -50,7 +50,7 @@ Role = Literal["proposer", "aggregator", "sample", "voter", "expert", "answerer"
 ScoreKind = Literal["prior", "accuracy", "skill", ""]
 
 
-class StrategyError(SmcsError, ValueError):
+class StrategyError(InputError):
     """A strategy cannot run as asked (a model that is not usable, a missing option, no router)."""
 
 
