@@ -5,11 +5,16 @@ Everything the benchmark compares lives here so ``test_route.py`` stays a thin p
 * ``make_bank``: a deterministic synthetic bank shaped like real question embeddings (topic clusters of
   uneven size around a shared "anisotropy" direction, rows L2-normalised float32, C order), a capability
   matrix whose correctness depends on the cluster (so the retrieval prior means something), and a query
-  that is a perturbed bank row.
+  that is a perturbed bank row. Its ``concentrated`` kind is a bank of one domain instead: every row is
+  one shared direction plus noise, and so is the query, so the similarities sit in a narrow band and
+  γ·max_{N_base}(Ŝ) admits a large share of the bank into the support set (Eq 3).
 * ``COMPETITORS``: each one turns a ``Bank`` into a zero-argument callable doing one whole route
-  (Eqs 2–5 of DESIGN.md §3: similarities, support set, votes, top-K). ``smcs`` is the fused kernel, the
-  others are the baselines it has to beat (plain numpy, faiss) and the ``floor``: one parallel pass that
-  only sums every float of E, i.e. the cost of reading the bank once, which no exact route can undercut.
+  (Eqs 2–5 of docs/design.md: similarities, support set, votes, top-K). ``smcs`` is the fused kernel as
+  the router calls it (the capability bits prepared once per bank, the support set in Eq (3)'s order),
+  ``smcs-unordered`` the same decision without ordering the support set, ``router`` the whole
+  ``Router.route`` (Eq 6's subsets and the decision's Python lists included); the others are the
+  baselines it has to beat (plain numpy, faiss) and the ``floor``: one parallel pass that only sums every
+  float of E, i.e. the cost of reading the bank once, which no exact route can undercut.
 * ``check_route``: asserts that a competitor computed the same route as ``smcs.kernels.route`` (same
   top-K; same support set except rows within ``BOUNDARY_TOL`` of the threshold, where float32 rounding of
   a different summation order may legitimately flip the ``≥``).
@@ -17,8 +22,11 @@ Everything the benchmark compares lives here so ``test_route.py`` stays a thin p
 
 from __future__ import annotations
 
+import atexit
 import math
 import os
+import shutil
+import tempfile
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -47,6 +55,10 @@ UNKNOWN_SHARE = 0.10
 """Share of capability entries set to −1 (not evaluated)."""
 ROWS_PER_CLUSTER = 50
 """Mean topic-cluster size: a bank of N rows has N // 50 cluster centres."""
+CONCENTRATED_WEIGHT = 0.75
+"""A ``concentrated`` bank's share of each row's squared norm along the one shared direction (the rest is
+noise): cosines between rows and queries sit in a narrow band around 0.75, and the support set of Eq (3)
+holds 40–55 % of the bank (42,505 rows of 1e5 × 384 for the benchmark's query; every table reports it)."""
 BOUNDARY_TOL = 1e-5
 """Support rows closer than this to the threshold may differ between competitors (rounding)."""
 SEED = 20240607
@@ -99,17 +111,21 @@ def set_threads(n: int) -> dict[str, str]:
 
 @dataclass(frozen=True)
 class BankSize:
-    """One benchmark size: N questions of dimension d, in topic clusters of ``cluster_rows`` rows on average."""
+    """One benchmark bank: N questions of dimension d, in topic clusters of ``cluster_rows`` rows on average
+    (``kind="topics"``), or all around one direction (``kind="concentrated"``, see ``make_bank``)."""
 
     n: int
     d: int
     cluster_rows: int = ROWS_PER_CLUSTER
+    kind: str = "topics"
 
     @property
     def label(self) -> str:
-        """``N=1e5 d=1024`` (powers of ten written as 1eX), plus ``topic-rows=R`` for non-default cluster sizes."""
+        """``N=1e5 d=1024`` (powers of ten written as 1eX), plus ``topic-rows=R`` for non-default cluster sizes
+        and ``concentrated`` for that kind."""
         topics = "" if self.cluster_rows == ROWS_PER_CLUSTER else f" topic-rows={self.cluster_rows}"
-        return f"N={_short(self.n)} d={self.d}{topics}"
+        kind = "" if self.kind == "topics" else f" {self.kind}"
+        return f"N={_short(self.n)} d={self.d}{topics}{kind}"
 
     @property
     def id(self) -> str:
@@ -127,10 +143,11 @@ def _short(n: int) -> str:
     return f"1e{exp}" if 10**exp == n else str(n)
 
 
-DEFAULT_SIZES: tuple[BankSize, ...] = tuple(
-    BankSize(n, d) for n in (1_000, 10_000, 100_000) for d in (384, 1024)
+DEFAULT_SIZES: tuple[BankSize, ...] = (
+    *(BankSize(n, d) for n in (1_000, 10_000, 100_000) for d in (384, 1024)),
+    BankSize(100_000, 384, kind="concentrated"),
 )
-"""Sizes of the default run."""
+"""Banks of the default run: topic banks of three sizes and two dimensions, and a concentrated bank."""
 LARGE_SIZES: tuple[BankSize, ...] = tuple(BankSize(1_000_000, d) for d in (384, 1024))
 """Extra sizes of ``--bench-large``."""
 
@@ -150,7 +167,8 @@ class Bank:
 
 def _rng(size: BankSize, purpose: int, chunk: int = 0) -> np.random.Generator:
     topics = [] if size.cluster_rows == ROWS_PER_CLUSTER else [size.cluster_rows]  # the default banks stay as they were
-    return np.random.default_rng([SEED, size.n, size.d, *topics, purpose, chunk])
+    kind = [] if size.kind == "topics" else [sum(size.kind.encode())]
+    return np.random.default_rng([SEED, size.n, size.d, *topics, *kind, purpose, chunk])
 
 
 def _normalise_rows(a: np.ndarray) -> None:
@@ -161,8 +179,10 @@ def make_bank(size: BankSize) -> Bank:
     """Build the deterministic synthetic bank of ``size`` (the same arrays on every call).
 
     Rows are drawn in chunks, each from its own seeded generator, on a small thread pool (numpy's
-    generators release the GIL), so 1e6×1024 (4 GB) takes seconds rather than a minute.
+    generators release the GIL), so the 4 GB of 1e6×1024 are not drawn on one core.
     """
+    if size.kind == "concentrated":
+        return _concentrated_bank(size)
     n, d = size.n, size.d
     rng = _rng(size, purpose=0)
     n_clusters = max(1, n // size.cluster_rows)
@@ -204,9 +224,42 @@ def make_bank(size: BankSize) -> Bank:
     return Bank(size, embeddings, np.ascontiguousarray(capability), query)
 
 
+def _concentrated_direction(size: BankSize) -> np.ndarray:
+    direction = _rng(size, purpose=0).standard_normal(size.d)
+    return direction / np.linalg.norm(direction)
+
+
+def _concentrated_rows(size: BankSize, count: int, rng: np.random.Generator) -> np.ndarray:
+    """``count`` unit rows √w·g + √(1 − w)·z, g the bank's direction, z Gaussian noise of norm ≈ 1."""
+    rows = rng.standard_normal((count, size.d), dtype=np.float32)
+    rows *= np.float32(math.sqrt((1.0 - CONCENTRATED_WEIGHT) / size.d))
+    rows += (math.sqrt(CONCENTRATED_WEIGHT) * _concentrated_direction(size)).astype(np.float32)
+    _normalise_rows(rows)
+    return rows
+
+
+def _concentrated_bank(size: BankSize) -> Bank:
+    """A bank of one domain: every row, and the query, drawn as ``_concentrated_rows``; model r is right on
+    row i with probability sigmoid(skill_r − difficulty_i)."""
+    n = size.n
+    embeddings = np.empty((n, size.d), dtype=np.float32)
+    for chunk, lo in enumerate(range(0, n, _GEN_CHUNK_ROWS)):
+        hi = min(n, lo + _GEN_CHUNK_ROWS)
+        embeddings[lo:hi] = _concentrated_rows(size, hi - lo, _rng(size, purpose=1, chunk=chunk))
+    rng = _rng(size, purpose=2)
+    logits = rng.normal(0.5, 1.0, (N_MODELS, 1)) - rng.normal(0.0, 1.0, (1, n))
+    capability = (rng.random((N_MODELS, n)) < 1.0 / (1.0 + np.exp(-logits))).astype(np.int8)
+    capability[rng.random((N_MODELS, n)) < UNKNOWN_SHARE] = -1
+    query = perturbed_rows(embeddings, size, 1)[0]
+    return Bank(size, embeddings, np.ascontiguousarray(capability), query)
+
+
 def perturbed_rows(embeddings: np.ndarray, size: BankSize, count: int, purpose: int = 3) -> np.ndarray:
     """``count`` queries (count x d float32, unit rows): random bank rows plus noise of relative size
-    ``_QUERY_NOISE``, drawn deterministically from (size, purpose)."""
+    ``_QUERY_NOISE``, drawn deterministically from (size, purpose); for a concentrated bank, new rows drawn
+    as its rows are."""
+    if size.kind == "concentrated":
+        return _concentrated_rows(size, count, _rng(size, purpose=purpose))
     rng = _rng(size, purpose=purpose)
     d = embeddings.shape[1]
     jitter = rng.standard_normal((count, d)).astype(np.float32) * np.float32(_QUERY_NOISE / math.sqrt(d))
@@ -283,20 +336,17 @@ def votes_and_top(capability: np.ndarray, rows: np.ndarray, sims: np.ndarray) ->
     return np.argsort(-votes, kind="stable")[:TOP_K]
 
 
-def ordered(rows: np.ndarray, sims: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Support rows most similar first, ties to the lower row (rows arrive ascending)."""
-    order = np.argsort(-sims, kind="stable")
-    return rows[order], sims[order]
-
-
-def smcs_route(threads: int | None) -> Callable[[Bank], RouteFn]:
-    """``smcs.kernels.route`` then ``top_k`` with ``threads`` (None = the kernel's automatic choice)."""
+def smcs_route(threads: int | None, ordered: bool = True) -> Callable[[Bank], RouteFn]:
+    """``smcs.kernels.route`` then ``top_k`` with ``threads`` (None = the kernel's automatic choice), as the
+    router calls it: with the capability bits built once per bank (``correct_bits``, untimed), and the
+    support set in Eq (3)'s order unless ``ordered`` is False."""
 
     def build(bank: Bank) -> RouteFn:
         e, q, m = bank.embeddings, bank.query, bank.capability
+        bits = sk.correct_bits(m)
 
         def run() -> Route:
-            rows, sims, votes = sk.route(e, q, m, N_BASE, GAMMA, threads=threads)
+            rows, sims, votes = sk.route(e, q, m, N_BASE, GAMMA, threads=threads, correct_bits=bits, ordered=ordered)
             return Route(rows, sims, sk.top_k(votes, TOP_K))
 
         return run
@@ -304,8 +354,66 @@ def smcs_route(threads: int | None) -> Callable[[Bank], RouteFn]:
     return build
 
 
+_BANK_DIRS: list[str] = []
+
+
+@atexit.register
+def _remove_bank_dirs() -> None:
+    for path in _BANK_DIRS:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def router_route(bank: Bank) -> Callable[[], _DecisionRoute]:
+    """``Router.route`` (default policy: the paper's, threads the kernel's choice) over ``bank`` written as
+    an smcs bank in a temporary directory (untimed): Eqs 2–6 and the ``RouteDecision`` with its Python
+    lists, what an in-process user of smcs gets."""
+    from smcs.bank import Bank as SmcsBank
+    from smcs.bank import ModelInfo, Question
+    from smcs.core import Policy, Router
+
+    path = tempfile.mkdtemp(prefix="smcs-bench-bank-")
+    _BANK_DIRS.append(path)
+    stored = SmcsBank.create(
+        os.path.join(path, "bank"),
+        embeddings=bank.embeddings,
+        capability=bank.capability,
+        questions=[Question(id=f"q{i}", text="") for i in range(bank.embeddings.shape[0])],
+        models=[ModelInfo(name=f"m{r:02d}") for r in range(bank.capability.shape[0])],
+    )
+    router = Router(stored, Policy(k=TOP_K, n_base=N_BASE, gamma=GAMMA))
+    index = {name: r for r, name in enumerate(stored.model_names)}
+    q = bank.query
+
+    def run() -> _DecisionRoute:
+        return _DecisionRoute(router.route(q, seed=0), index)
+
+    return run
+
+
+class _DecisionRoute:
+    """A ``RouteDecision`` read as a ``Route`` for ``check_route``: its lists become arrays only when read,
+    outside the timed call."""
+
+    def __init__(self, decision: object, index: dict[str, int]) -> None:
+        self._decision = decision
+        self._index = index
+
+    @property
+    def rows(self) -> np.ndarray:
+        return np.asarray(self._decision.support_rows, dtype=np.int64)  # type: ignore[attr-defined]
+
+    @property
+    def sims(self) -> np.ndarray:
+        return np.asarray(self._decision.support_similarities, dtype=np.float32)  # type: ignore[attr-defined]
+
+    @property
+    def top(self) -> np.ndarray:
+        return np.array([self._index[name] for name in self._decision.referencers], dtype=np.int64)  # type: ignore[attr-defined]
+
+
 def numpy_route(bank: Bank) -> RouteFn:
-    """The best plain-numpy route: BLAS gemv, clip, ``np.partition`` for max_k, mask, sort, gather-vote."""
+    """The best plain-numpy route: BLAS gemv, clip, ``np.partition`` for max_k, the threshold, the mask and
+    the votes as one product (the support set in row order: the decision does not need another)."""
     e, q, m = bank.embeddings, bank.query, bank.capability
     n = e.shape[0]
     pos = n - min(N_BASE, n)
@@ -316,7 +424,7 @@ def numpy_route(bank: Bank) -> RouteFn:
         np.maximum(s, np.float32(0.0), out=s)
         threshold = np.float64(GAMMA) * np.float64(np.partition(s, pos)[pos])
         rows = np.flatnonzero(s >= threshold)  # float64 comparison, as the kernel's
-        rows, sims = ordered(rows, s[rows])
+        sims = s[rows]
         return Route(rows, sims, votes_and_top(m, rows, sims))
 
     return run
@@ -345,7 +453,7 @@ def faiss_route(bank: Bank) -> RouteFn:
         _, sims, rows = index.range_search(q, radius)
         np.maximum(sims, np.float32(0.0), out=sims)
         keep = sims >= threshold
-        rows, sims = ordered(rows[keep], sims[keep])  # a flat index's range_search lists rows ascending
+        rows, sims = rows[keep], sims[keep]  # in row order, as numpy's
         return Route(rows, sims, votes_and_top(m, rows, sims))
 
     return run
@@ -356,9 +464,9 @@ def _sum_rows(embeddings: np.ndarray, start: int, stop: int) -> float:
     """Σ of rows [start, stop) of E, one row at a time.
 
     fastmath lets LLVM split each row's sum over d into several interleaved vector accumulators. One row
-    at a time, not two interleaved: on the Zen 4 CI machine two rows read side by side ran at half speed
-    once the bank came from DRAM (1e5 × 384 on one thread: 13.6 against 5.9 ms), which made the old floor
-    slower than the kernel it bounds. This way it reads at least as fast as the kernel's own scan.
+    at a time, not two interleaved: two rows read side by side ran at a fraction of the speed once the
+    bank came from DRAM, which made an earlier floor slower than the kernel it bounds (measurements:
+    docs/performance.md, "The route kernel"). This way it reads at least as fast as the kernel's own scan.
     """
     d = embeddings.shape[1]
     total = np.float32(0.0)
@@ -454,7 +562,9 @@ COMPETITORS: dict[str, Competitor] = {
     c.name: c
     for c in (
         *_with_serial("smcs", smcs_route, "fused route kernel (threads: its automatic choice)"),
-        Competitor("numpy", numpy_route, "gemv + clip + partition + mask + sort + gather vote"),
+        Competitor("smcs-unordered", smcs_route(None, ordered=False), "fused route kernel, support set unordered"),
+        Competitor("router", router_route, "Router.route: the kernel, top-K, subsets, the decision's lists"),
+        Competitor("numpy", numpy_route, "gemv + clip + partition + mask + gather vote"),
         Competitor("faiss-flat", faiss_route, "IndexFlatIP search(N_base) + range_search", needs_faiss=True),
         *_with_serial("floor", floor_pass, "sum of every float of E", checked=False),
         *(

@@ -110,8 +110,28 @@ def expected(bank: Bank) -> Expected:
     return expected_route(bank)
 
 
+def cpu_name() -> str:
+    """The CPU as /proc/cpuinfo names it, with its family and model numbers and its widest vector extension
+    (the same name can cover several generations); "?" off Linux."""
+    fields: dict[str, str] = {}
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if not line.strip():
+                    break
+                key, _, value = line.partition(":")
+                fields[key.strip()] = value.strip()
+    except OSError:
+        return "?"
+    flags = set(fields.get("flags", "").split())
+    vector = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "no AVX2"
+    return f"{fields.get('model name', '?')} (family {fields.get('cpu family', '?')}, model {fields.get('model', '?')}, {vector})"
+
+
 def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: dict) -> None:
-    """Record the thread settings next to pytest-benchmark's machine info (``report.py`` prints them)."""
+    """Record the thread settings and the CPU's name next to pytest-benchmark's machine info (``report.py``
+    prints them)."""
+    machine_info["smcs_cpu"] = f"{cpu_name()}, {os.cpu_count()} logical cores"
     info = dict(_THREAD_INFO)
     try:
         info["numba"] = f"{numba.get_num_threads()} ({numba.threading_layer()} layer)"

@@ -42,6 +42,7 @@ class Result:
     competitor: str
     n: int
     d: int
+    kind: str
     median_s: float
     iqr_s: float
     rounds: int
@@ -64,6 +65,7 @@ def load(path: Path) -> tuple[list[Result], dict]:
                 competitor=info["competitor"],
                 n=int(info["n"]),
                 d=int(info["d"]),
+                kind=info.get("kind", "topics"),
                 median_s=float(stats["median"]),
                 iqr_s=float(stats["iqr"]),
                 rounds=int(stats["rounds"]),
@@ -107,14 +109,14 @@ def route_table(results: list[Result]) -> list[str]:
     """Markdown lines of the main table: median (×floor) per competitor, smcs's speedups."""
     plain = [r for r in results if r.disturbed_by is None]
     names = _ordered_unique(r.competitor for r in plain)  # run order = the benchmark's competitor order
-    by_size: dict[tuple[int, int], dict[str, Result]] = defaultdict(dict)
+    by_size: dict[tuple[int, int, str], dict[str, Result]] = defaultdict(dict)
     for r in plain:
-        by_size[(r.n, r.d)][r.competitor] = r
+        by_size[(r.n, r.d, r.kind)][r.competitor] = r
     speedups = [s for s in SPEEDUP_OVER if s in names]
-    header = ["N", "d", "|I|", *names, *(f"smcs vs {s}" for s in speedups)]
+    header = ["N", "d", "bank", "|I|", *names, *(f"smcs vs {s}" for s in speedups)]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for (n, d), row in sorted(by_size.items()):
-        cells = [size_label(n), str(d), str(next(iter(row.values())).support)]
+    for (n, d, kind), row in sorted(by_size.items()):
+        cells = [size_label(n), str(d), kind, str(next(iter(row.values())).support)]
         for name in names:
             r = row.get(name)
             if r is None:
@@ -136,15 +138,15 @@ def interference_table(results: list[Result]) -> list[str]:
     if not disturbed:
         return []
     pools = _ordered_unique(r.disturbed_by for r in disturbed)
-    alone = {(r.n, r.d): r for r in results if r.competitor == SMCS}
-    after: dict[tuple[int, int], dict[str, Result]] = defaultdict(dict)
+    alone = {(r.n, r.d, r.kind): r for r in results if r.competitor == SMCS}
+    after: dict[tuple[int, int, str], dict[str, Result]] = defaultdict(dict)
     for r in disturbed:
-        after[(r.n, r.d)][r.disturbed_by] = r
-    header = ["N", "d", "smcs alone", *(f"after {p}" for p in pools)]
+        after[(r.n, r.d, r.kind)][r.disturbed_by] = r
+    header = ["N", "d", "bank", "smcs alone", *(f"after {p}" for p in pools)]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for (n, d), row in sorted(after.items()):
-        base = alone.get((n, d))
-        cells = [size_label(n), str(d), fmt_time(base.median_s) if base else "–"]
+    for (n, d, kind), row in sorted(after.items()):
+        base = alone.get((n, d, kind))
+        cells = [size_label(n), str(d), kind, fmt_time(base.median_s) if base else "–"]
         for p in pools:
             r = row.get(p)
             ratio = _ratio(r.median_s if r else None, base.median_s if base else None)
@@ -240,26 +242,29 @@ def answer_table(path: Path) -> list[str]:
 
 
 def paired_table(path: Path) -> list[str]:
-    """Markdown lines for ``test_route_paired.py``: per bank size, the interleaved medians and the median
-    per-round ratios (smcs over its floors, numpy and faiss over smcs)."""
-    rows = [
-        bench["extra_info"]
-        for bench in json.loads(path.read_text()).get("benchmarks", [])
-        if bench.get("extra_info", {}).get("paired")
-    ]
+    """Markdown lines for ``test_route_paired.py``: per bank, the interleaved medians and the median per-round
+    ratios (smcs, its unordered decision and the router over their floors, numpy and faiss over them), under
+    a line naming the CPU."""
+    data = json.loads(path.read_text())
+    rows = [bench["extra_info"] for bench in data.get("benchmarks", []) if bench.get("extra_info", {}).get("paired")]
     if not rows:
         return []
     names = _ordered_unique(name for info in rows for name in info["medians_s"])
     ratios = _ordered_unique(key for info in rows for key in info["ratios"])
     block = rows[0]["block_s"]
+    machine = data.get("machine_info", {})
+    foreign = machine.get("smcs_foreign_cpu_share")
+    busy = "" if foreign is None else f" Other processes used {foreign:.0%} of the machine's CPU time during the run."
     lines = [
         f"### Interleaved (competitors take turns in {block:g} s blocks; medians, then the median of each round's ratio)",
         "",
-        "| N | d | |I| | rounds | " + " | ".join(names) + " | " + " | ".join(r.replace("/", " ÷ ") for r in ratios) + " |",
-        "|" + "---|" * (len(names) + len(ratios) + 4),
+        f"CPU: {machine.get('smcs_cpu', '?')}.{busy}",
+        "",
+        "| N | d | bank | |I| | rounds | " + " | ".join(names) + " | " + " | ".join(r.replace("/", " ÷ ") for r in ratios) + " |",
+        "|" + "---|" * (len(names) + len(ratios) + 5),
     ]
-    for info in sorted(rows, key=lambda i: (i["n"], i["d"])):
-        cells = [size_label(info["n"]), str(info["d"]), str(info["support"]), str(info["rounds"])]
+    for info in sorted(rows, key=lambda i: (i["n"], i["d"], i.get("kind", "topics"))):
+        cells = [size_label(info["n"]), str(info["d"]), info.get("kind", "topics"), str(info["support"]), str(info["rounds"])]
         cells += [fmt_time(info["medians_s"][name]) if name in info["medians_s"] else "–" for name in names]
         cells += [fmt_ratio(math.nan if info["ratios"].get(r) is None else info["ratios"][r]) for r in ratios]
         lines.append("| " + " | ".join(cells) + " |")
@@ -273,24 +278,25 @@ BATCH_BASELINE = "smcs-route-x8"
 def batch_table(path: Path) -> list[str]:
     """Markdown lines for ``test_route_batch.py``: per bank size, each competitor's median time per query,
     then its batch's median over the floor and over ``BATCH_BASELINE``."""
-    rows: dict[tuple[int, int], dict[str, tuple[float, int]]] = defaultdict(dict)
+    rows: dict[tuple[int, int, str], dict[str, tuple[float, int]]] = defaultdict(dict)
     for bench in json.loads(path.read_text()).get("benchmarks", []):
         info = bench.get("extra_info", {})
         if "batch_competitor" in info:
-            rows[(info["n"], info["d"])][info["batch_competitor"]] = (bench["stats"]["median"], info["batch"])
+            key = (info["n"], info["d"], info.get("kind", "topics"))
+            rows[key][info["batch_competitor"]] = (bench["stats"]["median"], info["batch"])
     if not rows:
         return []
     names = _ordered_unique(name for row in rows.values() for name in row)
     lines = [
         "### Batched routes (median per query; batch ×floor, ×eight smcs routes)",
         "",
-        "| N | d | " + " | ".join(names) + " |",
-        "|" + "---|" * (len(names) + 2),
+        "| N | d | bank | " + " | ".join(names) + " |",
+        "|" + "---|" * (len(names) + 3),
     ]
-    for (n, d), row in sorted(rows.items()):
+    for (n, d, kind), row in sorted(rows.items()):
         floor = row.get("floor", (math.nan, 1))[0]
         singles = row.get(BATCH_BASELINE, (math.nan, 1))[0]
-        cells = [size_label(n), str(d)]
+        cells = [size_label(n), str(d), kind]
         for name in names:
             if name not in row:
                 cells.append("–")

@@ -43,6 +43,7 @@ def test_route(benchmark, bank: Bank, expected: Expected, threads: int, name: st
         competitor=name,
         n=bank.size.n,
         d=bank.size.d,
+        kind=bank.size.kind,
         threads=competitor.threads or threads,
         floor=competitor.floor,
         support=int(expected.route.rows.size),

@@ -23,7 +23,6 @@ from bench_data import (
     expected_route,
     faiss,
     floor_pass,
-    ordered,
     perturbed_rows,
     votes_and_top,
 )
@@ -42,9 +41,10 @@ def _queries(bank: Bank) -> np.ndarray:
 
 def _smcs_many(bank: Bank, queries: np.ndarray) -> BatchFn:
     e, m = bank.embeddings, bank.capability
+    bits = sk.correct_bits(m)  # once per bank, as the router does
 
     def run() -> list[Route]:
-        found = sk.route_many(e, queries, m, [N_BASE] * BATCH, [GAMMA] * BATCH)
+        found = sk.route_many(e, queries, m, [N_BASE] * BATCH, [GAMMA] * BATCH, correct_bits=bits)
         return [Route(rows, sims, sk.top_k(votes, TOP_K)) for rows, sims, votes in found]
 
     return run
@@ -52,11 +52,12 @@ def _smcs_many(bank: Bank, queries: np.ndarray) -> BatchFn:
 
 def _smcs_singles(bank: Bank, queries: np.ndarray) -> BatchFn:
     e, m = bank.embeddings, bank.capability
+    bits = sk.correct_bits(m)
 
     def run() -> list[Route]:
         out = []
         for q in queries:
-            rows, sims, votes = sk.route(e, q, m, N_BASE, GAMMA)
+            rows, sims, votes = sk.route(e, q, m, N_BASE, GAMMA, correct_bits=bits)
             out.append(Route(rows, sims, sk.top_k(votes, TOP_K)))
         return out
 
@@ -64,7 +65,7 @@ def _smcs_singles(bank: Bank, queries: np.ndarray) -> BatchFn:
 
 
 def _numpy_gemm(bank: Bank, queries: np.ndarray) -> BatchFn:
-    """One BLAS gemm for all the queries, then per query: clip, partition for max_k, mask, sort, vote."""
+    """One BLAS gemm for all the queries, then per query: clip, partition for max_k, mask, vote."""
     e, m = bank.embeddings, bank.capability
     n = e.shape[0]
     pos = n - min(N_BASE, n)
@@ -75,7 +76,7 @@ def _numpy_gemm(bank: Bank, queries: np.ndarray) -> BatchFn:
         for s in all_sims:
             threshold = np.float64(GAMMA) * np.float64(np.partition(s, pos)[pos])
             rows = np.flatnonzero(s >= threshold)
-            rows, sims = ordered(rows, s[rows])
+            sims = s[rows]
             out.append(Route(rows, sims, votes_and_top(m, rows, sims)))
         return out
 
@@ -101,7 +102,7 @@ def _faiss_flat(bank: Bank, queries: np.ndarray) -> BatchFn:
             _, sims, rows = index.range_search(q[None, :], radius)
             np.maximum(sims, np.float32(0.0), out=sims)
             keep = sims >= threshold
-            rows, sims = ordered(rows[keep], sims[keep])
+            rows, sims = rows[keep], sims[keep]
             out.append(Route(rows, sims, votes_and_top(m, rows, sims)))
         return out
 
@@ -129,5 +130,7 @@ def test_route_batch(benchmark, bank: Bank, threads: int, name: str) -> None:
         for q, got in zip(queries, result):  # type: ignore[call-overload]
             check_route(name, expected_route(Bank(bank.size, bank.embeddings, bank.capability, q)), got)
     benchmark.group = f"route x{BATCH} {bank.size.label}"
-    benchmark.extra_info.update(batch_competitor=name, batch=BATCH, n=bank.size.n, d=bank.size.d, threads=threads)
+    benchmark.extra_info.update(
+        batch_competitor=name, batch=BATCH, n=bank.size.n, d=bank.size.d, kind=bank.size.kind, threads=threads
+    )
     benchmark(run)

@@ -1,9 +1,10 @@
-"""Interleaved route timings: smcs, numpy, faiss and the floor called in turn, ratios taken round by round.
+"""Interleaved route timings: smcs, the router, numpy, faiss and the floor called in turn, ratios taken round
+by round.
 
 ``test_route.py`` times each competitor's rounds back to back, as pytest-benchmark does, so two of its
 medians are taken up to a minute apart. On a shared machine the memory bandwidth and the CPU share drift
-over such spans: the same floor pass over 1e5 × 384 measured 3.0 ms in one run and 4.6 ms in the next,
-which moves a "×floor" ratio by half. Here the competitors take turns in short blocks, in an order
+over such spans, enough to move a "×floor" ratio by half (measurements: docs/performance.md, "The route
+kernel"). Here the competitors take turns in short blocks, in an order
 rotated each round, and each ratio is the median over rounds of that round's quotient: a drift slower
 than a round cancels out. A block, not a single call, is the unit because the libraries' thread pools
 disturb each other: OpenBLAS's threads keep spinning after a numpy call, so a numba scan right after
@@ -13,27 +14,34 @@ previous competitor's pool has gone quiet. ``report.py`` prints these ratios in 
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
 from collections.abc import Callable
 
 from bench_data import COMPETITORS, Bank, Expected, checked_run, faiss
 
-PAIRED = ("smcs", "smcs-1thread", "numpy", "faiss-flat", "floor", "floor-1thread")
+PAIRED = ("smcs", "smcs-unordered", "router", "smcs-1thread", "numpy", "faiss-flat", "floor", "floor-1thread")
 """The competitors of ``bench_data.COMPETITORS`` called in each round."""
 RATIOS = (
     ("smcs", "floor"),
+    ("smcs-unordered", "floor"),
+    ("router", "floor"),
     ("smcs-1thread", "floor-1thread"),
     ("numpy", "smcs"),
+    ("numpy", "smcs-unordered"),
+    ("numpy", "router"),
     ("faiss-flat", "smcs"),
 )
-"""(numerator, denominator) pairs reported: smcs over its floors, then the baselines over smcs."""
+"""(numerator, denominator) pairs reported: smcs, its unordered decision and the router over their floors,
+then the baselines over them."""
 BLOCK_S = 0.25
 """Wall time of one competitor's block in a round."""
 BLOCK_CALLS = 4
 """Fewest calls in a block, however long they take."""
-ROUNDS = 5
-"""Rounds per bank size: each competitor runs ``ROUNDS`` blocks."""
+ROUNDS = int(os.environ.get("SMCS_PAIRED_ROUNDS", "5"))
+"""Rounds per bank: each competitor runs ``ROUNDS`` blocks (``SMCS_PAIRED_ROUNDS`` overrides it: more rounds
+narrow the ratios on a machine other processes share)."""
 
 
 def _runs(bank: Bank, expected: Expected) -> dict[str, Callable[[], object]]:
@@ -81,10 +89,12 @@ def test_route_paired(benchmark, bank: Bank, expected: Expected, threads: int) -
         paired=True,
         n=bank.size.n,
         d=bank.size.d,
+        kind=bank.size.kind,
         threads=threads,
         support=int(expected.route.rows.size),
         rounds=rounds,
         block_s=BLOCK_S,
         medians_s={name: statistics.median(t) for name, t in times.items()},
+        rounds_s=times,
         ratios={f"{top}/{bottom}": _paired_ratio(times, top, bottom) for top, bottom in RATIOS},
     )

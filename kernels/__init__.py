@@ -1,7 +1,7 @@
 """The compiled scoring core of SMCS: pure Numba functions over numpy arrays, no I/O.
 
 Every public kernel has a plain-numpy twin in ``smcs.kernels.reference`` (the executable spec); the
-docstrings carry the paper's equations (DESIGN.md §3).
+docstrings carry the paper's equations (docs/design.md, The algorithm).
 """
 
 import os
@@ -24,13 +24,14 @@ def configure_threads() -> None:
 
 from .evaluation import oca_mca, pairwise_ranking_score
 from .quantized import QuantizedBank, quantize_rows, route_quantized, route_quantized_stats
-from .retrieval import prior_vote, route, route_many, route_rows, similarities, support_set, top_k
+from .retrieval import correct_bits, prior_vote, route, route_many, route_rows, similarities, support_set, top_k
 from .sampling import draw_subsets, drop_distribution, sample_subsets, subset_uniforms
 from .scoring import hybrid_scores, mean_pairwise_similarity, perplexity, select_best
 
 __all__ = [
     "QuantizedBank",
     "configure_threads",
+    "correct_bits",
     "draw_subsets",
     "drop_distribution",
     "hybrid_scores",

@@ -25,7 +25,7 @@ def float_matrix(name: str, a: object, dtype: type = np.float32) -> np.ndarray:
 def float_vector(name: str, a: object, dtype: type = np.float64, length: int | None = None) -> np.ndarray:
     """Return ``a`` as a C-contiguous 1-D array of ``dtype``, optionally of an exact length."""
     if type(a) is np.ndarray and a.dtype == dtype and a.ndim == 1 and a.flags.c_contiguous:
-        if length is not None and a.shape[0] != length:  # the hot path's vectors: a few µs of numpy checks saved
+        if length is not None and a.shape[0] != length:  # the hot path's vectors skip numpy's generic checks
             raise ValueError(f"{name} must have length {length}, got {a.shape[0]}")
         return a
     arr = np.asarray(a)
@@ -67,7 +67,7 @@ def capability_matrix(name: str, m: object, n_questions: int) -> np.ndarray:
         raise ValueError(f"{name} must be a 2-D array (models x questions), got shape {arr.shape}")
     if arr.shape[1] != n_questions:
         raise ValueError(f"{name} has {arr.shape[1]} columns but there are {n_questions} questions")
-    if arr.dtype == np.int8 and arr.flags.c_contiguous:  # a bank's own matrix: ~0.6 µs of dtype checks saved
+    if arr.dtype == np.int8 and arr.flags.c_contiguous:  # a bank's own matrix skips the dtype checks below
         return arr
     if not np.issubdtype(arr.dtype, np.integer):
         raise ValueError(f"{name} must be an integer array of -1/0/1, got dtype {arr.dtype}")

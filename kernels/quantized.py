@@ -5,10 +5,10 @@ stored a second time as int8 codes with its own scale, and a query is answered i
 
 1. *Bound pass*, the only O(N·d) work, over the int8 codes (d bytes a row instead of 4d): an approximate
    similarity and a rigorous lower and upper bound on the exact kernel's Ŝ_i for every row.
-2. *Re-score*: the exact float32 similarity of only the rows that the bounds cannot rule out, gathered
-   into a small matrix and scanned by ``retrieval._scan_serial`` / ``_scan_parallel`` — the exact
-   kernel's own compiled functions on the same argument types, hence the same instructions and the same
-   bits — then the exact selection, support set and votes of Eqs (3)–(4), again the exact kernel's code.
+2. *Re-score*: the exact float32 similarity of only the rows that the bounds cannot rule out, scanned by
+   ``retrieval._scan`` over those rows — the exact kernel's own compiled function, hence the same
+   instructions and the same bits — then the exact selection, support set and votes of Eqs (3)–(4),
+   again the exact kernel's code.
 
 The result is not an approximation: it equals ``retrieval.route`` bit for bit (same rows in the same order,
 same float32 similarities, same votes). Quantisation only decides how many rows are re-scored.
@@ -57,21 +57,7 @@ import numpy as np
 from numba import njit, prange
 
 from . import _checks
-from .retrieval import (
-    N_BINS,
-    _bank_arrays,
-    _count_bins,
-    _kth_largest,
-    _merged,
-    _prior_vote,
-    _query,
-    _route_parallel,
-    _route_serial,
-    _scan_parallel,
-    _scan_serial,
-    _support,
-    _threads,
-)
+from .retrieval import N_BINS, _bank_arrays, _bits, _count_bins, _kth_largest, _query, _route, _threads
 
 MAX_DIM = 131072
 """Largest embedding dimension: d·127² < 2^31, so the int32 accumulator of ẽ·q̃ cannot overflow."""
@@ -222,7 +208,7 @@ def _quantize_chunks(embeddings, codes, scales, resid, cnorms, finite):
 
     Every ``parallel=True`` function here holds only its ``prange`` loop: the callers allocate and
     reduce, since numba makes each allocation or reduction inside such a function a parallel region of
-    its own, and each region wakes the sleeping workers again (``retrieval._scan_parallel``).
+    its own, and each region wakes the sleeping workers again (``retrieval._scan``).
     """
     n = embeddings.shape[0]
     n_chunks = finite.shape[0]
@@ -256,7 +242,8 @@ def _int_dots(codes, q16, start, stop, out):
 
     The explicit int32 casts keep the loop in 32-bit lanes (the int16 query and the sign-extended codes
     multiply-add pairwise into int32). Each step takes one element from each half of the row: two
-    independent streams per row keep more loads in flight than one (measured ~25% faster).
+    independent streams per row keep more loads in flight than one (measurements: docs/performance.md,
+    "Kernel details").
     """
     d = q16.shape[0]
     h = d // 2
@@ -326,7 +313,7 @@ def _bounds(codes, scales, resid, cnorms, query, n_chunks):
         return lo, hi, hist
     hists = np.zeros((n_chunks, N_BINS), dtype=np.int64)
     _bounds_chunks(codes, scales, resid, cnorms, q16, s_q, r_q, q_norm, q_mag, tau, eta, lo, hi, hists)
-    return lo, hi, _merged(hists)
+    return lo, hi, hists.sum(axis=0)
 
 
 @njit(cache=True, nogil=True, parallel=True)
@@ -396,53 +383,28 @@ def _candidates(hi, threshold, n_chunks):
 
 
 @njit(cache=True, nogil=True)
-def _gather_block(embeddings, rows, start, stop, out):
-    d = embeddings.shape[1]
-    for t in range(start, stop):
-        r = rows[t]
-        for j in range(d):
-            out[t, j] = embeddings[r, j]
-
-
-@njit(cache=True, nogil=True, parallel=True)
-def _gather_parallel(embeddings, rows, out, n_chunks):
-    m = rows.shape[0]
-    for c in prange(n_chunks):
-        _gather_block(embeddings, rows, c * m // n_chunks, (c + 1) * m // n_chunks, out)
-
-
-@njit(cache=True, nogil=True)
-def _route_quantized(codes, scales, resid, cnorms, embeddings, query, capability, n_base, gamma, n_chunks):
+def _route_quantized(codes, scales, resid, cnorms, embeddings, query, capability, bits, n_base, gamma, n_chunks, ordered):
     """Both passes; returns (rows, Ŝ of rows, votes, number of rows re-scored in float32).
 
-    n_chunks = 1 keeps every step on the calling thread; above, the bound pass, the candidate scan, the
-    gather and the re-score split the work in n_chunks on numba's pool.
+    n_chunks = 1 keeps every step on the calling thread; above, the bound pass, the candidate scan and
+    the re-score split the work in n_chunks on numba's pool. The re-score is the exact kernel's scan over
+    the candidate rows (``retrieval._route`` with those rows): the same compiled dot products, hence the
+    same Ŝ bits, and the same selection and votes.
     """
     n = codes.shape[0]
     if n == 0:
-        rows, sims, votes = _route_serial(embeddings, query, capability, n_base, gamma)
+        rows, sims, votes = _route(embeddings, None, None, query, capability, bits, n_base, gamma, 1, ordered)
         return rows, sims, votes, 0
     lo, hi, hist = _bounds(codes, scales, resid, cnorms, query, n_chunks)
     lower = _kth_largest(lo, hist, min(n_base, n))  # L ≤ T, the exact k-th largest Ŝ
     cand = _candidates(hi, gamma * np.float64(lower), n_chunks)
     m = cand.shape[0]
     if m > RESCORE_MAX_SHARE * n:
-        if n_chunks == 1:
-            rows, sims, votes = _route_serial(embeddings, query, capability, n_base, gamma)
-        else:
-            rows, sims, votes = _route_parallel(embeddings, query, capability, n_base, gamma, n_chunks)
+        rows, sims, votes = _route(embeddings, None, None, query, capability, bits, n_base, gamma, n_chunks, ordered)
         return rows, sims, votes, n
-    gathered = np.empty((m, embeddings.shape[1]), dtype=np.float32)
     chunks = min(n_chunks, max(1, m // 1024))
-    if chunks == 1:
-        _gather_block(embeddings, cand, 0, m, gathered)
-        sims_c, hist_c = _scan_serial(gathered, query)
-    else:
-        _gather_parallel(embeddings, cand, gathered, chunks)
-        sims_c, hist_c = _scan_parallel(gathered, query, chunks)
-    local, support_sims = _support(sims_c, hist_c, n_base, gamma)
-    rows = cand[local]
-    return rows, support_sims, _prior_vote(capability, rows, support_sims), m
+    rows, sims, votes = _route(embeddings, cand, cand, query, capability, bits, n_base, gamma, chunks, ordered)
+    return rows, sims, votes, m
 
 
 # --- Python wrappers -----------------------------------------------------------------------------------------
@@ -465,7 +427,7 @@ def quantize_rows(embeddings: np.ndarray, threads: int | None = None) -> Quantiz
     _check_dim("embeddings", d)
     threads = _threads(threads, e.nbytes)
     # Allocated by numpy, not inside the kernel: numpy asks for transparent huge pages on large arrays,
-    # and the bound pass streams the codes ~25% faster from them (measured, 1e6×384).
+    # and the bound pass streams the codes faster from them (measurements: docs/performance.md, "Kernel details").
     codes = np.empty((n, d), dtype=np.int8)
     scales, resid, cnorms = (np.empty(n, dtype=np.float32) for _ in range(3))
     if threads == 1 or n < 2:
@@ -505,6 +467,9 @@ def route_quantized_stats(
     n_base: int,
     gamma: float,
     threads: int | None = None,
+    *,
+    correct_bits: np.ndarray | None = None,
+    ordered: bool = True,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
     """``route_quantized`` and the number of rows re-scored in float32 (|C| of Eq (C), or N when the
     exact kernel ran instead)."""
@@ -514,8 +479,9 @@ def route_quantized_stats(
     qb = _quantized_arrays(quantized, n, d)
     q = _query(query, d)
     n_base, gamma = _checks.support_parameters(n_base, gamma)
+    bits = _bits(correct_bits, m)
     threads = _threads(threads, qb.codes.nbytes)
-    rows, sims, votes, rescored = _route_quantized(*qb, e, q, m, n_base, gamma, threads)
+    rows, sims, votes, rescored = _route_quantized(*qb, e, q, m, bits, n_base, gamma, threads, bool(ordered))
     return rows, sims, votes, int(rescored)
 
 
@@ -527,6 +493,9 @@ def route_quantized(
     n_base: int,
     gamma: float,
     threads: int | None = None,
+    *,
+    correct_bits: np.ndarray | None = None,
+    ordered: bool = True,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Eqs (2)–(4) over the int8 bank with an exact float32 re-score: (support rows, their Ŝ, votes V).
 
@@ -534,6 +503,9 @@ def route_quantized(
     bounds (B1)–(B3), candidate set (C)); it reads the int8 ``quantized`` = ``quantize_rows(embeddings)``
     once and the float32 ``embeddings`` only at the candidate rows. ``quantized``, ``embeddings`` and
     ``capability`` are trusted as built and only their shapes and dtypes are checked; the query is fully
-    checked. ``threads`` as in ``route``, counted on the int8 bank's size.
+    checked. ``threads`` as in ``route``, counted on the int8 bank's size; ``correct_bits`` and
+    ``ordered`` as in ``route`` (unordered, the support set comes in ascending row order).
     """
-    return route_quantized_stats(quantized, embeddings, query, capability, n_base, gamma, threads)[:3]
+    return route_quantized_stats(
+        quantized, embeddings, query, capability, n_base, gamma, threads, correct_bits=correct_bits, ordered=ordered
+    )[:3]

@@ -1,6 +1,6 @@
 """Plain-numpy twins of every kernel: the executable specification.
 
-Each function is written straight from the SMCS equations (DESIGN.md §3), favouring clarity over speed.
+Each function is written straight from the SMCS equations (docs/design.md, The algorithm), favouring clarity over speed.
 The compiled kernels must agree with these on every input; the tests hold them to it. Inputs are assumed
 already validated (the compiled kernels' wrappers do that).
 """

@@ -1,6 +1,6 @@
 """Retrieval-based prior selection, Eqs (2)–(5), and the fused route kernel.
 
-Notation (DESIGN.md §3): bank embeddings E ∈ R^{N×d} (float32, rows L2-normalised), capability matrix
+Notation (docs/design.md, The algorithm): bank embeddings E ∈ R^{N×d} (float32, rows L2-normalised), capability matrix
 M ∈ {−1, 0, 1}^{R×N} (int8, −1 = not evaluated), query q ∈ R^d.
 
 The fused kernel makes one pass over E that computes Ŝ_i = max(E_i·q, 0) into an N-float buffer and, on
@@ -12,6 +12,7 @@ work, which is why the kernel runs at the speed of reading the bank once.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numba
@@ -24,9 +25,9 @@ N_BINS = 4096
 """Histogram bins over [0, 1] used to locate the N_base-th largest similarity."""
 
 PARALLEL_MIN_BYTES = 6 << 20
-"""Banks smaller than this are scanned on one thread: below it waking the sleeping workers costs more than
-the second thread saves (measured on the 2-core CI machine: a whole route at 4.4 MiB took 122 µs on one
-thread and 132 µs on two, at 7.3 MiB 191 and 168 µs)."""
+"""Banks smaller than this are scanned on one thread: a parallel scan first wakes numba's sleeping workers,
+a fixed cost that the second thread's share of a small bank does not win back; above this size it does
+(measurements: docs/performance.md, "Threads on a small machine")."""
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -43,9 +44,8 @@ def _clipped_dots(embeddings, i, k, query):
     Every scan computes every Ŝ here (a row left over is paired with itself), so all of them give the
     same bits for a row: both sums sit in one vectorised loop, with the same vector width, interleave
     and final reduction. Each q_j is loaded once for two rows, which is what bounds a scan of a bank in
-    cache; the scans pair rows half a chunk apart, as two rows side by side read at half speed from DRAM
-    on the Zen 4 CI machine. Measured there (one thread, 1000 × 1024: 64 → 53 µs; two threads, 10,000 ×
-    384: 261 → 190 µs; from DRAM within ±2 %).
+    cache; the scans pair rows half a chunk apart, as two rows side by side read from DRAM at a fraction
+    of the speed of one (measurements: docs/performance.md, "Kernel details").
     """
     a = np.float32(0.0)
     b = np.float32(0.0)
@@ -62,147 +62,99 @@ def _count_bins(sims, start, stop, hist):
 
     A pass of its own after the dot products, not one increment per dot: the increments' loads and
     stores held back the overlap of one row's dot product with the next, and re-reading the chunk's
-    similarities from L1/L2 is cheaper (measured on the 2-core CI machine, one thread: a 1000 × 1024 scan
-    69 → 55 µs, 10,000 × 384 323 → 255 µs; no change once the bank comes from DRAM).
+    similarities from L1/L2 is cheaper; a bank read from DRAM does not notice either way (measurements:
+    docs/performance.md, "Kernel details").
     """
     for i in range(start, stop):
         hist[_bin_of(sims[i])] += 1
 
 
 @njit(cache=True, nogil=True, fastmath=True)
-def _scan_block(embeddings, query, start, stop, out, hist):
-    """Ŝ_i for rows [start, stop) into ``out``, counted into ``hist``."""
+def _scan_block(embeddings, rows, queries, start, stop, sims, hists):
+    """Eq (2) for positions [start, stop) and every query: ``sims[b, t] = max(E_i·q_b, 0)`` with i =
+    ``rows[t]`` (t itself when ``rows`` is None), each query's block counted into ``hists[b]``.
+
+    Positions are taken in pairs half the block apart (``_clipped_dots``); each pair of rows is read from
+    memory once and dotted with every query while it sits in L1, so B queries cost one read of the rows.
+    ``rows is None`` is settled when numba compiles the call, so a scan of the whole bank reads no index.
+    A lone query (a route) takes a loop of its own, with its vector and output row out of the pair loop:
+    the loop over queries slowed a single query's scan of a bank in cache (measurements:
+    docs/performance.md, "Kernel details"). Both loops compute each Ŝ with the same ``_clipped_dots``, so
+    they give the same bits.
+    """
     h = (stop - start) // 2
-    for i in range(start, start + h):
-        a, b = _clipped_dots(embeddings, i, i + h, query)
-        out[i] = a
-        out[i + h] = b
+    n_queries = queries.shape[0]
+    if n_queries == 1:
+        query = queries[0]
+        out = sims[0]
+        for t in range(start, start + h):
+            if rows is None:
+                i = t
+                k = t + h
+            else:
+                i = rows[t]
+                k = rows[t + h]
+            x, y = _clipped_dots(embeddings, i, k, query)
+            out[t] = x
+            out[t + h] = y
+    else:
+        for t in range(start, start + h):
+            if rows is None:
+                i = t
+                k = t + h
+            else:
+                i = rows[t]
+                k = rows[t + h]
+            for b in range(n_queries):
+                x, y = _clipped_dots(embeddings, i, k, queries[b])
+                sims[b, t] = x
+                sims[b, t + h] = y
     if (stop - start) % 2:
-        out[stop - 1] = _clipped_dots(embeddings, stop - 1, stop - 1, query)[0]
-    _count_bins(out, start, stop, hist)
+        last = stop - 1
+        if rows is not None:
+            last = rows[stop - 1]
+        for b in range(n_queries):
+            sims[b, stop - 1] = _clipped_dots(embeddings, last, last, queries[b])[0]
+    for b in range(n_queries):
+        _count_bins(sims[b], start, stop, hists[b])
 
 
-@njit(cache=True, nogil=True, fastmath=True)
-def _scan_rows_block(embeddings, rows, query, start, stop, out, hist):
-    """Ŝ of bank rows ``rows[start:stop]`` into ``out[start:stop]``, counted into ``hist``."""
-    h = (stop - start) // 2
-    for t in range(start, start + h):
-        a, b = _clipped_dots(embeddings, rows[t], rows[t + h], query)
-        out[t] = a
-        out[t + h] = b
-    if (stop - start) % 2:
-        out[stop - 1] = _clipped_dots(embeddings, rows[stop - 1], rows[stop - 1], query)[0]
-    _count_bins(out, start, stop, hist)
-
-
-@njit(cache=True, nogil=True, fastmath=True)
-def _scan_many_block(embeddings, queries, start, stop, out, hists):
-    """Ŝ of rows [start, stop) against every query (``out[b, i]``, counted into ``hists[b]``): each pair of
-    rows is read from memory once and dotted with all the queries while it sits in L1."""
-    h = (stop - start) // 2
-    for i in range(start, start + h):
-        for b in range(queries.shape[0]):
-            x, y = _clipped_dots(embeddings, i, i + h, queries[b])
-            out[b, i] = x
-            out[b, i + h] = y
-    if (stop - start) % 2:
-        for b in range(queries.shape[0]):
-            out[b, stop - 1] = _clipped_dots(embeddings, stop - 1, stop - 1, queries[b])[0]
-    for b in range(queries.shape[0]):
-        _count_bins(out[b], start, stop, hists[b])
+@njit(cache=True, nogil=True, parallel=True)
+def _scan_chunks(embeddings, rows, queries, sims, hists):
+    """``_scan_block`` over ``len(hists)`` chunks of positions on numba's pool, chunk c counted into
+    ``hists[c]``: the one parallel region of a parallel scan (see ``_scan``)."""
+    n = sims.shape[1]
+    n_chunks = hists.shape[0]
+    for c in prange(n_chunks):
+        _scan_block(embeddings, rows, queries, c * n // n_chunks, (c + 1) * n // n_chunks, sims, hists[c])
 
 
 @njit(cache=True, nogil=True)
-def _scan_many(embeddings, queries, n_chunks):
-    """(Ŝ of every row for each query, B × N; their histograms, B × N_BINS); n_chunks = 1 scans on the
-    calling thread, more in that many row chunks on numba's pool."""
-    n = embeddings.shape[0]
+def _scan(embeddings, rows, queries, n_chunks):
+    """Eq (2) for the B rows of ``queries`` over the bank rows ``rows``, in that order (None: every row):
+    (Ŝ, B × n; their histograms, B × N_BINS). ``n_chunks`` = 1 scans on the calling thread, more in that
+    many chunks on numba's pool.
+
+    This driver is not itself ``parallel=True``: there numba makes every allocation and reduction a
+    parallel region of its own, and each region wakes the sleeping workers (``OMP_WAIT_POLICY=PASSIVE``)
+    again. Allocating and merging here leaves one region, one wake-up, per scan; the merge is a plain
+    loop, as numba's ``sum(axis=0)`` costs a small bank's scan more (measurements: docs/performance.md,
+    "Kernel details").
+    """
+    n = embeddings.shape[0] if rows is None else rows.shape[0]
     n_queries = queries.shape[0]
     sims = np.empty((n_queries, n), dtype=np.float32)
     if n_chunks == 1:
         hist = np.zeros((n_queries, N_BINS), dtype=np.int64)
-        _scan_many_block(embeddings, queries, 0, n, sims, hist)
+        _scan_block(embeddings, rows, queries, 0, n, sims, hist)
         return sims, hist
     hists = np.zeros((n_chunks, n_queries, N_BINS), dtype=np.int64)
-    _scan_many_parallel(embeddings, queries, sims, hists)
-    return sims, hists.sum(axis=0)
-
-
-@njit(cache=True, nogil=True, parallel=True)
-def _scan_many_parallel(embeddings, queries, sims, hists):
-    n = embeddings.shape[0]
-    n_chunks = hists.shape[0]
-    for c in prange(n_chunks):
-        _scan_many_block(embeddings, queries, c * n // n_chunks, (c + 1) * n // n_chunks, sims, hists[c])
-
-
-@njit(cache=True, nogil=True)
-def _scan_serial(embeddings, query):
-    n = embeddings.shape[0]
-    sims = np.empty(n, dtype=np.float32)
-    hist = np.zeros(N_BINS, dtype=np.int64)
-    _scan_block(embeddings, query, 0, n, sims, hist)
-    return sims, hist
-
-
-@njit(cache=True, nogil=True, parallel=True)
-def _scan_chunks(embeddings, query, sims, hists):
-    """Ŝ of every row into ``sims``, in ``len(hists)`` row chunks on numba's pool, chunk c counted into
-    ``hists[c]``: the one parallel region of a scan (see ``_scan_parallel``)."""
-    n = embeddings.shape[0]
-    n_chunks = hists.shape[0]
-    for c in prange(n_chunks):
-        _scan_block(embeddings, query, c * n // n_chunks, (c + 1) * n // n_chunks, sims, hists[c])
-
-
-@njit(cache=True, nogil=True, parallel=True)
-def _scan_rows_chunks(embeddings, rows, query, sims, hists):
-    """``_scan_chunks`` over the bank rows ``rows`` (in that order)."""
-    n = rows.shape[0]
-    n_chunks = hists.shape[0]
-    for c in prange(n_chunks):
-        _scan_rows_block(embeddings, rows, query, c * n // n_chunks, (c + 1) * n // n_chunks, sims, hists[c])
-
-
-@njit(cache=True, nogil=True)
-def _merged(hists):
-    """The histogram of all chunks: the sum of the rows of ``hists``."""
-    hist = np.zeros(hists.shape[1], dtype=np.int64)
-    for c in range(hists.shape[0]):
-        for b in range(hists.shape[1]):
-            hist[b] += hists[c, b]
-    return hist
-
-
-@njit(cache=True, nogil=True)
-def _scan_parallel(embeddings, query, n_chunks):
-    """(Ŝ of every row, their histogram), scanned in ``n_chunks`` chunks on numba's pool.
-
-    Not itself ``parallel=True``: there, numba turns each array allocation and reduction into a parallel
-    region of its own, and with sleeping workers (``OMP_WAIT_POLICY=PASSIVE``) every region pays their
-    wake-up again (≈ 45 µs each on the 2-core CI machine). Allocating and merging here leaves one region
-    per scan, which took the parallel scan of a 1000 × 384 bank from 139 to 65 µs.
-    """
-    sims = np.empty(embeddings.shape[0], dtype=np.float32)
-    hists = np.zeros((n_chunks, N_BINS), dtype=np.int64)
-    _scan_chunks(embeddings, query, sims, hists)
-    return sims, _merged(hists)
-
-
-@njit(cache=True, nogil=True)
-def _scan_rows(embeddings, rows, query, n_chunks):
-    """Ŝ of the bank rows ``rows`` (in that order) and their histogram, in ``n_chunks`` parallel chunks."""
-    sims = np.empty(rows.shape[0], dtype=np.float32)
-    hists = np.zeros((n_chunks, N_BINS), dtype=np.int64)
-    _scan_rows_chunks(embeddings, rows, query, sims, hists)
-    return sims, _merged(hists)
-
-
-@njit(cache=True, nogil=True)
-def _scan_rows_serial(embeddings, rows, query):
-    sims = np.empty(rows.shape[0], dtype=np.float32)
-    hist = np.zeros(N_BINS, dtype=np.int64)
-    _scan_rows_block(embeddings, rows, query, 0, rows.shape[0], sims, hist)
+    _scan_chunks(embeddings, rows, queries, sims, hists)
+    hist = hists[0].copy()
+    for c in range(1, n_chunks):
+        for b in range(n_queries):
+            for k in range(N_BINS):
+                hist[b, k] += hists[c, b, k]
     return sims, hist
 
 
@@ -233,30 +185,143 @@ def _kth_largest(sims, hist, k):
 
 @njit(cache=True, nogil=True)
 def _support(sims, hist, n_base, gamma):
-    """Eq (3): rows with Ŝ_i ≥ γ·max_{N_base}(Ŝ), most similar first, ties to the lower row."""
+    """Eq (3) in position order: (the positions t with Ŝ_t ≥ γ·max_{N_base}(Ŝ), ascending; their Ŝ).
+
+    The threshold is formed in float64. The pass over Ŝ has no data-dependent branch: every position is
+    written and the test only decides whether the write cursor moves on, so a support set holding any
+    share of the bank costs no mispredicted branches.
+    """
     n = sims.shape[0]
     if n == 0:
         return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float32)
     threshold = gamma * np.float64(_kth_largest(sims, hist, min(n_base, n)))
-    # one int64 key per support row that sorts ascending as (Ŝ descending, row ascending): a non-negative
-    # float32's bits read as int32 grow with its value (the sign bit cleared turns a −0.0 into +0.0), and
-    # the row (< 2^32) fills the low 32 bits; built in the threshold pass, one integer sort, one decode
-    bits = sims.view(np.int32)
-    keys = np.empty(n, dtype=np.int64)
+    positions = np.empty(n, dtype=np.int64)
     c = 0
-    for i in range(n):
-        if sims[i] >= threshold:
-            keys[c] = ((np.int64(0x7FFFFFFF) - np.int64(bits[i] & np.int32(0x7FFFFFFF))) << 32) | i
-            c += 1
-    keys = keys[:c]
-    keys.sort()
-    rows = np.empty(c, dtype=np.int64)
-    support_sims = np.empty(c, dtype=np.float32)
-    for t in range(c):
-        row = keys[t] & np.int64(0xFFFFFFFF)
-        rows[t] = row
-        support_sims[t] = sims[row]
-    return rows, support_sims
+    for t in range(n):
+        positions[c] = t
+        c += np.int64(sims[t] >= threshold)
+    positions = positions[:c].copy()
+    return positions, sims[positions]
+
+
+@njit(cache=True, nogil=True)
+def _radix_sorted(keys, top):
+    """``keys`` (value·2^32 + position, values in [0, ``top``] below 2^31, fewer than 2^32 keys) sorted by
+    value, equal values keeping their order (``keys`` may be reused as scratch).
+
+    An LSD radix sort, a digit of ⌈log2(len)⌉ bits (4 to 11) a pass and only as many passes as ``top`` has
+    digits: a support set of any size is ordered in a few linear passes, where a comparison sort grows as
+    |I|·log|I| and dominated a route whose support set holds a large share of the bank; on a few hundred
+    keys the two cost the same (measurements: docs/performance.md, "Kernel details").
+    """
+    m = keys.shape[0]
+    width = 4
+    while width < 11 and (np.int64(1) << width) < m:
+        width += 1
+    mask = (np.int64(1) << width) - 1
+    count = np.empty(np.int64(1) << width, dtype=np.int64)
+    other = np.empty(m, dtype=np.int64)
+    shift = 32
+    while (top >> (shift - 32)) > 0:
+        count[:] = 0
+        for t in range(m):
+            count[(keys[t] >> shift) & mask] += 1
+        total = np.int64(0)
+        for b in range(count.shape[0]):
+            n_b = count[b]
+            count[b] = total
+            total += n_b
+        for t in range(m):
+            b = (keys[t] >> shift) & mask
+            other[count[b]] = keys[t]
+            count[b] += 1
+        keys, other = other, keys
+        shift += width
+    return keys
+
+
+@njit(cache=True, nogil=True)
+def _stable_order(values):
+    """The permutation that sorts ``values`` (non-negative, below 2^31) ascending, equal values keeping
+    their order (``_radix_sorted``)."""
+    m = values.shape[0]
+    keys = np.empty(m, dtype=np.int64)
+    top = np.int64(0)
+    for t in range(m):
+        v = np.int64(values[t])
+        keys[t] = (v << 32) | t
+        top = max(top, v)
+    keys = _radix_sorted(keys, top)
+    for t in range(m):
+        keys[t] &= np.int64(0xFFFFFFFF)
+    return keys
+
+
+@njit(cache=True, nogil=True)
+def _by_similarity(rows, sims):
+    """``rows`` and ``sims`` (Ŝ ≥ 0) stably sorted by Ŝ descending. A non-negative float32's bits read as an
+    integer grow with its value (the sign bit cleared turns a −0.0 into +0.0), so the key is top − bits,
+    top the largest bits, and the least similar row's key tells the sort how many digits to look at."""
+    m = sims.shape[0]
+    bits = sims.view(np.int32)
+    top = np.int32(0)
+    low = np.int32(0x7FFFFFFF)
+    for t in range(m):
+        b = bits[t] & np.int32(0x7FFFFFFF)
+        top = max(top, b)
+        low = min(low, b)
+    keys = np.empty(m, dtype=np.int64)
+    for t in range(m):
+        keys[t] = ((np.int64(top) - np.int64(bits[t] & np.int32(0x7FFFFFFF))) << 32) | t
+    keys = _radix_sorted(keys, np.int64(top) - np.int64(low))
+    out_rows = np.empty(m, dtype=np.int64)
+    out_sims = np.empty(m, dtype=np.float32)
+    for t in range(m):
+        at = keys[t] & np.int64(0xFFFFFFFF)
+        out_rows[t] = rows[at]
+        out_sims[t] = sims[at]
+    return out_rows, out_sims
+
+
+@njit(cache=True, nogil=True)
+def _descending(rows, sims):
+    """The support set (bank rows and their Ŝ) ordered as Eq (3) lists it: Ŝ descending, ties to the lower
+    row. Two stable sorts: by row (skipped when ``rows`` already ascend, as a scan's positions do), then
+    by Ŝ."""
+    for t in range(rows.shape[0] - 1):
+        if rows[t] >= rows[t + 1]:
+            by_row = _stable_order(rows)
+            return _by_similarity(rows[by_row], sims[by_row])
+    return _by_similarity(rows, sims)
+
+
+@njit(cache=True, nogil=True)
+def _exact_in_any_order(sims):
+    """Whether float64 sums of any subset of ``sims`` (float32, ≥ 0), added in any order, are exact, so that
+    Eq (4)'s votes have the same bits whatever the order of the support set.
+
+    Let m be the least positive value and e = max(⌊log2 m⌋, −126): every float32 ≥ m is an integer
+    multiple of u = 2^(e − 23) (a normal x = M·2^(E − 23) with E ≥ e; subnormals are multiples of
+    2^−149). A partial sum of any subset, in any order, is then k·u with 0 ≤ k ≤ n·max/u. When
+    n·max ≤ 2^52·u, k < 2^53, so every partial sum is a float64: each addition is exact and every order
+    gives the exact sum. (n·max is formed in float64, one rounding, which the factor 2 of headroom
+    covers.) Zeros add nothing; an infinite Ŝ fails the test. On a bank of unit rows (Ŝ ≤ 1) a threshold
+    of 1/4 or more passes up to 2^27 support rows; the test fails in practice only when the threshold is
+    near 0 (γ = 0, or N_base beyond the rows with Ŝ > 0) and a tiny Ŝ joins large ones.
+    """
+    bits = sims.view(np.int32)
+    largest = np.float32(0.0)
+    least = np.int32(0x7F800000)  # the bits of +inf, above those of every finite value
+    for t in range(sims.shape[0]):
+        b = bits[t] & np.int32(0x7FFFFFFF)
+        largest = max(largest, sims[t])
+        least = min(least, b if b > 0 else np.int32(0x7F800000))
+    if not np.isfinite(largest):
+        return False
+    if largest == 0:
+        return True
+    e = max(np.int64(least >> 23), np.int64(1)) - 127  # ⌊log2 m⌋ of a normal m: its exponent field − 127
+    return np.float64(sims.shape[0]) * np.float64(largest) <= math.ldexp(1.0, e - 23 + 52)
 
 
 @njit(cache=True, nogil=True)
@@ -274,47 +339,70 @@ def _prior_vote(capability, rows, sims):
 
 
 @njit(cache=True, nogil=True)
-def _select_and_vote(sims, hist, capability, n_base, gamma):
-    """Eqs (3)–(4) from one query's scan: (support rows, their Ŝ, votes)."""
-    rows, support_sims = _support(sims, hist, n_base, gamma)
-    return rows, support_sims, _prior_vote(capability, rows, support_sims)
+def _vote_bits(bits, n_models, rows, sims):
+    """Eq (4) from the question-major bits (``correct_bits``), for a support set whose sums are exact in
+    any order (``_exact_in_any_order``, which also rules out an infinite Ŝ): one read of a row's words
+    per support row instead of R reads N bytes apart, and s·bit instead of a branch, so the R sums
+    vectorise (over a multiple of 4 lanes, so no lane is left to a scalar tail; the models past R have
+    no bits). s·1 = s and s·0 = 0 are exact, and adding a zero changes no sum (each starts at +0)."""
+    lanes = (n_models + 3) & ~3
+    votes = np.zeros(lanes, dtype=np.float64)
+    n_words = bits.shape[1]
+    for t in range(rows.shape[0]):
+        s = np.float64(sims[t])
+        row = rows[t]
+        for w in range(n_words):
+            word = bits[row, w]
+            first = 64 * w
+            for r in range(min(64, lanes - first)):
+                votes[first + r] += s * np.float64((word >> r) & 1)
+    return votes[:n_models].copy()
 
 
 @njit(cache=True, nogil=True)
-def _route_serial(embeddings, query, capability, n_base, gamma):
-    sims, hist = _scan_serial(embeddings, query)
-    return _select_and_vote(sims, hist, capability, n_base, gamma)
+def _select(sims, hist, rows, capability, bits, n_base, gamma, ordered):
+    """Eqs (3)–(4) from one query's scan: (support rows, their Ŝ, votes V).
 
-
-@njit(cache=True, nogil=True)
-def _route_parallel(embeddings, query, capability, n_base, gamma, n_chunks):
-    sims, hist = _scan_parallel(embeddings, query, n_chunks)
-    return _select_and_vote(sims, hist, capability, n_base, gamma)
-
-
-@njit(cache=True, nogil=True)
-def _route_rows(embeddings, rows, labels, query, capability, n_base, gamma, n_chunks):
-    """Eqs (2)–(4) over the rows ``rows`` of ``embeddings`` only; support rows are bank rows (``labels`` of
-    them, or themselves when ``labels`` is empty), ties to the lower bank row."""
-    if n_chunks == 1:
-        sims, hist = _scan_rows_serial(embeddings, rows, query)
-    else:
-        sims, hist = _scan_rows(embeddings, rows, query, n_chunks)
-    local, support_sims = _support(sims, hist, n_base, gamma)
-    support_rows = rows[local]
-    if labels.shape[0] > 0:
-        support_rows = labels[support_rows]
-    # _support orders ties by position in ``rows``; re-order them by bank row: sort by row, then stably by Ŝ
-    by_row = np.argsort(support_rows)
-    support_rows, support_sims = support_rows[by_row], support_sims[by_row]
-    order = np.argsort(-support_sims, kind="mergesort")
-    support_rows, support_sims = support_rows[order], support_sims[order]
+    Position t of ``sims`` is bank row ``rows[t]`` (t itself when ``rows`` is None). ``ordered``: the
+    support set most similar first, ties to the lower bank row, as Eq (3) lists it; otherwise in position
+    order, unsorted. The votes are the same bits either way: when the sums are exact in any order
+    (``_exact_in_any_order``) they stream through ``bits`` (when given) in position order, before any
+    sort; otherwise they run in Eq (3)'s order, which is then sorted for them even when not asked for.
+    """
+    positions, support_sims = _support(sims, hist, n_base, gamma)
+    support_rows = positions if rows is None else rows[positions]
+    exact = _exact_in_any_order(support_sims)
+    if exact and bits is not None:
+        votes = _vote_bits(bits, capability.shape[0], support_rows, support_sims)
+        if ordered:
+            support_rows, support_sims = _descending(support_rows, support_sims)
+        return support_rows, support_sims, votes
+    if ordered or not exact:
+        support_rows, support_sims = _descending(support_rows, support_sims)
     return support_rows, support_sims, _prior_vote(capability, support_rows, support_sims)
+
+
+@njit(cache=True, nogil=True)
+def _route(embeddings, rows, bank_rows, query, capability, bits, n_base, gamma, n_chunks, ordered):
+    """Eqs (2)–(4) for one query over the rows ``rows`` of ``embeddings`` (None: all), which are the bank
+    rows ``bank_rows`` (None: the same numbers): (support rows, their Ŝ, votes)."""
+    sims, hists = _scan(embeddings, rows, query.reshape((1, query.shape[0])), n_chunks)
+    return _select(sims[0], hists[0], bank_rows, capability, bits, n_base, gamma, ordered)
 
 
 @njit(cache=True, nogil=True)
 def _top_k(votes, k):
     return np.argsort(-votes, kind="mergesort")[:k].copy()
+
+
+@njit(cache=True, nogil=True)
+def _pack_correct(capability, bits):
+    for r in range(capability.shape[0]):  # models outer: each pass streams one row of M
+        word = r >> 6
+        bit = np.int64(1) << (r & 63)
+        for i in range(capability.shape[1]):
+            if capability[r, i] == 1:
+                bits[i, word] |= bit
 
 
 def _bank_arrays(embeddings: object, capability: object) -> tuple[np.ndarray, np.ndarray]:
@@ -340,11 +428,44 @@ def _threads(threads: int | None, nbytes: int) -> int:
     return _checks.positive_int("threads", threads)
 
 
+def _bits(bits: np.ndarray | None, capability: np.ndarray) -> np.ndarray | None:
+    """``correct_bits`` after an O(1) check of its shape and type against ``capability`` (R × N); its
+    values are trusted as ``correct_bits(capability)`` built them."""
+    if bits is None:
+        return None
+    n_models, n = capability.shape
+    shape = (n, -(-n_models // 64))
+    if type(bits) is not np.ndarray or bits.dtype is not _INT64 or bits.shape != shape or not bits.flags.c_contiguous:
+        got = f"{bits.dtype} {bits.shape}" if isinstance(bits, np.ndarray) else type(bits).__name__
+        raise ValueError(f"correct_bits must be correct_bits(capability): a C-ordered int64 array of shape {shape}, got {got}")
+    return bits
+
+
+_INT64 = np.dtype(np.int64)
+
+
+def correct_bits(capability: np.ndarray) -> np.ndarray:
+    """The capability matrix M (R × N) by question, bit-packed, for Eq (4)'s vote: word w of row i holds
+    [M_ri = 1] for the models r = 64w … 64w + 63, at bit r − 64w (int64, N × ⌈R/64⌉).
+
+    Built once per bank snapshot (one pass over M) and passed as ``correct_bits`` to ``route``,
+    ``route_many``, ``route_rows`` and ``route_quantized``: their votes then read one word per support
+    row, where M gives R bytes N apart (same votes, bit for bit).
+    """
+    m = np.asarray(capability)
+    if m.ndim != 2:
+        raise ValueError(f"capability must be a 2-D array (models x questions), got shape {m.shape}")
+    m = _checks.capability_matrix("capability", m, m.shape[1])
+    bits = np.zeros((m.shape[1], -(-m.shape[0] // 64)), dtype=np.int64)
+    _pack_correct(m, bits)
+    return bits
+
+
 def similarities(embeddings: np.ndarray, query: np.ndarray) -> np.ndarray:
     """Eq (2): Ŝ = max(E·q, 0) in float32 (the paper's S ∈ [0, 1]: negative cosines clip to 0)."""
     e = _checks.finite("embeddings", _checks.float_matrix("embeddings", embeddings))
     q = _query(query, e.shape[1])
-    return _scan_serial(e, q)[0]
+    return _scan(e, None, q[None, :], 1)[0][0]
 
 
 def support_set(sims: np.ndarray, n_base: int, gamma: float) -> tuple[np.ndarray, np.ndarray]:
@@ -356,11 +477,12 @@ def support_set(sims: np.ndarray, n_base: int, gamma: float) -> tuple[np.ndarray
     if s.size and s.min() < 0:
         raise ValueError("sims must be non-negative (clip negative cosines to 0 first, as Eq (2) does)")
     n_base, gamma = _checks.support_parameters(n_base, gamma)
-    return _support(s, _histogram(s), n_base, gamma)
+    return _descending(*_support(s, _histogram(s), n_base, gamma))
 
 
 def prior_vote(capability: np.ndarray, rows: np.ndarray, sims: np.ndarray) -> np.ndarray:
-    """Eq (4): V = M_I·Ŝ_I over known entries, V_r = Σ_{i ∈ I, M_ri ≠ −1} Ŝ_i·M_ri (float64, length R)."""
+    """Eq (4): V = M_I·Ŝ_I over known entries, V_r = Σ_{i ∈ I, M_ri ≠ −1} Ŝ_i·M_ri (float64, length R),
+    each sum in the order of ``rows``."""
     m = np.asarray(capability)
     if m.ndim != 2:
         raise ValueError(f"capability must be a 2-D array (models x questions), got shape {m.shape}")
@@ -383,6 +505,9 @@ def route(
     n_base: int,
     gamma: float,
     threads: int | None = None,
+    *,
+    correct_bits: np.ndarray | None = None,
+    ordered: bool = True,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Eqs (2)–(4) fused in one pass over the bank: (support rows, their Ŝ, votes V).
 
@@ -390,14 +515,17 @@ def route(
     them and only their shapes are checked; the query is fully checked. ``threads``: None picks one
     thread for banks under ``PARALLEL_MIN_BYTES`` and numba's thread count above; 1 forces the serial
     kernel; n > 1 scans in n chunks on numba's pool.
+
+    ``correct_bits``: ``correct_bits(capability)``, built once per bank snapshot; the vote then streams
+    it (same votes). ``ordered=False`` returns the support set in ascending row order instead of most
+    similar first, and skips the sort that order costs; the votes are the same bits (``_select``).
     """
     e, m = _bank_arrays(embeddings, capability)
     q = _query(query, e.shape[1])
     n_base, gamma = _checks.support_parameters(n_base, gamma)
+    bits = _bits(correct_bits, m)
     threads = _threads(threads, e.nbytes)
-    if threads == 1:
-        return _route_serial(e, q, m, n_base, gamma)
-    return _route_parallel(e, q, m, n_base, gamma, threads)
+    return _route(e, None, None, q, m, bits, n_base, gamma, threads, bool(ordered))
 
 
 def route_many(
@@ -407,6 +535,9 @@ def route_many(
     n_base: Sequence[int],
     gamma: Sequence[float],
     threads: int | None = None,
+    *,
+    correct_bits: np.ndarray | None = None,
+    ordered: bool = True,
 ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """``route`` for B queries in one pass over the bank: element b is ``route(embeddings, queries[b],
     capability, n_base[b], gamma[b])``, bit for bit.
@@ -414,7 +545,8 @@ def route_many(
     Each bank row is read once and dotted with all B queries (rows of ``queries``, B × d), so a batch
     costs one read of the bank plus B × N·d multiply-adds instead of B reads: on a bank that does not
     fit in cache it is several times cheaper than B calls. ``n_base`` and ``gamma`` give each query's
-    Eq (3) parameters (one per query). ``threads`` as in ``route``, sized by the bank's bytes.
+    Eq (3) parameters (one per query). ``threads`` as in ``route``, sized by the bank's bytes;
+    ``correct_bits`` and ``ordered`` as in ``route``.
     """
     e, m = _bank_arrays(embeddings, capability)
     q = _checks.float_matrix("queries", queries, dtype=np.float32)
@@ -426,9 +558,11 @@ def route_many(
     parameters = [_checks.support_parameters(nb, g) for nb, g in zip(n_base, gamma)]
     if q.shape[0] == 0:
         return []
+    bits = _bits(correct_bits, m)
     threads = _threads(threads, e.nbytes)
-    sims, hists = _scan_many(e, q, threads)
-    return [_select_and_vote(sims[b], hists[b], m, nb, g) for b, (nb, g) in enumerate(parameters)]
+    sims, hists = _scan(e, None, q, threads)
+    ordered = bool(ordered)
+    return [_select(sims[b], hists[b], None, m, bits, nb, g, ordered) for b, (nb, g) in enumerate(parameters)]
 
 
 def route_rows(
@@ -440,6 +574,9 @@ def route_rows(
     gamma: float,
     threads: int | None = None,
     labels: np.ndarray | None = None,
+    *,
+    correct_bits: np.ndarray | None = None,
+    ordered: bool = True,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Eqs (2)–(4) over the bank rows ``rows`` only (the approximate mode: the rows of an index's probed
     lists): (support rows, their Ŝ, votes V), as ``route`` over ``embeddings[rows]`` with rows mapped back.
@@ -454,23 +591,22 @@ def route_rows(
     bank, such as an index's list-ordered vectors: row i is bank row ``labels[i]``, for the support rows,
     their ties and the capability columns. It must be a permutation of the bank's rows (as an index
     stores it; not checked here, ``Bank.validate`` does).
+
+    ``correct_bits`` as in ``route``; ``ordered=False`` returns the support set in the order of ``rows``.
     """
     e, m = _bank_arrays(embeddings, capability)
     r = _checks.row_indices("rows", rows, e.shape[0])
     q = _query(query, e.shape[1])
     n_base, gamma = _checks.support_parameters(n_base, gamma)
+    bits = _bits(correct_bits, m)
     threads = _threads(threads, r.shape[0] * e.shape[1] * e.itemsize)
-    return _route_rows(e, r, _labels(labels, e.shape[0]), q, m, n_base, gamma, threads)
+    bank_rows = r if labels is None else _labels(labels, e.shape[0])[r]
+    return _route(e, r, bank_rows, q, m, bits, n_base, gamma, threads, bool(ordered))
 
 
-_NO_LABELS = np.empty(0, dtype=np.int64)
-
-
-def _labels(labels: np.ndarray | None, n_rows: int) -> np.ndarray:
-    """``labels`` as the int64 vector ``_route_rows`` reads (empty: the identity), after its shape check."""
-    if labels is None:
-        return _NO_LABELS
+def _labels(labels: np.ndarray, n_rows: int) -> np.ndarray:
+    """``labels`` as an int64 vector, after its shape check."""
     out = np.asarray(labels)
     if out.shape != (n_rows,) or out.dtype != np.int64:
         raise ValueError(f"labels must be an int64 vector of the {n_rows} embedding rows' bank rows, got {out.dtype} {out.shape}")
-    return np.ascontiguousarray(out)
+    return out
