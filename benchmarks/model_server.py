@@ -1,10 +1,15 @@
-"""Fixed-delay model servers for the Answer benchmark: keep-alive HTTP/1.1, one canned chat completion.
+"""Fixed-delay model servers for the Answer and gateway benchmarks: keep-alive HTTP/1.1, one canned chat
+completion.
 
-``python benchmarks/model_server.py COUNT DELAY_S WORDS`` listens on COUNT free ports of 127.0.0.1,
-prints their base URLs on one line and serves until its stdin closes. Every ``POST`` is answered after
-``DELAY_S`` with the same chat completion (WORDS tokens, each with a logprob), encoded once at start, on
-a connection that stays open (as vLLM's does), so that what the benchmark measures is the router and
-not the test server: one request here costs a header parse, a timer and a write.
+``python benchmarks/model_server.py COUNT DELAY_S WORDS [TOKEN_DELAY_S]`` listens on COUNT free ports of
+127.0.0.1, prints their base URLs on one line and serves until its stdin closes. Every ``POST`` is
+answered after ``DELAY_S`` with the same chat completion (WORDS tokens, each with a logprob), encoded
+once at start, on a connection that stays open (as vLLM's does), so that what the benchmark measures is
+the router and not the test server: one request here costs a header parse, a timer and a write. A
+request whose body asks ``"stream":true`` (compact JSON, as smcs and the benchmark send it) gets the same
+completion as server-sent events in HTTP chunks, as vLLM streams: the first token after ``DELAY_S``, each
+next one ``TOKEN_DELAY_S`` later (default 0: written back to back, each flushed), then the finish
+reason, the usage and ``[DONE]``.
 """
 
 from __future__ import annotations
@@ -12,6 +17,8 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+
+STREAM_MARKER = b'"stream":true'
 
 
 def canned_response(words: int) -> bytes:
@@ -33,19 +40,50 @@ def canned_response(words: int) -> bytes:
     return head.encode("latin-1") + body
 
 
-async def serve(count: int, delay_s: float, words: int) -> None:
+def canned_stream(words: int) -> tuple[bytes, list[bytes]]:
+    """The head of a streamed answer and its HTTP chunks: one per token (with its logprob), the finish, the
+    usage, ``[DONE]`` and the last, empty chunk."""
+    tokens = ["word "] * (words - 1) + ["word"]
+    base = {"id": "chatcmpl-bench", "object": "chat.completion.chunk", "model": "bench"}
+
+    def event(value: object) -> bytes:
+        data = b"data: " + (value if isinstance(value, bytes) else json.dumps(value).encode()) + b"\n\n"
+        return f"{len(data):x}\r\n".encode() + data + b"\r\n"
+
+    chunks = []
+    for i, token in enumerate(tokens):
+        delta = {"role": "assistant", "content": token} if i == 0 else {"content": token}
+        logprobs = {"content": [{"token": token, "logprob": -0.01 * (i + 1), "top_logprobs": []}]}
+        chunks.append(event({**base, "choices": [{"index": 0, "delta": delta, "logprobs": logprobs, "finish_reason": None}]}))
+    chunks.append(event({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}))
+    chunks.append(event({**base, "choices": [], "usage": {"prompt_tokens": 10, "completion_tokens": words, "total_tokens": 10 + words}}))
+    chunks.append(event(b"[DONE]") + b"0\r\n\r\n")
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+    return head, chunks
+
+
+async def serve(count: int, delay_s: float, words: int, token_delay_s: float = 0.0) -> None:
     """Serve until stdin closes."""
     response = canned_response(words)
+    stream_head, stream_chunks = canned_stream(words)
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             while True:
                 head = await reader.readuntil(b"\r\n\r\n")
                 length = next((int(line.split(b":", 1)[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")), 0)
-                await reader.readexactly(length)
+                body = await reader.readexactly(length)
                 await asyncio.sleep(delay_s)
-                writer.write(response)
-                await writer.drain()
+                if STREAM_MARKER not in body:
+                    writer.write(response)
+                    await writer.drain()
+                    continue
+                writer.write(stream_head)
+                for i, chunk in enumerate(stream_chunks):
+                    if i and token_delay_s > 0 and i < words:
+                        await asyncio.sleep(token_delay_s)
+                    writer.write(chunk)
+                    await writer.drain()
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
         finally:
@@ -59,4 +97,4 @@ async def serve(count: int, delay_s: float, words: int) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(serve(int(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3])))
+    asyncio.run(serve(int(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]) if len(sys.argv) > 4 else 0.0))

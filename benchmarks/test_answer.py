@@ -160,8 +160,9 @@ def test_answer_overhead_free_embedder(benchmark, router):
 
 def test_answer_overhead_free_embedder_one_routing_thread(benchmark, router):
     """The same with the route kernel on one thread: the parallel kernel, called between the event
-    loop's HTTP work, was 8x slower than this on two busy cores while OpenMP's workers spun after each
-    region (before ``smcs.kernels`` set ``OMP_WAIT_POLICY=PASSIVE``); this case watches for it."""
+    loop's HTTP work, was several times slower than this on two busy cores while OpenMP's workers spun
+    after each region (before the passive wait policy of ``kernels.configure_threads``); this case watches
+    for it (docs/performance.md, "Answer overhead")."""
     _measure(benchmark, router, FreeEmbedder(), Policy(k=K, n=N, threads=1))
 
 

@@ -3,7 +3,9 @@
 Both take plain Python values and return msgspec Structs (``RouteDecision`` is the same type the
 in-process ``Router`` returns), never protobuf messages. Calls carry a deadline (``timeout``), the bearer
 token when one is given, and are retried on UNAVAILABLE with exponential backoff by gRPC's own retry
-policy, so a restarting or failing-over server is invisible up to ``retries`` attempts. Several replicas
+policy, so a restarting or failing-over server is invisible up to ``retries`` attempts; a call the server
+refused as busy (RESOURCE_EXHAUSTED with a ``grpc-retry-pushback-ms`` trailer) is retried after the
+pushback it asked for, within the call's deadline. Several replicas
 (``Client(["10.0.0.1:50051", "10.0.0.2:50051"])`` or ``Client("dns:///smcs:50051")``) share one channel
 whose calls go round-robin to the replicas that are up.
 
@@ -13,8 +15,10 @@ whose calls go round-robin to the replicas that are up.
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import json
+import time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
@@ -25,12 +29,18 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from ._proto import router_pb2 as pb
 from ._proto import router_pb2_grpc as pb_grpc
+from .core import Policy
 from .core.pipeline import Event
-from .wire.convert import AnswerEventDecoder
+from .wire.convert import AnswerEventDecoder, policy_from_message
 from .wire.decision import decision_from_response
+from .wire.enums import RETRIEVAL, SCORER, TASK
 from .errors import InputError
 
 DEFAULT_TARGET = "127.0.0.1:50051"
+SERVICE_NAME = "smcs.v1.RouterService"
+PUSHBACK_KEY = "grpc-retry-pushback-ms"
+"""gRPC's retry pushback (gRFC A6): the trailing metadata in which a server says, in milliseconds, when a
+refused call may be tried again (a negative value or none: do not retry it)."""
 Result = TypeVar("Result")
 
 
@@ -59,6 +69,35 @@ class BankSummary(msgspec.Struct, frozen=True):
     scorer_stale: bool = False
     mean_pairwise_cosine: float = 0.0
     degenerate: bool = False
+
+
+class ServerLimits(msgspec.Struct, frozen=True):
+    """The limits a server enforces (``[server]`` settings and fixed caps)."""
+
+    max_concurrent_rpcs: int
+    admission_wait_s: float
+    max_message_bytes: int
+    max_question_chars: int
+    max_subsets: int
+    max_candidates: int
+
+
+class ServerInfo(msgspec.Struct, frozen=True):
+    """What ``ServerInfo`` reports: the server's version, the policy a call without overrides routes with,
+    what that policy resolves to on the live bank, the default Answer strategy and the limits."""
+
+    version: str
+    policy: Policy
+    scorer: str
+    """the scorer ``policy.scorer`` resolves to on the live bank ("auto": the fit's pick, or "vote")"""
+    aggregator: str
+    """the aggregator of a call without override: ``policy.aggregator``, else the bank's most accurate model"""
+    bank_version: str
+    strategy: str
+    strategy_options: dict[str, str]
+    accepts_text: bool
+    """whether route and score take question text (the server has an embedder that can query the bank)"""
+    limits: ServerLimits
 
 
 class BankWrite(msgspec.Struct, frozen=True):
@@ -156,7 +195,7 @@ def _service_config(retries: int) -> dict[str, Any]:
     if retries > 0:
         config["methodConfig"] = [
             {
-                "name": [{"service": "smcs.v1.Router"}, {"service": "grpc.health.v1.Health"}],
+                "name": [{"service": SERVICE_NAME}, {"service": "grpc.health.v1.Health"}],
                 "retryPolicy": {
                     "maxAttempts": max(2, retries + 1),
                     "initialBackoff": "0.05s",
@@ -184,16 +223,24 @@ def _credentials(
     return grpc.ssl_channel_credentials(root_certificates, private_key, certificate_chain)
 
 
+def _overrides(policy: dict[str, Any]) -> pb.PolicyOverrides:
+    """The PolicyOverrides of a call's ``policy`` keywords (retrieval and scorer by name, as in ``Policy``)."""
+    allowed = policy.pop("allowed_models", ())
+    for name, table in (("retrieval", RETRIEVAL), ("scorer", SCORER)):
+        if policy.get(name) is None:
+            policy.pop(name, None)
+        else:
+            policy[name] = table.parse(policy[name], name)
+    return pb.PolicyOverrides(allowed_models=list(allowed), **policy)
+
+
 def _route_request(
     question: str | None, embedding: Sequence[float] | np.ndarray | None, seed: int | None, debug: bool,
     include_support: bool, policy: dict[str, Any],
 ) -> pb.RouteRequest:
     if (question is None) == (embedding is None):
         raise InputError("give exactly one of question or embedding")
-    allowed = policy.pop("allowed_models", ())
-    request = pb.RouteRequest(
-        policy=pb.PolicyOverrides(allowed_models=list(allowed), **policy), debug=debug, include_support=include_support
-    )
+    request = pb.RouteRequest(policy=_overrides(policy), debug=debug, include_support=include_support)
     if question is not None:
         request.question = question
     else:
@@ -206,9 +253,8 @@ def _route_request(
 def _answer_request(
     question: str, embedding: Sequence[float] | np.ndarray | None, seed: int | None, task: str | None, policy: dict[str, Any]
 ) -> pb.AnswerRequest:
-    allowed = policy.pop("allowed_models", ())
     request = pb.AnswerRequest(
-        question=question, task=task or "", policy=pb.PolicyOverrides(allowed_models=list(allowed), **policy)
+        question=question, task=TASK.parse(task, "task") if task else pb.TASK_UNSPECIFIED, policy=_overrides(policy)
     )
     if embedding is not None:
         request.embedding.values.extend(np.asarray(embedding, dtype=np.float32).tolist())
@@ -249,29 +295,71 @@ def _append_request(questions: Iterable[NewQuestion]) -> pb.AppendQuestionsReque
     )
 
 
-def _bank_summary(response: pb.BankInfoResponse) -> BankSummary:
+def _bank_summary(response: pb.BankInfoResponse | pb.ReloadResponse) -> BankSummary:
+    bank = response.bank
     return BankSummary(
-        version=response.version,
-        n_questions=response.n_questions,
-        n_models=response.n_models,
-        dim=response.dim,
-        embedder=response.embedder,
-        created=response.created,
-        models=[ModelSummary(m.name, m.accuracy, m.evaluated) for m in response.models],
-        query_text=response.query_text or "raw",
-        scorer=response.scorer,
-        scorer_stale=response.scorer_stale,
-        mean_pairwise_cosine=response.mean_pairwise_cosine,
-        degenerate=response.degenerate,
+        version=bank.version,
+        n_questions=bank.n_questions,
+        n_models=bank.n_models,
+        dim=bank.dim,
+        embedder=bank.embedder,
+        created=bank.created,
+        models=[ModelSummary(m.name, m.accuracy, m.evaluated) for m in bank.models],
+        query_text=bank.query_text or "raw",
+        scorer=SCORER.from_wire(bank.scorer) or "",
+        scorer_stale=bank.scorer_stale,
+        mean_pairwise_cosine=bank.mean_pairwise_cosine,
+        degenerate=bank.degenerate,
     )
 
 
-def _bank_write(response: pb.BankWriteResponse) -> BankWrite:
+def _bank_write(response: pb.AppendQuestionsResponse | pb.RecordOutcomesResponse | pb.AddModelResponse) -> BankWrite:
     return BankWrite(response.version, response.n_questions, response.n_models)
+
+
+def _server_info(response: pb.ServerInfoResponse) -> ServerInfo:
+    limits = response.limits
+    return ServerInfo(
+        version=response.version,
+        policy=policy_from_message(response.policy),
+        scorer=SCORER.from_wire(response.scorer) or "",
+        aggregator=response.aggregator,
+        bank_version=response.bank_version,
+        strategy=response.strategy,
+        strategy_options=dict(response.strategy_options),
+        accepts_text=response.accepts_text,
+        limits=ServerLimits(
+            limits.max_concurrent_rpcs, limits.admission_wait_s, limits.max_message_bytes, limits.max_question_chars,
+            limits.max_subsets, limits.max_candidates,
+        ),
+    )
 
 
 def _scores(response: pb.ScoreResponse) -> Scores:
     return Scores(list(response.similarity), list(response.perplexity), list(response.total), response.best)
+
+
+def _message(response: Any) -> Any:
+    return response
+
+
+def _remaining(deadline: float) -> float:
+    """The seconds left until ``deadline`` (monotonic): the timeout of the next attempt."""
+    return max(deadline - time.monotonic(), 0.0)
+
+
+def pushback_s(error: grpc.RpcError) -> float | None:
+    """The retry pushback of a refused call in seconds: its ``grpc-retry-pushback-ms`` trailer, when the
+    code is RESOURCE_EXHAUSTED and the value a whole number ≥ 0; None otherwise (no retry)."""
+    code = getattr(error, "code", None)
+    if not callable(code) or code() != grpc.StatusCode.RESOURCE_EXHAUSTED:
+        return None
+    trailing = getattr(error, "trailing_metadata", None)
+    for key, value in (trailing() if callable(trailing) else None) or ():
+        if key == PUSHBACK_KEY:
+            text = value.decode() if isinstance(value, bytes) else str(value)
+            return int(text) / 1000 if text.isdigit() else None
+    return None
 
 
 def _health_status(response: health_pb2.HealthCheckResponse) -> str:
@@ -303,7 +391,9 @@ class _Calls:
 
         ``token``: bearer token sent with every call. ``timeout``: default deadline of a call in seconds;
         ``answer_timeout``: the same for ``answer``, whose calls wait for models.
-        ``retries``: extra attempts on UNAVAILABLE (0 = none). The three PEM byte strings turn on TLS:
+        ``retries``: extra attempts on UNAVAILABLE (gRPC's retry policy, exponential backoff) and on
+        RESOURCE_EXHAUSTED with a retry pushback (after the pushback, within the call's deadline); 0 = none.
+        The three PEM byte strings turn on TLS:
         ``root_certificates`` to trust the server, ``private_key`` and ``certificate_chain`` for mutual TLS
         (with TLS, several replicas are one dns:/// target: the certificates are checked against its name).
         """
@@ -317,11 +407,23 @@ class _Calls:
             if credentials is None
             else self._secure_channel(address, credentials, options=options)
         )
-        self._stub = pb_grpc.RouterStub(self._channel)
+        self._stub = pb_grpc.RouterServiceStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
         self._metadata = (("authorization", f"Bearer {token}"),) if token else None
         self._timeout = timeout
         self._answer_timeout = answer_timeout
+        self._retries = retries
+
+    def _retry_after(self, error: grpc.RpcError, attempt: int, deadline: float) -> float | None:
+        """Seconds to wait before trying a refused call again: the server's retry pushback, when it sent
+        one, ``attempt`` is below ``retries`` and the retry can start before ``deadline`` (monotonic);
+        None: do not retry."""
+        if attempt >= self._retries:
+            return None
+        wait = pushback_s(error)
+        if wait is None or time.monotonic() + wait >= deadline:
+            return None
+        return wait
 
     def _call(self, method: Callable[..., Any], request: Any, parse: Callable[[Any], Result], timeout: float | None) -> Any:
         raise NotImplementedError
@@ -347,6 +449,22 @@ class _Calls:
         """
         request = _route_request(question, embedding, seed, debug, include_support, dict(policy))
         return self._call(self._stub.Route, request, decision_from_response, timeout)
+
+    def route_message(
+        self,
+        question: str | None = None,
+        *,
+        embedding: Sequence[float] | np.ndarray | None = None,
+        seed: int | None = None,
+        debug: bool = False,
+        include_support: bool = False,
+        timeout: float | None = None,
+        **policy: Any,
+    ) -> Any:
+        """``route``, but returning the ``RouteResponse`` message itself (``smcs._proto.router_pb2``), for
+        a caller that needs the wire form (e.g. its proto3 JSON mapping, as ``smcs route --json`` prints)."""
+        request = _route_request(question, embedding, seed, debug, include_support, dict(policy))
+        return self._call(self._stub.Route, request, _message, timeout)
 
     def answer(
         self,
@@ -396,6 +514,15 @@ class _Calls:
         """The server's bank: version, sizes, embedder, per-model accuracy (a ``BankSummary``)."""
         return self._call(self._stub.BankInfo, pb.BankInfoRequest(), _bank_summary, timeout)
 
+    def server_info(self, *, timeout: float | None = None) -> Any:
+        """The server itself (a ``ServerInfo``): its version, its default policy (every field), the scorer
+        and aggregator that policy resolves to on the live bank, the default Answer strategy and its limits."""
+        return self._call(self._stub.ServerInfo, pb.ServerInfoRequest(), _server_info, timeout)
+
+    def server_info_message(self, *, timeout: float | None = None) -> Any:
+        """``server_info``, but returning the ``ServerInfoResponse`` message itself (the wire form)."""
+        return self._call(self._stub.ServerInfo, pb.ServerInfoRequest(), _message, timeout)
+
     def reload(self, *, timeout: float | None = None) -> Any:
         """Admin: switch the server to the bank's current version; returns the ``BankSummary``."""
         return self._call(self._stub.Reload, pb.ReloadRequest(), _bank_summary, timeout)
@@ -441,12 +568,31 @@ class Client(_Calls):
     _secure_channel = staticmethod(grpc.secure_channel)
 
     def _call(self, method: Callable[..., Any], request: Any, parse: Callable[[Any], Result], timeout: float | None) -> Result:
-        return parse(method(request, timeout=timeout or self._timeout, metadata=self._metadata))
+        deadline = time.monotonic() + (timeout or self._timeout)
+        for attempt in range(self._retries + 1):
+            try:
+                return parse(method(request, timeout=_remaining(deadline), metadata=self._metadata))
+            except grpc.RpcError as error:
+                wait = self._retry_after(error, attempt, deadline)
+                if wait is None:
+                    raise
+            time.sleep(wait)
+        raise AssertionError("unreachable: the last attempt returns or raises")
 
     def _stream(self, method: Callable[..., Any], request: Any, timeout: float) -> Iterator[Event]:
-        decoder = AnswerEventDecoder()
-        for message in method(request, timeout=timeout, metadata=self._metadata):
-            yield decoder.decode(message)
+        deadline = time.monotonic() + timeout
+        for attempt in range(self._retries + 1):
+            decoder, started = AnswerEventDecoder(), False
+            try:
+                for message in method(request, timeout=_remaining(deadline), metadata=self._metadata):
+                    started = True
+                    yield decoder.decode(message)
+                return
+            except grpc.RpcError as error:
+                wait = None if started else self._retry_after(error, attempt, deadline)
+                if wait is None:
+                    raise
+            time.sleep(wait)
 
     def close(self) -> None:
         """Close the channel."""
@@ -466,12 +612,31 @@ class AsyncClient(_Calls):
     _secure_channel = staticmethod(grpc.aio.secure_channel)
 
     async def _call(self, method: Callable[..., Any], request: Any, parse: Callable[[Any], Result], timeout: float | None) -> Result:
-        return parse(await method(request, timeout=timeout or self._timeout, metadata=self._metadata))
+        deadline = time.monotonic() + (timeout or self._timeout)
+        for attempt in range(self._retries + 1):
+            try:
+                return parse(await method(request, timeout=_remaining(deadline), metadata=self._metadata))
+            except grpc.RpcError as error:
+                wait = self._retry_after(error, attempt, deadline)
+                if wait is None:
+                    raise
+            await asyncio.sleep(wait)
+        raise AssertionError("unreachable: the last attempt returns or raises")
 
     async def _stream(self, method: Callable[..., Any], request: Any, timeout: float) -> AsyncIterator[Event]:
-        decoder = AnswerEventDecoder()
-        async for message in method(request, timeout=timeout, metadata=self._metadata):
-            yield decoder.decode(message)
+        deadline = time.monotonic() + timeout
+        for attempt in range(self._retries + 1):
+            decoder, started = AnswerEventDecoder(), False
+            try:
+                async for message in method(request, timeout=_remaining(deadline), metadata=self._metadata):
+                    started = True
+                    yield decoder.decode(message)
+                return
+            except grpc.RpcError as error:
+                wait = None if started else self._retry_after(error, attempt, deadline)
+                if wait is None:
+                    raise
+            await asyncio.sleep(wait)
 
     async def close(self) -> None:
         """Close the channel."""

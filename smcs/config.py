@@ -61,7 +61,12 @@ class ServerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
     Attributes:
         host: interface to listen on (127.0.0.1: this machine only; 0.0.0.0: every interface).
         port: TCP port (0 picks a free one, reported at start).
-        max_concurrent_rpcs: requests served at once; more get RESOURCE_EXHAUSTED.
+        max_concurrent_rpcs: RouterService calls served at once (an Answer holds its slot until its stream
+            ends; health checks and reflection take none). A call that finds every slot taken queues for
+            one, first come first served (``smcs.service.admission``).
+        admission_wait_s: the longest a queued call waits for a slot, and at most half of its remaining
+            deadline; then it gets RESOURCE_EXHAUSTED naming the limit, with gRPC's retry pushback
+            (``grpc-retry-pushback-ms``) of about this long. 0: refuse at once when every slot is taken.
         max_message_bytes: largest request or response message.
         max_question_chars: longest question text accepted.
         workers: threads that run the routing kernels (which release the GIL) beside the event loop. One
@@ -74,13 +79,14 @@ class ServerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
         inline_route_bytes: over a bank whose embeddings take fewer bytes than this, a lone route (no
             other waiting) runs on the event loop itself rather than on a ``workers`` thread; batches of
             several always go to the workers, where they run beside the loop's own work. The hop to a
-            worker thread and back costs about 0.4 ms on a 2-core machine (one client at 15,000 × 384:
-            1.84 ms p50 against 2.24 ms through the worker); a route on the loop holds the other
-            requests for its duration, so keep this to banks that route in about a millisecond.
+            worker thread and back costs two thread wake-ups, a sizeable share of a small bank's route
+            (measurements: docs/performance.md, "Service performance"); a route on the loop holds the
+            other requests for its duration, so keep this to banks that route in about a millisecond.
             0 = always on the workers.
         reload_interval_s: how often to look for a new bank version and switch to it even while no request
             arrives; 0 = no watcher (``check_current`` and Reload still switch).
-        check_current: before each request, stat the bank's ``CURRENT`` (a few µs); when another process
+        check_current: before each request, stat the bank's ``CURRENT`` (one ``os.stat``; its cost:
+            docs/performance.md, "Service performance"); when another process
             (another replica, ``smcs bank append``) moved it on, the request is served over the new version.
             False: only Reload, writes through this server and ``reload_interval_s`` switch versions.
         rebuild_index: when the bank has an IVF index and has doubled since it was trained, retrain it in
@@ -97,6 +103,7 @@ class ServerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
     host: str = "127.0.0.1"
     port: int = 50051
     max_concurrent_rpcs: int = 64
+    admission_wait_s: float = 1.0
     max_message_bytes: int = 16 << 20
     max_question_chars: int = 32768
     workers: int = 1
@@ -114,6 +121,8 @@ class ServerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
         for name in ("max_concurrent_rpcs", "max_message_bytes", "max_question_chars", "workers", "route_batch"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not 0 <= self.admission_wait_s <= 60:
+            raise ConfigError(f"admission_wait_s must be in [0, 60], got {self.admission_wait_s}")
         if not self.refit_scorer_interval_s >= 0:
             raise ConfigError(f"refit_scorer_interval_s must be >= 0, got {self.refit_scorer_interval_s}")
         if self.reload_interval_s < 0:
@@ -148,7 +157,7 @@ class AuthConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_onl
     expired" from that instant on. The environment's overrides are plain strings.
 
     Attributes:
-        query_tokens: tokens allowed to call Route, Answer, Score and BankInfo.
+        query_tokens: tokens allowed to call Route, Answer, Score, BankInfo and ServerInfo.
         admin_tokens: tokens allowed to call everything, bank writes and Reload included.
     """
 
@@ -189,6 +198,36 @@ class MetricsConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_
     def __post_init__(self) -> None:
         if self.port is not None and not 0 <= self.port <= 65535:
             raise ConfigError(f"port must be in [0, 65535], got {self.port}")
+
+
+class HTTPConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """The OpenAI-compatible HTTP gateway (``/v1/chat/completions``, ``/v1/models``), a listener beside the
+    gRPC port in the same process, over the same bank, models, tokens and metrics.
+
+    Attributes:
+        host: interface the gateway binds (127.0.0.1: this machine only; 0.0.0.0: every interface).
+        port: its TCP port. Absent (None, the default): no gateway. 0: a free port the system picks,
+            reported at start (the log line ``smcs http on http://HOST:PORT/v1``, the line ``smcs: http on
+            ...`` that ``smcs serve`` prints before its serving line, and ``RunningServer.http_port``), as
+            ``[server] port = 0`` does for the gRPC port. N: that port.
+        timeout_s: the deadline of one request, streamed or not: past it the request ends with 504 (or, in
+            a stream that has begun, an error event) and its model calls are cancelled. A request may ask
+            for a shorter one with the header ``x-smcs-timeout-s``.
+
+    Chat completions take their slots from the gRPC service's admission control (``[server]
+    max_concurrent_rpcs`` slots for both together, a wait of up to ``admission_wait_s`` for one, then 429
+    with ``Retry-After``).
+    """
+
+    host: str = "127.0.0.1"
+    port: int | None = None
+    timeout_s: float = 600.0
+
+    def __post_init__(self) -> None:
+        if self.port is not None and not 0 <= self.port <= 65535:
+            raise ConfigError(f"port must be in [0, 65535], got {self.port}")
+        if not self.timeout_s > 0:
+            raise ConfigError(f"timeout_s must be > 0, got {self.timeout_s}")
 
 
 class AnswerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -241,6 +280,7 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tr
             else embeddings only (text requests then get FAILED_PRECONDITION saying why). Set: that
             embedder or a start-up error if the bank was built by another. ``kind = "none"``: embeddings only.
         metrics: the Prometheus ``/metrics`` listener (``[metrics]``); off unless its port is set (0: a free port).
+        http: the OpenAI-compatible HTTP gateway (``[http]``); off unless its port is set (0: a free port).
         models: the models answers are asked of (``[models."NAME"]``, see ``smcs.backends.config``), by
             their names in the bank. Route needs none; Answer uses the bank's models that are listed.
         answer: the full pipeline's timeouts and fallback (``[answer]``).
@@ -252,6 +292,7 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tr
     policy: Policy = Policy()
     embedder: EmbedderConfig | None = None
     metrics: MetricsConfig = MetricsConfig()
+    http: HTTPConfig = HTTPConfig()
     models: dict[str, ModelConfig] = {}
     answer: AnswerConfig = AnswerConfig()
 

@@ -5,7 +5,8 @@ keeps its own error classes and its own choice of URL, and gets from here:
 
 - ``post_once``: one POST over an ``aiohttp.ClientSession``, bounded by ``timeout_s`` from sending the
   request to having read the whole body; the 2xx ``HttpReply``, or ``AttemptFailed`` carrying a
-  ``Failure`` that says what went wrong;
+  ``Failure`` that says what went wrong; ``post_streaming`` the same up to the 2xx headers, leaving the
+  body (a stream of server-sent events) to the caller;
 - ``new_session``: the session a client makes for itself (inside the running loop: a session belongs
   to the loop it was made in);
 - ``retrying``: attempts until one succeeds, a failure is not worth retrying, the retries run out or the
@@ -205,18 +206,58 @@ async def post_once(
                 allow_redirects=False,
             ) as response:
                 reply = HttpReply(response.status, response.headers, await response.read())
-    except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
-        raise AttemptFailed(Failure("connection", f"cannot connect to {url}: {exc}", url, True)) from None
-    except TimeoutError:  # the whole attempt's (or any other of aiohttp's)
-        detail = f"{url} did not answer within timeout_s={timeout_s:g} s"
-        raise AttemptFailed(Failure("timeout", detail, url, False)) from None
-    except aiohttp.ClientError as exc:  # disconnected, reset, body cut short, malformed HTTP
-        detail = f"connection to {url} broke during the request: {exc}"
-        raise AttemptFailed(Failure("connection", detail, url, True)) from None
+    except (TimeoutError, aiohttp.ClientError) as exc:
+        raise AttemptFailed(transport_failure(exc, url, timeout_s)) from None
     failure = status_failure(reply, url, key_sent=any(name.lower() == "authorization" for name in headers))
     if failure is not None:
         raise AttemptFailed(failure)
     return reply
+
+
+async def post_streaming(
+    client: aiohttp.ClientSession,
+    url: str,
+    body: bytes,
+    *,
+    headers: Mapping[str, str],
+    timeout_s: float,
+    connect_timeout_s: float | None = None,
+) -> aiohttp.ClientResponse:
+    """POST the JSON ``body`` to ``url`` once and return the 2xx response with its body still to read (a
+    stream: the caller reads it and releases the response); else ``AttemptFailed`` as ``post_once`` says,
+    a non-2xx's body read first. ``timeout_s`` bounds the wait for the status line and headers."""
+    connect_s = timeout_s if connect_timeout_s is None else connect_timeout_s
+    timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect_s)
+    try:
+        async with asyncio.timeout(timeout_s):
+            response = await client.post(
+                url,
+                data=body,
+                headers={"Content-Type": "application/json", **headers},
+                timeout=timeout,
+                allow_redirects=False,
+            )
+            if 200 <= response.status < 300:
+                return response
+            try:
+                reply = HttpReply(response.status, response.headers, await response.read())
+            finally:
+                response.release()
+    except (TimeoutError, aiohttp.ClientError) as exc:
+        raise AttemptFailed(transport_failure(exc, url, timeout_s)) from None
+    failure = status_failure(reply, url, key_sent=any(name.lower() == "authorization" for name in headers))
+    assert failure is not None  # a non-2xx
+    raise AttemptFailed(failure)
+
+
+def transport_failure(exc: TimeoutError | aiohttp.ClientError, url: str, timeout_s: float) -> Failure:
+    """The ``Failure`` an attempt to ``url`` that raised ``exc`` before a whole answer is (module docstring)."""
+    if isinstance(exc, (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError)):
+        return Failure("connection", f"cannot connect to {url}: {exc}", url, True)
+    if isinstance(exc, TimeoutError):  # the whole attempt's (or any other of aiohttp's)
+        return Failure("timeout", f"{url} did not answer within timeout_s={timeout_s:g} s", url, False)
+    # disconnected, reset, body cut short, malformed HTTP
+    return Failure("connection", f"connection to {url} broke during the request: {exc}", url, True)
 
 
 def status_failure(reply: HttpReply, url: str, *, key_sent: bool) -> Failure | None:

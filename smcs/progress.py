@@ -2,13 +2,20 @@
 
 On a terminal the line is rewritten in place (``\\r``); elsewhere (a log file, CI) a plain line is
 written at most every ``interval_s`` seconds and once at the end, so logs stay short.
+
+``Steps`` is the short form for work of known size in bytes (verifying a bank's hashes): one line per
+tenth done, and none at all for work too small to wait for.
 """
 
 from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 from typing import TextIO
+
+STEPS_MIN_BYTES = 256 << 20
+"""``Steps`` stays silent for work smaller than this (verifying it takes a fraction of a second)."""
 
 
 class Progress:
@@ -63,6 +70,45 @@ class Progress:
         else:
             self._out.write(text + "\n")
         self._out.flush()
+
+
+class Steps:
+    """A line per ``step`` (a tenth by default) of work measured in bytes: ``Steps("verifying bank X")``
+    is a ``progress(done, total)`` callback (``Bank.verify``'s) that writes ``LABEL: 30% of 1.2 GiB`` as
+    each step is passed, through ``write`` (default: a line on stderr; a server passes its logger), and
+    nothing when ``total`` is under ``min_bytes``."""
+
+    def __init__(
+        self, label: str, write: Callable[[str], None] | None = None, *, min_bytes: int = STEPS_MIN_BYTES, step: float = 0.1
+    ) -> None:
+        self.label = label
+        self._write = write if write is not None else _to_stderr
+        self._min_bytes = min_bytes
+        self._step = step
+        self._next = 0.0  # the fraction at which the next line is due
+
+    def __call__(self, done: int, total: int) -> None:
+        if total < self._min_bytes or total <= 0:
+            return
+        fraction = done / total
+        if fraction + 1e-12 < self._next:
+            return
+        self._write(f"{self.label}: {100 * fraction:.0f}% of {_size(total)}")
+        self._next = (int(fraction / self._step + 1e-9) + 1) * self._step
+
+
+def _to_stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def _size(n: int) -> str:
+    """``n`` bytes for a person: ``512 B``, ``3.4 MiB``, ``1.2 GiB``."""
+    if n < 1024:
+        return f"{n} B"
+    value, units = n / 1024, ["KiB", "MiB", "GiB", "TiB"]
+    while value >= 1024 and len(units) > 1:
+        value, units = value / 1024, units[1:]
+    return f"{value:.1f} {units[0]}"
 
 
 def _duration(seconds: float) -> str:

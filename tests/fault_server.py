@@ -21,7 +21,10 @@ hangs or waits and joins the thread, so no server outlives its test.
 
 A normal answer (``Reply.ok``) is a chat completion whose content is the reply's ``text``, with one
 logprob per whitespace-separated token (``logprobs``, or -0.01, -0.02, ...), ``finish_reason`` and a
-``usage`` that counts words.
+``usage`` that counts words. A request with ``"stream": true`` gets it as server-sent events instead, as
+OpenAI streams: one ``chat.completion.chunk`` per token (the first with the role), ``token_delay_s``
+apart, then one with the ``finish_reason``, one with the ``usage`` when ``stream_options.include_usage``,
+and ``data: [DONE]``; a client that disconnects between tokens is recorded (``disconnected``).
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType, TracebackType
 
-from http_wire import read_request, to_json, write_response
+from http_wire import read_request, to_json, write_response, write_stream_head
 
 HANG_LIMIT_S = 30.0
 """The longest a ``hang`` (or a delay) holds a request if neither the client nor ``stop`` ends it first."""
@@ -79,6 +82,7 @@ class Reply:
     body: bytes = b""
     headers: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
     absent: bool = False
+    token_delay_s: float = 0.0
 
     @classmethod
     def ok(
@@ -88,10 +92,12 @@ class Reply:
         logprobs: Iterable[float] | None = None,
         delay_s: float = 0.0,
         finish_reason: str = "stop",
+        token_delay_s: float = 0.0,
     ) -> Reply:
-        """A normal answer: ``text`` with ``logprobs`` (None: -0.01 per token position), after ``delay_s``."""
+        """A normal answer: ``text`` with ``logprobs`` (None: -0.01 per token position), after ``delay_s``;
+        streamed (when the request asks) with ``token_delay_s`` between tokens."""
         values = None if logprobs is None else tuple(logprobs)
-        return cls("ok", text=text, logprobs=values, delay_s=delay_s, finish_reason=finish_reason)
+        return cls("ok", text=text, logprobs=values, delay_s=delay_s, finish_reason=finish_reason, token_delay_s=token_delay_s)
 
     @classmethod
     def no_logprobs(cls, text: str = DEFAULT_TEXT, *, absent: bool = False) -> Reply:
@@ -347,6 +353,9 @@ class FaultServer:
             writer.transport.abort()
             return
         status, body, headers, claimed = 200, b"", dict(reply.headers), None
+        if reply.kind in ("ok", "no_logprobs") and isinstance(received.json, dict) and received.json.get("stream") is True:
+            await self._stream(reply, received, reader, writer)
+            return
         if reply.kind in ("ok", "no_logprobs"):
             body = to_json(_completion(reply, received.json))
         elif reply.kind == "error":
@@ -362,6 +371,38 @@ class FaultServer:
             raise ValueError(f"unknown reply kind {reply.kind!r}")
         await write_response(writer, status, body, headers, claimed)
         received.answered = claimed is None
+
+    async def _stream(
+        self, reply: Reply, received: Received, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        """Answer ``received`` with ``reply`` as server-sent events (module docstring)."""
+        request = received.json if isinstance(received.json, dict) else {}
+        whole = _completion(reply, request)
+        choice = whole["choices"][0]  # type: ignore[index]
+        tokens = re.findall(r"\S+\s*", reply.text)
+        logprobs = choice.get("logprobs")
+        entries = logprobs["content"] if isinstance(logprobs, dict) else None
+        head = {k: whole[k] for k in ("id", "created", "model")} | {"object": "chat.completion.chunk"}
+
+        async def send(choices: list[object], **extra: object) -> None:
+            writer.write(b"data: " + to_json({**head, "choices": choices, **extra}) + b"\n\n")
+            await writer.drain()
+
+        await write_stream_head(writer, reply.headers)
+        for i, token in enumerate(tokens):
+            if i and reply.token_delay_s > 0 and not await self._wait(reader, reply.token_delay_s):
+                received.disconnected = True
+                return
+            delta = {"role": "assistant", "content": token} if i == 0 else {"content": token}
+            piece = {"content": [entries[i]]} if entries is not None and i < len(entries) else None
+            await send([{"index": 0, "delta": delta, "logprobs": piece, "finish_reason": None}])
+        await send([{"index": 0, "delta": {}, "logprobs": None, "finish_reason": reply.finish_reason}])
+        options = request.get("stream_options")
+        if isinstance(options, dict) and options.get("include_usage"):
+            await send([], usage=whole["usage"])
+        writer.write(b"data: [DONE]\n\n")
+        await writer.drain()
+        received.answered = True
 
     async def _wait(self, reader: asyncio.StreamReader, seconds: float) -> bool:
         """Wait ``seconds`` (or until ``stop``); False if the client disconnected first."""

@@ -2,7 +2,7 @@
 
 Just enough HTTP for a client under test: a request line, headers and a ``Content-Length`` body; a
 response with ``Connection: close``, whose ``Content-Length`` may claim more than is sent (to test a
-body cut short).
+body cut short), or a stream of server-sent events that ends when the connection closes.
 """
 
 from __future__ import annotations
@@ -41,6 +41,14 @@ async def write_response(
     lines.append(f"Content-Length: {len(body) if content_length is None else content_length}")
     lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
     writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1") + body)
+    await writer.drain()
+
+
+async def write_stream_head(writer: asyncio.StreamWriter, headers: Mapping[str, str] | None = None) -> None:
+    """Write the head of a 200 server-sent-events response whose body runs until the connection closes."""
+    lines = ["HTTP/1.1 200 OK", "Content-Type: text/event-stream", "Cache-Control: no-cache", "Connection: close"]
+    lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
+    writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
     await writer.drain()
 
 

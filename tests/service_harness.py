@@ -150,11 +150,11 @@ def running_server(bank_path: Path, config: Config | None = None) -> Iterator[Se
 
 
 @contextlib.contextmanager
-def raw_stub(target: str) -> Iterator[pb_grpc.RouterStub]:
-    """A bare RouterStub (no retries, no client-side checks) for requests ``Client`` would not build."""
+def raw_stub(target: str) -> Iterator[pb_grpc.RouterServiceStub]:
+    """A bare RouterServiceStub (no retries, no client-side checks) for requests ``Client`` would not build."""
     channel = grpc.insecure_channel(target)
     try:
-        yield pb_grpc.RouterStub(channel)
+        yield pb_grpc.RouterServiceStub(channel)
     finally:
         channel.close()
 

@@ -16,6 +16,7 @@ from smcs.bank import Bank
 from smcs.ingest.builder import read_questions
 from smcs.cli.main import main
 from smcs.config import load_config
+from support.decisions import decision_from_json
 
 
 def test_the_questions_file_is_what_its_generator_writes() -> None:
@@ -41,7 +42,8 @@ def test_the_bank_is_small_enough_for_the_repository() -> None:
     assert size < 4 << 20
 
 
-def test_defaults_pair_the_bundled_pool_only_with_the_bundled_bank(tmp_path: Path) -> None:
+def test_defaults_pair_the_bundled_pool_only_with_banks_of_its_models(tmp_path: Path) -> None:
+    """(A copy of the bundled bank gets the pool too: test_first_hour.)"""
     config, bank = bundled.config_and_bank(None, None)
     assert bank == bundled.BANK and set(config.models) == set(Bank.open(bank).model_names) and config.policy.k == 3
     config, bank = bundled.config_and_bank(None, tmp_path)
@@ -53,9 +55,9 @@ def test_defaults_pair_the_bundled_pool_only_with_the_bundled_bank(tmp_path: Pat
 
 def test_route_over_the_bundled_bank_picks_pool_members(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["route", "--bank", str(bundled.BANK), "How many grams are in 2 kilograms?", "--k", "3", "--json"]) == 0
-    decision = json.loads(capsys.readouterr().out)
-    assert len(decision["referencers"]) == 3 and set(decision["referencers"]) <= set(Bank.open(bundled.BANK).model_names)
-    top = Bank.open(bundled.BANK).questions[decision["support_rows"][0]]
+    decision = decision_from_json(capsys.readouterr().out)
+    assert len(decision.referencers) == 3 and set(decision.referencers) <= set(Bank.open(bundled.BANK).model_names)
+    top = Bank.open(bundled.BANK).questions[decision.support_rows[0]]
     assert top.source == "unit-conversion"
 
 

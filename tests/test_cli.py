@@ -13,6 +13,7 @@ import pytest
 from smcs import Bank, Policy, Router
 from smcs.cli.main import main
 from smcs.synthetic import queries_near
+from support.decisions import assert_same_decision, decision_from_json
 
 
 def test_demo_builds_a_bank_and_routes(tmp_path, capsys):
@@ -39,9 +40,32 @@ def test_route_prints_the_decision_for_npy_and_json_embeddings(bank_path, tmp_pa
     decisions = []
     for name in ("q.npy", "q.json"):
         assert main(["route", "--bank", str(bank_path), "--embedding", str(tmp_path / name), "--seed", "3", "--k", "3", "--json"]) == 0
-        decisions.append(json.loads(capsys.readouterr().out))
+        decisions.append(capsys.readouterr().out)
     assert decisions[0] == decisions[1]
-    assert decisions[0]["seed"] == 3 and len(decisions[0]["referencers"]) == 3
+    decision = decision_from_json(decisions[0])
+    assert decision.seed == 3 and len(decision.referencers) == 3
+
+
+def test_route_json_is_the_proto3_json_of_the_route_response(bank_path, tmp_path, capsys):
+    """--json prints the RouteResponse in the proto3 JSON mapping (64-bit seed as a string, enums by
+    name, field names as in the .proto), which parses back into the message and equals the decision."""
+    bank = Bank.open(bank_path)
+    query = queries_near(np.asarray(bank.embeddings), 1)[0]
+    np.save(tmp_path / "q.npy", query)
+    capsys.readouterr()
+    seed = 2**63 + 12345  # beyond JavaScript's exact integers
+    assert main(["route", "--bank", str(bank_path), "--embedding", str(tmp_path / "q.npy"), "--seed", str(seed),
+                 "--k", "3", "--json", "--debug"]) == 0
+    out = capsys.readouterr().out
+    raw = json.loads(out)
+    assert raw["seed"] == str(seed) and raw["scorer"] == "SCORER_VOTE" and raw["bank_version"] == bank.version
+    assert set(raw["referencers"][0]) == {"model", "vote", "probability"} and "support" in raw
+    local = Router(bank, Policy(k=3)).route(query, seed=seed)
+    assert_same_decision(decision_from_json(out), local, bank)
+    parsed = decision_from_json(out)
+    assert (parsed.probabilities, parsed.model_probabilities, parsed.scorer) == (
+        local.probabilities, local.model_probabilities, local.scorer)
+    assert parsed.support_texts == [bank.questions[r].text for r in local.support_rows]
 
 
 def test_route_prints_a_table_by_default(bank_path, tmp_path, capsys):
@@ -71,11 +95,11 @@ def test_route_through_the_index_with_nprobe(bank_path, tmp_path, capsys):
     for nprobe in ("1", "4"):
         argv = ["route", "--bank", str(bank_path), "--embedding", str(tmp_path / "q.npy"), "--k", "3", "--n-base", "120"]
         assert main([*argv, "--seed", "3", "--retrieval", "ivf", "--nprobe", nprobe, "--json"]) == 0
-        decisions[nprobe] = json.loads(capsys.readouterr().out)
+        decisions[nprobe] = decision_from_json(capsys.readouterr().out)
     policy = Policy(k=3, n_base=120, retrieval="ivf", nprobe=1)
-    assert decisions["1"]["support_rows"] == Router(bank, policy).route(query, seed=3).support_rows
+    assert decisions["1"].support_rows == Router(bank, policy).route(query, seed=3).support_rows
     everything = Router(bank, msgspec.structs.replace(policy, retrieval="exact")).route(query, seed=3)
-    assert decisions["4"]["support_rows"] == everything.support_rows != decisions["1"]["support_rows"]
+    assert decisions["4"].support_rows == everything.support_rows != decisions["1"].support_rows
 
 
 def test_bank_info_and_validate(bank_path, capsys):
@@ -90,7 +114,7 @@ def test_bank_info_and_validate(bank_path, capsys):
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["--k", "9"], "k=9 exceeds"),
+        (["--k", "3", "--aggregator", "nobody"], "aggregator 'nobody' is not a model of the bank"),
         (["--gamma", "3"], "gamma"),
         (["--seed", "-4", "--k", "3"], "seed"),
         (["--k", "3", "--retrieval", "ivf"], "retrieval='ivf' needs an index"),

@@ -15,6 +15,7 @@ FULL = """
 host = "0.0.0.0"
 port = 6000
 max_concurrent_rpcs = 12
+admission_wait_s = 0.5
 max_message_bytes = 1048576
 max_question_chars = 500
 workers = 3
@@ -57,6 +58,7 @@ def test_a_full_file_decodes_into_the_structs(tmp_path):
             host="0.0.0.0",
             port=6000,
             max_concurrent_rpcs=12,
+            admission_wait_s=0.5,
             max_message_bytes=1048576,
             max_question_chars=500,
             workers=3,
@@ -138,6 +140,7 @@ def test_wrong_types_name_the_key_path(tmp_path, text, path):
         ("[server]\nport = -1\n", ["port", "$.server"]),
         ("[server]\nworkers = 0\n", ["workers", "$.server"]),
         ("[server]\nmax_concurrent_rpcs = 0\n", ["max_concurrent_rpcs", "$.server"]),
+        ("[server]\nadmission_wait_s = -0.5\n", ["admission_wait_s must be in [0, 60]", "$.server"]),
         ("[server]\nmax_message_bytes = -5\n", ["max_message_bytes", "$.server"]),
         ("[server]\nmax_question_chars = 0\n", ["max_question_chars", "$.server"]),
         ("[server]\nreload_interval_s = -1.0\n", ["reload_interval_s", "$.server"]),

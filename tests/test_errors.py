@@ -278,8 +278,9 @@ def test_the_router_refuses_bad_input_before_a_kernel_does(bank_path):
     ]:
         with pytest.raises(InputError, match=message):
             router.route(embedding, seed=0)
-    with pytest.raises(InputError, match="policy k=9 exceeds the bank's 4 models"):
-        router.route(np.ones(16), policy=Policy(k=9))
+    with pytest.raises(InputError, match="policy aggregator 'nobody' is not a model of the bank"):
+        router.route(np.ones(16), policy=Policy(k=2, aggregator="nobody"))
+    assert router.route(np.ones(16), policy=Policy(k=9)).k_clamped_from == 9  # clamped, not refused (issue 22)
     with pytest.raises(InputError, match="allowed_models names unknown models: 'nobody'"):
         router.route(np.ones(16), allowed_models=["nobody"])
     good, bad = router.route_many([RouteCall(np.ones(16), seed=1), RouteCall(np.ones(16), seed=-1)])

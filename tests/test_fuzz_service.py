@@ -40,6 +40,7 @@ from smcs.bank import BankFormatError
 from smcs.bank.store import CAPABILITY, CURRENT, EMBEDDINGS, MANIFEST, MODELS, QUESTIONS
 from smcs.config import Config, ConfigError, load_config
 from smcs.core.prompts import TASKS
+from smcs.wire.enums import TASK
 from smcs.kernels import perplexity as kernel_perplexity
 from smcs.service import start_server
 from smcs.wire.convert import MAX_CANDIDATES, MAX_SUBSETS
@@ -368,7 +369,7 @@ STRATEGY_NAMES = [*STRATEGIES, "", "SMCS", "no-such-strategy", "moa "]
 @st.composite
 def answer_requests(draw):
     request = pb.AnswerRequest(question=draw(texts), strategy=draw(st.one_of(st.sampled_from(STRATEGY_NAMES), st.text(max_size=8))))
-    request.task = draw(st.one_of(st.sampled_from(["", *TASKS, "poetry", "MATH"]), st.text(max_size=6)))
+    request.task = draw(st.integers(-2, len(TASKS) + 3))  # an enum: the known values, and numbers it lacks
     keys = st.one_of(st.sampled_from(["layers", "samples", "k", "model", "aggregator", "window", "bogus"]), st.text(max_size=6))
     request.strategy_options.update(draw(st.dictionaries(keys, st.one_of(st.sampled_from(["0", "-1", "3", "nan", "true", "model-00", ""]), st.text(max_size=6)), max_size=2)))
     if draw(st.booleans()):
@@ -394,7 +395,7 @@ def test_answer_fuzz(live, case):
     elif request.strategy and request.strategy not in STRATEGIES:
         expected, fields = {INVALID}, ["strategy"]
     else:
-        if request.task and request.task not in TASKS:
+        if request.task and request.task not in TASK.names:
             expected, fields = {INVALID}, ["task"]
         else:
             faults = policy_faults(values)
@@ -410,8 +411,8 @@ def test_bank_info_and_reload_answer_and_change_nothing(live):
     for method, request in [("BankInfo", pb.BankInfoRequest()), ("Reload", pb.ReloadRequest())] * 5:
         before = Bank.versions(live.path)[-1]
         response = check(live, "BankInfo/Reload", method, request, {OK}, [])
-        assert response.version == before == Bank.versions(live.path)[-1]
-        assert response.dim == DIM and len(response.models) == response.n_models
+        assert response.bank.version == before == Bank.versions(live.path)[-1]
+        assert response.bank.dim == DIM and len(response.bank.models) == response.bank.n_models
 
 
 # ----------------------------------------------------------------------------------- 2. bank writes
@@ -426,11 +427,11 @@ def write_case(live: Live, target: str, method: str, request, faults: list[str])
     after = Bank.versions(live.path)[-1]
     if response is None:
         assert after == before
-        assert live.stub.BankInfo(pb.BankInfoRequest(), timeout=TIMEOUT_S).version == before
+        assert live.stub.BankInfo(pb.BankInfoRequest(), timeout=TIMEOUT_S).bank.version == before
     else:
         ACCEPTED[target] += 1
         assert response.version == after != before
-        assert live.stub.BankInfo(pb.BankInfoRequest(), timeout=TIMEOUT_S).version == after
+        assert live.stub.BankInfo(pb.BankInfoRequest(), timeout=TIMEOUT_S).bank.version == after
     bank = live.bank()
     bank.validate()
     assert bank.version == after
@@ -535,7 +536,7 @@ BAD_UTF8 = [
 
 
 def raw_call(live: Live, method: str, payload: bytes) -> tuple[grpc.StatusCode, str]:
-    rpc = live.channel.unary_unary(f"/smcs.v1.Router/{method}", request_serializer=lambda b: b, response_deserializer=lambda b: b)
+    rpc = live.channel.unary_unary(f"/smcs.v1.RouterService/{method}", request_serializer=lambda b: b, response_deserializer=lambda b: b)
     try:
         rpc(payload, timeout=TIMEOUT_S)
     except grpc.RpcError as error:
@@ -571,7 +572,7 @@ def test_undecodable_requests_are_invalid_argument(live, method, payload):
 # ---------------------------------------------------------------------------------- 4. configuration
 
 SCHEMA = {
-    "server": ["host", "port", "max_concurrent_rpcs", "max_message_bytes", "max_question_chars", "workers", "reload_interval_s", "tls"],
+    "server": ["host", "port", "max_concurrent_rpcs", "admission_wait_s", "max_message_bytes", "max_question_chars", "workers", "reload_interval_s", "tls"],
     "server.tls": ["cert_file", "key_file", "client_ca_file"],
     "auth": ["query_tokens", "admin_tokens"],
     "bank": ["path"],
@@ -828,19 +829,27 @@ def test_damage_is_named_and_a_server_will_not_start_on_it(small_bank, tmp_path,
     assert fragment in str(started.value)
 
 
-def test_a_hash_mismatch_is_found_by_validate_only(small_bank, tmp_path):
-    """Bank.open is O(1) and does not hash (documented): a flipped data byte opens and serves, and
-    validate names the file and the mismatch."""
+def test_a_hash_mismatch_is_found_by_validate_verify_and_a_starting_server(small_bank, tmp_path):
+    """Bank.open is O(1) and does not hash (documented): a flipped data byte opens; validate,
+    Bank.open(verify=True) and a starting server (which verifies) name the file and the mismatch."""
     root, vdir = copy_bank(small_bank, tmp_path)
     data = bytearray((vdir / EMBEDDINGS).read_bytes())
     data[-1] ^= 0x01  # the last float's lowest mantissa bit: still finite, still unit-norm within tolerance
     (vdir / EMBEDDINGS).write_bytes(bytes(data))
     bank = Bank.open(root)
-    with pytest.raises(BankFormatError) as info:
-        bank.validate()
-    assert EMBEDDINGS in str(info.value) and "SHA-256" in str(info.value)
-    with running_server(root, make_config(policy=SMALL_POLICY)) as handle, handle.client(retries=0) as c:
-        assert c.health() == "SERVING"
+    for check in (bank.validate, lambda: Bank.open(root, verify=True)):
+        with pytest.raises(BankFormatError) as info:
+            check()
+        assert EMBEDDINGS in str(info.value) and "SHA-256" in str(info.value)
+    with LoopThread() as loop, pytest.raises(BankFormatError) as started:
+        loop.run(start_server(make_config(policy=SMALL_POLICY), root), 60)
+    assert EMBEDDINGS in str(started.value) and "SHA-256" in str(started.value)
+    with LoopThread() as loop:  # verify=False: loaded in O(1), as before
+        running = loop.run(start_server(make_config(policy=SMALL_POLICY), root, verify=False), 60)
+        try:
+            assert running.state.live is not None and running.state.live.bank.version == bank.version
+        finally:
+            loop.run(running.stop(0), 30)
 
 
 # ------------------------------------------------------------------------------------------ 6. summary

@@ -1,11 +1,13 @@
 """A bounded load test on loopback: 50 concurrent clients against a real ``smcs serve`` subprocess.
 
-Three scenarios, each for ``SMCS_LOAD_SECONDS`` (default 5, the CI variant; the documented long run is
+Four scenarios, each for ``SMCS_LOAD_SECONDS`` (default 5, the CI variant; the documented long run is
 ``SMCS_LOAD_SECONDS=30 pytest tests/test_load.py -s``) after a warm-up of ``WARMUP_S``:
 
 - Route only, below the admission limit (``max_concurrent_rpcs`` above the client count): no request fails.
-- Route only, above it (limit 8, 50 clients): some requests get RESOURCE_EXHAUSTED, and nothing else
-  fails (no DEADLINE_EXCEEDED, no UNAVAILABLE).
+- Route only, above it (limit 8, 50 clients): the requests over the limit wait for a slot (the admission
+  wait, 1 s by default, is far longer than a route), so none is refused and none fails.
+- The same with ``admission_wait_s = 0`` (refuse at once when every slot is taken): some requests get
+  RESOURCE_EXHAUSTED, and nothing else fails (no DEADLINE_EXCEEDED, no UNAVAILABLE).
 - Answer against fixed-delay model servers (``benchmarks/model_server.py``) and a loopback embeddings
   server, below the limit: every answer completes with every reference and an aggregation selected.
 
@@ -82,17 +84,18 @@ def queries(bank: Path) -> np.ndarray:
     return queries_for(bank, 256)
 
 
-def server_toml(max_concurrent_rpcs: int) -> str:
+def server_toml(max_concurrent_rpcs: int, admission_wait_s: float = 1.0) -> str:
     """The ``[server]`` and ``[policy]`` tables every scenario shares."""
     return (
-        f'[server]\nhost = "127.0.0.1"\nport = 0\nmax_concurrent_rpcs = {max_concurrent_rpcs}\ninline_route_bytes = 0\n\n'
+        f'[server]\nhost = "127.0.0.1"\nport = 0\nmax_concurrent_rpcs = {max_concurrent_rpcs}\n'
+        f"admission_wait_s = {admission_wait_s}\ninline_route_bytes = 0\n\n"
         f"[policy]\nk = {K}\nn_base = 50\nn = {N}\n\n"
     )
 
 
-def route_toml(max_concurrent_rpcs: int) -> str:
+def route_toml(max_concurrent_rpcs: int, admission_wait_s: float = 1.0) -> str:
     """A route-only server: embeddings in, no embedder, no models."""
-    return server_toml(max_concurrent_rpcs) + '[embedder]\nkind = "none"\n'
+    return server_toml(max_concurrent_rpcs, admission_wait_s) + '[embedder]\nkind = "none"\n'
 
 
 def answer_toml(max_concurrent_rpcs: int, model_urls: list[str], embeddings_url: str) -> str:
@@ -128,9 +131,13 @@ def run_scenario(
     return result, summary
 
 
-def run_route_scenario(limit: int, bank: Path, queries: np.ndarray, tmp_path: Path, record: Recorder) -> tuple[LoadResult, str]:
-    """``run_scenario`` of Route requests against a route-only server admitting ``limit`` requests at once."""
-    return run_scenario(f"route, limit {limit}", route_toml(limit), bank, tmp_path, route_call(queries), record)
+def run_route_scenario(
+    limit: int, bank: Path, queries: np.ndarray, tmp_path: Path, record: Recorder, admission_wait_s: float = 1.0
+) -> tuple[LoadResult, str]:
+    """``run_scenario`` of Route requests against a route-only server admitting ``limit`` requests at once
+    (the others waiting up to ``admission_wait_s`` for a slot)."""
+    name = f"route, limit {limit}, admission wait {admission_wait_s:g} s"
+    return run_scenario(name, route_toml(limit, admission_wait_s), bank, tmp_path, route_call(queries), record)
 
 
 def assert_flat(result: LoadResult, summary: str, model_connections_cap: int = 0) -> None:
@@ -173,12 +180,22 @@ def test_route_below_the_admission_limit_never_fails(
     assert_flat(result, summary)
 
 
-def test_route_above_the_admission_limit_is_refused_not_timed_out(
+def test_route_above_the_admission_limit_queues_and_never_fails(
     bank: Path, queries: np.ndarray, tmp_path: Path, record_testsuite_property: Recorder
 ) -> None:
-    """Route only, limit below the client count: requests either succeed or get RESOURCE_EXHAUSTED (both
-    happen), never a deadline or another error; memory and descriptors stay flat."""
+    """Route only, limit below the client count: the requests over the limit wait for a slot, and every
+    one succeeds; memory and descriptors stay flat."""
     result, summary = run_route_scenario(TIGHT_LIMIT, bank, queries, tmp_path, record_testsuite_property)
+    assert set(result.outcomes) == {"OK"}, summary
+    assert_flat(result, summary)
+
+
+def test_route_above_the_admission_limit_without_a_wait_is_refused_not_timed_out(
+    bank: Path, queries: np.ndarray, tmp_path: Path, record_testsuite_property: Recorder
+) -> None:
+    """Route only, limit below the client count, no admission wait: requests either succeed or get
+    RESOURCE_EXHAUSTED (both happen), never a deadline or another error; memory and descriptors stay flat."""
+    result, summary = run_route_scenario(TIGHT_LIMIT, bank, queries, tmp_path, record_testsuite_property, admission_wait_s=0.0)
     assert set(result.outcomes) == {"OK", "RESOURCE_EXHAUSTED"}, summary
     assert_flat(result, summary)
 

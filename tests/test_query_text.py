@@ -9,6 +9,7 @@ import json
 import numpy as np
 import pytest
 from service_harness import make_config, running_server
+from support.decisions import decision_from_json
 
 from smcs import Bank, Policy, Router
 from smcs.bank import EmbedderInfo, ModelInfo, Question
@@ -244,6 +245,6 @@ def test_the_server_and_the_cli_embed_question_text_under_the_banks_rule(tmp_pat
         local.referencers, local.support_rows, pytest.approx(local.support_similarities, abs=1e-5))
     argv = ["route", prompt, "--bank", str(bank.path), "--json", "--seed", "5", "--k", "2", "--n-base", "2", "--gamma", "0.9", "--n", "2"]
     assert main(argv) == 0
-    assert json.loads(capsys.readouterr().out)["support_rows"] == list(local.support_rows)
+    assert decision_from_json(capsys.readouterr().out).support_rows == list(local.support_rows)
     if rule == V1:
         assert remote.referencers[0] == "m3"  # the question itself found its own bank row

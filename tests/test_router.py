@@ -165,14 +165,14 @@ def test_policy_decoding_rejects_unknown_and_bad_fields():
         msgspec.json.decode(b'{"gamma": 2}', type=Policy)
 
 
-def test_policy_that_does_not_fit_the_bank_is_rejected(bank):
-    with pytest.raises(ValueError, match="k=10 exceeds"):
-        Router(bank, Policy(k=10))
+def test_policy_that_does_not_fit_the_bank_is_rejected_or_clamped(bank):
     with pytest.raises(ValueError, match="aggregator 'nope'"):
         Router(bank, Policy(k=3, aggregator="nope"))
+    clamped = Router(bank, Policy(k=10))  # K above the bank's models routes with K clamped (issue 22)
+    assert clamped.policy.k == bank.n_models and clamped.route(bank.embeddings[0], seed=0).k_clamped_from == 10
     router = Router(bank, Policy(k=3))
-    with pytest.raises(ValueError, match="k=12 exceeds"):
-        router.route(bank.embeddings[0], policy=Policy(k=12))
+    decision = router.route(bank.embeddings[0], policy=Policy(k=12), seed=0)
+    assert decision.k_clamped_from == 12 and len(decision.referencers) == bank.n_models
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""The smcs.v1.Router service over real servers: decisions equal the in-process Router's, every refusal
+"""The smcs.v1.RouterService service over real servers: decisions equal the in-process Router's, every refusal
 has its status code and names its field, bank writes and reloads, health, reflection, admission control,
 deadlines, reloads under load, and the CLI end to end with real processes."""
 
@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import grpc
@@ -21,11 +22,14 @@ import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
+from google.protobuf import json_format
+from google.protobuf.descriptor_pb2 import FileDescriptorProto
 from google.protobuf.descriptor_pool import DescriptorPool
 
 import smcs.service.server as server_module
 import smcs.service.state as state_module
-from support.decisions import assert_same_decision
+from smcs.service.reflection import V1_REQUEST, V1_RESPONSE
+from support.decisions import assert_same_decision, decision_from_json
 from service_harness import (
     DIM,
     N_MODELS,
@@ -46,7 +50,7 @@ from service_harness import (
 from smcs import Bank, Policy, RouteDecision, Router, kernels
 from smcs._proto import router_pb2 as pb
 from smcs.bank import ModelInfo, Question
-from smcs.client import AsyncClient, Client, NewQuestion
+from smcs.client import AsyncClient, Client, NewQuestion, pushback_s
 from smcs.core.router import MAX_SEED
 
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
@@ -211,7 +215,6 @@ ROUTE_ERRORS = {
     "inf": (_route(embedding=_emb(_GOOD[:-1] + [float("inf")])), INVALID, ["embedding", "infinity"]),
     "-inf": (_route(embedding=_emb([float("-inf")] + _GOOD[1:])), INVALID, ["embedding", "infinity"]),
     "zero vector": (_route(embedding=_emb([0.0] * DIM)), INVALID, ["embedding", "zero vector"]),
-    "k > models": (_route(embedding=_emb(_GOOD), policy=pb.PolicyOverrides(k=N_MODELS + 1)), INVALID, ["k=7", f"{N_MODELS} models"]),
     "k = 0": (_route(embedding=_emb(_GOOD), policy=pb.PolicyOverrides(k=0)), INVALID, ["policy.k", ">= 1"]),
     "negative k": (_route(embedding=_emb(_GOOD), policy=pb.PolicyOverrides(k=-2)), INVALID, ["policy.k"]),
     "negative n_base": (_route(embedding=_emb(_GOOD), policy=pb.PolicyOverrides(n_base=-5)), INVALID, ["policy.n_base", "-5"]),
@@ -224,8 +227,9 @@ ROUTE_ERRORS = {
     "k_drop > k": (_route(embedding=_emb(_GOOD), policy=pb.PolicyOverrides(k=2, k_drop=3)), INVALID, ["policy.k_drop"]),
     "negative k_drop": (_route(embedding=_emb(_GOOD), policy=pb.PolicyOverrides(k_drop=-1)), INVALID, ["policy.k_drop"]),
     "lam inf": (_route(embedding=_emb(_GOOD), policy=pb.PolicyOverrides(lam=float("inf"))), INVALID, ["policy.lam"]),
-    "unknown retrieval": (_route(embedding=_emb(_GOOD), policy=pb.PolicyOverrides(retrieval="hnsw")), INVALID, ["policy.retrieval", "'hnsw'"]),
-    "ivf without an index": (_route(embedding=_emb(_GOOD), policy=pb.PolicyOverrides(retrieval="ivf")), INVALID, ["retrieval='ivf'", "smcs bank index"]),
+    "unknown retrieval": (_route(embedding=_emb(_GOOD), policy=pb.PolicyOverrides(retrieval=99)), INVALID, ["policy.retrieval is 99", "smcs.v1.Retrieval"]),
+    "unknown scorer": (_route(embedding=_emb(_GOOD), policy=pb.PolicyOverrides(scorer=42)), INVALID, ["policy.scorer is 42", "smcs.v1.Scorer"]),
+    "ivf without an index": (_route(embedding=_emb(_GOOD), policy=pb.PolicyOverrides(retrieval=pb.RETRIEVAL_IVF)), INVALID, ["retrieval='ivf'", "smcs bank index"]),
     "nprobe = 0": (_route(embedding=_emb(_GOOD), policy=pb.PolicyOverrides(nprobe=0)), INVALID, ["policy.nprobe", ">= 1"]),
     "unknown aggregator": (_route(embedding=_emb(_GOOD), policy=pb.PolicyOverrides(aggregator="gpt-99")), INVALID, ["aggregator", "gpt-99"]),
     "empty aggregator": (_route(embedding=_emb(_GOOD), policy=pb.PolicyOverrides(aggregator="")), INVALID, ["policy.aggregator"]),
@@ -465,6 +469,35 @@ def test_bank_info_matches_the_bank(client, shared_bank):
     assert all(0 < m.evaluated < N_QUESTIONS for m in info.models)  # clustered_bank leaves ~10% unevaluated
 
 
+def test_server_info_reports_the_default_policy_scorer_strategy_and_limits(client, shared_server, local_router):
+    """ServerInfo: the policy a call without overrides routes with (every field), what it resolves to on
+    the live bank, the server's version, the default Answer strategy and the limits."""
+    import importlib.metadata
+
+    info = client.server_info()
+    assert info.policy == POLICY  # every field, the optional ones (unset) included
+    assert info.version == importlib.metadata.version("smcs")
+    assert info.bank_version == local_router.bank.version
+    assert info.scorer == local_router.scorer_of(POLICY) == "vote"  # "auto" on a bank without a fit
+    assert info.aggregator == local_router.default_aggregator(POLICY)
+    assert (info.strategy, info.strategy_options, info.accepts_text) == ("smcs", {}, False)
+    server = shared_server.config.server
+    assert (info.limits.max_concurrent_rpcs, info.limits.admission_wait_s) == (server.max_concurrent_rpcs, server.admission_wait_s)
+    assert (info.limits.max_question_chars, info.limits.max_subsets) == (server.max_question_chars, 4096)
+    decision = client.route(embedding=queries_for(shared_server.bank_path, 1)[0], seed=3)
+    assert (len(decision.referencers), decision.aggregator, decision.scorer) == (info.policy.k, info.aggregator, info.scorer)
+
+
+def test_server_info_carries_every_policy_field(fresh_bank):
+    """A policy with every optional field set and non-default enums comes back field for field."""
+    policy = Policy(k=3, n_base=40, gamma=0.8, k_drop=2, n=6, lam=0.5, aggregator="model-02", threads=1, quantized=True,
+                    min_references=2, retrieval="exact", nprobe=9, scorer="vote", cover=False)
+    with running_server(fresh_bank, make_config(policy=policy, admission_wait_s=0.25)) as handle, handle.client() as c:
+        info = c.server_info()
+    assert info.policy == policy and set(pb.Policy.DESCRIPTOR.fields_by_name) == set(Policy.__struct_fields__)
+    assert (info.aggregator, info.scorer, info.limits.admission_wait_s) == ("model-02", "vote", 0.25)
+
+
 # ------------------------------------------------------------------------------- 5. writes and reloads
 
 
@@ -585,7 +618,7 @@ def test_reload_watcher_follows_the_bank_without_a_reload_call(fresh_bank):
 def test_health_is_serving_after_start(shared_server):
     with shared_server.client(retries=0) as c:
         assert c.health() == "SERVING"
-        assert c.health("smcs.v1.Router") == "SERVING"
+        assert c.health("smcs.v1.RouterService") == "SERVING"
         expect_rpc_error(lambda: c.health("no.such.Service"), grpc.StatusCode.NOT_FOUND)
 
 
@@ -618,7 +651,7 @@ def test_health_is_not_serving_while_the_bank_loads(fresh_bank, monkeypatch):
             assert len(ports) == 1
             with Client(f"127.0.0.1:{ports[0]}", retries=0, timeout=10) as c:
                 assert c.health() == "NOT_SERVING"
-                assert c.health("smcs.v1.Router") == "NOT_SERVING"
+                assert c.health("smcs.v1.RouterService") == "NOT_SERVING"
                 expect_rpc_error(lambda: c.route(embedding=query, seed=1), grpc.StatusCode.UNAVAILABLE, "loading")
                 expect_rpc_error(c.bank_info, grpc.StatusCode.UNAVAILABLE, "loading")
                 assert not starting.done()
@@ -701,17 +734,51 @@ def test_messages_over_the_size_limit_are_refused(fresh_bank):
 # -------------------------------------------------------------------------------------- 7. reflection
 
 
-def test_reflection_lists_the_router_service(shared_server):
+ROUTER_METHODS = {
+    "Route", "Answer", "Score", "BankInfo", "ServerInfo", "AppendQuestions", "RecordOutcomes", "AddModel", "Reload"
+}
+
+
+def test_reflection_v1alpha_lists_the_router_service(shared_server):
     channel = grpc.insecure_channel(shared_server.target)
     try:
         database = ProtoReflectionDescriptorDatabase(channel)
         services = set(database.get_services())
-        assert {"smcs.v1.Router", "grpc.health.v1.Health"} <= services
-        router = DescriptorPool(database).FindServiceByName("smcs.v1.Router")
-        assert {m.name for m in router.methods} == {
-            "Route", "Answer", "Score", "BankInfo", "AppendQuestions", "RecordOutcomes", "AddModel", "Reload"
-        }
+        assert {"smcs.v1.RouterService", "grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection"} <= services
+        router = DescriptorPool(database).FindServiceByName("smcs.v1.RouterService")
+        assert {m.name for m in router.methods} == ROUTER_METHODS
         assert router.methods_by_name["Route"].input_type.full_name == "smcs.v1.RouteRequest"
+    finally:
+        channel.close()
+
+
+def _reflect_v1(channel: grpc.Channel, *requests: object) -> list:
+    """The responses of ``grpc.reflection.v1.ServerReflection/ServerReflectionInfo`` to ``requests``, as
+    v1 messages (what grpcurl, buf curl and Postman speak first)."""
+    info = channel.stream_stream(
+        "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+        request_serializer=V1_REQUEST.SerializeToString, response_deserializer=V1_RESPONSE.FromString,
+    )
+    return list(info(iter(requests), timeout=10))
+
+
+def test_reflection_v1_lists_and_describes_the_router_service(shared_server):
+    channel = grpc.insecure_channel(shared_server.target)
+    try:
+        listed, described = _reflect_v1(
+            channel, V1_REQUEST(list_services=""), V1_REQUEST(file_containing_symbol="smcs.v1.RouterService")
+        )
+        names = {s.name for s in listed.list_services_response.service}
+        assert {"smcs.v1.RouterService", "grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection",
+                "grpc.reflection.v1alpha.ServerReflection"} <= names
+        files = [FileDescriptorProto.FromString(b) for b in described.file_descriptor_response.file_descriptor_proto]
+        router = next(f for f in files if f.package == "smcs.v1")
+        service = next(s for s in router.service if s.name == "RouterService")
+        assert {m.name for m in service.method} == ROUTER_METHODS
+        # the v1 reflection service describes itself too
+        (own,) = _reflect_v1(channel, V1_REQUEST(file_containing_symbol="grpc.reflection.v1.ServerReflection"))
+        (v1_file,) = [FileDescriptorProto.FromString(b) for b in own.file_descriptor_response.file_descriptor_proto]
+        assert (v1_file.name, v1_file.package) == ("grpc/reflection/v1/reflection.proto", "grpc.reflection.v1")
     finally:
         channel.close()
 
@@ -740,7 +807,8 @@ class SlowRoute:
 
 @pytest.fixture()
 def slow_server(fresh_bank, monkeypatch):
-    with running_server(fresh_bank, make_config(max_concurrent_rpcs=2, workers=3, inline_route_bytes=0)) as handle:
+    config = make_config(max_concurrent_rpcs=2, admission_wait_s=0.2, workers=3, inline_route_bytes=0)
+    with running_server(fresh_bank, config) as handle:
         slow = SlowRoute(monkeypatch)  # after the start: warming the router up stays fast
         try:
             yield handle, slow
@@ -749,49 +817,128 @@ def slow_server(fresh_bank, monkeypatch):
             slow.release.set()
 
 
-def test_requests_over_the_concurrency_limit_are_resource_exhausted(slow_server):
-    handle, slow = slow_server
-    slow.delay_s = 2.0
-    query = queries_for(handle.bank_path, 1)[0]
-    n_calls = 6
-    clients = [handle.client(retries=0, timeout=30) for _ in range(n_calls)]
-    barrier = threading.Barrier(n_calls)
+def _race(clients: list[Client], call: Callable[[Client], object]) -> list[object]:
+    """``call`` on every client at once (each channel connected first); each result or RpcError."""
+    barrier = threading.Barrier(len(clients))
     results: list[object] = []
     lock = threading.Lock()
 
-    def call(c: Client) -> None:
+    def run(c: Client) -> None:
         try:
             barrier.wait(30)
-            outcome: object = c.route(embedding=query, seed=1)
+            outcome: object = call(c)
         except (grpc.RpcError, threading.BrokenBarrierError) as exc:
             outcome = exc
         with lock:
             results.append(outcome)
 
+    for c in clients:
+        assert c.health() == "SERVING"  # connect every channel first, one at a time
+    threads = [threading.Thread(target=run, args=(c,)) for c in clients]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    return results
+
+
+def test_a_sustained_overload_is_refused_with_the_limit_named_and_a_retry_pushback(slow_server):
+    """Every slot stays taken (2 slow routes of 2 s) past the admission wait (0.2 s): the other calls are
+    refused with RESOURCE_EXHAUSTED naming the limit and both settings, after about the wait, with
+    gRPC's retry pushback in the trailing metadata."""
+    handle, slow = slow_server
+    slow.delay_s = 2.0
+    query = queries_for(handle.bank_path, 1)[0]
+    n_calls = 6
+    clients = [handle.client(retries=0, timeout=30) for _ in range(n_calls)]
+    started = time.monotonic()
     try:
-        for c in clients:
-            assert c.health() == "SERVING"  # connect every channel first, one at a time
-        threads = [threading.Thread(target=call, args=(c,)) for c in clients]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(60)
+        results = _race(clients, lambda c: c.route(embedding=query, seed=1))
     finally:
         for c in clients:
             c.close()
     assert len(results) == n_calls
     ok = [r for r in results if isinstance(r, RouteDecision)]
     refused = [r for r in results if isinstance(r, grpc.RpcError)]
-    assert ok, "no request got through"
-    assert refused, "no request was refused although 6 calls raced for 2 slots"
-    assert {r.code() for r in refused} == {grpc.StatusCode.RESOURCE_EXHAUSTED}, [r.details() for r in refused]
-    assert len(ok) <= n_calls - 1
+    assert len(ok) == 2 and len(refused) == 4, [getattr(r, "details", lambda: r)() for r in results]
+    for error in refused:
+        assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, error.details()
+        details = error.details()
+        assert "all 2 slots ([server] max_concurrent_rpcs = 2)" in details and "admission_wait_s = 0.2" in details
+        pushback = dict(error.trailing_metadata())["grpc-retry-pushback-ms"]
+        assert 100 <= int(pushback) <= 300 and f"retry in {pushback} ms" in details  # the wait ± 50 %
+        assert pushback_s(error) == int(pushback) / 1000
+    assert time.monotonic() - started < 10
     # back to normal once the slow requests are done
     slow.delay_s = 0.0
     bank = Bank.open(handle.bank_path)
     with handle.client(retries=0) as c:
         for _ in range(3):
             assert_same_decision(c.route(embedding=query, seed=1), Router(bank, POLICY).route(query, seed=1), bank)
+
+
+def test_a_burst_above_the_limit_queues_and_is_served_in_full(fresh_bank, monkeypatch):
+    """200 concurrent Routes against a limit of 64: the calls beyond it wait for a slot (briefly) instead
+    of being refused, and every one is served."""
+    from smcs.service.admission import Admission
+
+    full: list[int] = []
+    original = Admission.acquire
+
+    async def acquire(self, timeout):
+        if self.in_flight >= self.limit:
+            full.append(self.waiting)
+        return await original(self, timeout)
+
+    monkeypatch.setattr(Admission, "acquire", acquire)
+    config = make_config(max_concurrent_rpcs=64, workers=2, inline_route_bytes=0)
+    with running_server(fresh_bank, config) as handle:
+        slow = SlowRoute(monkeypatch)
+        slow.delay_s = 0.05  # each batch of routes holds its slots a while, so the burst piles up
+        slow.release.clear()
+        queries = queries_for(fresh_bank, 200)
+
+        async def burst():
+            async with AsyncClient(handle.target, retries=0, timeout=60) as c:
+                return await asyncio.gather(
+                    *(c.route(embedding=q, seed=i) for i, q in enumerate(queries)), return_exceptions=True
+                )
+
+        started = time.monotonic()
+        results = asyncio.run(burst())
+        elapsed = time.monotonic() - started
+    errors = [r for r in results if not isinstance(r, RouteDecision)]
+    assert not errors, [getattr(e, "details", lambda: e)() for e in errors[:3]]
+    assert full, "no call found every slot taken: the burst did not exceed the limit"
+    assert elapsed < 30
+
+
+def test_the_client_retries_after_the_servers_pushback(slow_server):
+    """A call refused as busy is retried by a client with retries after the pushback the server sent, and
+    goes through once a slot frees; a client without retries gets the refusal."""
+    handle, slow = slow_server
+    slow.delay_s = 0.6
+    query = queries_for(handle.bank_path, 1)[0]
+    holders = [handle.client(retries=0, timeout=30) for _ in range(2)]
+    try:
+        results = []
+        threads = [threading.Thread(target=lambda c=c: results.append(c.route(embedding=query, seed=1))) for c in holders]
+        for c in holders:
+            assert c.health() == "SERVING"
+        for t in threads:
+            t.start()
+        registry = handle.running.metrics.registry
+        wait_until(lambda: registry.get_sample_value("smcs_in_flight") == 2, 10, what="both slots taken")
+        with handle.client(retries=0, timeout=30) as impatient:
+            expect_rpc_error(lambda: impatient.route(embedding=query, seed=1), grpc.StatusCode.RESOURCE_EXHAUSTED, "slots")
+        with handle.client(retries=20, timeout=30) as patient:
+            assert patient.route(embedding=query, seed=1).seed == 1
+        for t in threads:
+            t.join(30)
+        assert len(results) == 2
+    finally:
+        for c in holders:
+            c.close()
 
 
 def test_deadline_exceeded_returns_quickly(slow_server):
@@ -907,12 +1054,17 @@ def test_cli_serve_health_route_and_sigterm(fresh_bank, tmp_path):
         np.save(tmp_path / "q.npy", query)
         routed = _cli("route", "--embedding", str(tmp_path / "q.npy"), "--server", target, "--seed", "21", "--k", "3", "--json")
         assert routed.returncode == 0, routed.stderr
-        decision = json.loads(routed.stdout)
+        assert json.loads(routed.stdout)["seed"] == "21"  # proto3 JSON: a 64-bit integer is a string
         local = Router(bank, Policy(k=3, n_base=50)).route(query, seed=21)  # --k over the file's policy
-        assert decision["referencers"] == local.referencers
-        assert decision["subsets"] == local.subsets and decision["seed"] == 21
-        assert decision["bank_version"] == bank.version
-        assert decision["support_ids"] == [bank.questions[r].id for r in local.support_rows]
+        assert_same_decision(decision_from_json(routed.stdout), local, bank)
+
+        info = _cli("info", "--server", target)
+        assert info.returncode == 0, info.stderr
+        assert f"bank        {bank.version}" in info.stdout and "k=4 n_base=50" in info.stdout
+        info_json = _cli("info", "--server", target, "--json")
+        assert info_json.returncode == 0, info_json.stderr
+        reported = json_format.Parse(info_json.stdout, pb.ServerInfoResponse())
+        assert (reported.policy.k, reported.bank_version, reported.scorer) == (4, bank.version, pb.SCORER_VOTE)
 
         table = _cli("route", "--embedding", str(tmp_path / "q.npy"), "--server", target, "--seed", "21", "--k", "3", "--n", "2")
         assert table.returncode == 0, table.stderr
@@ -920,11 +1072,11 @@ def test_cli_serve_health_route_and_sigterm(fresh_bank, tmp_path):
         assert all(name in table.stdout for name in local.referencers)
         assert "subset 1:" in table.stdout and "subset 2:" not in table.stdout
 
-        bad = _cli("route", "--embedding", str(tmp_path / "q.npy"), "--server", target, "--k", "99")
+        bad = _cli("route", "--embedding", str(tmp_path / "q.npy"), "--server", target, "--aggregator", "gpt-99")
         assert bad.returncode == 2
         assert "Traceback" not in bad.stderr and bad.stdout == ""
         assert bad.stderr.strip().count("\n") == 0
-        assert "INVALID_ARGUMENT" in bad.stderr and "k=99" in bad.stderr
+        assert "INVALID_ARGUMENT" in bad.stderr and "gpt-99" in bad.stderr
 
         server.send_signal(signal.SIGTERM)
         assert server.wait(timeout=15) == 0

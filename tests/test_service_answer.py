@@ -143,7 +143,7 @@ def test_answer_request_errors_name_the_field(text_bank):
                 list(stub.Answer(pb.AnswerRequest(**fields), timeout=30))
 
             expect_rpc_error(lambda: answer(question="  "), grpc.StatusCode.INVALID_ARGUMENT, "question is empty")
-            expect_rpc_error(lambda: answer(question="q?", task="poetry"), grpc.StatusCode.INVALID_ARGUMENT, "task must be one of")
+            expect_rpc_error(lambda: answer(question="q?", task=99), grpc.StatusCode.INVALID_ARGUMENT, "task is 99, not a value of smcs.v1.Task")
             expect_rpc_error(lambda: answer(question="q?", strategy="moe"), grpc.StatusCode.INVALID_ARGUMENT, "unknown strategy 'moe'")
             expect_rpc_error(
                 lambda: answer(question="q?", policy=pb.PolicyOverrides(allowed_models=["nope"])),

@@ -143,7 +143,7 @@ def test_query_token_can_read(auth_server, auth_bank, query):
     # the scheme is case-insensitive (RFC 7235)
     with raw_stub(auth_server.target) as stub:
         info = stub.BankInfo(pb.BankInfoRequest(), metadata=(("authorization", f"bearer {QUERY_TOKEN}"),), timeout=10)
-        assert info.version == bank.version
+        assert info.bank.version == bank.version
 
 
 @pytest.mark.parametrize("token", [QUERY_TOKEN, LIVE_QUERY_TOKEN])
@@ -206,7 +206,7 @@ def _verdict(interceptor: BearerTokenInterceptor, method: str, token: str) -> tu
             raise _Refused(code, message)
 
     metadata = (("authorization", f"Bearer {token}"),)
-    details = SimpleNamespace(method=f"/smcs.v1.Router/{method}", invocation_metadata=metadata)
+    details = SimpleNamespace(method=f"/smcs.v1.RouterService/{method}", invocation_metadata=metadata)
     chosen = asyncio.run(interceptor.intercept_service(continuation, details))  # type: ignore[arg-type]
     if chosen is handler:
         return None
@@ -225,7 +225,7 @@ def test_a_token_expires_at_its_instant():
     interceptor = BearerTokenInterceptor(auth, clock=lambda: now[0])
     assert _verdict(interceptor, "Route", "q") is None
     assert _verdict(interceptor, "Reload", "a") is None
-    assert _verdict(interceptor, "Reload", "q") == (PERMISSION_DENIED, "/smcs.v1.Router/Reload needs an admin token")
+    assert _verdict(interceptor, "Reload", "q") == (PERMISSION_DENIED, "/smcs.v1.RouterService/Reload needs an admin token")
     now[0] = expires
     for method, token in (("Route", "q"), ("Route", "a"), ("Reload", "a")):
         assert _verdict(interceptor, method, token) == (UNAUTHENTICATED, "bearer token expired")
@@ -240,7 +240,7 @@ def test_an_expired_entry_does_not_shadow_a_live_one():
     )
     interceptor = BearerTokenInterceptor(auth)
     assert _verdict(interceptor, "Route", "t") is None
-    assert _verdict(interceptor, "Reload", "t") == (PERMISSION_DENIED, "/smcs.v1.Router/Reload needs an admin token")
+    assert _verdict(interceptor, "Reload", "t") == (PERMISSION_DENIED, "/smcs.v1.RouterService/Reload needs an admin token")
 
 
 def test_refusals_reach_answer_as_a_stream(auth_server, query):
@@ -275,9 +275,9 @@ def test_health_and_reflection_need_no_token(auth_server):
         assert c.health() == "SERVING"
     channel = grpc.insecure_channel(auth_server.target)
     try:
-        response = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service="smcs.v1.Router"), timeout=10)
+        response = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service="smcs.v1.RouterService"), timeout=10)
         assert response.status == health_pb2.HealthCheckResponse.SERVING
-        assert "smcs.v1.Router" in set(ProtoReflectionDescriptorDatabase(channel).get_services())
+        assert "smcs.v1.RouterService" in set(ProtoReflectionDescriptorDatabase(channel).get_services())
     finally:
         channel.close()
 
@@ -285,9 +285,9 @@ def test_health_and_reflection_need_no_token(auth_server):
 def test_a_server_without_tokens_needs_none(tmp_path):
     make_bank(tmp_path / "bank")
     with running_server(tmp_path / "bank") as handle, raw_stub(handle.target) as stub:
-        assert stub.BankInfo(pb.BankInfoRequest(), timeout=10).n_models > 0
+        assert stub.BankInfo(pb.BankInfoRequest(), timeout=10).bank.n_models > 0
         # a token sent to a server without auth is ignored, not refused
-        assert stub.BankInfo(pb.BankInfoRequest(), metadata=(("authorization", "Bearer whatever"),), timeout=10).n_models > 0
+        assert stub.BankInfo(pb.BankInfoRequest(), metadata=(("authorization", "Bearer whatever"),), timeout=10).bank.n_models > 0
 
 
 # ------------------------------------------------------------------------------------- env overrides

@@ -96,7 +96,7 @@ def test_counters_histograms_and_gauges_match_the_calls(fresh_bank):
         expect_rpc_error(
             lambda: stub.Route(pb.RouteRequest(question="what is 2 + 2?"), timeout=10), grpc.StatusCode.FAILED_PRECONDITION
         )
-        info = stub.BankInfo(pb.BankInfoRequest(), timeout=10)
+        info = stub.BankInfo(pb.BankInfoRequest(), timeout=10).bank
         expect_rpc_error(
             lambda: list(stub.Answer(pb.AnswerRequest(embedding=pb.Embedding(values=queries[0].tolist())), timeout=10)),
             grpc.StatusCode.INVALID_ARGUMENT,  # a stream that ends before its first message: no question

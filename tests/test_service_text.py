@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import json
 
 import grpc
 import numpy as np
 import pytest
 from service_harness import make_bank, make_config, running_server
+from support.decisions import decision_from_json
 
 from smcs import Bank, Policy, Router
 from smcs.bank import EmbedderInfo, ModelInfo, Question
@@ -119,8 +119,7 @@ def test_the_default_embedder_is_dropped_for_a_bank_it_cannot_query(tmp_path):
 
 def test_cli_routes_question_text_in_process(text_bank, capsys):
     assert main(["route", "What is 9 plus 10?", "--bank", str(text_bank.path), "--k", "2", "--n-base", "3", "--json"]) == 0
-    decision = json.loads(capsys.readouterr().out)
-    assert decision["referencers"][0] == "math-model"
+    assert decision_from_json(capsys.readouterr().out).referencers[0] == "math-model"
 
 
 def test_cli_routes_question_text_through_a_server(text_bank, capsys):

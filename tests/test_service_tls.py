@@ -247,7 +247,7 @@ def test_tls_checks_the_host_name(tls_server, pki, query):
         options=[("grpc.ssl_target_name_override", "not-this-server.example")],
     )
     try:
-        stub = pb_grpc.RouterStub(channel)
+        stub = pb_grpc.RouterServiceStub(channel)
         request = pb.RouteRequest(embedding=pb.Embedding(values=query.tolist()), seed=1)
         expect_rpc_error(lambda: stub.Route(request, timeout=FAIL_TIMEOUT_S), UNAVAILABLE)
     finally:

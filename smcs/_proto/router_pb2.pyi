@@ -1,10 +1,120 @@
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class Retrieval(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    RETRIEVAL_UNSPECIFIED: _ClassVar[Retrieval]
+    RETRIEVAL_AUTO: _ClassVar[Retrieval]
+    RETRIEVAL_EXACT: _ClassVar[Retrieval]
+    RETRIEVAL_IVF: _ClassVar[Retrieval]
+
+class Scorer(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    SCORER_UNSPECIFIED: _ClassVar[Scorer]
+    SCORER_AUTO: _ClassVar[Scorer]
+    SCORER_VOTE: _ClassVar[Scorer]
+    SCORER_SOURCE: _ClassVar[Scorer]
+    SCORER_KNN: _ClassVar[Scorer]
+    SCORER_HEAD: _ClassVar[Scorer]
+
+class Task(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    TASK_UNSPECIFIED: _ClassVar[Task]
+    TASK_MATH: _ClassVar[Task]
+    TASK_NUMERIC: _ClassVar[Task]
+    TASK_MULTIPLE_CHOICE: _ClassVar[Task]
+    TASK_CODE: _ClassVar[Task]
+    TASK_EXACT: _ClassVar[Task]
+    TASK_INSTRUCTION: _ClassVar[Task]
+
+class AnswerSource(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ANSWER_SOURCE_UNSPECIFIED: _ClassVar[AnswerSource]
+    ANSWER_SOURCE_AGGREGATION: _ClassVar[AnswerSource]
+    ANSWER_SOURCE_FALLBACK_AGGREGATOR: _ClassVar[AnswerSource]
+    ANSWER_SOURCE_BEST_REFERENCE: _ClassVar[AnswerSource]
+
+class ScoreKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    SCORE_KIND_UNSPECIFIED: _ClassVar[ScoreKind]
+    SCORE_KIND_PRIOR: _ClassVar[ScoreKind]
+    SCORE_KIND_ACCURACY: _ClassVar[ScoreKind]
+    SCORE_KIND_SKILL: _ClassVar[ScoreKind]
+
+class CallRole(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    CALL_ROLE_UNSPECIFIED: _ClassVar[CallRole]
+    CALL_ROLE_PROPOSER: _ClassVar[CallRole]
+    CALL_ROLE_AGGREGATOR: _ClassVar[CallRole]
+    CALL_ROLE_SAMPLE: _ClassVar[CallRole]
+    CALL_ROLE_VOTER: _ClassVar[CallRole]
+    CALL_ROLE_EXPERT: _ClassVar[CallRole]
+    CALL_ROLE_ANSWERER: _ClassVar[CallRole]
+
+class ErrorKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ERROR_KIND_UNSPECIFIED: _ClassVar[ErrorKind]
+    ERROR_KIND_SETUP: _ClassVar[ErrorKind]
+    ERROR_KIND_CONNECTION: _ClassVar[ErrorKind]
+    ERROR_KIND_TIMEOUT: _ClassVar[ErrorKind]
+    ERROR_KIND_RATE_LIMITED: _ClassVar[ErrorKind]
+    ERROR_KIND_CONTEXT_OVERFLOW: _ClassVar[ErrorKind]
+    ERROR_KIND_AUTH: _ClassVar[ErrorKind]
+    ERROR_KIND_BAD_REQUEST: _ClassVar[ErrorKind]
+    ERROR_KIND_SERVER_ERROR: _ClassVar[ErrorKind]
+    ERROR_KIND_MALFORMED_RESPONSE: _ClassVar[ErrorKind]
+    ERROR_KIND_EMPTY_RESPONSE: _ClassVar[ErrorKind]
+    ERROR_KIND_EMPTY_SUBSET: _ClassVar[ErrorKind]
+RETRIEVAL_UNSPECIFIED: Retrieval
+RETRIEVAL_AUTO: Retrieval
+RETRIEVAL_EXACT: Retrieval
+RETRIEVAL_IVF: Retrieval
+SCORER_UNSPECIFIED: Scorer
+SCORER_AUTO: Scorer
+SCORER_VOTE: Scorer
+SCORER_SOURCE: Scorer
+SCORER_KNN: Scorer
+SCORER_HEAD: Scorer
+TASK_UNSPECIFIED: Task
+TASK_MATH: Task
+TASK_NUMERIC: Task
+TASK_MULTIPLE_CHOICE: Task
+TASK_CODE: Task
+TASK_EXACT: Task
+TASK_INSTRUCTION: Task
+ANSWER_SOURCE_UNSPECIFIED: AnswerSource
+ANSWER_SOURCE_AGGREGATION: AnswerSource
+ANSWER_SOURCE_FALLBACK_AGGREGATOR: AnswerSource
+ANSWER_SOURCE_BEST_REFERENCE: AnswerSource
+SCORE_KIND_UNSPECIFIED: ScoreKind
+SCORE_KIND_PRIOR: ScoreKind
+SCORE_KIND_ACCURACY: ScoreKind
+SCORE_KIND_SKILL: ScoreKind
+CALL_ROLE_UNSPECIFIED: CallRole
+CALL_ROLE_PROPOSER: CallRole
+CALL_ROLE_AGGREGATOR: CallRole
+CALL_ROLE_SAMPLE: CallRole
+CALL_ROLE_VOTER: CallRole
+CALL_ROLE_EXPERT: CallRole
+CALL_ROLE_ANSWERER: CallRole
+ERROR_KIND_UNSPECIFIED: ErrorKind
+ERROR_KIND_SETUP: ErrorKind
+ERROR_KIND_CONNECTION: ErrorKind
+ERROR_KIND_TIMEOUT: ErrorKind
+ERROR_KIND_RATE_LIMITED: ErrorKind
+ERROR_KIND_CONTEXT_OVERFLOW: ErrorKind
+ERROR_KIND_AUTH: ErrorKind
+ERROR_KIND_BAD_REQUEST: ErrorKind
+ERROR_KIND_SERVER_ERROR: ErrorKind
+ERROR_KIND_MALFORMED_RESPONSE: ErrorKind
+ERROR_KIND_EMPTY_RESPONSE: ErrorKind
+ERROR_KIND_EMPTY_SUBSET: ErrorKind
 
 class Embedding(_message.Message):
     __slots__ = ("values",)
@@ -36,11 +146,43 @@ class PolicyOverrides(_message.Message):
     aggregator: str
     allowed_models: _containers.RepeatedScalarFieldContainer[str]
     min_references: int
-    retrieval: str
+    retrieval: Retrieval
     nprobe: int
-    scorer: str
+    scorer: Scorer
     cover: bool
-    def __init__(self, k: _Optional[int] = ..., n_base: _Optional[int] = ..., gamma: _Optional[float] = ..., k_drop: _Optional[int] = ..., n: _Optional[int] = ..., lam: _Optional[float] = ..., aggregator: _Optional[str] = ..., allowed_models: _Optional[_Iterable[str]] = ..., min_references: _Optional[int] = ..., retrieval: _Optional[str] = ..., nprobe: _Optional[int] = ..., scorer: _Optional[str] = ..., cover: _Optional[bool] = ...) -> None: ...
+    def __init__(self, k: _Optional[int] = ..., n_base: _Optional[int] = ..., gamma: _Optional[float] = ..., k_drop: _Optional[int] = ..., n: _Optional[int] = ..., lam: _Optional[float] = ..., aggregator: _Optional[str] = ..., allowed_models: _Optional[_Iterable[str]] = ..., min_references: _Optional[int] = ..., retrieval: _Optional[_Union[Retrieval, str]] = ..., nprobe: _Optional[int] = ..., scorer: _Optional[_Union[Scorer, str]] = ..., cover: _Optional[bool] = ...) -> None: ...
+
+class Policy(_message.Message):
+    __slots__ = ("k", "n_base", "gamma", "k_drop", "n", "lam", "aggregator", "threads", "quantized", "min_references", "retrieval", "nprobe", "scorer", "cover")
+    K_FIELD_NUMBER: _ClassVar[int]
+    N_BASE_FIELD_NUMBER: _ClassVar[int]
+    GAMMA_FIELD_NUMBER: _ClassVar[int]
+    K_DROP_FIELD_NUMBER: _ClassVar[int]
+    N_FIELD_NUMBER: _ClassVar[int]
+    LAM_FIELD_NUMBER: _ClassVar[int]
+    AGGREGATOR_FIELD_NUMBER: _ClassVar[int]
+    THREADS_FIELD_NUMBER: _ClassVar[int]
+    QUANTIZED_FIELD_NUMBER: _ClassVar[int]
+    MIN_REFERENCES_FIELD_NUMBER: _ClassVar[int]
+    RETRIEVAL_FIELD_NUMBER: _ClassVar[int]
+    NPROBE_FIELD_NUMBER: _ClassVar[int]
+    SCORER_FIELD_NUMBER: _ClassVar[int]
+    COVER_FIELD_NUMBER: _ClassVar[int]
+    k: int
+    n_base: int
+    gamma: float
+    k_drop: int
+    n: int
+    lam: float
+    aggregator: str
+    threads: int
+    quantized: bool
+    min_references: int
+    retrieval: Retrieval
+    nprobe: int
+    scorer: Scorer
+    cover: bool
+    def __init__(self, k: _Optional[int] = ..., n_base: _Optional[int] = ..., gamma: _Optional[float] = ..., k_drop: _Optional[int] = ..., n: _Optional[int] = ..., lam: _Optional[float] = ..., aggregator: _Optional[str] = ..., threads: _Optional[int] = ..., quantized: _Optional[bool] = ..., min_references: _Optional[int] = ..., retrieval: _Optional[_Union[Retrieval, str]] = ..., nprobe: _Optional[int] = ..., scorer: _Optional[_Union[Scorer, str]] = ..., cover: _Optional[bool] = ...) -> None: ...
 
 class RouteRequest(_message.Message):
     __slots__ = ("question", "embedding", "policy", "seed", "debug", "include_support")
@@ -103,7 +245,7 @@ class ModelOutcomes(_message.Message):
     def __init__(self, values: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class RouteResponse(_message.Message):
-    __slots__ = ("referencers", "aggregator", "subsets", "seed", "bank_version", "support", "scorer", "out_of_bank", "model_probabilities")
+    __slots__ = ("referencers", "aggregator", "subsets", "seed", "bank_version", "support", "scorer", "out_of_bank", "model_probabilities", "k_clamped_from")
     REFERENCERS_FIELD_NUMBER: _ClassVar[int]
     AGGREGATOR_FIELD_NUMBER: _ClassVar[int]
     SUBSETS_FIELD_NUMBER: _ClassVar[int]
@@ -113,16 +255,18 @@ class RouteResponse(_message.Message):
     SCORER_FIELD_NUMBER: _ClassVar[int]
     OUT_OF_BANK_FIELD_NUMBER: _ClassVar[int]
     MODEL_PROBABILITIES_FIELD_NUMBER: _ClassVar[int]
+    K_CLAMPED_FROM_FIELD_NUMBER: _ClassVar[int]
     referencers: _containers.RepeatedCompositeFieldContainer[Referencer]
     aggregator: str
     subsets: _containers.RepeatedCompositeFieldContainer[Subset]
     seed: int
     bank_version: str
     support: SupportSet
-    scorer: str
+    scorer: Scorer
     out_of_bank: bool
     model_probabilities: _containers.RepeatedCompositeFieldContainer[ModelProbability]
-    def __init__(self, referencers: _Optional[_Iterable[_Union[Referencer, _Mapping]]] = ..., aggregator: _Optional[str] = ..., subsets: _Optional[_Iterable[_Union[Subset, _Mapping]]] = ..., seed: _Optional[int] = ..., bank_version: _Optional[str] = ..., support: _Optional[_Union[SupportSet, _Mapping]] = ..., scorer: _Optional[str] = ..., out_of_bank: _Optional[bool] = ..., model_probabilities: _Optional[_Iterable[_Union[ModelProbability, _Mapping]]] = ...) -> None: ...
+    k_clamped_from: int
+    def __init__(self, referencers: _Optional[_Iterable[_Union[Referencer, _Mapping]]] = ..., aggregator: _Optional[str] = ..., subsets: _Optional[_Iterable[_Union[Subset, _Mapping]]] = ..., seed: _Optional[int] = ..., bank_version: _Optional[str] = ..., support: _Optional[_Union[SupportSet, _Mapping]] = ..., scorer: _Optional[_Union[Scorer, str]] = ..., out_of_bank: _Optional[bool] = ..., model_probabilities: _Optional[_Iterable[_Union[ModelProbability, _Mapping]]] = ..., k_clamped_from: _Optional[int] = ...) -> None: ...
 
 class AnswerRequest(_message.Message):
     __slots__ = ("question", "embedding", "policy", "seed", "strategy", "task", "strategy_options")
@@ -145,11 +289,11 @@ class AnswerRequest(_message.Message):
     policy: PolicyOverrides
     seed: int
     strategy: str
-    task: str
+    task: Task
     strategy_options: _containers.ScalarMap[str, str]
-    def __init__(self, question: _Optional[str] = ..., embedding: _Optional[_Union[Embedding, _Mapping]] = ..., policy: _Optional[_Union[PolicyOverrides, _Mapping]] = ..., seed: _Optional[int] = ..., strategy: _Optional[str] = ..., task: _Optional[str] = ..., strategy_options: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    def __init__(self, question: _Optional[str] = ..., embedding: _Optional[_Union[Embedding, _Mapping]] = ..., policy: _Optional[_Union[PolicyOverrides, _Mapping]] = ..., seed: _Optional[int] = ..., strategy: _Optional[str] = ..., task: _Optional[_Union[Task, str]] = ..., strategy_options: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
-class AnswerEvent(_message.Message):
+class AnswerResponse(_message.Message):
     __slots__ = ("routed", "reference", "aggregation", "final", "plan", "call", "strategy_result")
     ROUTED_FIELD_NUMBER: _ClassVar[int]
     REFERENCE_FIELD_NUMBER: _ClassVar[int]
@@ -187,10 +331,10 @@ class StrategyPlanEvent(_message.Message):
     models: _containers.RepeatedScalarFieldContainer[str]
     aggregator: str
     scores: _containers.RepeatedScalarFieldContainer[float]
-    score_kind: str
+    score_kind: ScoreKind
     decision: RouteResponse
     skills: _containers.ScalarMap[str, float]
-    def __init__(self, strategy: _Optional[str] = ..., models: _Optional[_Iterable[str]] = ..., aggregator: _Optional[str] = ..., scores: _Optional[_Iterable[float]] = ..., score_kind: _Optional[str] = ..., decision: _Optional[_Union[RouteResponse, _Mapping]] = ..., skills: _Optional[_Mapping[str, float]] = ...) -> None: ...
+    def __init__(self, strategy: _Optional[str] = ..., models: _Optional[_Iterable[str]] = ..., aggregator: _Optional[str] = ..., scores: _Optional[_Iterable[float]] = ..., score_kind: _Optional[_Union[ScoreKind, str]] = ..., decision: _Optional[_Union[RouteResponse, _Mapping]] = ..., skills: _Optional[_Mapping[str, float]] = ...) -> None: ...
 
 class StrategyCallEvent(_message.Message):
     __slots__ = ("model", "role", "layer", "index", "position", "seed", "inputs", "extracted", "text", "error", "error_kind", "latency_s", "prompt_tokens", "completion_tokens")
@@ -209,7 +353,7 @@ class StrategyCallEvent(_message.Message):
     PROMPT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     COMPLETION_TOKENS_FIELD_NUMBER: _ClassVar[int]
     model: str
-    role: str
+    role: CallRole
     layer: int
     index: int
     position: int
@@ -218,11 +362,11 @@ class StrategyCallEvent(_message.Message):
     extracted: str
     text: str
     error: str
-    error_kind: str
+    error_kind: ErrorKind
     latency_s: float
     prompt_tokens: int
     completion_tokens: int
-    def __init__(self, model: _Optional[str] = ..., role: _Optional[str] = ..., layer: _Optional[int] = ..., index: _Optional[int] = ..., position: _Optional[int] = ..., seed: _Optional[int] = ..., inputs: _Optional[_Iterable[int]] = ..., extracted: _Optional[str] = ..., text: _Optional[str] = ..., error: _Optional[str] = ..., error_kind: _Optional[str] = ..., latency_s: _Optional[float] = ..., prompt_tokens: _Optional[int] = ..., completion_tokens: _Optional[int] = ...) -> None: ...
+    def __init__(self, model: _Optional[str] = ..., role: _Optional[_Union[CallRole, str]] = ..., layer: _Optional[int] = ..., index: _Optional[int] = ..., position: _Optional[int] = ..., seed: _Optional[int] = ..., inputs: _Optional[_Iterable[int]] = ..., extracted: _Optional[str] = ..., text: _Optional[str] = ..., error: _Optional[str] = ..., error_kind: _Optional[_Union[ErrorKind, str]] = ..., latency_s: _Optional[float] = ..., prompt_tokens: _Optional[int] = ..., completion_tokens: _Optional[int] = ...) -> None: ...
 
 class StrategyResultEvent(_message.Message):
     __slots__ = ("text", "strategy", "chosen", "votes", "notes", "params_json", "seed", "bank_version")
@@ -266,10 +410,10 @@ class ReferenceEvent(_message.Message):
     error: str
     latency_s: float
     prior: float
-    error_kind: str
+    error_kind: ErrorKind
     prompt_tokens: int
     completion_tokens: int
-    def __init__(self, model: _Optional[str] = ..., text: _Optional[str] = ..., error: _Optional[str] = ..., latency_s: _Optional[float] = ..., prior: _Optional[float] = ..., error_kind: _Optional[str] = ..., prompt_tokens: _Optional[int] = ..., completion_tokens: _Optional[int] = ...) -> None: ...
+    def __init__(self, model: _Optional[str] = ..., text: _Optional[str] = ..., error: _Optional[str] = ..., latency_s: _Optional[float] = ..., prior: _Optional[float] = ..., error_kind: _Optional[_Union[ErrorKind, str]] = ..., prompt_tokens: _Optional[int] = ..., completion_tokens: _Optional[int] = ...) -> None: ...
 
 class AggregationEvent(_message.Message):
     __slots__ = ("index", "text", "similarity_score", "perplexity", "total_score", "error", "aggregator", "subset", "error_kind", "latency_s", "prompt_tokens", "completion_tokens")
@@ -293,11 +437,11 @@ class AggregationEvent(_message.Message):
     error: str
     aggregator: str
     subset: _containers.RepeatedScalarFieldContainer[str]
-    error_kind: str
+    error_kind: ErrorKind
     latency_s: float
     prompt_tokens: int
     completion_tokens: int
-    def __init__(self, index: _Optional[int] = ..., text: _Optional[str] = ..., similarity_score: _Optional[float] = ..., perplexity: _Optional[float] = ..., total_score: _Optional[float] = ..., error: _Optional[str] = ..., aggregator: _Optional[str] = ..., subset: _Optional[_Iterable[str]] = ..., error_kind: _Optional[str] = ..., latency_s: _Optional[float] = ..., prompt_tokens: _Optional[int] = ..., completion_tokens: _Optional[int] = ...) -> None: ...
+    def __init__(self, index: _Optional[int] = ..., text: _Optional[str] = ..., similarity_score: _Optional[float] = ..., perplexity: _Optional[float] = ..., total_score: _Optional[float] = ..., error: _Optional[str] = ..., aggregator: _Optional[str] = ..., subset: _Optional[_Iterable[str]] = ..., error_kind: _Optional[_Union[ErrorKind, str]] = ..., latency_s: _Optional[float] = ..., prompt_tokens: _Optional[int] = ..., completion_tokens: _Optional[int] = ...) -> None: ...
 
 class FinalEvent(_message.Message):
     __slots__ = ("text", "selected", "source", "notes", "seed", "bank_version")
@@ -309,11 +453,11 @@ class FinalEvent(_message.Message):
     BANK_VERSION_FIELD_NUMBER: _ClassVar[int]
     text: str
     selected: int
-    source: str
+    source: AnswerSource
     notes: _containers.RepeatedScalarFieldContainer[str]
     seed: int
     bank_version: str
-    def __init__(self, text: _Optional[str] = ..., selected: _Optional[int] = ..., source: _Optional[str] = ..., notes: _Optional[_Iterable[str]] = ..., seed: _Optional[int] = ..., bank_version: _Optional[str] = ...) -> None: ...
+    def __init__(self, text: _Optional[str] = ..., selected: _Optional[int] = ..., source: _Optional[_Union[AnswerSource, str]] = ..., notes: _Optional[_Iterable[str]] = ..., seed: _Optional[int] = ..., bank_version: _Optional[str] = ...) -> None: ...
 
 class ScoreRequest(_message.Message):
     __slots__ = ("texts", "embeddings", "logprobs", "lam")
@@ -349,6 +493,12 @@ class BankInfoRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
+class BankInfoResponse(_message.Message):
+    __slots__ = ("bank",)
+    BANK_FIELD_NUMBER: _ClassVar[int]
+    bank: BankSummary
+    def __init__(self, bank: _Optional[_Union[BankSummary, _Mapping]] = ...) -> None: ...
+
 class ModelSummary(_message.Message):
     __slots__ = ("name", "accuracy", "evaluated")
     NAME_FIELD_NUMBER: _ClassVar[int]
@@ -359,7 +509,7 @@ class ModelSummary(_message.Message):
     evaluated: int
     def __init__(self, name: _Optional[str] = ..., accuracy: _Optional[float] = ..., evaluated: _Optional[int] = ...) -> None: ...
 
-class BankInfoResponse(_message.Message):
+class BankSummary(_message.Message):
     __slots__ = ("version", "n_questions", "n_models", "dim", "embedder", "created", "models", "query_text", "scorer", "scorer_stale", "mean_pairwise_cosine", "degenerate")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     N_QUESTIONS_FIELD_NUMBER: _ClassVar[int]
@@ -381,11 +531,60 @@ class BankInfoResponse(_message.Message):
     created: str
     models: _containers.RepeatedCompositeFieldContainer[ModelSummary]
     query_text: str
-    scorer: str
+    scorer: Scorer
     scorer_stale: bool
     mean_pairwise_cosine: float
     degenerate: bool
-    def __init__(self, version: _Optional[str] = ..., n_questions: _Optional[int] = ..., n_models: _Optional[int] = ..., dim: _Optional[int] = ..., embedder: _Optional[str] = ..., created: _Optional[str] = ..., models: _Optional[_Iterable[_Union[ModelSummary, _Mapping]]] = ..., query_text: _Optional[str] = ..., scorer: _Optional[str] = ..., scorer_stale: _Optional[bool] = ..., mean_pairwise_cosine: _Optional[float] = ..., degenerate: _Optional[bool] = ...) -> None: ...
+    def __init__(self, version: _Optional[str] = ..., n_questions: _Optional[int] = ..., n_models: _Optional[int] = ..., dim: _Optional[int] = ..., embedder: _Optional[str] = ..., created: _Optional[str] = ..., models: _Optional[_Iterable[_Union[ModelSummary, _Mapping]]] = ..., query_text: _Optional[str] = ..., scorer: _Optional[_Union[Scorer, str]] = ..., scorer_stale: _Optional[bool] = ..., mean_pairwise_cosine: _Optional[float] = ..., degenerate: _Optional[bool] = ...) -> None: ...
+
+class ServerInfoRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ServerInfoResponse(_message.Message):
+    __slots__ = ("version", "policy", "scorer", "aggregator", "bank_version", "strategy", "strategy_options", "accepts_text", "limits")
+    class StrategyOptionsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    POLICY_FIELD_NUMBER: _ClassVar[int]
+    SCORER_FIELD_NUMBER: _ClassVar[int]
+    AGGREGATOR_FIELD_NUMBER: _ClassVar[int]
+    BANK_VERSION_FIELD_NUMBER: _ClassVar[int]
+    STRATEGY_FIELD_NUMBER: _ClassVar[int]
+    STRATEGY_OPTIONS_FIELD_NUMBER: _ClassVar[int]
+    ACCEPTS_TEXT_FIELD_NUMBER: _ClassVar[int]
+    LIMITS_FIELD_NUMBER: _ClassVar[int]
+    version: str
+    policy: Policy
+    scorer: Scorer
+    aggregator: str
+    bank_version: str
+    strategy: str
+    strategy_options: _containers.ScalarMap[str, str]
+    accepts_text: bool
+    limits: ServerLimits
+    def __init__(self, version: _Optional[str] = ..., policy: _Optional[_Union[Policy, _Mapping]] = ..., scorer: _Optional[_Union[Scorer, str]] = ..., aggregator: _Optional[str] = ..., bank_version: _Optional[str] = ..., strategy: _Optional[str] = ..., strategy_options: _Optional[_Mapping[str, str]] = ..., accepts_text: _Optional[bool] = ..., limits: _Optional[_Union[ServerLimits, _Mapping]] = ...) -> None: ...
+
+class ServerLimits(_message.Message):
+    __slots__ = ("max_concurrent_rpcs", "admission_wait_s", "max_message_bytes", "max_question_chars", "max_subsets", "max_candidates")
+    MAX_CONCURRENT_RPCS_FIELD_NUMBER: _ClassVar[int]
+    ADMISSION_WAIT_S_FIELD_NUMBER: _ClassVar[int]
+    MAX_MESSAGE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MAX_QUESTION_CHARS_FIELD_NUMBER: _ClassVar[int]
+    MAX_SUBSETS_FIELD_NUMBER: _ClassVar[int]
+    MAX_CANDIDATES_FIELD_NUMBER: _ClassVar[int]
+    max_concurrent_rpcs: int
+    admission_wait_s: float
+    max_message_bytes: int
+    max_question_chars: int
+    max_subsets: int
+    max_candidates: int
+    def __init__(self, max_concurrent_rpcs: _Optional[int] = ..., admission_wait_s: _Optional[float] = ..., max_message_bytes: _Optional[int] = ..., max_question_chars: _Optional[int] = ..., max_subsets: _Optional[int] = ..., max_candidates: _Optional[int] = ...) -> None: ...
 
 class NewQuestion(_message.Message):
     __slots__ = ("id", "text", "source", "label", "embedding", "outcomes")
@@ -416,6 +615,16 @@ class AppendQuestionsRequest(_message.Message):
     questions: _containers.RepeatedCompositeFieldContainer[NewQuestion]
     def __init__(self, questions: _Optional[_Iterable[_Union[NewQuestion, _Mapping]]] = ...) -> None: ...
 
+class AppendQuestionsResponse(_message.Message):
+    __slots__ = ("version", "n_questions", "n_models")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    N_QUESTIONS_FIELD_NUMBER: _ClassVar[int]
+    N_MODELS_FIELD_NUMBER: _ClassVar[int]
+    version: str
+    n_questions: int
+    n_models: int
+    def __init__(self, version: _Optional[str] = ..., n_questions: _Optional[int] = ..., n_models: _Optional[int] = ...) -> None: ...
+
 class Outcome(_message.Message):
     __slots__ = ("model", "question_id", "value")
     MODEL_FIELD_NUMBER: _ClassVar[int]
@@ -431,6 +640,16 @@ class RecordOutcomesRequest(_message.Message):
     OUTCOMES_FIELD_NUMBER: _ClassVar[int]
     outcomes: _containers.RepeatedCompositeFieldContainer[Outcome]
     def __init__(self, outcomes: _Optional[_Iterable[_Union[Outcome, _Mapping]]] = ...) -> None: ...
+
+class RecordOutcomesResponse(_message.Message):
+    __slots__ = ("version", "n_questions", "n_models")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    N_QUESTIONS_FIELD_NUMBER: _ClassVar[int]
+    N_MODELS_FIELD_NUMBER: _ClassVar[int]
+    version: str
+    n_questions: int
+    n_models: int
+    def __init__(self, version: _Optional[str] = ..., n_questions: _Optional[int] = ..., n_models: _Optional[int] = ...) -> None: ...
 
 class AddModelRequest(_message.Message):
     __slots__ = ("name", "backend", "cost_per_input_token", "cost_per_output_token", "outcomes")
@@ -460,7 +679,7 @@ class AddModelRequest(_message.Message):
     outcomes: _containers.ScalarMap[str, int]
     def __init__(self, name: _Optional[str] = ..., backend: _Optional[_Mapping[str, str]] = ..., cost_per_input_token: _Optional[float] = ..., cost_per_output_token: _Optional[float] = ..., outcomes: _Optional[_Mapping[str, int]] = ...) -> None: ...
 
-class BankWriteResponse(_message.Message):
+class AddModelResponse(_message.Message):
     __slots__ = ("version", "n_questions", "n_models")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     N_QUESTIONS_FIELD_NUMBER: _ClassVar[int]
@@ -473,3 +692,9 @@ class BankWriteResponse(_message.Message):
 class ReloadRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
+
+class ReloadResponse(_message.Message):
+    __slots__ = ("bank",)
+    BANK_FIELD_NUMBER: _ClassVar[int]
+    bank: BankSummary
+    def __init__(self, bank: _Optional[_Union[BankSummary, _Mapping]] = ...) -> None: ...

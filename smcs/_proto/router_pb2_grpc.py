@@ -25,7 +25,7 @@ if _version_not_supported:
     )
 
 
-class RouterStub:
+class RouterServiceStub:
     """Missing associated documentation comment in .proto file."""
 
     def __init__(self, channel):
@@ -35,48 +35,53 @@ class RouterStub:
             channel: A grpc.Channel.
         """
         self.Route = channel.unary_unary(
-                '/smcs.v1.Router/Route',
+                '/smcs.v1.RouterService/Route',
                 request_serializer=smcs_dot_v1_dot_router__pb2.RouteRequest.SerializeToString,
                 response_deserializer=smcs_dot_v1_dot_router__pb2.RouteResponse.FromString,
                 _registered_method=True)
         self.Answer = channel.unary_stream(
-                '/smcs.v1.Router/Answer',
+                '/smcs.v1.RouterService/Answer',
                 request_serializer=smcs_dot_v1_dot_router__pb2.AnswerRequest.SerializeToString,
-                response_deserializer=smcs_dot_v1_dot_router__pb2.AnswerEvent.FromString,
+                response_deserializer=smcs_dot_v1_dot_router__pb2.AnswerResponse.FromString,
                 _registered_method=True)
         self.Score = channel.unary_unary(
-                '/smcs.v1.Router/Score',
+                '/smcs.v1.RouterService/Score',
                 request_serializer=smcs_dot_v1_dot_router__pb2.ScoreRequest.SerializeToString,
                 response_deserializer=smcs_dot_v1_dot_router__pb2.ScoreResponse.FromString,
                 _registered_method=True)
         self.BankInfo = channel.unary_unary(
-                '/smcs.v1.Router/BankInfo',
+                '/smcs.v1.RouterService/BankInfo',
                 request_serializer=smcs_dot_v1_dot_router__pb2.BankInfoRequest.SerializeToString,
                 response_deserializer=smcs_dot_v1_dot_router__pb2.BankInfoResponse.FromString,
                 _registered_method=True)
+        self.ServerInfo = channel.unary_unary(
+                '/smcs.v1.RouterService/ServerInfo',
+                request_serializer=smcs_dot_v1_dot_router__pb2.ServerInfoRequest.SerializeToString,
+                response_deserializer=smcs_dot_v1_dot_router__pb2.ServerInfoResponse.FromString,
+                _registered_method=True)
         self.AppendQuestions = channel.unary_unary(
-                '/smcs.v1.Router/AppendQuestions',
+                '/smcs.v1.RouterService/AppendQuestions',
                 request_serializer=smcs_dot_v1_dot_router__pb2.AppendQuestionsRequest.SerializeToString,
-                response_deserializer=smcs_dot_v1_dot_router__pb2.BankWriteResponse.FromString,
+                response_deserializer=smcs_dot_v1_dot_router__pb2.AppendQuestionsResponse.FromString,
                 _registered_method=True)
         self.RecordOutcomes = channel.unary_unary(
-                '/smcs.v1.Router/RecordOutcomes',
+                '/smcs.v1.RouterService/RecordOutcomes',
                 request_serializer=smcs_dot_v1_dot_router__pb2.RecordOutcomesRequest.SerializeToString,
-                response_deserializer=smcs_dot_v1_dot_router__pb2.BankWriteResponse.FromString,
+                response_deserializer=smcs_dot_v1_dot_router__pb2.RecordOutcomesResponse.FromString,
                 _registered_method=True)
         self.AddModel = channel.unary_unary(
-                '/smcs.v1.Router/AddModel',
+                '/smcs.v1.RouterService/AddModel',
                 request_serializer=smcs_dot_v1_dot_router__pb2.AddModelRequest.SerializeToString,
-                response_deserializer=smcs_dot_v1_dot_router__pb2.BankWriteResponse.FromString,
+                response_deserializer=smcs_dot_v1_dot_router__pb2.AddModelResponse.FromString,
                 _registered_method=True)
         self.Reload = channel.unary_unary(
-                '/smcs.v1.Router/Reload',
+                '/smcs.v1.RouterService/Reload',
                 request_serializer=smcs_dot_v1_dot_router__pb2.ReloadRequest.SerializeToString,
-                response_deserializer=smcs_dot_v1_dot_router__pb2.BankInfoResponse.FromString,
+                response_deserializer=smcs_dot_v1_dot_router__pb2.ReloadResponse.FromString,
                 _registered_method=True)
 
 
-class RouterServicer:
+class RouterServiceServicer:
     """Missing associated documentation comment in .proto file."""
 
     def Route(self, request, context):
@@ -102,6 +107,14 @@ class RouterServicer:
 
     def BankInfo(self, request, context):
         """The bank the server routes over: version, sizes, embedder, per-model accuracy.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ServerInfo(self, request, context):
+        """The server itself: its version, the policy a request without overrides routes with, the scorer and
+        aggregator that policy resolves to on the live bank, the default Answer strategy and the limits.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -136,7 +149,7 @@ class RouterServicer:
         raise NotImplementedError('Method not implemented!')
 
 
-def add_RouterServicer_to_server(servicer, server):
+def add_RouterServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'Route': grpc.unary_unary_rpc_method_handler(
                     servicer.Route,
@@ -146,7 +159,7 @@ def add_RouterServicer_to_server(servicer, server):
             'Answer': grpc.unary_stream_rpc_method_handler(
                     servicer.Answer,
                     request_deserializer=smcs_dot_v1_dot_router__pb2.AnswerRequest.FromString,
-                    response_serializer=smcs_dot_v1_dot_router__pb2.AnswerEvent.SerializeToString,
+                    response_serializer=smcs_dot_v1_dot_router__pb2.AnswerResponse.SerializeToString,
             ),
             'Score': grpc.unary_unary_rpc_method_handler(
                     servicer.Score,
@@ -158,35 +171,40 @@ def add_RouterServicer_to_server(servicer, server):
                     request_deserializer=smcs_dot_v1_dot_router__pb2.BankInfoRequest.FromString,
                     response_serializer=smcs_dot_v1_dot_router__pb2.BankInfoResponse.SerializeToString,
             ),
+            'ServerInfo': grpc.unary_unary_rpc_method_handler(
+                    servicer.ServerInfo,
+                    request_deserializer=smcs_dot_v1_dot_router__pb2.ServerInfoRequest.FromString,
+                    response_serializer=smcs_dot_v1_dot_router__pb2.ServerInfoResponse.SerializeToString,
+            ),
             'AppendQuestions': grpc.unary_unary_rpc_method_handler(
                     servicer.AppendQuestions,
                     request_deserializer=smcs_dot_v1_dot_router__pb2.AppendQuestionsRequest.FromString,
-                    response_serializer=smcs_dot_v1_dot_router__pb2.BankWriteResponse.SerializeToString,
+                    response_serializer=smcs_dot_v1_dot_router__pb2.AppendQuestionsResponse.SerializeToString,
             ),
             'RecordOutcomes': grpc.unary_unary_rpc_method_handler(
                     servicer.RecordOutcomes,
                     request_deserializer=smcs_dot_v1_dot_router__pb2.RecordOutcomesRequest.FromString,
-                    response_serializer=smcs_dot_v1_dot_router__pb2.BankWriteResponse.SerializeToString,
+                    response_serializer=smcs_dot_v1_dot_router__pb2.RecordOutcomesResponse.SerializeToString,
             ),
             'AddModel': grpc.unary_unary_rpc_method_handler(
                     servicer.AddModel,
                     request_deserializer=smcs_dot_v1_dot_router__pb2.AddModelRequest.FromString,
-                    response_serializer=smcs_dot_v1_dot_router__pb2.BankWriteResponse.SerializeToString,
+                    response_serializer=smcs_dot_v1_dot_router__pb2.AddModelResponse.SerializeToString,
             ),
             'Reload': grpc.unary_unary_rpc_method_handler(
                     servicer.Reload,
                     request_deserializer=smcs_dot_v1_dot_router__pb2.ReloadRequest.FromString,
-                    response_serializer=smcs_dot_v1_dot_router__pb2.BankInfoResponse.SerializeToString,
+                    response_serializer=smcs_dot_v1_dot_router__pb2.ReloadResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
-            'smcs.v1.Router', rpc_method_handlers)
+            'smcs.v1.RouterService', rpc_method_handlers)
     server.add_generic_rpc_handlers((generic_handler,))
-    server.add_registered_method_handlers('smcs.v1.Router', rpc_method_handlers)
+    server.add_registered_method_handlers('smcs.v1.RouterService', rpc_method_handlers)
 
 
  # This class is part of an EXPERIMENTAL API.
-class Router:
+class RouterService:
     """Missing associated documentation comment in .proto file."""
 
     @staticmethod
@@ -203,7 +221,7 @@ class Router:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/smcs.v1.Router/Route',
+            '/smcs.v1.RouterService/Route',
             smcs_dot_v1_dot_router__pb2.RouteRequest.SerializeToString,
             smcs_dot_v1_dot_router__pb2.RouteResponse.FromString,
             options,
@@ -230,9 +248,9 @@ class Router:
         return grpc.experimental.unary_stream(
             request,
             target,
-            '/smcs.v1.Router/Answer',
+            '/smcs.v1.RouterService/Answer',
             smcs_dot_v1_dot_router__pb2.AnswerRequest.SerializeToString,
-            smcs_dot_v1_dot_router__pb2.AnswerEvent.FromString,
+            smcs_dot_v1_dot_router__pb2.AnswerResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -257,7 +275,7 @@ class Router:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/smcs.v1.Router/Score',
+            '/smcs.v1.RouterService/Score',
             smcs_dot_v1_dot_router__pb2.ScoreRequest.SerializeToString,
             smcs_dot_v1_dot_router__pb2.ScoreResponse.FromString,
             options,
@@ -284,9 +302,36 @@ class Router:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/smcs.v1.Router/BankInfo',
+            '/smcs.v1.RouterService/BankInfo',
             smcs_dot_v1_dot_router__pb2.BankInfoRequest.SerializeToString,
             smcs_dot_v1_dot_router__pb2.BankInfoResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ServerInfo(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/smcs.v1.RouterService/ServerInfo',
+            smcs_dot_v1_dot_router__pb2.ServerInfoRequest.SerializeToString,
+            smcs_dot_v1_dot_router__pb2.ServerInfoResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -311,9 +356,9 @@ class Router:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/smcs.v1.Router/AppendQuestions',
+            '/smcs.v1.RouterService/AppendQuestions',
             smcs_dot_v1_dot_router__pb2.AppendQuestionsRequest.SerializeToString,
-            smcs_dot_v1_dot_router__pb2.BankWriteResponse.FromString,
+            smcs_dot_v1_dot_router__pb2.AppendQuestionsResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -338,9 +383,9 @@ class Router:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/smcs.v1.Router/RecordOutcomes',
+            '/smcs.v1.RouterService/RecordOutcomes',
             smcs_dot_v1_dot_router__pb2.RecordOutcomesRequest.SerializeToString,
-            smcs_dot_v1_dot_router__pb2.BankWriteResponse.FromString,
+            smcs_dot_v1_dot_router__pb2.RecordOutcomesResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -365,9 +410,9 @@ class Router:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/smcs.v1.Router/AddModel',
+            '/smcs.v1.RouterService/AddModel',
             smcs_dot_v1_dot_router__pb2.AddModelRequest.SerializeToString,
-            smcs_dot_v1_dot_router__pb2.BankWriteResponse.FromString,
+            smcs_dot_v1_dot_router__pb2.AddModelResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -392,9 +437,9 @@ class Router:
         return grpc.experimental.unary_unary(
             request,
             target,
-            '/smcs.v1.Router/Reload',
+            '/smcs.v1.RouterService/Reload',
             smcs_dot_v1_dot_router__pb2.ReloadRequest.SerializeToString,
-            smcs_dot_v1_dot_router__pb2.BankInfoResponse.FromString,
+            smcs_dot_v1_dot_router__pb2.ReloadResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,4 +1,4 @@
-"""The model-backend interface: chat messages in, a completion with per-token logprobs out (DESIGN.md §2, layer 4).
+"""The model-backend interface: chat messages in, a completion with per-token logprobs out (docs/design.md, Layout and layers: an I/O edge).
 
 One async method, ``complete``, so that nothing above this layer (the pipeline host, the strategies, the
 service) knows whether a model answers over HTTP from a GPU server or from the embedded CPU model. Every
@@ -11,6 +11,10 @@ backend promises:
   none: then ``logprobs_missing`` is True and perplexity cannot be computed), token usage and wall time;
 - failures are ``BackendError`` subclasses (``smcs.backends.errors``) whose ``kind`` says what went wrong;
 - cancelling the coroutine abandons the request (an HTTP backend closes its connection).
+
+A backend may also offer ``stream(messages, settings)``, an async iterator of the reply's text pieces as
+they are generated and then the whole ``Completion`` (the OpenAI-compatible backend does);
+``ModelPool.stream`` falls back to ``complete`` (the whole text as one piece) for a backend without it.
 """
 
 from __future__ import annotations

@@ -23,11 +23,11 @@ The logprob path
     nucleus truncation, whatever the sampling settings. That is what the SMCS paper's perplexity needs
     (the model's perplexity of its own output), and it makes the logprobs of one text comparable across
     members of a pool that sample it at different temperatures. They cost a copy of the last logits and
-    one log-sum-exp over the vocabulary per token (numpy, float32: ~0.5 ms for SmolLM2's 49 152 tokens
-    on a 2-core VM, 2-3 % of a 17-26 ms decode step), instead of the high-level ``logprobs=True`` path
-    with ``Llama(logits_all=True)``, which keeps every position's logits (measured 4.8x slower: 7.4
-    against 35.8 tokens/s). Sampling at a temperature > 0 adds ~0.7 ms a token (exp and a float64
-    cumulative sum over the vocabulary); greedy adds ~0.04 ms.
+    one log-sum-exp over the vocabulary per token (numpy, float32: a small share of a decode step),
+    instead of the high-level ``logprobs=True`` path with ``Llama(logits_all=True)``, which keeps every
+    position's logits and is several times slower. Sampling at a temperature > 0 adds an exp and a float64
+    cumulative sum over the vocabulary a token; greedy adds an argmax (measurements: docs/performance.md,
+    "Other figures").
     An end-of-generation token ends the text and is not counted or recorded (as OpenAI-style servers do).
     The values agree with ``python -m llama_cpp.server``'s chat logprobs for the same model (a test
     holds them to 1e-3), so a local member and a served one are on one scale.
@@ -99,8 +99,8 @@ Finish = Literal["stop", "length", "cancelled"]
 
 
 def log_sum_exp(logits: np.ndarray) -> float:
-    """``log Σ exp(logits)``, stably: exponentials in the logits' dtype (float32: SIMD, ~4x faster than
-    float64), summed in float64."""
+    """``log Σ exp(logits)``, stably: exponentials in the logits' dtype (float32: SIMD, several times
+    faster than float64), summed in float64."""
     top = logits.max()
     return float(top) + math.log(float(np.exp(logits - top).sum(dtype=np.float64)))
 
@@ -241,7 +241,7 @@ class _SharedModel:
     Everything but construction runs on ``executor``'s thread (``run``)."""
 
     def __init__(self, key: _ModelKey) -> None:
-        """Load the model (blocking, ~0.2 s for SmolLM2); ``ImportError``/``ValueError`` if it cannot be."""
+        """Load the model (blocking; a fraction of a second for SmolLM2); ``ImportError``/``ValueError`` if it cannot be."""
         import jinja2
         import llama_cpp
         from llama_cpp import llama_chat_format

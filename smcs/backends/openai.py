@@ -1,7 +1,7 @@
 """The chat backend for OpenAI-compatible servers: ``POST /v1/chat/completions`` (vLLM, SGLang, TGI,
 llama.cpp's server, OpenAI itself).
 
-One request per ``complete`` call, not streamed, asking for the log-probability of every generated token
+One request per ``complete`` call, not streamed (``stream`` streams, below), asking for the log-probability of every generated token
 (``logprobs: true`` and ``top_logprobs: 0``: llama.cpp's server returns null logprobs without the
 latter). The model's ``system_prompt`` is put first: as its own system message, or joined (a blank line
 between) with the system message the caller's messages start with.
@@ -67,7 +67,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 
 import aiohttp
 import msgspec
@@ -85,6 +85,7 @@ from ..http_retry import (
     error_for,
     new_session,
     post_once,
+    post_streaming,
     retrying,
 )
 
@@ -186,6 +187,31 @@ class _Response(msgspec.Struct):
 _DECODER = msgspec.json.Decoder(_Response)
 
 
+class _Delta(msgspec.Struct):
+    """``choices[i].delta`` of a streamed chunk; ``role`` and the rest are ignored."""
+
+    content: str | None = None
+
+
+class _StreamChoice(msgspec.Struct):
+    """One element of a streamed chunk's ``choices``."""
+
+    delta: _Delta | None = None
+    logprobs: _Logprobs | None = None
+    finish_reason: str | None = None
+
+
+class _Chunk(msgspec.Struct):
+    """One ``chat.completion.chunk`` event of a stream (``error``: what a server sends when it fails midway)."""
+
+    choices: list[_StreamChoice] | None = None
+    usage: _Usage | None = None
+    error: object = None
+
+
+_CHUNK_DECODER = msgspec.json.Decoder(_Chunk)
+
+
 # ------------------------------------------------------------------------------------- the backend
 
 
@@ -285,6 +311,91 @@ class OpenAIBackend(AsyncClosing):
         completion = self._parse(response.content, replica, now - start)
         replica.record(attempt_s, completion.completion_tokens or len(completion.token_logprobs), now)
         return completion
+
+    async def stream(
+        self, messages: Sequence[ChatMessage], settings: GenerationSettings | None = None
+    ) -> AsyncIterator[str | Completion]:
+        """The model's reply to ``messages`` as it is generated: each piece of text (``str``) as its
+        server-sent event arrives, then the whole ``Completion`` (text, logprobs, usage, finish reason).
+
+        The request is ``request_body`` with ``stream: true`` and ``stream_options.include_usage``. Opening
+        the stream is retried, cooled down and balanced like ``complete``'s attempts (up to the response
+        headers); a failure after that (the connection broke, ``timeout_s`` passed since the request was
+        sent, the server sent an ``error`` event or a chunk that is not one) is raised as it is, never
+        retried, since text was already given out. The concurrency slot is held until the stream ends.
+        Closing the iterator early (or cancelling its task) closes the connection."""
+        if self._closed:
+            raise RuntimeError(f"the backend of model {self.name!r} is closed")
+        start = time.monotonic()
+        body = msgspec.json.encode(
+            {**self.request_body(messages, settings), "stream": True, "stream_options": {"include_usage": True}}
+        )
+        if self._probe is not None:
+            self._probe.start()
+        try:
+            replica, response, sent = await retrying(lambda: self._open_stream(body), self._backoff, self._retryable)
+        except AttemptFailed as failed:
+            raise self._error(failed.failure) from None
+        finished = False
+        try:
+            pieces: list[str] = []
+            reader = _ChunkReader(self, replica, response, sent + self.config.timeout_s)
+            while (chunk := await reader.next()) is not None:
+                if chunk:
+                    pieces.append(chunk)
+                    yield chunk
+            now = time.monotonic()
+            text = "".join(pieces)
+            logprobs = reader.logprobs
+            missing = reader.logprobs_missing or (not logprobs and bool(text))
+            completion = Completion(
+                text=text,
+                token_logprobs=[] if missing else logprobs,
+                logprobs_missing=missing,
+                prompt_tokens=reader.prompt_tokens,
+                completion_tokens=reader.completion_tokens,
+                finish_reason=reader.finish_reason,
+                latency_s=now - start,
+                url=replica.base_url,
+            )
+            replica.record(now - sent, completion.completion_tokens or len(pieces), now)
+            finished = True
+        finally:
+            if finished:
+                response.release()  # back to the pool for the next request (closed if its body is not all read)
+            else:
+                response.close()  # closed early, cancelled or failed: the server must see the request go
+            replica.in_flight -= 1
+            self._slots.release()
+        yield completion
+
+    async def _open_stream(self, body: bytes) -> tuple[Replica, aiohttp.ClientResponse, float]:
+        """One streaming POST to the best URL; the URL, the open 2xx response and when it was sent. On
+        success the concurrency slot and the URL's in-flight count stay taken: ``stream`` gives them back."""
+        await self._slots.acquire()
+        try:
+            sent = time.monotonic()
+            replica = choose(self._replicas, sent)
+            client = self._session()
+            replica.in_flight += 1
+            try:
+                response = await post_streaming(
+                    client,
+                    replica.endpoint,
+                    body,
+                    headers=self._headers,
+                    timeout_s=self.config.timeout_s,
+                    connect_timeout_s=self.config.connect_timeout_s,
+                )
+            except BaseException as exc:
+                replica.in_flight -= 1
+                if isinstance(exc, AttemptFailed) and exc.failure.kind in COOLING_KINDS:
+                    replica.cool_until = time.monotonic() + self.config.cooldown_s
+                raise
+        except BaseException:
+            self._slots.release()
+            raise
+        return replica, response, sent
 
     def request_body(
         self, messages: Sequence[ChatMessage], settings: GenerationSettings | None = None
@@ -411,6 +522,99 @@ class OpenAIBackend(AsyncClosing):
             i = int(np.argmin(finite))
             raise self._malformed(replica, f"$.choices[0].logprobs.content[{i}].logprob is {values[i]!r}")
         return values
+
+
+class _ChunkReader:
+    """Reads the server-sent events of one streamed chat completion: ``next`` gives each chunk's text
+    (possibly empty) until the stream ends (None), gathering logprobs, usage and the finish reason."""
+
+    def __init__(self, backend: OpenAIBackend, replica: Replica, response: aiohttp.ClientResponse, deadline: float) -> None:
+        self._backend = backend
+        self._replica = replica
+        self._response = response
+        self._deadline = deadline
+        self._done = False
+        self.logprobs: list[float] = []
+        self.logprobs_missing = False
+        self.prompt_tokens = 0
+        self.completion_tokens = 0
+        self.finish_reason: str | None = None
+
+    async def next(self) -> str | None:
+        """The text of the next chunk ("" for one without text), None at the end of the stream."""
+        while not self._done:
+            data = await self._event()
+            if data is None:  # the connection closed: an end only if the answer was finished
+                if self.finish_reason is None:
+                    raise self._broken("the stream ended before the answer did")
+                self._done = True
+                return None
+            if data == b"[DONE]":
+                self._done = True
+                return None
+            text = self._chunk(data)
+            if text is not None:
+                return text
+        return None
+
+    async def _event(self) -> bytes | None:
+        """The data of the next server-sent event (its ``data:`` lines joined), None at the end of the body."""
+        data: list[bytes] = []
+        while True:
+            try:
+                async with asyncio.timeout_at(self._deadline):
+                    line = await self._response.content.readline()
+            except TimeoutError:
+                raise self._failed(BackendTimeout, f"the stream did not end within timeout_s={self._backend.config.timeout_s:g} s") from None
+            except (aiohttp.ClientError, ValueError) as exc:  # ValueError: a line beyond aiohttp's limit
+                raise self._broken(f"the connection broke during the stream: {exc}") from None
+            if not line:
+                return b"\n".join(data) if data else None
+            line = line.rstrip(b"\r\n")
+            if not line:
+                if data:
+                    return b"\n".join(data)
+                continue
+            field, _, value = line.partition(b":")
+            if field == b"data":
+                data.append(value[1:] if value.startswith(b" ") else value)
+
+    def _chunk(self, data: bytes) -> str | None:
+        """The text of one chunk (None: it has none), recording its logprobs, usage and finish reason."""
+        try:
+            chunk = _CHUNK_DECODER.decode(data)
+        except msgspec.DecodeError as exc:
+            raise self._backend._malformed(self._replica, f"a streamed chunk: {exc}") from None
+        if chunk.error is not None:
+            raise self._failed(BackendServerError, f"the server failed during the stream: {str(chunk.error)[:200]}")
+        if chunk.usage is not None:
+            self.prompt_tokens = chunk.usage.prompt_tokens or self.prompt_tokens
+            self.completion_tokens = chunk.usage.completion_tokens or self.completion_tokens
+        if not chunk.choices:
+            return None
+        choice = chunk.choices[0]
+        if choice.finish_reason is not None:
+            self.finish_reason = choice.finish_reason
+        text = choice.delta.content if choice.delta is not None else None
+        if choice.logprobs is not None and choice.logprobs.content is not None:
+            values = [token.logprob for token in choice.logprobs.content]
+            if not np.isfinite(values).all():
+                raise self._backend._malformed(self._replica, "a streamed chunk has a non-finite logprob")
+            self.logprobs.extend(values)
+        elif text:
+            self.logprobs_missing = True
+        return text
+
+    def _broken(self, what: str) -> BackendError:
+        """A ``BackendConnectionError`` for a stream that broke off; the URL cools down."""
+        return self._failed(BackendConnectionError, what)
+
+    def _failed(self, kind: type[BackendError], what: str) -> BackendError:
+        if kind.kind in COOLING_KINDS:
+            self._replica.cool_until = time.monotonic() + self._backend.config.cooldown_s
+        name = self._backend.name
+        extra: dict[str, object] = {"status": self._response.status} if kind is BackendServerError else {}
+        return kind(f"model {name!r}: {self._replica.endpoint}: {what}", model=name, url=self._replica.base_url, **extra)
 
 
 def _decode(content: bytes) -> _Response:

@@ -1,12 +1,14 @@
 """The pool of configured models: a backend and default generation settings per model name, one call at a
-time sent with the call's seed and a timeout, every failure turned into a ``CallFailed``."""
+time sent with the call's seed (and its ``generation`` overrides) and a timeout, every failure turned into
+a ``CallFailed``; ``stream`` gives a call's text as it is generated."""
 
 from __future__ import annotations
 
 import asyncio
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
+from contextlib import aclosing
 
 import msgspec
 
@@ -56,7 +58,10 @@ class ModelPool(AsyncClosing):
         backend = self._backends.get(call.model)
         if backend is None:
             return CallFailed(kind="setup", message=f"no backend is configured for model {call.model!r}")
-        settings = msgspec.structs.replace(self._settings[call.model], seed=call.seed)
+        try:
+            settings = self.settings_for(call)
+        except InputError as exc:
+            return CallFailed(kind="bad_request", message=f"model {call.model!r}: {exc}")
         try:
             async with asyncio.timeout(timeout_s):
                 return await backend.complete(call.messages, settings)
@@ -68,6 +73,42 @@ class ModelPool(AsyncClosing):
                 message=f"{call.model} did not answer within {timeout_s:g} s",
                 latency_s=time.perf_counter() - start,
             )
+
+    def settings_for(self, call: ModelCall) -> GenerationSettings:
+        """The settings ``call`` is sent with: its model's, with the call's seed and ``generation`` overrides;
+        ``InputError`` naming a value the overrides got wrong."""
+        changes = call.generation.changes() if call.generation is not None else {}
+        return msgspec.structs.replace(self._settings[call.model], seed=call.seed, **changes)
+
+    async def stream(self, call: ModelCall) -> AsyncIterator[str | CallResult]:
+        """``call``'s answer as it is generated: its text in pieces (``str``) as they arrive, then, last, the
+        whole ``Completion`` or a ``CallFailed`` (failures after some pieces included). A backend with a
+        ``stream`` method (the OpenAI-compatible one) streams; any other gives its whole text as one piece.
+        No timeout here: the caller bounds the iteration. Closing the iterator early (or cancelling the
+        task iterating it) abandons the request."""
+        start = time.perf_counter()
+        backend = self._backends.get(call.model)
+        if backend is None:
+            yield CallFailed(kind="setup", message=f"no backend is configured for model {call.model!r}")
+            return
+        try:
+            settings = self.settings_for(call)
+        except InputError as exc:
+            yield CallFailed(kind="bad_request", message=f"model {call.model!r}: {exc}")
+            return
+        streaming = getattr(backend, "stream", None)
+        try:
+            if streaming is None:
+                completion = await backend.complete(call.messages, settings)
+                if completion.text:
+                    yield completion.text
+                yield completion
+                return
+            async with aclosing(streaming(call.messages, settings)) as pieces:
+                async for piece in pieces:
+                    yield piece
+        except BackendError as exc:
+            yield CallFailed(kind=exc.kind, message=str(exc), latency_s=time.perf_counter() - start)
 
     async def aclose(self) -> None:
         """Close every backend."""

@@ -8,8 +8,8 @@ measured and said.
 
 The measure looks at a fixed sample: ``SAMPLE_ROWS`` rows drawn without replacement by a generator
 seeded with ``SEED`` (all rows when the bank has fewer), so it costs the same on any bank size
-(40–60 ms on a memory-mapped 1e6 × 384 bank, two cores) and says the same thing every time about the
-same bank. Over the sample:
+(measurements: docs/performance.md, "Other figures") and says the same thing every time about the same
+bank. Over the sample:
 
 - ``mean_pairwise_cosine``: the mean of x_i · x_j over the pairs i ≠ j of sampled rows;
 - ``near_duplicate_share``: the share of sampled rows whose nearest other sampled row has cosine

@@ -42,9 +42,9 @@ REBUILD_GROWTH = 2.0
 """``needs_rebuild`` once the bank holds this many times the rows the centroids were trained on."""
 
 POINTS_PER_CENTROID = 64
-"""Training sample per list (faiss warns below 39; its own cap is 256): with 64, training 1e6 x 384 into
-the default 4096 lists took 108 s on the 2-core CI machine (1024 lists: 10 s), the setting
-docs/sizing.md measured recall with."""
+"""Training sample per list (faiss warns below 39; its own cap is 256): training time grows with the
+sample and the lists, and 64 is the setting docs/sizing.md measured recall with (training times:
+docs/performance.md, "The int8 scan and the IVF index")."""
 
 MIN_NPROBE = 8
 """Fewest lists ``default_nprobe`` probes."""
@@ -137,10 +137,10 @@ def default_nlist(n_rows: int) -> int:
     """Lists for a bank of ``n_rows``: the power of two nearest 4·√N, or N / ``POINTS_PER_CENTROID`` when
     that is smaller (every list gets its full training sample); 1024 at 1e5 rows, 4096 at 1e6, at least 1.
 
-    Finer than the textbook √N: measured at 1e6 × 384 (docs/sizing.md), 4096 lists probed 64 at a time
-    found 0.991 of the exact support set in 1.8 ms where 1024 lists probed 32 at a time found 0.987 in
-    4.7 ms, because coarse lists follow the uneven topics and a query lands in a big one. Training costs
-    more (108 s against 10 s at 1e6 on two cores).
+    Finer than the textbook √N: at 1e6 × 384 (docs/sizing.md), 4096 lists probed 64 at a time found
+    0.991 of the exact support set where 1024 lists probed 32 at a time found 0.987, and in less time,
+    because coarse lists follow the uneven topics and a query lands in a big one. Training costs more
+    (times of both: docs/performance.md, "The int8 scan and the IVF index").
     """
     if n_rows < 1:
         raise InputError(f"an index needs at least one row, got {n_rows}")

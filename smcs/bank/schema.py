@@ -1,7 +1,7 @@
 """The bank's records: one msgspec ``Struct`` per concept, shared by the files and the API.
 
 These Structs are the single definition of what ``questions.jsonl``, ``models.json`` and
-``manifest.json`` hold (DESIGN.md §4). Decoding a file with them validates it and names the offending
+``manifest.json`` hold (docs/design.md, The bank). Decoding a file with them validates it and names the offending
 field; unknown fields are refused so that a typo in a hand-edited file is caught rather than ignored.
 All are frozen: a bank version is immutable, and so are the values read from it.
 """

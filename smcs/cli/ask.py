@@ -26,6 +26,8 @@ from smcs.client import AsyncClient
 from smcs.config import Config
 from smcs.core.pipeline import AggregationEvidence, AnswerResult, CallEvidence, Event, ReferenceEvidence, Routed
 from smcs.core.prompts import Task, check_task
+from smcs.core.question import check_question
+from smcs.cli.target import server_target
 from smcs.runtime.local import local_runtime
 from smcs.strategies import STRATEGIES, StrategyCall, StrategyEvent, StrategyPlan, StrategyResult, StrategySpec
 from smcs.strategies import get_strategy, parse_options, parse_params
@@ -38,6 +40,7 @@ def run_ask(args: argparse.Namespace, policy_overrides: dict[str, object]) -> in
     """The ``smcs ask`` command: print progress, then the answer; exit status 0 (errors raise)."""
     task = check_task(args.task)
     options: dict[str, object] = dict(parse_options(args.option or []))
+    check_question(args.question, max_chars=None)  # the length limit is the server's, or the configuration's below
     if args.server is not None:
         if args.strategy is not None:  # checked here too, so that a typo fails before the call
             parse_params(get_strategy(args.strategy).name, options)
@@ -49,6 +52,7 @@ def run_ask(args: argparse.Namespace, policy_overrides: dict[str, object]) -> in
         )
     else:
         config, bank_path = bundled.config_and_bank(args.config, args.bank)
+        check_question(args.question, max_chars=config.server.max_question_chars)
         if args.strategy is None:  # the configuration's [answer] strategy, with its options unless given
             options = options or dict(config.answer.strategy_options)
         spec = get_strategy(args.strategy or config.answer.strategy)
@@ -114,7 +118,8 @@ def progress_line(event: Event | StrategyPlan | StrategyCall | StrategyResult) -
         return f"final       {event.strategy}" + (f" #{event.chosen}" if event.chosen is not None else "")
     if isinstance(event, Routed):
         d = event.decision
-        return f"routed      referencers {', '.join(d.referencers)}; aggregator {d.aggregator}; {len(d.subsets)} subsets (seed {d.seed})"
+        clamped = f"; k clamped from {d.k_clamped_from} to the bank's {len(d.referencers)} models" if d.k_clamped_from is not None else ""
+        return f"routed      referencers {', '.join(d.referencers)}; aggregator {d.aggregator}; {len(d.subsets)} subsets (seed {d.seed}){clamped}"
     if isinstance(event, ReferenceEvidence):
         return f"reference   {event.model:<24} {_outcome(event)}"
     if isinstance(event, AggregationEvidence):
@@ -189,19 +194,24 @@ def add_ask_parser(commands: argparse._SubParsersAction) -> argparse.ArgumentPar
         help="answer one question with the full SMCS pipeline or a baseline strategy (in this process, or through --server)",
         description=(
             "With no --server the pipeline (or the --strategy) runs in this process: over --bank (or the configuration's "
-            "[bank], or the bundled default bank) with the models of --config (default: the bundled demonstration pool of "
-            "SmolLM2-135M members, which needs the smcs[local] extra)."
+            "[bank], or the bundled default bank), whose files' hashes are verified first, with the models of --config "
+            "(default: for a bank of the bundled demonstration pool's models, such as the bundled bank or a copy of it, "
+            "that pool of SmolLM2-135M members, which needs the smcs[local] extra; else none). An empty question is "
+            "refused before anything runs."
         ),
     )
-    ask.add_argument("question", help="the question")
+    ask.add_argument("question", help="the question (not empty)")
     ask.add_argument("--strategy", metavar="NAME",
                      help=f"how to answer: {', '.join(STRATEGIES)} (default: [answer] strategy of the configuration, else smcs, the full pipeline)")
     ask.add_argument("--option", action="append", metavar="KEY=VALUE",
                      help="a parameter of --strategy, e.g. --option layers=3 (repeatable; see smcs.strategies)")
     ask.add_argument("--task", help="prompt template: math, numeric, multiple_choice, code, exact, instruction")
-    ask.add_argument("--server", help="answer through the smcs server at this address (e.g. 127.0.0.1:50051; replicas as in smcs route --help)")
+    ask.add_argument("--server", type=server_target,
+                     help="answer through the smcs server at this address HOST:PORT (e.g. 127.0.0.1:50051; replicas as in smcs route --help)")
     ask.add_argument("--bank", type=Path, help="in-process: this bank (default: [bank] of --config, else the bundled bank)")
-    ask.add_argument("--config", type=Path, help="in-process: TOML configuration ([models], [embedder], [policy], [answer]); default: the bundled pool")
+    ask.add_argument("--config", type=Path, help=(
+        "in-process: TOML configuration ([models], [embedder], [policy], [answer]); default: the bundled pool's for a "
+        "bank of its models (the bundled bank, copies of it), else the built-in defaults"))
     ask.add_argument("--token", help="bearer token for --server (or set SMCS_TOKEN)")
     ask.add_argument("--seed", type=int, help="seed of the exploration and of every model call (default: random, reported)")
     ask.add_argument("--json", action="store_true", help="print the whole result with its evidence as JSON")

@@ -19,6 +19,7 @@ from typing import Annotated, Literal
 import msgspec
 import numpy as np
 
+from smcs import bundled
 from smcs.bank import Bank, ModelInfo, Question, ivf
 from smcs.ingest.importers import summary
 from smcs.cli.build import add_build_parser
@@ -38,10 +39,10 @@ def add_bank_parser(commands: argparse._SubParsersAction) -> None:  # type: igno
     bank = commands.add_parser("bank", help="build, inspect and extend banks")
     actions = bank.add_subparsers(required=True, metavar="ACTION")
     info = actions.add_parser("info", help="version, sizes, embedder and query-text rule, distinctness, provenance and per-model accuracy")
-    info.add_argument("path", type=Path)
+    info.add_argument("path", type=Path, nargs="?", default=bundled.BANK, help="bank directory (default: the bundled bank)")
     info.set_defaults(run=_run_info)
     validate = actions.add_parser("validate", help="verify every file of the current version (hashes included)")
-    validate.add_argument("path", type=Path)
+    validate.add_argument("path", type=Path, nargs="?", default=bundled.BANK, help="bank directory (default: the bundled bank)")
     validate.set_defaults(run=_run_validate)
     index = actions.add_parser(
         "index",

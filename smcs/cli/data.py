@@ -29,18 +29,18 @@ _INPUT = ('INSTRUCTIONS is JSON Lines: {"id"?, "instruction"} a line (id: a stri
 def add_data_parser(commands: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     """Register ``smcs data`` and its jobs."""
     data = commands.add_parser("data", help="generate alignment data (SFT, preference pairs, opinions) with the strategies",
-                               description="Alignment data from the multi-LLM strategies (MoAA, seed 003; Mixture-of-Opinions, seed 000).")
+                               description="Alignment data from the multi-LLM strategies (MoAA: Wang et al., ICML 2025; Mixture-of-Opinions, MoO).")
     jobs = data.add_subparsers(required=True, metavar="JOB")
 
     sft = jobs.add_parser("sft", help="chat-SFT records: each instruction answered by a strategy (MoAA stage 1)",
-                          description="MoAA stage 1 (seed 003 §3.1): each instruction is answered by --strategy and written as "
+                          description="MoAA stage 1 (Wang et al., ICML 2025, §3.1): each instruction is answered by --strategy and written as "
                           '{"id", "messages": [user, assistant], "metadata": {"strategy", "models", "seed", ...}}. ' + _INPUT)
     _common(sft, bank=True)
     _strategy(sft, "--strategy")
     sft.set_defaults(run=run_sft)
 
     pref = jobs.add_parser("preference", help="DPO pairs: policy samples judged pairwise by MoA as a reward model (MoAA stage 2)",
-                           description="MoAA stage 2 (seed 003 §3.2, Appendix K.2-K.4): --samples responses of --policy-model per "
+                           description="MoAA stage 2 (Wang et al., ICML 2025, §3.2, Appendix K.2-K.4): --samples responses of --policy-model per "
                            "instruction; every pair judged in both orders (criteria filter, proposer judges, aggregator judge); a pair "
                            "whose two verdicts disagree is a tie (½ win each); the sample with the most wins is chosen, the one with "
                            'the fewest rejected: {"id", "prompt", "chosen", "rejected", "criteria", "judgements", "consistent", '
@@ -55,7 +55,7 @@ def add_data_parser(commands: argparse._SubParsersAction) -> None:  # type: igno
     pref.set_defaults(run=run_preference)
 
     opinions = jobs.add_parser("opinions", help="Mixture-of-Opinions SFT records: other models' answers in the context, the target strategy's answer",
-                               description="Mixture-of-Opinions records (seed 000): every --models model answers the instruction; "
+                               description="Mixture-of-Opinions (MoO) records: every --models model answers the instruction; "
                                "the answers go, numbered, into a system block before the instruction, and --target-strategy's "
                                'answer is the assistant turn: {"id", "messages": [system, user, assistant], "metadata": '
                                '{"target_strategy", "target_models", "opinion_models", "failed_opinions", "seed"}}. ' + _INPUT)

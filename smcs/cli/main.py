@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.metadata
 import importlib.util
 import json
 import logging
@@ -29,13 +30,19 @@ from smcs import bundled
 from smcs.kernels import configure_threads
 from smcs.cli.ask import add_ask_parser, run_ask
 from smcs.cli.bank import add_bank_parser, embed_with_bundled
+from smcs.cli.info import add_info_parser, in_process_route_json, proto_json
+from smcs.backends.config import LocalModelConfig
 from smcs.bank import Bank
-from smcs.client import DEFAULT_TARGET, Client, channel_target
+from smcs.client import DEFAULT_TARGET, Client
 from smcs.core import Policy, RouteDecision, Router
+from smcs.core.pipeline import clamped_note
+from smcs.core.question import check_question
 from smcs.cli.policy_options import add_policy_options, policy_overrides
+from smcs.cli.target import SERVER_HELP, server_target
 from smcs.errors import InputError, SmcsError
 from smcs.cli.data import add_data_parser
 from smcs.cli.eval import add_eval_parser
+from smcs.progress import Steps
 from smcs.service import serve
 from smcs.synthetic import create_clustered_bank, queries_near
 
@@ -58,11 +65,16 @@ def main(argv: list[str] | None = None) -> int:
     """
     parser = _parser()
     args = parser.parse_args(argv)
+    if args.run is not _run_serve:  # serve logs at INFO with times; the others print warnings as smcs: warning: ...
+        _print_warnings()
     configure_threads()  # before the first parallel kernel of any command
     try:
         return args.run(args)
     except grpc.RpcError as exc:
-        print(f"smcs: error: {exc.code().name}: {exc.details()}", file=sys.stderr)
+        hint = ""
+        if exc.code() == grpc.StatusCode.UNAVAILABLE and getattr(args, "server", None):
+            hint = f" (is an smcs server listening at --server {args.server}? it takes HOST:PORT)"
+        print(f"smcs: error: {exc.code().name}: {exc.details()}{hint}", file=sys.stderr)
         return EXIT_USAGE
     except (SmcsError, OSError, msgspec.ValidationError, msgspec.DecodeError) as exc:
         print(f"smcs: error: {exc}", file=sys.stderr)
@@ -78,24 +90,43 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_INTERNAL
 
 
-SERVER_HELP = (
-    f"server address HOST:PORT (default {DEFAULT_TARGET}); replicas as a comma-separated list of IP:PORT, "
-    "or a gRPC target such as dns:///NAME:PORT whose name resolves to every replica: calls go round-robin "
-    "to the replicas that are up"
-)
+class _LevelFormatter(logging.Formatter):
+    """``smcs: warning: MESSAGE``: how a command (other than ``serve``) shows what smcs logs."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return f"smcs: {record.levelname.lower()}: {record.getMessage()}"
 
 
-def _server_target(value: str) -> str:
-    """``--server`` as given, once ``channel_target`` accepts it (argparse reports its error)."""
+def _print_warnings() -> None:
+    """Log WARNING and above to stderr as ``smcs: warning: ...`` (when nothing configured logging yet): a
+    router clamping K says so this way."""
+    handler = logging.StreamHandler()
+    handler.setFormatter(_LevelFormatter())
+    logging.basicConfig(level=logging.WARNING, handlers=[handler])
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose innermost subcommand reports the arguments it does not know, with its
+    own usage (``usage: smcs route ...``), instead of the top-level parser with the top-level usage."""
+
+    def parse_known_args(self, args=None, namespace=None):  # type: ignore[no-untyped-def]
+        parsed, extras = super().parse_known_args(args, namespace)
+        if extras and self._subparsers is None and self.prog != "smcs":
+            self.error(f"unrecognized arguments: {' '.join(extras)}")
+        return parsed, extras
+
+
+def version() -> str:
+    """The installed smcs distribution's version ("unknown" when smcs runs from a tree not installed)."""
     try:
-        channel_target(value)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-    return value
+        return importlib.metadata.version("smcs")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="smcs", description=__doc__)
+    parser = _Parser(prog="smcs", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"smcs {version()}")
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
 
     demo = commands.add_parser("demo", help="build a synthetic bank, route held-out questions, report timing")
@@ -113,12 +144,15 @@ def _parser() -> argparse.ArgumentParser:
     route.add_argument("question", nargs="?", help="question text (embedded by the server's embedder, or the bundled one with --bank); or give --embedding")
     route.add_argument("--embedding", type=Path, help="query embedding: a .npy vector or a JSON list")
     where = route.add_mutually_exclusive_group()
-    where.add_argument("--server", default=DEFAULT_TARGET, type=_server_target, help=SERVER_HELP)
-    where.add_argument("--bank", type=Path, help="route in this process over the bank directory instead of a server")
+    where.add_argument("--server", default=DEFAULT_TARGET, type=server_target, help=SERVER_HELP)
+    where.add_argument("--bank", type=Path, help=(
+        "route in this process over the bank directory instead of a server (its files' hashes are verified "
+        "first; the policy defaults are the bundled pool's for a bank of its models, else the paper's)"))
     route.add_argument("--token", help="bearer token (or set SMCS_TOKEN)")
     route.add_argument("--seed", type=int, help="seed of the exploration subsets (default: random, reported)")
     route.add_argument("--debug", action="store_true", help="include the support questions' text and outcomes")
-    route.add_argument("--json", action="store_true", help="print the decision as JSON instead of a table")
+    route.add_argument("--json", action="store_true", help=(
+        "print the RouteResponse as proto3 JSON (as grpcurl prints it: 64-bit seeds as strings) instead of a table"))
     add_policy_options(route)
     route.set_defaults(run=_run_route)
 
@@ -127,15 +161,24 @@ def _parser() -> argparse.ArgumentParser:
     ask.set_defaults(run=lambda args: run_ask(args, policy_overrides(args)))
 
     serve = commands.add_parser("serve", help="run the gRPC router service")
-    serve.add_argument("--config", type=Path, help="TOML configuration file (see README); default: the bundled demonstration pool")
-    serve.add_argument("--bank", type=Path, help="bank directory (overrides [bank] path; default: the bundled bank)")
+    serve.add_argument("--config", type=Path, help=(
+        "TOML configuration file (docs/configuration.md); default: the bundled demonstration pool's for a bank "
+        "of its models (the bundled bank, copies of it), else the built-in defaults"))
+    serve.add_argument("--bank", type=Path, help=(
+        "bank directory (overrides [bank] path; default: the bundled bank); the hashes of the version served "
+        "are verified at start-up"))
     serve.add_argument("--host", help="interface to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (default 50051; 0 picks a free one)")
+    serve.add_argument("--http-port", type=int, help=(
+        "also serve the OpenAI-compatible HTTP gateway (/v1/chat/completions, /v1/models) on this port, on "
+        "[http] host (default 127.0.0.1); 0 picks a free one (overrides [http] port; default: [http] port, else off)"))
     serve.set_defaults(run=_run_serve)
 
     health = commands.add_parser("health", help="ask a server whether it is serving")
-    health.add_argument("--server", default=DEFAULT_TARGET, type=_server_target, help=SERVER_HELP)
+    health.add_argument("--server", default=DEFAULT_TARGET, type=server_target, help=SERVER_HELP)
     health.set_defaults(run=_run_health)
+
+    add_info_parser(commands)
 
     add_bank_parser(commands)
     add_eval_parser(commands)
@@ -152,26 +195,36 @@ def _run_route(args: argparse.Namespace) -> int:
         raise InputError("give a question or --embedding FILE (exactly one)")
     embedding = _read_embedding(args.embedding) if args.embedding is not None else None
     if args.bank is not None:
-        bank = Bank.open(args.bank)
+        if args.question is not None:
+            check_question(args.question)
+        config, _ = bundled.config_and_bank(None, args.bank)
+        bank = Bank.open(args.bank, verify=True, progress=Steps(f"smcs: verifying bank {args.bank}"))
         if embedding is None:
             embedding = embed_with_bundled([args.question], bank)[0]
-        decision = Router(bank, _policy(args)).route(embedding, seed=args.seed)
+        policy = msgspec.structs.replace(config.policy, **policy_overrides(args))
+        decision = Router(bank, policy).route(embedding, seed=args.seed)
+        if args.json:
+            print(in_process_route_json(decision, bank, debug=args.debug))
+            return 0
     else:
         with Client(args.server, token=args.token or os.environ.get("SMCS_TOKEN")) as client:
-            decision = client.route(
+            call = client.route_message if args.json else client.route
+            decision = call(
                 args.question, embedding=embedding, seed=args.seed, debug=args.debug, include_support=True,
                 **policy_overrides(args),
             )  # the table and the JSON show the support set
-    if args.json:
-        print(msgspec.json.format(msgspec.json.encode(decision).decode()))
-    else:
-        _print_decision(decision)
+        if args.json:
+            print(proto_json(decision))
+            return 0
+    _print_decision(decision)
     return 0
 
 
 def _print_decision(decision: RouteDecision) -> None:
     print(f"bank {decision.bank_version}  seed {decision.seed}  aggregator {decision.aggregator}  scorer {decision.scorer}"
           + ("  OUT OF BANK: ranked by overall accuracy" if decision.out_of_bank else ""))
+    if decision.k_clamped_from is not None:
+        print(f"note: {clamped_note(decision)}")
     width = max(len(name) for name in decision.referencers)
     print(f"{'referencer':<{width}}  prior vote  p(correct)")
     for name, vote, p in zip(decision.referencers, decision.votes, decision.probabilities, strict=True):
@@ -184,8 +237,9 @@ def _print_decision(decision: RouteDecision) -> None:
 
 def _run_serve(args: argparse.Namespace) -> int:
     config, bank_path = bundled.config_and_bank(args.config, args.bank)
-    serving_bundled = bank_path == bundled.BANK
-    if serving_bundled and args.config is None and importlib.util.find_spec("llama_cpp") is None:
+    serving_bundled = bundled.is_bundled_bank(bank_path)
+    local = any(isinstance(model, LocalModelConfig) for model in config.models.values())
+    if local and args.config is None and importlib.util.find_spec("llama_cpp") is None:
         config = msgspec.structs.replace(config, models={})
         print("smcs: llama-cpp-python is not installed (pip install 'smcs[local]'): serving Route without the "
               "bundled models; Answer needs them", flush=True)
@@ -195,11 +249,17 @@ def _run_serve(args: argparse.Namespace) -> int:
             config = msgspec.structs.replace(config, server=msgspec.structs.replace(config.server, **server_changes))
         except ValueError as exc:
             raise InputError(f"--{exc}") from None
+    if args.http_port is not None:
+        try:
+            config = msgspec.structs.replace(config, http=msgspec.structs.replace(config.http, port=args.http_port))
+        except ValueError as exc:
+            raise InputError(f"--http-{exc}") from None
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     with tempfile.TemporaryDirectory(prefix="smcs-serve-") as scratch:
         if serving_bundled:  # a copy, so that the admin RPCs never write into the installed package
             bank_path = Path(shutil.copytree(bundled.BANK, Path(scratch) / "bank"))
-            print(f"smcs: no bank configured; serving a copy of the bundled bank at {bank_path}", flush=True)
+            why = "no bank configured" if args.bank is None and config.bank is None else "the bundled bank's own directory"
+            print(f"smcs: {why}: serving a copy of the bundled bank at {bank_path} (writes go to the copy)", flush=True)
         asyncio.run(serve(config, bank_path))
     return 0
 
@@ -214,8 +274,8 @@ def _run_health(args: argparse.Namespace) -> int:
 def _read_embedding(path: Path) -> np.ndarray:
     if path.suffix == ".npy":
         try:
-            return np.load(path, allow_pickle=False)
-        except (ValueError, EOFError) as exc:  # not an .npy file (EOFError: an empty one), or one holding objects
+            return np.asarray(np.load(path, allow_pickle=False), dtype=np.float64)
+        except (ValueError, TypeError, EOFError) as exc:  # not an .npy file (EOFError: an empty one), or not numbers
             raise InputError(f"--embedding {path}: not a .npy array of numbers ({exc})") from None
     try:
         return np.asarray(json.loads(path.read_text()), dtype=np.float64)

@@ -30,6 +30,11 @@ class RouteDecision(msgspec.Struct, frozen=True, kw_only=True):
             gRPC only with debug evidence).
         out_of_bank: the nearest bank question is less similar than the fit's out-of-bank threshold;
             models then rank by overall bank accuracy (except with "vote", which stays the paper's).
+        k_clamped_from: the K the policy asked for when the bank has fewer models than that: the router
+            then routed with K = the bank's model count (``len(referencers)``), k_drop at most K − 1 and
+            the default quorum ⌈K/2⌉ (``smcs.core.policy.fit_policy``), and logged a WARNING; None when
+            the policy's K fitted the bank. This holds for a router's own policy and a per-call one alike
+            (an explicit request K too).
     """
 
     referencers: list[str]
@@ -47,3 +52,4 @@ class RouteDecision(msgspec.Struct, frozen=True, kw_only=True):
     probabilities: list[float] = []
     model_probabilities: list[float] = []
     out_of_bank: bool = False
+    k_clamped_from: int | None = None

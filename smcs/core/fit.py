@@ -455,7 +455,8 @@ def fit_logistic(features: np.ndarray, outcomes: np.ndarray, l2: float) -> tuple
     accelerated gradient in float32 with step 1/L, L = λ_max/4 + l2 (whitened features have unit
     covariance, so a few hundred steps converge); standardising and whitening are folded into the
     returned weights and biases. BLAS runs on one thread here: the products are too narrow to gain from
-    more, and OpenBLAS's threads cost ≈ 3× the time.
+    more, and waking OpenBLAS's threads for each of them costs more than it saves (measurements:
+    docs/performance.md, "Threads on a small machine").
     """
     with threadpool_limits(limits=1, user_api="blas"):
         return _fit_logistic(features, outcomes, l2)

@@ -45,6 +45,29 @@ class Completion(msgspec.Struct, frozen=True, kw_only=True):
     url: str | None = None
 
 
+class Generation(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """Sampling settings of one request that override a model's configured ones (``ModelCall.generation``);
+    a field left None keeps the model's. The backends check the values (``GenerationSettings``).
+
+    Attributes:
+        temperature: sampling temperature (>= 0).
+        max_tokens: most tokens to generate (>= 1).
+        top_p: nucleus sampling mass in (0, 1].
+        stop: strings that end generation.
+        presence_penalty: OpenAI-style presence penalty in [-2, 2].
+    """
+
+    temperature: float | None = None
+    max_tokens: int | None = None
+    top_p: float | None = None
+    stop: list[str] | None = None
+    presence_penalty: float | None = None
+
+    def changes(self) -> dict[str, object]:
+        """The fields that are set, by name (what replaces the model's settings)."""
+        return {name: value for name in self.__struct_fields__ if (value := getattr(self, name)) is not None}
+
+
 def with_system_prompt(system_prompt: str | None, messages: Sequence[ChatMessage]) -> list[ChatMessage]:
     """``messages`` with a model's ``system_prompt`` put first: joined to a leading system message (the
     model's first, a blank line, then the given one), or as a new system message before them. None or

@@ -48,8 +48,8 @@ import numpy as np
 from ..errors import InputError, SmcsError
 from .. import kernels
 from .decision import RouteDecision
-from .messages import ChatMessage, Completion
-from .policy import Policy
+from .messages import ChatMessage, Completion, Generation
+from .policy import Policy, fit_policy
 from .prompts import Task, aggregation_messages, question_messages
 from .router import RouteCall, Router
 
@@ -58,11 +58,13 @@ Source = Literal["aggregation", "fallback_aggregator", "best_reference"]
 
 
 class ModelCall(msgspec.Struct, frozen=True, kw_only=True):
-    """One request for the host to send: ``messages`` to ``model``, sampling with ``seed``."""
+    """One request for the host to send: ``messages`` to ``model``, sampling with ``seed`` and the model's
+    configured settings, overridden by ``generation`` where it sets a field (None: the model's alone)."""
 
     model: str
     messages: list[ChatMessage]
     seed: int
+    generation: Generation | None = None
 
 
 class CallFailed(msgspec.Struct, frozen=True, kw_only=True):
@@ -228,7 +230,11 @@ def smcs_pipeline(
     ``policy`` gives λ (Eq 7) and the quorum; ``task`` the prompt template; ``fallback_aggregator`` the
     model that rewrites the aggregations if every one of the aggregator's failed (None: no second try).
     Sampling seeds of the calls derive from ``decision.seed``, so replays send identical requests.
+    When the router clamped K (``decision.k_clamped_from``), the quorum is that of ``policy`` fitted to
+    the clamped K (``fit_policy``) and the first note says so.
     """
+    if decision.k_clamped_from is not None:
+        policy = fit_policy(policy, len(decision.referencers))
     yield Emit(Routed(decision))
     asked = question_messages(question, task)
     calls = [ModelCall(model=m, messages=asked, seed=derived_seed(decision.seed, i)) for i, m in enumerate(decision.referencers)]
@@ -243,7 +249,8 @@ def smcs_pipeline(
             f"{policy.quorum} ({failed})",
             references,
         )
-    notes = [f"referencer {e.model} failed ({e.error_kind}) and was left out of every subset" for e in references if not e.ok]
+    notes = [clamped_note(decision)] if decision.k_clamped_from is not None else []
+    notes += [f"referencer {e.model} failed ({e.error_kind}) and was left out of every subset" for e in references if not e.ok]
     subsets = [[m for m in subset if m in answered] for subset in decision.subsets]
 
     aggregators: list[tuple[str, Source]] = [(decision.aggregator, "aggregation")]
@@ -280,6 +287,11 @@ def smcs_pipeline(
     )
     yield Emit(result)
     return result
+
+
+def clamped_note(decision: RouteDecision) -> str:
+    """What a decision whose K was clamped says about it (``RouteDecision.k_clamped_from``)."""
+    return f"policy k={decision.k_clamped_from} exceeds the bank's models: routed with k={len(decision.referencers)}"
 
 
 def _aggregate(
@@ -397,7 +409,7 @@ def checked_results(sent: object, calls: Sequence[ModelCall]) -> list[CallResult
 
 def derived_seed(seed: int, index: int, stage: int = 0) -> int:
     """The sampling seed of call ``index`` of ``stage`` (0 references, 1 aggregations) of a request: a
-    63-bit value mixed from the request seed (BLAKE2b of the three numbers: ~1 µs, where numpy's
-    SeedSequence took ~57 µs a call), so replays send identical requests."""
+    63-bit value mixed from the request seed (BLAKE2b of the three numbers, far cheaper than numpy's
+    SeedSequence), so replays send identical requests."""
     key = (seed & (2**64 - 1)).to_bytes(8, "little") + stage.to_bytes(4, "little") + index.to_bytes(8, "little")
     return int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "little") >> 1

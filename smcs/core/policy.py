@@ -22,7 +22,9 @@ class Policy(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tr
     when the Policy is built (or ``msgspec.ValidationError`` naming the field when decoded from JSON/TOML).
 
     Attributes:
-        k: number of referencer models, the K of Eq (5). Must not exceed the bank's model count.
+        k: number of referencer models, the K of Eq (5). A router over a bank with fewer models routes
+            with K clamped to their number (``fit_policy``; a WARNING, and the decision's
+            ``k_clamped_from``).
         n_base: the N_base of Eq (3): the threshold is γ times the N_base-th largest similarity
             (clamped to the bank size).
         gamma: the tolerance γ ∈ [0, 1] of Eq (3).
@@ -113,6 +115,17 @@ class Policy(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tr
             raise InputError(f"policy k={self.k} exceeds the bank's {len(model_names)} models")
         if self.aggregator is not None and self.aggregator not in model_names:
             raise InputError(f"policy aggregator {self.aggregator!r} is not a model of the bank")
+
+
+def fit_policy(policy: Policy, n_models: int) -> Policy:
+    """``policy`` fitted to a bank of ``n_models`` models: unchanged when its K fits (or the bank has no
+    models, which ``check_models`` refuses), else K = ``n_models``, k_drop at most K − 1 and the quorum
+    back to its default ⌈K/2⌉ (``min_references`` None). The router routes with this policy when the one
+    it is given asks for more referencers than the bank has (``RouteDecision.k_clamped_from`` says so),
+    and the strategies other than ``smcs`` always fit theirs."""
+    if policy.k <= n_models or n_models == 0:
+        return policy
+    return msgspec.structs.replace(policy, k=n_models, k_drop=min(policy.k_drop, n_models - 1), min_references=None)
 
 
 PER_PROCESS = ("threads", "quantized")

@@ -1,4 +1,4 @@
-"""The query text: what of a question is embedded (DESIGN.md §3, "Beyond the paper: Query text").
+"""The query text: what of a question is embedded (docs/design.md, Query text).
 
 Real prompts put long shared text before a short question: few-shot blocks, system prompts, templates.
 Embedded whole, every such prompt looks alike (and an encoder that truncates keeps only the shared head),

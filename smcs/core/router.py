@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import secrets
 import threading
@@ -14,10 +15,12 @@ from .. import kernels
 from ..bank import Bank, FittedScorer, ivf
 from . import scorers
 from .decision import RouteDecision
-from .policy import IVF_AUTO_MIN_ROWS, Policy
+from .policy import IVF_AUTO_MIN_ROWS, Policy, fit_policy
 from ..errors import InputError
 
 MAX_SEED = 2**64 - 1
+
+log = logging.getLogger(__name__)
 
 
 class RouteCall(NamedTuple):
@@ -30,12 +33,14 @@ class RouteCall(NamedTuple):
 
 
 class _Call(NamedTuple):
-    """A checked ``RouteCall``: its policy, allowed model indices (None: all), seed and unit query."""
+    """A checked ``RouteCall``: its policy (fitted to the bank), allowed model indices (None: all), seed,
+    unit query and the K its policy asked for when that was clamped (None: not clamped)."""
 
     policy: Policy
     allowed: np.ndarray | None
     seed: int
     query: np.ndarray
+    k_clamped_from: int | None = None
 
 
 class _Scored(NamedTuple):
@@ -56,18 +61,26 @@ class Router:
     bank version always give the same decision. A Router holds one snapshot for its lifetime; to follow
     a bank that grows, build a new Router on ``bank.latest()``.
 
-    ``route`` is thread-safe, but numba's OpenMP runtime runs every parallel kernel ≈ 1.7× slower once
-    a second thread of the process has launched one (measured): call it from one thread, or give
-    multi-threaded callers ``Policy(threads=1)``.
+    A policy (the router's or a call's) whose K exceeds the bank's models is clamped to them
+    (``fit_policy``): the router logs a WARNING (once per asked K) and the decision's ``k_clamped_from``
+    says so. Other misfits (an unknown aggregator, a scorer or retrieval the bank cannot serve) raise
+    ``InputError``.
+
+    ``route`` is thread-safe, but numba's OpenMP runtime runs every parallel kernel slower once a second
+    thread of the process has launched one (each such thread brings its own OpenMP team, and the teams
+    contend for the cores; measurements: docs/performance.md, "Threads on a small machine"): call it from
+    one thread, or give multi-threaded callers ``Policy(threads=1)``.
     """
 
     def __init__(self, bank: Bank, policy: Policy | None = None) -> None:
         kernels.configure_threads()  # before the warm-up's first parallel kernel
         self._bank = bank
-        self._policy = policy if policy is not None else Policy()
         self._fitted = usable_fit(bank)
+        self._clamp_warned: set[int] = set()  # the asked Ks a WARNING was logged for
+        self._policy, self._k_clamped_from = self._fit(policy if policy is not None else Policy())
         self._check_policy(self._policy)
         self._accuracy, self._evaluated = model_accuracy(bank.capability)
+        self._correct_bits = kernels.correct_bits(bank.capability)  # Eq (4)'s matrix by question, once per snapshot
         row_sources = [q.source for q in bank.questions] if self._fitted is not None else None
         self._stats = scorers.bank_stats(bank.capability, row_sources, self._fitted.sources if self._fitted else ())
         self._scoring = scorers.Scoring.of(self._stats, self._fitted) if self._fitted is not None else None
@@ -84,8 +97,15 @@ class Router:
 
     @property
     def policy(self) -> Policy:
-        """The default policy of ``route``."""
+        """The default policy of ``route``: the one given, with K clamped to the bank's models (see
+        ``k_clamped_from``)."""
         return self._policy
+
+    @property
+    def k_clamped_from(self) -> int | None:
+        """The K of the policy given at construction when it exceeded the bank's models and was clamped;
+        None otherwise."""
+        return self._k_clamped_from
 
     @property
     def accuracy(self) -> np.ndarray:
@@ -172,6 +192,7 @@ class Router:
                 [c.policy.n_base for c in batch],
                 [c.policy.gamma for c in batch],
                 _batch_threads([c.policy for c in batch]),
+                correct_bits=self._correct_bits,
             )
             for i, call, found in zip(scans, batch, retrieved):
                 results[i] = self._decide(call, *found)
@@ -182,11 +203,27 @@ class Router:
 
     def _prepare(self, call: RouteCall) -> _Call:
         """``call``'s arguments checked: its policy, allowed model indices, seed and unit query."""
-        policy = self._policy if call.policy is None else call.policy
-        if call.policy is not None:
+        if call.policy is None:
+            policy, clamped_from = self._policy, self._k_clamped_from
+        else:
+            policy, clamped_from = self._fit(call.policy)
             self._check_policy(policy)
         allowed = self._allowed_indices(call.allowed_models, policy.k)
-        return _Call(policy, allowed, _checked_seed(call.seed), _unit_query(call.embedding, self._bank.dim))
+        return _Call(policy, allowed, _checked_seed(call.seed), _unit_query(call.embedding, self._bank.dim), clamped_from)
+
+    def _fit(self, policy: Policy) -> tuple[Policy, int | None]:
+        """``policy`` with K clamped to the bank's models (``fit_policy``) and the K it asked for when
+        clamped (None: it fitted); the first clamp of each asked K logs a WARNING."""
+        fitted = fit_policy(policy, self._bank.n_models)
+        if fitted is policy:
+            return policy, None
+        if policy.k not in self._clamp_warned:
+            self._clamp_warned.add(policy.k)
+            log.warning(
+                "policy k=%d exceeds the %d models of bank %s version %s: routing with k=%d",
+                policy.k, self._bank.n_models, self._bank.path, self._bank.version, fitted.k,
+            )
+        return fitted, policy.k
 
     def _retrieve(self, call: _Call) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Eqs (2)–(4) for one call by its policy's retrieval: (support rows, their Ŝ, votes)."""
@@ -198,9 +235,12 @@ class Router:
             )
         if policy.quantized:
             return kernels.route_quantized(
-                self._quantized_bank(), bank.embeddings, query, bank.capability, policy.n_base, policy.gamma, policy.threads
+                self._quantized_bank(), bank.embeddings, query, bank.capability, policy.n_base, policy.gamma, policy.threads,
+                correct_bits=self._correct_bits,
             )
-        return kernels.route(bank.embeddings, query, bank.capability, policy.n_base, policy.gamma, policy.threads)
+        return kernels.route(
+            bank.embeddings, query, bank.capability, policy.n_base, policy.gamma, policy.threads, correct_bits=self._correct_bits
+        )
 
     def _decide(self, call: _Call, rows: np.ndarray, sims: np.ndarray, votes: np.ndarray) -> RouteDecision:
         """Eq (5) and Eq (6) from the votes: the referencers, the n subsets and the decision."""
@@ -229,6 +269,7 @@ class Router:
             probabilities=scored.probabilities[referencers].tolist(),
             model_probabilities=scored.probabilities.tolist(),
             out_of_bank=scored.out_of_bank,
+            k_clamped_from=call.k_clamped_from,
         )
 
     def _score(self, policy: Policy, query: np.ndarray, rows: np.ndarray, sims: np.ndarray, votes: np.ndarray) -> _Scored:

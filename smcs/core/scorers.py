@@ -1,7 +1,7 @@
 """Scorers: the retrieval evidence of a question turned into p_r(q), the probability that model r answers it
-correctly (DESIGN.md §3, beyond the paper). Pure numpy, vectorised over a batch of Q questions.
+correctly (docs/design.md, Scorers: beyond the paper). Pure numpy, vectorised over a batch of Q questions.
 
-Notation as in DESIGN.md §3, plus: the k nearest bank questions n_1 … n_k of q (the support set's most
+Notation as in docs/design.md (The algorithm), plus: the k nearest bank questions n_1 … n_k of q (the support set's most
 similar rows, Eq 3 sorts them first), their Ŝ_j, acc_r the model's bank accuracy (correct / known),
 c_sr and m_sr the correct and known outcomes of model r on the bank questions of source s.
 

@@ -1,4 +1,4 @@
-"""``smcs data opinions``: Mixture-of-Opinions-style SFT records (seed 000: SFT whose context carries
+"""``smcs data opinions``: Mixture-of-Opinions-style SFT records (MoO: SFT whose context carries
 other models' responses, "opinions").
 
 Per instruction (``opinion_steps``, one step generator hosted by ``smcs.runtime.host.StepHost``): every opinion model

@@ -1,4 +1,4 @@
-"""``smcs data preference``: DPO pairs labelled by MoA as a pairwise reward model (MoAA, seed 003, §3.2).
+"""``smcs data preference``: DPO pairs labelled by MoA as a pairwise reward model (MoAA: Wang et al., ICML 2025, §3.2).
 
 Per instruction (a sans-I/O step generator, ``preference_steps``, hosted by ``smcs.runtime.host.StepHost``):
 

@@ -1,4 +1,4 @@
-"""The prompts of MoA as a pairwise reward model (MoAA, seed 003, §3.2.2–3.2.3 and Appendix K.2–K.4),
+"""The prompts of MoA as a pairwise reward model (MoAA: Wang et al., ICML 2025, §3.2.2–3.2.3 and Appendix K.2–K.4),
 written here in our own words, and the parsers of their answers.
 
 - *Criteria filtering* (K.2): a model reads the query and both responses and picks exactly three
@@ -137,7 +137,7 @@ OPINIONS_INTRO = (
     "may be wrong, incomplete or disagree with each other: weigh them critically, use what is right in them, "
     "and write your own best response."
 )
-"""The system block of a Mixture-of-Opinions record (seed 000: the context carries other models' responses)."""
+"""The system block of a Mixture-of-Opinions (MoO) record (the context carries other models' responses)."""
 
 
 def opinions_block(opinions: Sequence[str]) -> str:

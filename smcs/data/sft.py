@@ -1,4 +1,4 @@
-"""``smcs data sft``: chat-SFT records from a strategy's answers (MoAA stage 1, seed 003 §3.1.2, Eq 2).
+"""``smcs data sft``: chat-SFT records from a strategy's answers (MoAA stage 1: Wang et al., ICML 2025, §3.1.2, Eq 2).
 
 Per instruction the strategy (default ``moa-lite``, the two-layer MoA the paper uses "to expedite the
 process"; any registered strategy, with ``--option`` parameters) answers the instruction and the record is

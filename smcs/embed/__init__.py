@@ -1,4 +1,4 @@
-"""Embedders: texts to unit-norm float32 vectors (DESIGN.md §2, layer 4, an I/O edge).
+"""Embedders: texts to unit-norm float32 vectors (docs/design.md, Layout and layers: an I/O edge).
 
 - ``OnnxEmbedder``: the default; all-MiniLM-L6-v2 (int8, 384-d) on the CPU via ONNX Runtime. Blocking.
 - ``RemoteEmbedder``: an OpenAI-compatible ``/v1/embeddings`` server over aiohttp. Async.

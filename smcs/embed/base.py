@@ -1,4 +1,4 @@
-"""The embedder interface: texts in, unit-norm float32 rows out (DESIGN.md §2, layer 4).
+"""The embedder interface: texts in, unit-norm float32 rows out (docs/design.md, Layout and layers: an I/O edge).
 
 Two small interfaces with one method each, one blocking and one async (as HTTP clients pair them):
 

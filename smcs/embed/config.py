@@ -42,7 +42,7 @@ class EmbedderConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw
             ``"remote"``, an OpenAI-compatible ``/v1/embeddings`` endpoint; or ``"none"``: no embedder
             (a service then takes embeddings only).
         threads: onnx only: CPU threads per embedding call (1 suits a server answering concurrent
-            requests; 2 is about 1.8x faster for one large batch on a 2-core machine).
+            requests; more threads speed up one large batch).
         batch_size: most texts per model run (onnx) or per HTTP request (remote).
         base_url: remote only, required: the server, e.g. ``http://gpu1:8000`` (``/v1/embeddings`` is
             appended; a trailing ``/v1`` is not repeated).

@@ -50,7 +50,7 @@ _OUTPUT = "last_hidden_state"
 class OnnxEmbedder:
     """The bundled local embedder (an ``Embedder``: blocking, CPU-bound; thread-safe).
 
-    Construction loads the model (about 0.3 s). ``embed`` may be called from several threads at once;
+    Construction loads the model (a fraction of a second). ``embed`` may be called from several threads at once;
     each call uses up to ``threads`` cores.
     """
 

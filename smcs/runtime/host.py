@@ -22,6 +22,7 @@ import numpy as np
 
 from ..backends.pool import ModelPool
 from ..core import RouteCall, RouteDecision, Router
+from ..core.messages import Generation
 from ..core.pipeline import CallModels, CallResult, EmbedTexts, Emit, ModelCall, RouteQuestion, Stage, Step
 from ..embed import AsyncEmbedder
 from ..errors import InputError
@@ -45,12 +46,15 @@ class _Returned(msgspec.Struct, frozen=True):
 class StepHost:
     """Performs steps with ``pool``'s models, ``embedder`` (None: a step that needs it is an error) and
     ``route``; ``timeouts`` bounds each call of a stage (``reference``, ``aggregate``): a call past it is a
-    ``timeout`` failure, which the step machine handles like any other."""
+    ``timeout`` failure, which the step machine handles like any other. ``generation``, when set, is the
+    request's own sampling settings (the HTTP gateway's ``temperature``, ``max_tokens`` …): every call the
+    steps ask for that carries none of its own is sent with them."""
 
     pool: ModelPool
     embedder: AsyncEmbedder | None = None
     route: RouteFunction = route_in_process
     timeouts: Mapping[Stage, float | None] = field(default_factory=dict)
+    generation: Generation | None = None
 
     async def events(self, steps: Steps) -> AsyncIterator[msgspec.Struct]:
         """Each event ``steps`` emits, as it is emitted (the last is the result). Errors the step machine
@@ -82,7 +86,10 @@ class StepHost:
                 reply = None
             elif isinstance(step, CallModels):
                 results: list[CallResult | None] = [None] * len(step.calls)
-                async for index, result in _as_completed(self.pool, step.calls, self.timeouts.get(step.stage)):
+                calls = step.calls if self.generation is None else [
+                    c if c.generation is not None else msgspec.structs.replace(c, generation=self.generation) for c in step.calls
+                ]
+                async for index, result in _as_completed(self.pool, calls, self.timeouts.get(step.stage)):
                     results[index] = result
                     if step.evidence is not None:
                         yield step.evidence(index, result)

@@ -27,7 +27,8 @@ from ..core.prompts import Task
 from ..core.query_text import query_texts
 from ..embed import AsyncEmbedder, EmbedderConfig, as_async, check_compatible, make_embedder
 from ..errors import InputError
-from ..strategies import StrategyContext, StrategyResult, StrategySpec, fit_policy
+from ..progress import Steps
+from ..strategies import StrategyContext, StrategyResult, StrategySpec
 from .host import StepHost, answer_models
 
 
@@ -95,11 +96,13 @@ class LocalRuntime:
 @asynccontextmanager
 async def local_runtime(config: Config, bank_path: Path) -> AsyncIterator[LocalRuntime]:
     """The runtime over ``bank_path`` with ``config``'s models and embedder (refused if the bank was built
-    by another embedder); the models' backends are closed at the end."""
-    bank = Bank.open(bank_path)
+    by another embedder); the models' backends are closed at the end. The bank's hashes are verified first
+    (``Bank.open(verify=True)``: a damaged file is refused, named; progress on stderr for a large bank). A
+    policy K above the bank's models is clamped by the router, which says so."""
+    bank = Bank.open(bank_path, verify=True, progress=Steps(f"smcs: verifying bank {bank_path}"))
     embedder = as_async(make_embedder(config.embedder or EmbedderConfig()))
     check_compatible(embedder.info, bank)
-    router = Router(bank, fit_policy(config.policy, bank.n_models))
+    router = Router(bank, config.policy)
     async with ModelPool.from_config(config.models) as pool:
         host = StepHost(pool, embedder, timeouts=dict(config.answer.timeouts))
         yield LocalRuntime(config, bank, router, embedder, answer_models(bank.model_names, pool), host)

@@ -1,4 +1,4 @@
-"""The gRPC service: servicer, auth, live bank state and the server itself (DESIGN.md §5)."""
+"""The gRPC service: servicer, auth, live bank state and the server itself (docs/design.md, The service)."""
 
 from .server import RunningServer, serve, start_server
 

@@ -9,8 +9,8 @@ to a lone call, and a busy one answers the calls that piled up during a batch wi
 A lone call (a batch of one with nothing else waiting) on a bank small enough may run on the event loop
 itself instead (``alone_on_loop``): the hop to a worker thread and back costs more than such a route on
 a 2-core machine. Batches of several always go to the workers, where they run beside the loop's own work
-(receiving, parsing and answering the other requests): measured at 15,000 × 384 with 8 clients, routing
-every batch on the loop gave 678 requests a second against 794 on the worker.
+(receiving, parsing and answering the other requests): routing every batch on the loop lost throughput
+with 8 clients (measurements: docs/performance.md, "Service performance").
 """
 
 from __future__ import annotations

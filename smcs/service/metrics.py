@@ -39,7 +39,7 @@ from prometheus_client.registry import Collector
 from ..config import MetricsConfig
 from .state import ServiceState
 
-SERVICE_PREFIX = "/smcs.v1.Router/"
+SERVICE_PREFIX = "/smcs.v1.RouterService/"
 STAGES = ("embed", "route", "respond")
 LATENCY_BUCKETS = (
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
@@ -142,7 +142,7 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):
             return handler._replace(unary_unary=self._unary(method, handler.unary_unary))
         if handler.unary_stream is not None and inspect.isasyncgenfunction(handler.unary_stream):
             return handler._replace(unary_stream=self._unary_stream(method, handler.unary_stream))
-        return handler  # no other shapes in smcs.v1.Router
+        return handler  # no other shapes in smcs.v1.RouterService
 
     def _unary(self, method: str, behavior: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
         async def measured(request: object, context: grpc.aio.ServicerContext) -> Any:

@@ -1,4 +1,5 @@
-"""Building, starting and stopping the gRPC server (grpc.aio), with health checking and reflection."""
+"""Building, starting and stopping the gRPC server (grpc.aio), with health checking, reflection (v1 and
+v1alpha) and admission control."""
 
 from __future__ import annotations
 
@@ -11,7 +12,6 @@ from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
 from .._proto import router_pb2 as pb
 from .._proto import router_pb2_grpc as pb_grpc
@@ -19,15 +19,18 @@ from ..config import Config, TLSConfig
 from ..backends.pool import ModelPool
 from ..embed import AsyncEmbedder, EmbedderConfig, EmbedderError, as_async, make_embedder
 from ..http_retry import AsyncClosing
+from .admission import Admission, AdmissionInterceptor
 from .auth import BearerTokenInterceptor
 from .decode_guard import DecodeGuardInterceptor
+from .http import Gateway, start_gateway
 from .metrics import Metrics, MetricsHTTPServer, MetricsInterceptor
+from .reflection import enable_server_reflection
 from .servicer import RouterService
 from .state import EmbedderChoice, ServiceState
 
 log = logging.getLogger(__name__)
 
-SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Router"].full_name
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["RouterService"].full_name
 GRACE_S = 5.0
 """How long a stopping server lets requests in flight finish."""
 
@@ -35,18 +38,21 @@ GRACE_S = 5.0
 class RunningServer:
     """A started server: its port, its live state, its metrics, and how to stop it.
 
-    ``port`` is the gRPC port and ``metrics_port`` the port of the ``/metrics`` listener (None when
-    ``[metrics]`` leaves it off), both as bound: a configured 0 reads here as the port the system picked.
+    ``port`` is the gRPC port, ``metrics_port`` the port of the ``/metrics`` listener (None when
+    ``[metrics]`` leaves it off) and ``http_port`` the HTTP gateway's (None when ``[http]`` leaves it off),
+    all as bound: a configured 0 reads here as the port the system picked.
     """
 
     def __init__(self, server: grpc.aio.Server, port: int, state: ServiceState, health: health.aio.HealthServicer,
                  executors: list[ThreadPoolExecutor], watcher: asyncio.Task[None] | None, metrics: Metrics,
-                 exposition: MetricsHTTPServer | None, pool: ModelPool) -> None:
+                 exposition: MetricsHTTPServer | None, pool: ModelPool, gateway: Gateway | None = None) -> None:
         self.server = server
         self.port = port
         self.state = state
         self.metrics = metrics
         self.metrics_port = exposition.port if exposition is not None else None
+        self.gateway = gateway
+        self.http_port = gateway.port if gateway is not None else None
         self._exposition = exposition
         self._health = health
         self._executors = executors
@@ -60,7 +66,10 @@ class RunningServer:
             self._watcher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watcher
-        await self.server.stop(grace_s)
+        if self.gateway is not None:  # with gRPC: each lets its requests in flight finish
+            await asyncio.gather(self.server.stop(grace_s), self.gateway.stop())
+        else:
+            await self.server.stop(grace_s)
         await self.state.close()
         _shut_down(self._executors)
         await self._pool.aclose()
@@ -69,10 +78,15 @@ class RunningServer:
             self._exposition.close()
 
 
-async def start_server(config: Config, bank_path: Path) -> RunningServer:
+async def start_server(config: Config, bank_path: Path, *, verify: bool = True) -> RunningServer:
     """Start serving ``bank_path`` as ``config`` says; returns once the bank is loaded and kernels are warm.
 
     The port is open (and health says NOT_SERVING) while the bank loads; health turns SERVING after.
+    ``verify`` (the default) checks the SHA-256 of every file of the version it starts with against the
+    manifest (one read of the bank, logged per tenth on a large bank) and refuses a damaged one with a
+    ``BankFormatError`` naming the file. Versions committed later were hashed by their writer and are
+    loaded in O(1). The HTTP gateway (``[http] port`` set) is open while the bank loads too, answering 503
+    until it has; it shares the gRPC calls' admission slots.
     """
     options = [
         ("grpc.max_receive_message_length", config.server.max_message_bytes),
@@ -98,14 +112,17 @@ async def start_server(config: Config, bank_path: Path) -> RunningServer:
     interceptors: list[grpc.aio.ServerInterceptor] = [MetricsInterceptor(metrics)]
     if config.auth.enabled:
         interceptors.append(BearerTokenInterceptor(config.auth))
-    interceptors.append(DecodeGuardInterceptor())  # last: undecodable bytes are refused after auth, and counted
-    server = grpc.aio.server(
-        interceptors=interceptors, options=options, maximum_concurrent_rpcs=config.server.max_concurrent_rpcs
-    )
-    pb_grpc.add_RouterServicer_to_server(RouterService(state, config.server, metrics, pool, config.answer), server)
+    # then the decode guard (undecodable bytes are refused after auth, and counted) and admission (a call
+    # waits for a slot only once it is known to be decodable); grpc's own maximum_concurrent_rpcs is not
+    # used: it refuses at once, where admission queues briefly and sends a retry pushback
+    interceptors.append(DecodeGuardInterceptor())
+    admission = Admission(config.server.max_concurrent_rpcs, config.server.admission_wait_s)  # the HTTP gateway's too
+    interceptors.append(AdmissionInterceptor(admission))
+    server = grpc.aio.server(interceptors=interceptors, options=options)
+    pb_grpc.add_RouterServiceServicer_to_server(RouterService(state, config.server, metrics, pool, config.answer), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+    enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME), server)
     address = f"{config.server.host}:{config.server.port}"
     try:
         port = _bind(server, address, config.server.tls)
@@ -118,12 +135,17 @@ async def start_server(config: Config, bank_path: Path) -> RunningServer:
         await health_servicer.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
     await server.start()
     exposition = None
+    gateway = None
     try:
-        await state.reload()
+        if config.http.port is not None:
+            gateway = await start_gateway(config, state, pool, metrics, admission, GRACE_S)
+        await state.reload(verify=verify)
         if config.metrics.port is not None:
             exposition = MetricsHTTPServer(config.metrics, metrics.registry)
     except BaseException:
         await server.stop(0)
+        if gateway is not None:
+            await gateway.stop()
         _shut_down(executors)
         await pool.aclose()
         await _close_embedder(embedder)
@@ -136,19 +158,22 @@ async def start_server(config: Config, bank_path: Path) -> RunningServer:
     log.info("smcs serving %s on %s:%d", bank_path, config.server.host, port)
     if exposition is not None:
         log.info("smcs metrics on http://%s:%d/metrics", config.metrics.host, exposition.port)
-    return RunningServer(server, port, state, health_servicer, executors, watcher, metrics, exposition, pool)
+    return RunningServer(server, port, state, health_servicer, executors, watcher, metrics, exposition, pool, gateway)
 
 
-async def serve(config: Config, bank_path: Path, ready: asyncio.Event | None = None) -> None:
-    """Run a server until SIGINT or SIGTERM, then stop gracefully.
+async def serve(config: Config, bank_path: Path, ready: asyncio.Event | None = None, *, verify: bool = True) -> None:
+    """Run a server until SIGINT or SIGTERM, then stop gracefully (``verify``: see ``start_server``).
 
-    Once started it prints ``smcs: metrics on http://HOST:PORT/metrics`` (when ``[metrics] port`` is set)
-    and then ``smcs: serving bank VERSION on HOST:PORT``, with the ports actually bound (a configured 0
-    becomes the free port the system picked).
+    Once started it prints ``smcs: metrics on http://HOST:PORT/metrics`` (when ``[metrics] port`` is set),
+    ``smcs: http on http://HOST:PORT/v1`` (when ``[http] port`` is set) and then ``smcs: serving bank
+    VERSION on HOST:PORT``, with the ports actually bound (a configured 0 becomes the free port the system
+    picked).
     """
-    running = await start_server(config, bank_path)
-    if running.metrics_port is not None:  # before the serving line: whoever waits for that one has both ports
+    running = await start_server(config, bank_path, verify=verify)
+    if running.metrics_port is not None:  # before the serving line: whoever waits for that one has every port
         print(f"smcs: metrics on http://{config.metrics.host}:{running.metrics_port}/metrics", flush=True)
+    if running.http_port is not None:
+        print(f"smcs: http on http://{config.http.host}:{running.http_port}/v1", flush=True)
     print(f"smcs: serving bank {running.state.live.bank.version} on {config.server.host}:{running.port}", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

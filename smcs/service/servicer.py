@@ -1,8 +1,9 @@
-"""The Router servicer: translates messages, calls the core, maps errors to status codes. No algorithm here."""
+"""The RouterService servicer: translates messages, calls the core, maps errors to status codes. No algorithm here."""
 
 from __future__ import annotations
 
 import functools
+import importlib.metadata
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TypeVar
@@ -17,7 +18,6 @@ from .._proto import router_pb2_grpc as pb_grpc
 from ..bank import Bank, BankFormatError, ModelInfo, Question
 from ..config import AnswerConfig, ServerConfig
 from ..core.pipeline import QuorumNotMet, finite_totals, perplexities
-from ..core.prompts import check_task
 from ..core.query_text import query_texts
 from ..backends.pool import ModelPool
 from ..runtime.host import NoModelsConfigured, StepHost, answer_models
@@ -27,6 +27,7 @@ from ..strategies import StrategyError, get_strategy, parse_params
 from ..wire import convert
 from ..wire.convert import RequestError, invalid
 from ..wire.decision import route_response
+from ..wire.enums import SCORER
 from .batching import RouteBatcher
 from .metrics import Metrics
 from .state import ServiceState, Snapshot
@@ -90,8 +91,8 @@ def _streaming(method: Callable[..., AsyncIterator[Response]]) -> Callable[..., 
     return wrapper
 
 
-class RouterService(pb_grpc.RouterServicer):
-    """The ``smcs.v1.Router`` service over a ``ServiceState``."""
+class RouterService(pb_grpc.RouterServiceServicer):
+    """The ``smcs.v1.RouterService`` service over a ``ServiceState``."""
 
     def __init__(
         self, state: ServiceState, server: ServerConfig, metrics: Metrics, pool: ModelPool, answer: AnswerConfig
@@ -136,7 +137,7 @@ class RouterService(pb_grpc.RouterServicer):
             return route_response(decision, bank, snapshot.question_ids, debug=request.debug, support=request.include_support)
 
     @_streaming
-    async def Answer(self, request: pb.AnswerRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[pb.AnswerEvent]:
+    async def Answer(self, request: pb.AnswerRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[pb.AnswerResponse]:
         snapshot = await self._snapshot()
         bank = snapshot.bank
         question = convert.question_text(request.question, "question", self._server.max_question_chars)
@@ -146,10 +147,7 @@ class RouterService(pb_grpc.RouterServicer):
             params = parse_params(spec.name, options)
         except StrategyError as exc:
             raise invalid(f"strategy: {exc}") from None
-        try:
-            task = check_task(request.task or None)
-        except ValueError as exc:
-            raise invalid(str(exc)) from None
+        task = convert.task_from_request(request)
         policy = convert.policy_from_request(request.policy, self._state.policy)
         usable = answer_models(bank.model_names, self._pool, list(request.policy.allowed_models))
         if snapshot.embedder is None:  # the aggregations are compared by embedding (Eq 7), so one is needed
@@ -216,16 +214,36 @@ class RouterService(pb_grpc.RouterServicer):
 
     @_unary
     async def BankInfo(self, request: pb.BankInfoRequest, context: grpc.aio.ServicerContext) -> pb.BankInfoResponse:
-        return _bank_info(await self._snapshot())
+        return pb.BankInfoResponse(bank=_bank_summary(await self._snapshot()))
 
     @_unary
-    async def Reload(self, request: pb.ReloadRequest, context: grpc.aio.ServicerContext) -> pb.BankInfoResponse:
-        return _bank_info(await self._state.reload())
+    async def ServerInfo(self, request: pb.ServerInfoRequest, context: grpc.aio.ServicerContext) -> pb.ServerInfoResponse:
+        snapshot = await self._snapshot()
+        router, policy, server = snapshot.router, self._state.policy, self._server
+        return pb.ServerInfoResponse(
+            version=server_version(),
+            policy=convert.policy_message(policy),
+            scorer=SCORER.to_wire(router.scorer_of(policy)),
+            aggregator=router.default_aggregator(policy),
+            bank_version=snapshot.bank.version,
+            strategy=self._answer.strategy,
+            strategy_options={k: _option_text(v) for k, v in self._answer.strategy_options.items()},
+            accepts_text=snapshot.embedder is not None,
+            limits=pb.ServerLimits(
+                max_concurrent_rpcs=server.max_concurrent_rpcs, admission_wait_s=server.admission_wait_s,
+                max_message_bytes=server.max_message_bytes, max_question_chars=server.max_question_chars,
+                max_subsets=convert.MAX_SUBSETS, max_candidates=convert.MAX_CANDIDATES,
+            ),
+        )
+
+    @_unary
+    async def Reload(self, request: pb.ReloadRequest, context: grpc.aio.ServicerContext) -> pb.ReloadResponse:
+        return pb.ReloadResponse(bank=_bank_summary(await self._state.reload()))
 
     @_unary
     async def AppendQuestions(
         self, request: pb.AppendQuestionsRequest, context: grpc.aio.ServicerContext
-    ) -> pb.BankWriteResponse:
+    ) -> pb.AppendQuestionsResponse:
         bank = (await self._snapshot()).bank
         if not request.questions:
             raise invalid("questions: at least one question is required")
@@ -248,17 +266,17 @@ class RouterService(pb_grpc.RouterServicer):
             outcomes = latest.outcome_columns(known, lambda j: f"questions[{j}].outcomes")
             return latest.append_questions(embeddings, questions, outcomes)
 
-        return _write_response(await self._state.write(append))
+        return _write_response(pb.AppendQuestionsResponse, await self._state.write(append))
 
     @_unary
     async def RecordOutcomes(
         self, request: pb.RecordOutcomesRequest, context: grpc.aio.ServicerContext
-    ) -> pb.BankWriteResponse:
+    ) -> pb.RecordOutcomesResponse:
         triples = [(o.model, o.question_id, o.value) for o in request.outcomes]
-        return _write_response(await self._state.write(lambda latest: latest.record_outcomes(triples)))
+        return _write_response(pb.RecordOutcomesResponse, await self._state.write(lambda latest: latest.record_outcomes(triples)))
 
     @_unary
-    async def AddModel(self, request: pb.AddModelRequest, context: grpc.aio.ServicerContext) -> pb.BankWriteResponse:
+    async def AddModel(self, request: pb.AddModelRequest, context: grpc.aio.ServicerContext) -> pb.AddModelResponse:
         model = ModelInfo(
             name=request.name,
             backend=dict(request.backend),
@@ -266,7 +284,8 @@ class RouterService(pb_grpc.RouterServicer):
             cost_per_output_token=request.cost_per_output_token,
         )
         known = {qid: _outcome(value, f"outcomes[{qid!r}]") for qid, value in request.outcomes.items()}
-        return _write_response(await self._state.write(lambda latest: latest.add_model(model, latest.outcome_row(known, "outcomes"))))
+        write = await self._state.write(lambda latest: latest.add_model(model, latest.outcome_row(known, "outcomes")))
+        return _write_response(pb.AddModelResponse, write)
 
 
 async def _embed_question(snapshot: Snapshot, question: str) -> np.ndarray:
@@ -295,9 +314,9 @@ def _outcome(value: int, field: str) -> int:
     return value
 
 
-def _bank_info(snapshot: Snapshot) -> pb.BankInfoResponse:
+def _bank_summary(snapshot: Snapshot) -> pb.BankSummary:
     bank = snapshot.bank
-    return pb.BankInfoResponse(
+    return pb.BankSummary(
         version=bank.version,
         n_questions=bank.n_questions,
         n_models=bank.n_models,
@@ -309,13 +328,31 @@ def _bank_info(snapshot: Snapshot) -> pb.BankInfoResponse:
             for name, acc, count in zip(bank.model_names, snapshot.router.accuracy, snapshot.router.evaluated)
         ],
         query_text=bank.manifest.embedder.query_text,
-        scorer=bank.manifest.scorer or "",
+        scorer=SCORER.to_wire(bank.manifest.scorer),
         scorer_stale=bank.scorer_stale,
         mean_pairwise_cosine=snapshot.distinctness.mean_pairwise_cosine,
         degenerate=snapshot.distinctness.degenerate,
     )
 
 
-def _write_response(snapshot: Snapshot) -> pb.BankWriteResponse:
+WriteResponse = TypeVar("WriteResponse", pb.AppendQuestionsResponse, pb.RecordOutcomesResponse, pb.AddModelResponse)
+
+
+def _write_response(kind: type[WriteResponse], snapshot: Snapshot) -> WriteResponse:
+    """The response of a bank write: the version it committed and the bank's sizes then."""
     bank = snapshot.bank
-    return pb.BankWriteResponse(version=bank.version, n_questions=bank.n_questions, n_models=bank.n_models)
+    return kind(version=bank.version, n_questions=bank.n_questions, n_models=bank.n_models)
+
+
+def server_version() -> str:
+    """The version of the installed smcs distribution ("unknown" when it is not installed, e.g. run from
+    a source tree without ``pip install``)."""
+    try:
+        return importlib.metadata.version("smcs")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def _option_text(value: object) -> str:
+    """A strategy option as the text a request would send (``true``/``false`` for booleans, as in TOML)."""
+    return ("true" if value else "false") if isinstance(value, bool) else str(value)

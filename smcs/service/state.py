@@ -10,6 +10,7 @@ it. ``latest`` follows versions other processes commit (other replicas over the 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import math
 import os
@@ -27,6 +28,7 @@ from ..bank.store import CURRENT
 from ..core import Policy, Router
 from ..core.fit import fit_scorer
 from ..embed import AsyncEmbedder, check_compatible
+from ..progress import Steps
 
 log = logging.getLogger(__name__)
 
@@ -138,14 +140,17 @@ class ServiceState:
         """Run blocking ``fn(*args)`` on the service's worker threads."""
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
 
-    async def reload(self) -> Snapshot:
-        """Switch to the bank's current version if it changed; return the live snapshot."""
+    async def reload(self, *, verify: bool = False) -> Snapshot:
+        """Switch to the bank's current version if it changed; return the live snapshot. ``verify`` checks
+        the SHA-256 of every file of the version it loads first (``Bank.verify``, with a progress line in
+        the log per tenth on a large bank): a damaged file is a ``BankFormatError`` naming it."""
         async with self._writing:
             stamp = stamp_of(self._current_file)  # taken before CURRENT is read: a racing commit changes it
             try:
                 live = self._live
                 if live is None or not live.bank.is_current():
-                    live = await self._swap(await self.run(Bank.open, self.bank_path))
+                    progress = Steps(f"verifying bank {self.bank_path}", log.info) if verify else None
+                    live = await self._swap(await self.run(functools.partial(Bank.open, self.bank_path, verify=verify, progress=progress)))
             except Exception:
                 self._checked = stamp  # a version that cannot load is not retried until CURRENT changes
                 raise

@@ -22,7 +22,7 @@ import msgspec
 import numpy as np
 
 from ..core.pipeline import AnswerResult, Step
-from ..core.policy import Policy
+from ..core.policy import Policy, fit_policy
 from ..core.router import Router
 from .base import (
     Planned,
@@ -79,26 +79,18 @@ class StrategySpec:
 STRATEGIES: dict[str, StrategySpec] = {
     spec.name: spec
     for spec in [
-        StrategySpec("smcs", smcs, SmcsParams, "SMCS (004) §3", "the SMCS pipeline: RPS referencers, n prior-sampled aggregations, Eq 7 selection", True),
-        StrategySpec("moa", moa, MoaParams, "MoA (001) §2.2 Eq 1; Self-MoA (002) B.3", "layered Mixture-of-Agents, then one aggregator", True),
-        StrategySpec("moa-lite", moa_lite, MoaLiteParams, "MoA (001) §3.1, Table 2", "MoA with 2 layers: the proposers, then the aggregator", True),
-        StrategySpec("self-moa", self_moa, SelfMoaParams, "Self-MoA (002) §2, Fig. 2b", "the best model sampled n times, aggregated by itself", False),
-        StrategySpec("self-moa-seq", self_moa_seq, SelfMoaSeqParams, "Self-MoA (002) §C.5, Fig. 2c", "Self-MoA through a sliding window that repeats the current synthesis", False),
+        StrategySpec("smcs", smcs, SmcsParams, "SMCS (Tang, Cao et al. 2025) §3", "the SMCS pipeline: RPS referencers, n prior-sampled aggregations, Eq 7 selection", True),
+        StrategySpec("moa", moa, MoaParams, "MoA (Wang et al., ICLR 2025) §2.2 Eq 1; Self-MoA (Li et al. 2025) B.3", "layered Mixture-of-Agents, then one aggregator", True),
+        StrategySpec("moa-lite", moa_lite, MoaLiteParams, "MoA (Wang et al., ICLR 2025) §3.1, Table 2", "MoA with 2 layers: the proposers, then the aggregator", True),
+        StrategySpec("self-moa", self_moa, SelfMoaParams, "Self-MoA (Li et al. 2025) §2, Fig. 2b", "the best model sampled n times, aggregated by itself", False),
+        StrategySpec("self-moa-seq", self_moa_seq, SelfMoaSeqParams, "Self-MoA (Li et al. 2025) §C.5, Fig. 2c", "Self-MoA through a sliding window that repeats the current synthesis", False),
         StrategySpec("majority-vote", majority_vote, MajorityVoteParams, "-", "every usable model answers once; the most common extracted answer wins", True),
         StrategySpec("self-consistency", self_consistency, SelfConsistencyParams, "Wang et al. 2022", "the best model sampled n times; the most common extracted answer wins", False),
-        StrategySpec("simple-router", simple_router, SimpleRouterParams, "SMCS (004) RPS, K = 1", "the top-prior model answers alone", True),
+        StrategySpec("simple-router", simple_router, SimpleRouterParams, "SMCS (Tang, Cao et al. 2025) RPS, K = 1", "the top-prior model answers alone", True),
         StrategySpec("single", single, SingleParams, "-", "one named model answers alone", False),
         StrategySpec("symbolic-moe", symbolic_moe, SymbolicMoeParams, "in the spirit of Symbolic-MoE (Chen et al. 2025)", "k experts recruited by skill profiles, then one aggregator", True),
     ]
 }
-
-
-def fit_policy(policy: Policy, n_models: int) -> Policy:
-    """``policy`` with K at most ``n_models`` (k_drop and min_references fitted to it): K, k_drop and the
-    quorum are the SMCS pipeline's, so a bank with fewer models than the default K suits the others."""
-    if policy.k <= n_models or n_models == 0:
-        return policy
-    return msgspec.structs.replace(policy, k=n_models, k_drop=min(policy.k_drop, n_models - 1), min_references=None)
 
 
 def result_models(result: StrategyResult | AnswerResult) -> list[str]:

@@ -21,9 +21,11 @@ seed and the call's (layer, index), so replays send identical requests and no tw
 share a seed. Calls of layer 1 go out as stage ``reference``, every call whose prompt holds other
 outputs as stage ``aggregate`` (so ``[answer]`` timeouts apply to them alike).
 
-Temperature: a ``ModelCall`` carries only a seed and the host sends each model's configured
+Temperature: a strategy's ``ModelCall`` carries only a seed and the host sends each model's configured
 generation settings, so samples of one model differ by seed and sample at the model's configured
-temperature (0.7 by default, the value the MoA and Self-MoA papers sample at).
+temperature (0.7 by default, the value the MoA and Self-MoA papers sample at); a host given a request's
+own settings (``StepHost.generation``: the HTTP gateway's ``temperature``, ``max_tokens`` …) sends every
+call with those instead.
 """
 
 from __future__ import annotations

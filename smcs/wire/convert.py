@@ -18,9 +18,11 @@ from ..bank import Bank
 from ..core import Policy, RouteDecision
 from ..core.pipeline import AggregationEvidence, AnswerResult, Event, ReferenceEvidence, Routed
 from ..core.policy import OVERRIDABLE
-from ..errors import SmcsError
+from ..core.question import check_question
+from ..errors import InputError, SmcsError
 from ..strategies import StrategyCall, StrategyEvent, StrategyPlan, StrategyResult
 from .decision import decision_from_response, route_response
+from .enums import ANSWER_SOURCE, ERROR_KIND, RETRIEVAL, SCORER, TASK
 from .strategy import StrategyEventDecoder, strategy_event
 
 MAX_SUBSETS = 4096
@@ -44,17 +46,60 @@ def invalid(message: str) -> RequestError:
     return RequestError(grpc.StatusCode.INVALID_ARGUMENT, message)
 
 
+ENUM_OVERRIDES = {"retrieval": RETRIEVAL, "scorer": SCORER}
+"""The policy overrides that are enums on the wire (their zero value, UNSPECIFIED, keeps the default)."""
+
+
 def policy_from_request(overrides: pb.PolicyOverrides, default: Policy) -> Policy:
     """``default`` with the fields set in ``overrides``; INVALID_ARGUMENT naming a bad field. Whether the
     policy fits the bank (k, aggregator, allowed_models) is the router's check."""
-    changes = {name: getattr(overrides, name) for name in OVERRIDABLE if overrides.HasField(name)}
-    if changes.get("n", 0) > MAX_SUBSETS:
-        raise invalid(f"policy.n is {changes['n']}; the limit is {MAX_SUBSETS} exploration subsets")
+    changes: dict[str, object] = {}
+    for name in OVERRIDABLE:
+        if name in ENUM_OVERRIDES:
+            try:
+                value = ENUM_OVERRIDES[name].checked(getattr(overrides, name), f"policy.{name}")
+            except InputError as exc:
+                raise invalid(str(exc)) from None
+            if value is not None:
+                changes[name] = value
+        elif overrides.HasField(name):
+            changes[name] = getattr(overrides, name)
+    n = changes.get("n")
+    if isinstance(n, int) and n > MAX_SUBSETS:
+        raise invalid(f"policy.n is {n}; the limit is {MAX_SUBSETS} exploration subsets")
     try:
         policy = msgspec.structs.replace(default, **changes) if changes else default
     except ValueError as exc:
         raise invalid(f"policy.{exc}") from None
     return policy
+
+
+OPTIONAL_POLICY_FIELDS = ("aggregator", "threads", "min_references", "nprobe")
+"""The Policy fields whose None (unset) is a value of its own: optional in the ``Policy`` message."""
+
+
+def policy_message(policy: Policy) -> pb.Policy:
+    """Every field of ``policy`` in its wire form (ServerInfo, server side)."""
+    message = pb.Policy(
+        k=policy.k, n_base=policy.n_base, gamma=policy.gamma, k_drop=policy.k_drop, n=policy.n, lam=policy.lam,
+        quantized=policy.quantized, retrieval=RETRIEVAL.to_wire(policy.retrieval), scorer=SCORER.to_wire(policy.scorer),
+        cover=policy.cover,
+    )
+    for name in OPTIONAL_POLICY_FIELDS:
+        if getattr(policy, name) is not None:
+            setattr(message, name, getattr(policy, name))
+    return message
+
+
+def policy_from_message(message: pb.Policy) -> Policy:
+    """The ``Policy`` a ``Policy`` message carries (client side); a retrieval or scorer this build does not
+    know (a newer server's) reads as "auto"."""
+    return Policy(
+        k=message.k, n_base=message.n_base, gamma=message.gamma, k_drop=message.k_drop, n=message.n, lam=message.lam,
+        quantized=message.quantized, retrieval=RETRIEVAL.from_wire(message.retrieval) or "auto",  # type: ignore[arg-type]
+        scorer=SCORER.from_wire(message.scorer) or "auto", cover=message.cover,  # type: ignore[arg-type]
+        **{name: getattr(message, name) for name in OPTIONAL_POLICY_FIELDS if message.HasField(name)},
+    )
 
 
 def query_from_request(request: pb.RouteRequest, dim: int, max_chars: int) -> str | np.ndarray:
@@ -68,12 +113,12 @@ def query_from_request(request: pb.RouteRequest, dim: int, max_chars: int) -> st
 
 
 def question_text(text: str, field: str, max_chars: int) -> str:
-    """``text`` if it is a question the server accepts: not blank, at most ``max_chars`` characters."""
-    if not text.strip():
-        raise invalid(f"{field} is empty")
-    if len(text) > max_chars:
-        raise invalid(f"{field} has {len(text)} characters; the limit is {max_chars}")
-    return text
+    """``text`` if it is a question the server accepts (``smcs.core.question.check_question``, the check
+    the command line's in-process paths make too); INVALID_ARGUMENT naming ``field`` otherwise."""
+    try:
+        return check_question(text, field, max_chars)
+    except InputError as exc:
+        raise invalid(str(exc)) from None
 
 
 def embedding_from_message(message: pb.Embedding, field: str, dim: int) -> np.ndarray:
@@ -101,31 +146,40 @@ def finite_lam(request: pb.ScoreRequest, default: float) -> float:
     return lam
 
 
-def answer_event(event: Event | StrategyEvent, bank: Bank, ids: np.ndarray) -> pb.AnswerEvent:
+def task_from_request(request: pb.AnswerRequest) -> str | None:
+    """The prompt template an Answer request names (None: the bare question); INVALID_ARGUMENT for a
+    value this server does not know."""
+    try:
+        return TASK.checked(request.task, "task")
+    except InputError as exc:
+        raise invalid(str(exc)) from None
+
+
+def answer_event(event: Event | StrategyEvent, bank: Bank, ids: np.ndarray) -> pb.AnswerResponse:
     """The wire form of one pipeline (or baseline strategy) event (server side)."""
     if isinstance(event, (StrategyPlan, StrategyCall, StrategyResult)):
         return strategy_event(event, bank, ids)
     if isinstance(event, Routed):
-        return pb.AnswerEvent(routed=route_response(event.decision, bank, ids, debug=False))
+        return pb.AnswerResponse(routed=route_response(event.decision, bank, ids, debug=False))
     if isinstance(event, ReferenceEvidence):
-        return pb.AnswerEvent(reference=pb.ReferenceEvent(
+        return pb.AnswerResponse(reference=pb.ReferenceEvent(
             model=event.model, text=event.text, error=event.error or "", latency_s=event.latency_s,
-            prior=event.prior, error_kind=event.error_kind or "", prompt_tokens=event.prompt_tokens,
+            prior=event.prior, error_kind=ERROR_KIND.to_wire(event.error_kind), prompt_tokens=event.prompt_tokens,
             completion_tokens=event.completion_tokens,
         ))
     if isinstance(event, AggregationEvidence):
-        return pb.AnswerEvent(aggregation=pb.AggregationEvent(
+        return pb.AnswerResponse(aggregation=pb.AggregationEvent(
             index=event.index, text=event.text, similarity_score=event.similarity, perplexity=event.perplexity,
             total_score=event.total, error=event.error or "", aggregator=event.aggregator, subset=event.subset,
-            error_kind=event.error_kind or "", latency_s=event.latency_s, prompt_tokens=event.prompt_tokens,
-            completion_tokens=event.completion_tokens,
+            error_kind=ERROR_KIND.to_wire(event.error_kind), latency_s=event.latency_s,
+            prompt_tokens=event.prompt_tokens, completion_tokens=event.completion_tokens,
         ))
     final = pb.FinalEvent(
-        text=event.text, source=event.source, notes=event.notes, seed=event.seed, bank_version=event.bank_version
+        text=event.text, source=ANSWER_SOURCE.to_wire(event.source), notes=event.notes, seed=event.seed, bank_version=event.bank_version
     )
     if event.selected is not None:
         final.selected = event.selected
-    return pb.AnswerEvent(final=final)
+    return pb.AnswerResponse(final=final)
 
 
 class AnswerEventDecoder:
@@ -142,7 +196,7 @@ class AnswerEventDecoder:
         self.aggregations: list[AggregationEvidence] = []
         self.strategy = StrategyEventDecoder()
 
-    def decode(self, message: pb.AnswerEvent) -> Event | StrategyEvent:
+    def decode(self, message: pb.AnswerResponse) -> Event | StrategyEvent:
         """The event ``message`` carries; ``ValueError`` for a stream out of order."""
         kind = message.WhichOneof("event")
         if kind in ("plan", "call", "strategy_result"):
@@ -153,7 +207,7 @@ class AnswerEventDecoder:
         if kind == "reference":
             r = message.reference
             self.references.append(ReferenceEvidence(
-                model=r.model, prior=r.prior, text=r.text, error=r.error or None, error_kind=r.error_kind or None,
+                model=r.model, prior=r.prior, text=r.text, error=r.error or None, error_kind=ERROR_KIND.from_wire(r.error_kind),
                 latency_s=r.latency_s, prompt_tokens=r.prompt_tokens, completion_tokens=r.completion_tokens,
             ))
             return self.references[-1]
@@ -161,7 +215,7 @@ class AnswerEventDecoder:
             a = message.aggregation
             self.aggregations.append(AggregationEvidence(
                 index=a.index, aggregator=a.aggregator, subset=list(a.subset), text=a.text, error=a.error or None,
-                error_kind=a.error_kind or None, similarity=a.similarity_score, perplexity=a.perplexity,
+                error_kind=ERROR_KIND.from_wire(a.error_kind), similarity=a.similarity_score, perplexity=a.perplexity,
                 total=a.total_score, latency_s=a.latency_s, prompt_tokens=a.prompt_tokens,
                 completion_tokens=a.completion_tokens,
             ))
@@ -170,7 +224,7 @@ class AnswerEventDecoder:
             f = message.final
             order = {model: i for i, model in enumerate(self.decision.referencers)}  # they stream as they arrive
             return AnswerResult(
-                text=f.text, source=f.source,  # type: ignore[arg-type]  # the server sends one of the three
+                text=f.text, source=ANSWER_SOURCE.from_wire(f.source),  # type: ignore[arg-type]  # one of the three
                 selected=f.selected if f.HasField("selected") else None, decision=self.decision,
                 references=sorted(self.references, key=lambda r: order.get(r.model, len(order))),
                 aggregations=list(self.aggregations), notes=list(f.notes),

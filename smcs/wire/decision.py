@@ -9,6 +9,7 @@ import numpy as np
 from .._proto import router_pb2 as pb
 from ..bank import Bank
 from ..core import RouteDecision
+from .enums import SCORER
 
 
 def route_response(decision: RouteDecision, bank: Bank, ids: np.ndarray, *, debug: bool, support: bool = True) -> pb.RouteResponse:
@@ -24,9 +25,11 @@ def route_response(decision: RouteDecision, bank: Bank, ids: np.ndarray, *, debu
         subsets=[pb.Subset(models=s) for s in decision.subsets],
         seed=decision.seed,
         bank_version=decision.bank_version,
-        scorer=decision.scorer,
+        scorer=SCORER.to_wire(decision.scorer),
         out_of_bank=decision.out_of_bank,
     )
+    if decision.k_clamped_from is not None:
+        response.k_clamped_from = decision.k_clamped_from
     if not (support or debug):
         return response
     rows = decision.support_rows
@@ -61,8 +64,9 @@ def decision_from_response(response: pb.RouteResponse) -> RouteDecision:
         support_ids=list(support.ids),
         support_texts=list(support.texts),
         support_outcomes=[list(o.values) for o in support.outcomes],
-        scorer=response.scorer,
+        scorer=SCORER.from_wire(response.scorer) or "",
         probabilities=[r.probability for r in response.referencers],
         model_probabilities=[m.probability for m in response.model_probabilities],
         out_of_bank=response.out_of_bank,
+        k_clamped_from=response.k_clamped_from if response.HasField("k_clamped_from") else None,
     )

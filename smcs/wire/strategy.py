@@ -15,36 +15,37 @@ from smcs._proto import router_pb2 as pb
 from smcs.bank import Bank
 from smcs.strategies import StrategyCall, StrategyEvent, StrategyPlan, StrategyResult
 from smcs.wire.decision import decision_from_response, route_response
+from smcs.wire.enums import CALL_ROLE, ERROR_KIND, SCORE_KIND
 
 
-def strategy_event(event: StrategyEvent, bank: Bank, ids: np.ndarray) -> pb.AnswerEvent:
+def strategy_event(event: StrategyEvent, bank: Bank, ids: np.ndarray) -> pb.AnswerResponse:
     """The wire form of one strategy event (server side)."""
 
     if isinstance(event, StrategyPlan):
         plan = pb.StrategyPlanEvent(
             strategy=event.strategy, models=event.models, aggregator=event.aggregator or "", scores=event.scores,
-            score_kind=event.score_kind, skills=event.skills,
+            score_kind=SCORE_KIND.to_wire(event.score_kind), skills=event.skills,
         )
         if event.decision is not None:
             plan.decision.CopyFrom(route_response(event.decision, bank, ids, debug=False))
-        return pb.AnswerEvent(plan=plan)
+        return pb.AnswerResponse(plan=plan)
     if isinstance(event, StrategyCall):
         call = pb.StrategyCallEvent(
-            model=event.model, role=event.role, layer=event.layer, index=event.index, position=event.position,
+            model=event.model, role=CALL_ROLE.to_wire(event.role), layer=event.layer, index=event.index, position=event.position,
             seed=event.seed, inputs=event.inputs, text=event.text, error=event.error or "",
-            error_kind=event.error_kind or "", latency_s=event.latency_s, prompt_tokens=event.prompt_tokens,
+            error_kind=ERROR_KIND.to_wire(event.error_kind), latency_s=event.latency_s, prompt_tokens=event.prompt_tokens,
             completion_tokens=event.completion_tokens,
         )
         if event.extracted is not None:
             call.extracted = event.extracted
-        return pb.AnswerEvent(call=call)
+        return pb.AnswerResponse(call=call)
     result = pb.StrategyResultEvent(
         text=event.text, strategy=event.strategy, votes=event.votes, notes=event.notes,
         params_json=json.dumps(event.params, sort_keys=True), seed=event.seed, bank_version=event.bank_version,
     )
     if event.chosen is not None:
         result.chosen = event.chosen
-    return pb.AnswerEvent(strategy_result=result)
+    return pb.AnswerResponse(strategy_result=result)
 
 
 class StrategyEventDecoder:
@@ -54,7 +55,7 @@ class StrategyEventDecoder:
         self.plan: StrategyPlan | None = None
         self.calls: list[StrategyCall] = []
 
-    def decode(self, message: pb.AnswerEvent) -> StrategyEvent:
+    def decode(self, message: pb.AnswerResponse) -> StrategyEvent:
         """The event ``message`` carries (its oneof is plan, call or strategy_result); ``ValueError`` for a
         result before any plan."""
         kind = message.WhichOneof("event")
@@ -62,17 +63,17 @@ class StrategyEventDecoder:
             p = message.plan
             self.plan = StrategyPlan(
                 strategy=p.strategy, models=list(p.models), aggregator=p.aggregator or None, scores=list(p.scores),
-                score_kind=p.score_kind,  # type: ignore[arg-type]  # the server sends one of the kinds
+                score_kind=SCORE_KIND.from_wire(p.score_kind) or "",  # type: ignore[arg-type]  # one of the kinds
                 decision=decision_from_response(p.decision) if p.HasField("decision") else None, skills=dict(p.skills),
             )
             return self.plan
         if kind == "call":
             c = message.call
             self.calls.append(StrategyCall(
-                model=c.model, role=c.role,  # type: ignore[arg-type]  # the server sends one of the roles
+                model=c.model, role=CALL_ROLE.from_wire(c.role) or "",  # type: ignore[arg-type]  # one of the roles
                 layer=c.layer, index=c.index, position=c.position, seed=c.seed, inputs=list(c.inputs),
                 extracted=c.extracted if c.HasField("extracted") else None, text=c.text, error=c.error or None,
-                error_kind=c.error_kind or None, latency_s=c.latency_s, prompt_tokens=c.prompt_tokens,
+                error_kind=ERROR_KIND.from_wire(c.error_kind), latency_s=c.latency_s, prompt_tokens=c.prompt_tokens,
                 completion_tokens=c.completion_tokens,
             ))
             return self.calls[-1]

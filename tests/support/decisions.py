@@ -3,9 +3,18 @@
 from __future__ import annotations
 
 import numpy as np
+from google.protobuf import json_format
 
 from smcs import Bank
+from smcs._proto import router_pb2 as pb
 from smcs.core import RouteDecision
+from smcs.wire.decision import decision_from_response
+
+
+def decision_from_json(text: str) -> RouteDecision:
+    """The decision ``smcs route --json`` printed: its proto3 JSON parsed back into a RouteResponse (an
+    unknown field fails) and read as the client reads the wire."""
+    return decision_from_response(json_format.Parse(text, pb.RouteResponse()))
 
 
 def assert_same_decision(remote: RouteDecision, local: RouteDecision, bank: Bank) -> None:
