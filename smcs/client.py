@@ -37,7 +37,7 @@ from .wire.enums import RETRIEVAL, SCORER, TASK
 from .errors import InputError
 
 DEFAULT_TARGET = "127.0.0.1:50051"
-SERVICE_NAME = "smcs.v1.RouterService"
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["RouterService"].full_name
 PUSHBACK_KEY = "grpc-retry-pushback-ms"
 """gRPC's retry pushback (gRFC A6): the trailing metadata in which a server says, in milliseconds, when a
 refused call may be tried again (a negative value or none: do not retry it)."""

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import random
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -24,7 +23,8 @@ from typing import Any
 
 import grpc
 
-SERVICE_PREFIX = "/smcs.v1.RouterService/"
+from .calls import wrap_router_call
+
 PUSHBACK_KEY = "grpc-retry-pushback-ms"
 """The trailing metadata of gRPC's retry pushback (gRFC A6): milliseconds until the caller may retry."""
 DEADLINE_SHARE = 0.5
@@ -115,14 +115,7 @@ class AdmissionInterceptor(grpc.aio.ServerInterceptor):
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
         details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
-        handler = await continuation(details)
-        if handler is None or not details.method.startswith(SERVICE_PREFIX):
-            return handler
-        if handler.unary_unary is not None:
-            return handler._replace(unary_unary=self._unary(handler.unary_unary))
-        if handler.unary_stream is not None and inspect.isasyncgenfunction(handler.unary_stream):
-            return handler._replace(unary_stream=self._unary_stream(handler.unary_stream))
-        return handler  # no other shapes in smcs.v1.RouterService
+        return wrap_router_call(await continuation(details), details, self._unary, self._unary_stream)
 
     async def _admit(self, context: grpc.aio.ServicerContext) -> None:
         """Return once the call holds a slot; end it with RESOURCE_EXHAUSTED when none frees in time."""
@@ -139,7 +132,7 @@ class AdmissionInterceptor(grpc.aio.ServerInterceptor):
             trailing_metadata=((PUSHBACK_KEY, str(pushback)),),
         )
 
-    def _unary(self, behavior: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+    def _unary(self, method: str, behavior: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
         async def admitted(request: object, context: grpc.aio.ServicerContext) -> Any:
             await self._admit(context)
             try:
@@ -149,7 +142,7 @@ class AdmissionInterceptor(grpc.aio.ServerInterceptor):
 
         return admitted
 
-    def _unary_stream(self, behavior: Callable[..., AsyncIterator[Any]]) -> Callable[..., AsyncIterator[Any]]:
+    def _unary_stream(self, method: str, behavior: Callable[..., AsyncIterator[Any]]) -> Callable[..., AsyncIterator[Any]]:
         async def admitted(request: object, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
             await self._admit(context)
             try:

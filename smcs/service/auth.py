@@ -17,8 +17,8 @@ from typing import NamedTuple
 import grpc
 
 from ..config import AuthConfig, ExpiringToken
+from .calls import SERVICE_PREFIX
 
-SERVICE_PREFIX = "/smcs.v1.RouterService/"
 ADMIN_METHODS = frozenset(
     SERVICE_PREFIX + m for m in ("AppendQuestions", "RecordOutcomes", "AddModel", "Reload")
 )

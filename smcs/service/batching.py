@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 
+from ..config import ServerConfig
 from ..core import RouteCall, RouteDecision, Router
 
 Run = Callable[..., Awaitable[object]]
@@ -102,3 +103,12 @@ class RouteBatcher:
                         future.set_result(result)
         finally:
             self._running -= 1
+
+
+def service_batcher(run: Run, server: ServerConfig) -> RouteBatcher:
+    """The service's batcher, as ``[server]`` sets it: at most ``route_batch`` calls a batch and ``workers``
+    batches at once, a lone call over a bank under ``inline_route_bytes`` on the event loop. A server
+    makes one: its gRPC calls and its HTTP gateway's routes share it, and so its batches."""
+    return RouteBatcher(
+        run, server.route_batch, server.workers, lambda router: router.bank.embeddings.nbytes < server.inline_route_bytes
+    )

@@ -23,7 +23,6 @@ Metrics:
 from __future__ import annotations
 
 import asyncio
-import inspect
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -37,9 +36,9 @@ from prometheus_client.metrics_core import GaugeMetricFamily, InfoMetricFamily, 
 from prometheus_client.registry import Collector
 
 from ..config import MetricsConfig
+from .calls import wrap_router_call
 from .state import ServiceState
 
-SERVICE_PREFIX = "/smcs.v1.RouterService/"
 STAGES = ("embed", "route", "respond")
 LATENCY_BUCKETS = (
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
@@ -134,15 +133,7 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):
         continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
         details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
-        handler = await continuation(details)
-        if handler is None or not details.method.startswith(SERVICE_PREFIX):
-            return handler
-        method = details.method[len(SERVICE_PREFIX):]
-        if handler.unary_unary is not None:
-            return handler._replace(unary_unary=self._unary(method, handler.unary_unary))
-        if handler.unary_stream is not None and inspect.isasyncgenfunction(handler.unary_stream):
-            return handler._replace(unary_stream=self._unary_stream(method, handler.unary_stream))
-        return handler  # no other shapes in smcs.v1.RouterService
+        return wrap_router_call(await continuation(details), details, self._unary, self._unary_stream)
 
     def _unary(self, method: str, behavior: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
         async def measured(request: object, context: grpc.aio.ServicerContext) -> Any:

@@ -13,7 +13,6 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from .._proto import router_pb2 as pb
 from .._proto import router_pb2_grpc as pb_grpc
 from ..config import Config, TLSConfig
 from ..backends.pool import ModelPool
@@ -21,6 +20,8 @@ from ..embed import AsyncEmbedder, EmbedderConfig, EmbedderError, as_async, make
 from ..http_retry import AsyncClosing
 from .admission import Admission, AdmissionInterceptor
 from .auth import BearerTokenInterceptor
+from .batching import service_batcher
+from .calls import SERVICE_NAME
 from .decode_guard import DecodeGuardInterceptor
 from .http import Gateway, start_gateway
 from .metrics import Metrics, MetricsHTTPServer, MetricsInterceptor
@@ -30,7 +31,6 @@ from .state import EmbedderChoice, ServiceState
 
 log = logging.getLogger(__name__)
 
-SERVICE_NAME = pb.DESCRIPTOR.services_by_name["RouterService"].full_name
 GRACE_S = 5.0
 """How long a stopping server lets requests in flight finish."""
 
@@ -119,7 +119,10 @@ async def start_server(config: Config, bank_path: Path, *, verify: bool = True) 
     admission = Admission(config.server.max_concurrent_rpcs, config.server.admission_wait_s)  # the HTTP gateway's too
     interceptors.append(AdmissionInterceptor(admission))
     server = grpc.aio.server(interceptors=interceptors, options=options)
-    pb_grpc.add_RouterServiceServicer_to_server(RouterService(state, config.server, metrics, pool, config.answer), server)
+    batcher = service_batcher(state.run, config.server)  # the HTTP gateway's too
+    pb_grpc.add_RouterServiceServicer_to_server(
+        RouterService(state, config.server, metrics, pool, config.answer, batcher), server
+    )
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME), server)
@@ -138,7 +141,7 @@ async def start_server(config: Config, bank_path: Path, *, verify: bool = True) 
     gateway = None
     try:
         if config.http.port is not None:
-            gateway = await start_gateway(config, state, pool, metrics, admission, GRACE_S)
+            gateway = await start_gateway(config, state, pool, metrics, admission, batcher, GRACE_S)
         await state.reload(verify=verify)
         if config.metrics.port is not None:
             exposition = MetricsHTTPServer(config.metrics, metrics.registry)

@@ -95,24 +95,21 @@ class RouterService(pb_grpc.RouterServiceServicer):
     """The ``smcs.v1.RouterService`` service over a ``ServiceState``."""
 
     def __init__(
-        self, state: ServiceState, server: ServerConfig, metrics: Metrics, pool: ModelPool, answer: AnswerConfig
+        self, state: ServiceState, server: ServerConfig, metrics: Metrics, pool: ModelPool, answer: AnswerConfig,
+        batcher: RouteBatcher,
     ) -> None:
         self._state = state
         self._server = server
         self._metrics = metrics
         self._pool = pool
         self._answer = answer
-        self._batcher = RouteBatcher(state.run, server.route_batch, server.workers, self._small_bank)
+        self._batcher = batcher
 
     async def _route(self, router: Router, call: RouteCall) -> RouteDecision:
         """``call`` routed by ``router``, batched with the concurrent calls on a worker thread (a lone call
         over a bank under ``inline_route_bytes`` on the event loop); the Answer's steps route through it too."""
         with self._metrics.stage("route"):
             return await self._batcher.route(router, call)
-
-    def _small_bank(self, router: Router) -> bool:
-        """Whether a lone route over ``router``'s bank may run on the event loop: under ``inline_route_bytes``."""
-        return router.bank.embeddings.nbytes < self._server.inline_route_bytes
 
     async def _snapshot(self) -> Snapshot:
         """The snapshot a request works on: the live one, first switched to a version another process

@@ -76,6 +76,7 @@ from ...core import RouteCall, RouteDecision, Router
 from ...core.messages import Completion
 from ...core.pipeline import AggregationEvidence, AnswerResult, CallFailed, ModelCall, QuorumNotMet, ReferenceEvidence, Routed
 from ...core.prompts import check_task
+from ...core.question import check_question
 from ...core.query_text import query_texts
 from ...embed import EmbedderError, EmbedderTimeout
 from ...errors import InputError
@@ -83,7 +84,7 @@ from ...runtime.host import NoModelsConfigured, StepHost, answer_models
 from ...strategies import STRATEGIES, StrategyCall, StrategyError, StrategyPlan, StrategyResult, get_strategy, parse_params
 from ..admission import Admission
 from ..auth import TokenCheck, bearer_token
-from ..batching import RouteBatcher
+from ..batching import RouteBatcher, service_batcher
 from ..metrics import LATENCY_BUCKETS, Metrics
 from ..state import ServiceState, Snapshot
 from .errors import ApiError, bad_request
@@ -163,12 +164,13 @@ class Gateway:
     """The HTTP gateway over a service's state (module docstring); ``start`` binds it, ``stop`` ends it.
 
     ``port`` is the port bound (``[http] port``, or the free one picked for 0), None before ``start``.
-    ``admission`` is the gRPC service's (its slots are shared); None makes one as the service would
-    (``[server] max_concurrent_rpcs`` slots, ``admission_wait_s``).
+    ``admission`` and ``batcher`` are the gRPC service's (its slots and its route batches are shared);
+    None makes them as the service would (``[server]`` settings).
     """
 
     def __init__(
-        self, config: Config, state: ServiceState, pool: ModelPool, metrics: Metrics, admission: Admission | None = None
+        self, config: Config, state: ServiceState, pool: ModelPool, metrics: Metrics, admission: Admission | None = None,
+        batcher: RouteBatcher | None = None,
     ) -> None:
         self._config = config
         self._state = state
@@ -176,9 +178,7 @@ class Gateway:
         self._metrics = metrics
         self._tokens = TokenCheck(config.auth) if config.auth.enabled else None
         server = config.server
-        self._batcher = RouteBatcher(
-            state.run, server.route_batch, server.workers, lambda router: router.bank.embeddings.nbytes < server.inline_route_bytes
-        )
+        self._batcher = batcher if batcher is not None else service_batcher(state.run, server)
         self.admission = admission if admission is not None else Admission(server.max_concurrent_rpcs, server.admission_wait_s)
         self._stats = _HttpMetrics(metrics)
         self._runner: web.AppRunner | None = None
@@ -355,19 +355,23 @@ class Gateway:
         raise _unknown_model(name)
 
     async def _route(self, router: Router, call: RouteCall) -> RouteDecision:
-        """``call`` routed through the gateway's batcher (the concurrent routes share a pass over the bank)."""
+        """``call`` routed through the service's batcher (the concurrent routes share a pass over the bank)."""
         with self._metrics.stage("route"):
             return await self._batcher.route(router, call)
 
-    async def _embed(self, snapshot: Snapshot, question: str, where: str) -> np.ndarray:
+    def _question(self, chat: ChatRequest) -> str:
+        """The routed question (the last user message) if ``check_question`` accepts it, as the gRPC
+        service would; else 400 naming the message."""
+        where = f"messages[{chat.question_index}].content"
+        try:
+            return check_question(chat.question, where, self._config.server.max_question_chars)
+        except InputError as exc:
+            raise bad_request(f"{exc} (the last user message is the question)", where) from None
+
+    async def _embed(self, snapshot: Snapshot, question: str) -> np.ndarray:
         """``question`` embedded under the bank's query-text rule; 503 without an embedder."""
         if snapshot.embedder is None:
             raise ApiError(503, f"routing a question needs an embedder: {snapshot.no_embedder_reason}", code="no_embedder")
-        limit = self._config.server.max_question_chars
-        if len(question) > limit:
-            raise bad_request(f"{where}: the last user message, the question, has {len(question)} characters; the limit is {limit}", where)
-        if not question.strip():
-            raise bad_request(f"{where}: the last user message is empty: it is the question routed", where)
         with self._metrics.stage("embed"):
             vectors = await snapshot.embedder.embed(query_texts([question], snapshot.bank.manifest.embedder.query_text))
         return np.asarray(vectors)[0]
@@ -381,7 +385,7 @@ class Gateway:
         decision = None
         if routed:
             usable = self._usable(chat, snapshot)
-            query = await self._embed(snapshot, chat.question, f"messages[{chat.question_index}].content")
+            query = await self._embed(snapshot, self._question(chat))
             policy = msgspec.structs.replace(chat.policy, k=1, k_drop=0, n=1, min_references=None)
             decision = await self._route(snapshot.router, RouteCall(query, chat.seed, policy, usable))
             rows = np.asarray(decision.support_rows, dtype=np.int64)
@@ -419,17 +423,12 @@ class Gateway:
         except ValueError as exc:
             raise bad_request(str(exc), "task") from None
         usable = self._usable(chat, snapshot)
-        where = f"messages[{chat.question_index}].content"
         if snapshot.embedder is None:  # every strategy's answers are compared or routed by embedding
             raise ApiError(503, f"answering needs an embedder: {snapshot.no_embedder_reason}", code="no_embedder")
-        if spec.needs_query:
-            query = await self._embed(snapshot, chat.question, where)
-        else:
-            if not chat.question.strip():
-                raise bad_request(f"{where}: the last user message is empty: it is the question", where)
-            query = None
+        question = self._question(chat)
+        query = await self._embed(snapshot, question) if spec.needs_query else None
         ctx = spec.context(
-            snapshot.router, chat.question, usable, task=task, seed=chat.seed, query=query, policy=chat.policy,
+            snapshot.router, question, usable, task=task, seed=chat.seed, query=query, policy=chat.policy,
             fallback_aggregator=self._config.answer.fallback_aggregator,
         )
         host = StepHost(self._pool, snapshot.embedder, self._route, self._config.answer.timeouts, generation=chat.generation)
@@ -698,10 +697,10 @@ def _http_error(exc: web.HTTPException) -> ApiError:
 
 async def start_gateway(
     config: Config, state: ServiceState, pool: ModelPool, metrics: Metrics, admission: Admission | None = None,
-    grace_s: float = 5.0,
+    batcher: RouteBatcher | None = None, grace_s: float = 5.0,
 ) -> Gateway:
     """A started gateway over the service's state, as ``config.http`` says."""
-    gateway = Gateway(config, state, pool, metrics, admission)
+    gateway = Gateway(config, state, pool, metrics, admission, batcher)
     await gateway.start(grace_s)
     log.info("smcs http on http://%s:%d/v1", config.http.host, gateway.port)
     return gateway
