@@ -194,24 +194,17 @@ async def post_once(
     ``timeout_s`` bounds the whole attempt, request sent to body read; ``connect_timeout_s`` (None:
     ``timeout_s``) bounds opening the connection. Cancelling the caller closes the connection.
     """
-    connect_s = timeout_s if connect_timeout_s is None else connect_timeout_s
-    timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect_s)  # the whole attempt: asyncio.timeout
     try:
-        async with asyncio.timeout(timeout_s):
-            async with client.post(
-                url,
-                data=body,
-                headers={"Content-Type": "application/json", **headers},
-                timeout=timeout,
-                allow_redirects=False,
-            ) as response:
-                reply = HttpReply(response.status, response.headers, await response.read())
+        async with asyncio.timeout(timeout_s):  # the whole attempt, the body's read included
+            response = await post_streaming(
+                client, url, body, headers=headers, timeout_s=timeout_s, connect_timeout_s=connect_timeout_s
+            )
+            try:
+                return HttpReply(response.status, response.headers, await response.read())
+            finally:
+                response.release()
     except (TimeoutError, aiohttp.ClientError) as exc:
         raise AttemptFailed(transport_failure(exc, url, timeout_s)) from None
-    failure = status_failure(reply, url, key_sent=any(name.lower() == "authorization" for name in headers))
-    if failure is not None:
-        raise AttemptFailed(failure)
-    return reply
 
 
 async def post_streaming(
