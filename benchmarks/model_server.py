@@ -9,14 +9,17 @@ the router and not the test server: one request here costs a header parse, a tim
 request whose body asks ``"stream":true`` (compact JSON, as smcs and the benchmark send it) gets the same
 completion as server-sent events in HTTP chunks, as vLLM streams: the first token after ``DELAY_S``, each
 next one ``TOKEN_DELAY_S`` later (default 0: written back to back, each flushed), then the finish
-reason, the usage and ``[DONE]``.
+reason, the usage and ``[DONE]``. ``running(...)`` starts it from a benchmark.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import subprocess
 import sys
+from collections.abc import Iterator
 
 STREAM_MARKER = b'"stream":true'
 
@@ -94,6 +97,20 @@ async def serve(count: int, delay_s: float, words: int, token_delay_s: float = 0
     await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
     for server in servers:
         server.close()
+
+
+@contextlib.contextmanager
+def running(count: int, delay_s: float, words: int, token_delay_s: float = 0.0) -> Iterator[list[str]]:
+    """The base URLs of ``count`` of these servers, run in a subprocess that stops at the end."""
+    command = [sys.executable, __file__, str(count), str(delay_s), str(words), str(token_delay_s)]
+    process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout is not None
+        yield process.stdout.readline().split()
+    finally:
+        if process.stdin is not None:
+            process.stdin.close()
+        process.wait(timeout=30)
 
 
 if __name__ == "__main__":

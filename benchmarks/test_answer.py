@@ -20,16 +20,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import subprocess
-import sys
 import time
-from collections.abc import Iterator, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 
 import aiohttp
 import msgspec
 import numpy as np
 import pytest
+
+import model_server as loopback_models
 
 from smcs import Bank, Policy, Router
 from smcs.backends import OpenAIModelConfig
@@ -56,18 +55,9 @@ class FreeEmbedder:
         return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
 
 
-@contextlib.contextmanager
-def model_servers() -> Iterator[list[str]]:
+def model_servers() -> contextlib.AbstractContextManager[list[str]]:
     """The base URLs of ``N_MODELS`` fixed-delay keep-alive model servers in a subprocess (stopped at the end)."""
-    command = [sys.executable, str(Path(__file__).with_name("model_server.py")), str(N_MODELS), str(DELAY_S), str(ANSWER_WORDS)]
-    process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    try:
-        assert process.stdout is not None
-        yield process.stdout.readline().split()
-    finally:
-        if process.stdin is not None:
-            process.stdin.close()
-        process.wait(timeout=30)
+    return loopback_models.running(N_MODELS, DELAY_S, ANSWER_WORDS)
 
 
 @pytest.fixture(scope="module")

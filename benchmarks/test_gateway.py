@@ -38,6 +38,8 @@ import msgspec
 import numpy as np
 import pytest
 
+import model_server as loopback_models
+
 from smcs import Bank, Policy, Router
 from smcs.bank import ModelInfo, Question
 from smcs.core.query_text import query_texts
@@ -53,18 +55,9 @@ QUESTIONS = ["What is 12 times 13?", "Who wrote Hamlet?", "Implement binary sear
 TOPICS = ["arithmetic", "geometry", "history", "literature", "python", "chemistry", "geography", "music"]
 
 
-@contextlib.contextmanager
-def model_server() -> Iterator[list[str]]:
+def model_server() -> contextlib.AbstractContextManager[list[str]]:
     """The base URLs of ``N_MODELS`` streaming model servers in one subprocess (stopped at the end)."""
-    command = [sys.executable, str(Path(__file__).with_name("model_server.py")), str(N_MODELS), str(DELAY_S), str(WORDS), str(TOKEN_DELAY_S)]
-    process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-    try:
-        assert process.stdout is not None
-        yield process.stdout.readline().split()
-    finally:
-        if process.stdin is not None:
-            process.stdin.close()
-        process.wait(timeout=30)
+    return loopback_models.running(N_MODELS, DELAY_S, WORDS, TOKEN_DELAY_S)
 
 
 @contextlib.contextmanager
