@@ -222,13 +222,19 @@ def policy_faults(values: dict) -> list[str]:
     return faults
 
 
+def fitted_k(values: dict, models: tuple[str, ...]) -> tuple[int, int]:
+    """(K, k_drop) a valid policy routes with over ``models``: K clamped to the bank's models and k_drop
+    to K − 1 (the router's ``fit_policy``)."""
+    k = min(values.get("k", POLICY.k), len(models))
+    return k, min(values.get("k_drop", POLICY.k_drop), k - 1)
+
+
 def fit_faults(values: dict, models: tuple[str, ...]) -> list[str]:
-    """Faults of a valid policy against the bank's models (Route)."""
-    k = values.get("k", POLICY.k)
+    """Faults of a valid policy against the bank's models (Route); a K above the bank's models is
+    clamped, not refused, but the clamped K must still fit ``allowed_models``."""
+    k, _ = fitted_k(values, models)
     allowed = values.get("allowed_models", [])
     faults = []
-    if k > len(models):
-        faults.append(f"policy k={k}")
     aggregator = values.get("aggregator")
     if aggregator is not None and aggregator not in models:
         faults.append("aggregator")
@@ -281,9 +287,12 @@ def test_route_fuzz(live, case):
             expected = {OK, EXHAUSTED}
     response = check(live, "Route", "Route", request, expected, fields)
     if response is not None:
-        k, n = values.get("k", POLICY.k), values.get("n", POLICY.n)
+        models = live.bank().model_names
+        (k, k_drop), n = fitted_k(values, models), values.get("n", POLICY.n)
         assert len(response.referencers) == k and len(response.subsets) == n
-        assert all(len(s.models) == k - values.get("k_drop", POLICY.k_drop) for s in response.subsets)
+        assert all(len(s.models) == k - k_drop for s in response.subsets)
+        asked = values.get("k", POLICY.k)
+        assert response.k_clamped_from == (asked if asked > len(models) else 0)
         assert all(math.isfinite(r.vote) for r in response.referencers)
         if request.HasField("seed"):
             assert response.seed == request.seed
