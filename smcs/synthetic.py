@@ -11,7 +11,7 @@ import os
 
 import numpy as np
 
-from .bank import Bank, ModelInfo, Question
+from .bank import SCHEMA_VERSION, Bank, ModelInfo, Question
 
 
 def clustered_bank(
@@ -45,10 +45,11 @@ def clustered_bank(
 
 
 def create_clustered_bank(
-    path: str | os.PathLike[str], n_questions: int, dim: int, n_models: int, *, seed: int = 0
+    path: str | os.PathLike[str], n_questions: int, dim: int, n_models: int, *, seed: int = 0,
+    schema_version: int = SCHEMA_VERSION,
 ) -> Bank:
     """Create a bank at ``path`` from ``clustered_bank``: question ids ``q0, q1, …`` with their topic as
-    source, models ``model-00, model-01, …``."""
+    source, models ``model-00, model-01, …``, in the layout ``schema_version`` (``Bank.create``)."""
     embeddings, capability, topics = clustered_bank(n_questions, dim, n_models, seed=seed)
     return Bank.create(
         path,
@@ -59,6 +60,7 @@ def create_clustered_bank(
             for i, t in enumerate(topics.tolist())
         ],
         models=[ModelInfo(name=f"model-{r:02d}") for r in range(n_models)],
+        schema_version=schema_version,
     )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -17,7 +18,7 @@ import msgspec
 import numpy as np
 import pytest
 
-from smcs.bank import Bank, BankError, BankFormatError, EmbedderInfo, ModelInfo, Question, atomic
+from smcs.bank import Bank, BankError, BankFormatError, EmbedderInfo, ModelInfo, Question, atomic, segments
 
 D = 4
 N = 5
@@ -51,15 +52,27 @@ def snapshot(path: Path) -> dict[str, bytes]:
     }
 
 
-@pytest.fixture
-def bank(tmp_path: Path) -> Bank:
+def create(path: Path, schema_version: int) -> Bank:
     return Bank.create(
-        tmp_path / "bank",
+        path,
         embeddings=rows(N),
         capability=capability(2, N),
         questions=questions([f"q{i}" for i in range(N)]),
         models=MODELS,
+        schema_version=schema_version,
     )
+
+
+@pytest.fixture(params=[1, 2], ids=["schema1", "schema2"])
+def bank(tmp_path: Path, request: pytest.FixtureRequest) -> Bank:
+    """The same bank in either layout: the behaviour of every operation is the same."""
+    return create(tmp_path / "bank", request.param)
+
+
+@pytest.fixture
+def bank_v1(tmp_path: Path) -> Bank:
+    """A schema 1 bank, for the tests of that layout's files."""
+    return create(tmp_path / "bank", 1)
 
 
 # -------------------------------------------------------------------------------------- round trips
@@ -91,9 +104,9 @@ def test_arrays_are_read_only_memory_maps(bank: Bank) -> None:
             array[0, 0] = 0
 
 
-def test_files_on_disk_follow_the_layout(bank: Bank) -> None:
-    vdir = bank.path / "v000001"
-    assert (bank.path / "CURRENT").read_text() == "v000001\n"
+def test_files_on_disk_follow_the_layout(bank_v1: Bank) -> None:
+    vdir = bank_v1.path / "v000001"
+    assert (bank_v1.path / "CURRENT").read_text() == "v000001\n"
     assert sorted(p.name for p in vdir.iterdir()) == [
         "capability.npy",
         "embeddings.npy",
@@ -320,7 +333,8 @@ def test_orphan_and_scratch_left_by_a_crash_are_invisible_then_cleared(bank: Ban
         Bank.open(bank.path, "v000002")
     new = bank.append_questions(rows(1, seed=1), questions(["n0"]))
     assert new.version == "v000003"  # the orphan's number is skipped, never reused
-    assert sorted(p.name for p in bank.path.iterdir()) == [".lock", "CURRENT", "v000001", "v000003"]
+    segments = [] if bank.segments is None else ["segments"]
+    assert sorted(p.name for p in bank.path.iterdir()) == [".lock", "CURRENT", *segments, "v000001", "v000003"]
     assert Bank.versions(bank.path) == ["v000001", "v000003"]
 
 
@@ -526,17 +540,20 @@ def test_unknown_model_index_names_the_model(bank: Bank) -> None:
 
 
 def test_a_write_failing_midway_leaves_no_trace(bank: Bank, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The third file of a schema 1 version, the second extent of a schema 2 write (what the first appended
+    is cut off again)."""
     before = snapshot(bank.path)
-    real = atomic.write_synced
+    module, name = (atomic, "write_synced") if bank.segments is None else (segments, "_write_at")
+    real = getattr(module, name)
     calls = []
 
-    def failing_third_file(path: Path, fill: Callable) -> str:
-        calls.append(path)
-        if len(calls) == 3:
+    def failing(*args: object) -> object:
+        calls.append(args)
+        if len(calls) == (3 if bank.segments is None else 2):
             raise OSError(28, "No space left on device")
-        return real(path, fill)
+        return real(*args)
 
-    monkeypatch.setattr(atomic, "write_synced", failing_third_file)
+    monkeypatch.setattr(module, name, failing)
     with pytest.raises(OSError, match="No space left"):
         bank.append_questions(rows(1, seed=1), questions(["n0"]))
     assert snapshot(bank.path) == before
@@ -561,8 +578,13 @@ def test_a_write_failing_before_the_current_swap_removes_its_version(
 # ------------------------------------------------------------------------------------- corruption
 
 
+def questions_file(bank: Bank) -> Path:
+    """Where the bank's questions are: in its version (schema 1) or its segments."""
+    return bank.path / (bank.version if bank.segments is None else "segments") / "questions.jsonl"
+
+
 def test_open_does_not_read_the_questions(bank: Bank) -> None:
-    path = bank.path / bank.version / "questions.jsonl"
+    path = questions_file(bank)
     lines = path.read_bytes().splitlines(keepends=True)
     path.write_bytes(lines[0] + b"{not json\n" + b"".join(lines[2:]))
     opened = Bank.open(bank.path)  # would fail if it parsed questions.jsonl
@@ -599,10 +621,10 @@ def _one_model_too_few(path: Path) -> None:
 
 
 def _schema_from_the_future(path: Path) -> None:
-    path.write_bytes(path.read_bytes().replace(b'"schema_version": 1', b'"schema_version": 2'))
+    path.write_bytes(re.sub(rb'"schema_version": \d+', b'"schema_version": 3', path.read_bytes()))
 
 
-CORRUPT_ON_OPEN = [
+CORRUPT_DATA_ON_OPEN = [  # schema 1: the data files of a version
     ("truncated embeddings", "embeddings.npy", _truncate, "embeddings.npy is not a readable .npy"),
     ("truncated capability", "capability.npy", _truncate, "capability.npy is not a readable .npy"),
     ("empty embeddings", "embeddings.npy", lambda p: p.write_bytes(b""), "embeddings.npy is not a readable .npy"),
@@ -614,9 +636,11 @@ CORRUPT_ON_OPEN = [
     ),
     ("missing embeddings", "embeddings.npy", _remove, "embeddings.npy is missing"),
     ("missing questions", "questions.jsonl", _remove, "questions.jsonl is missing"),
+]
+CORRUPT_ON_OPEN = [  # either schema: the files of its own every version has
     ("missing manifest", "manifest.json", _remove, "manifest.json is missing"),
     ("garbled manifest", "manifest.json", _truncate, "manifest.json is not a valid manifest"),
-    ("future schema", "manifest.json", _schema_from_the_future, "manifest.json has schema_version 2"),
+    ("future schema", "manifest.json", _schema_from_the_future, "manifest.json has schema_version 3; this code reads 1 and 2"),
     ("models count", "models.json", _one_model_too_few, "models.json lists 1 models but the manifest says 2"),
     (
         "models garbled",
@@ -632,6 +656,13 @@ def test_open_rejects_a_corrupt_file_naming_it(bank: Bank, case: str, file: str,
     corrupt(bank.path / bank.version / file)
     with pytest.raises(BankFormatError, match=match):
         Bank.open(bank.path)
+
+
+@pytest.mark.parametrize(
+    ("case", "file", "corrupt", "match"), CORRUPT_DATA_ON_OPEN, ids=[c[0] for c in CORRUPT_DATA_ON_OPEN]
+)
+def test_open_rejects_a_corrupt_data_file_naming_it(bank_v1: Bank, case: str, file: str, corrupt: Callable, match: str) -> None:
+    test_open_rejects_a_corrupt_file_naming_it(bank_v1, case, file, corrupt, match)
 
 
 @pytest.mark.parametrize(
@@ -667,13 +698,21 @@ def _flip_capability(path: Path) -> None:
     ],
 )
 def test_validate_catches_an_edit_that_open_cannot_see(bank: Bank, file: str, corrupt: Callable) -> None:
-    corrupt(bank.path / bank.version / file)
+    if bank.segments is None:
+        path, recorded = bank.path / bank.version / file, "the manifest records"
+    elif file == "questions.jsonl":
+        path, recorded = questions_file(bank), "the journal records"
+    elif file == "capability.npy":
+        path, recorded = bank.path / "segments" / bank.segments.base, "the manifest records"
+    else:
+        path, recorded = bank.path / bank.version / file, "the manifest records"
+    corrupt(path)
     opened = Bank.open(bank.path)
-    with pytest.raises(BankFormatError, match=f"{file} has SHA-256 [0-9a-f]+ but the manifest records"):
+    with pytest.raises(BankFormatError, match=f"{path.name} has SHA-256 [0-9a-f]+ (at bytes [0-9.]+ )?but {recorded}"):
         opened.validate()
 
 
-def _tamper(bank: Bank, file: str, data: bytes) -> None:
+def _tamper(bank: Bank, file: str, data: bytes) -> None:  # schema 1
     """Replace a data file *and* its manifest hash, so only the semantic checks of validate can object."""
     vdir = bank.path / bank.version
     (vdir / file).write_bytes(data)
@@ -688,32 +727,32 @@ def _npy_bytes(array: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def test_validate_checks_contents_behind_matching_hashes(bank: Bank) -> None:
+def test_validate_checks_contents_behind_matching_hashes(bank_v1: Bank) -> None:
     cases = []
-    cap = np.array(bank.capability)
+    cap = np.array(bank_v1.capability)
     cap[1, 2] = 5
     cases.append(("capability.npy", _npy_bytes(cap), r"capability.npy entry \[1, 2\] is 5"))
-    emb = np.array(bank.embeddings)
+    emb = np.array(bank_v1.embeddings)
     emb[3] *= 1.01
     cases.append(("embeddings.npy", _npy_bytes(emb), "embeddings.npy row 3 is not unit-norm"))
-    emb = np.array(bank.embeddings)
+    emb = np.array(bank_v1.embeddings)
     emb[4, 0] = np.inf
     cases.append(("embeddings.npy", _npy_bytes(emb), "embeddings.npy row 4 is not finite"))
-    lines = (bank.path / bank.version / "questions.jsonl").read_bytes().splitlines(keepends=True)
+    lines = (bank_v1.path / bank_v1.version / "questions.jsonl").read_bytes().splitlines(keepends=True)
     cases.append(("questions.jsonl", b"".join(lines[:-1] + lines[:1]), "questions.jsonl repeats question id 'q0'"))
     cases.append(("questions.jsonl", b"".join(lines[:-1]), "questions.jsonl holds 4 questions but the manifest says 5"))
     models = msgspec.json.encode([MODELS[0], MODELS[0]])
     cases.append(("models.json", models, "models.json repeats model name 'alpha'"))
     pristine = {
-        name: (bank.path / bank.version / name).read_bytes() for name in ("manifest.json", *{c[0] for c in cases})
+        name: (bank_v1.path / bank_v1.version / name).read_bytes() for name in ("manifest.json", *{c[0] for c in cases})
     }
     for file, data, match in cases:
-        _tamper(bank, file, data)
+        _tamper(bank_v1, file, data)
         with pytest.raises(BankFormatError, match=match):
-            Bank.open(bank.path).validate()
+            Bank.open(bank_v1.path).validate()
         for name, content in pristine.items():
-            (bank.path / bank.version / name).write_bytes(content)
-    Bank.open(bank.path).validate()
+            (bank_v1.path / bank_v1.version / name).write_bytes(content)
+    Bank.open(bank_v1.path).validate()
 
 
 def test_require_creatable_says_in_advance_what_create_would_refuse(tmp_path: Path) -> None:
@@ -729,12 +768,12 @@ def test_require_creatable_says_in_advance_what_create_would_refuse(tmp_path: Pa
 
 
 @pytest.mark.parametrize("damage", [b"(", b"[", b"'", b"\\"])
-def test_a_npy_header_that_numpy_cannot_tokenise_is_a_format_error(bank: Bank, damage: bytes) -> None:
+def test_a_npy_header_that_numpy_cannot_tokenise_is_a_format_error(bank_v1: Bank, damage: bytes) -> None:
     """A byte flipped in a header's padding makes numpy's header parser fail with TokenError or
     SyntaxError rather than ValueError: still a BankFormatError naming the file."""
-    path = bank.path / bank.version / "capability.npy"
+    path = bank_v1.path / bank_v1.version / "capability.npy"
     data = path.read_bytes()
     end = data.index(b"\n")  # the header's padding runs up to its newline
     path.write_bytes(data[: end - 2] + damage + data[end - 1 :])
     with pytest.raises(BankFormatError, match="capability.npy is not a readable .npy file"):
-        Bank.open(bank.path)
+        Bank.open(bank_v1.path)

@@ -43,6 +43,10 @@ class HashingWriter:
         return self._sha.hexdigest()
 
 
+Fill = Callable[[HashingWriter], None]
+"""Writes the bytes of one new file (``write_synced``)."""
+
+
 def fsync_dir(path: Path) -> None:
     """Flush directory ``path``'s entries (creations, renames, deletions inside it) to disk."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
@@ -52,7 +56,7 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def write_synced(path: Path, fill: Callable[[HashingWriter], None]) -> str:
+def write_synced(path: Path, fill: Fill) -> str:
     """Create the new file ``path``, let ``fill`` write its bytes, fsync it; return its SHA-256 (hex).
 
     The file is opened exclusively (it must not exist). The caller fsyncs the directory once all its

@@ -12,8 +12,10 @@ from typing import Annotated, Any
 
 import msgspec
 
-SCHEMA_VERSION = 1
-"""Version of the on-disk layout written by this code; ``Bank.open`` refuses any other."""
+SCHEMA_VERSION = 2
+"""Version of the on-disk layout ``Bank.create`` writes: 2, shared append-only segments (``smcs.bank.segments``)."""
+SCHEMA_VERSIONS = (1, 2)
+"""The layouts ``Bank.open`` reads: 1, every version a directory of full files; 2, segments."""
 
 # Constraints checked whenever a record is decoded (reading a file, or the round trip on write).
 NonEmptyStr = Annotated[str, msgspec.Meta(min_length=1)]
@@ -135,6 +137,31 @@ class FittedScorer(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     seconds: NonNegativeFloat = 0.0
 
 
+class Segments(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Schema 2: the part of the bank's shared, append-only files (``segments/``) that one version holds.
+
+    Every length is the committed prefix of a file in bytes; nothing below it is ever written again, so
+    the version stays an immutable snapshot while later versions grow the same files. The capability
+    matrix is the ``base`` file (``base_models`` x ``base_rows`` int8, SHA-256 ``base_sha256``) with the
+    first ``log_bytes`` of the outcome log ``log`` applied in order. ``digests`` are running SHA-256 chains
+    that change exactly when the version's embeddings (``embeddings``) or outcomes (``capability``) change,
+    what a fitted scorer records as the data it was fitted on. ``lineage`` is drawn at random when the
+    segments are created: versions of one lineage share their files.
+    """
+
+    lineage: NonEmptyStr
+    embeddings: NonNegativeInt
+    questions: NonNegativeInt
+    journal: NonNegativeInt
+    base: NonEmptyStr
+    base_models: NonNegativeInt
+    base_rows: NonNegativeInt
+    base_sha256: NonEmptyStr
+    log: NonEmptyStr
+    log_bytes: NonNegativeInt
+    digests: dict[str, str]
+
+
 class Manifest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """``manifest.json`` of one version: what the version holds and the SHA-256 of each data file.
 
@@ -155,3 +182,4 @@ class Manifest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     provenance: dict[str, str] = {}
     index: IndexInfo | None = None
     scorer: str | None = None
+    segments: Segments | None = None

@@ -35,7 +35,9 @@ directory is not a valid bank; both name the offending field or file.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime
+import functools
 import hashlib
 import os
 import re
@@ -49,9 +51,9 @@ from typing import Any
 import msgspec
 import numpy as np
 
-from ..errors import InputError, SmcsError
-from . import atomic, ivf
-from .schema import SCHEMA_VERSION, EmbedderInfo, FittedScorer, IndexInfo, Manifest, ModelInfo, Question
+from . import atomic, ivf, segments
+from .errors import BankError, BankFormatError
+from .schema import SCHEMA_VERSION, SCHEMA_VERSIONS, EmbedderInfo, FittedScorer, IndexInfo, Manifest, ModelInfo, Question, Segments
 
 CURRENT = "CURRENT"
 LOCK = ".lock"
@@ -76,6 +78,8 @@ _GATHER_ROWS = 16384
 """Rows gathered per block when writing an index's list-ordered vectors."""
 _CHUNK_BYTES = 1 << 22
 """Streaming granularity for copying, hashing and scanning files (bounds the extra memory used)."""
+FOLD_MIN_LOG_BYTES = 1 << 20
+"""An outcome log shorter than this never needs a fold (``Bank.needs_fold``)."""
 _OPEN_RETRIES = 3
 """How often ``Bank.open`` follows ``CURRENT`` when the version it read vanishes under a concurrent prune."""
 
@@ -89,18 +93,21 @@ _NPY_HEADER_LOCK = threading.Lock()
 parses running in threads at once ("SystemError: AST constructor recursion depth mismatch"), seen when a
 server's index retraining opened the bank while a request's reload did."""
 
-Fill = Callable[[atomic.HashingWriter], None]
-"""Writes the bytes of one file of a new version."""
+Fill = atomic.Fill
 VerifyProgress = Callable[[int, int], None]
 """``progress(done, total)``: how far ``Bank.verify`` is, in bytes."""
 
 
-class BankError(InputError):
-    """Bad input to a bank operation; the message names the offending field."""
+@dataclasses.dataclass(frozen=True)
+class _QuestionsFile:
+    """Where a version's questions are: after the ``parsed`` ones, bytes ``start`` to ``end`` (None: the end of
+    the file) of ``path``, held open as ``fd`` so that a prune cannot take them away."""
 
-
-class BankFormatError(SmcsError):
-    """The directory is not a valid bank (missing, truncated or mismatched file); the message names the file."""
+    path: Path
+    fd: int
+    start: int = 0
+    end: int | None = None
+    parsed: tuple[Question, ...] = ()
 
 
 class Bank:
@@ -115,7 +122,6 @@ class Bank:
     version: str
     manifest: Manifest
     embeddings: np.ndarray
-    capability: np.ndarray
     models: tuple[ModelInfo, ...]
     index: ivf.IVFIndex | None
     scorer: FittedScorer | None
@@ -127,26 +133,29 @@ class Bank:
         version: str,
         manifest: Manifest,
         embeddings: np.ndarray,
-        capability: np.ndarray,
+        capability: np.ndarray | Callable[[], np.ndarray],
         models: tuple[ModelInfo, ...],
-        questions_fd: int,
+        questions: _QuestionsFile,
         index: ivf.IVFIndex | None = None,
         scorer: FittedScorer | None = None,
     ) -> None:
-        """Assemble a snapshot from parts already read and checked; use ``open`` or ``create`` instead."""
+        """Assemble a snapshot from parts already read and checked; use ``open`` or ``create`` instead.
+        ``capability`` may be a function computing it, called once on first use."""
         self.path = path
         self.version = version
         self.manifest = manifest
         self.embeddings = embeddings
-        self.capability = capability
+        self._capability = capability if isinstance(capability, np.ndarray) else None
+        self._capability_source = None if isinstance(capability, np.ndarray) else capability
+        self._capability_lock = threading.Lock()
         self.models = models
         self.index = index
         self._model_index = {m.name: i for i, m in enumerate(models)}
         self.scorer = scorer
         self._questions: tuple[Question, ...] | None = None
         self._questions_lock = threading.Lock()
-        self._questions_fd = questions_fd
-        self._close_questions_fd = weakref.finalize(self, os.close, questions_fd)
+        self._questions_file = questions
+        self._close_questions_fd = weakref.finalize(self, os.close, questions.fd)
 
     def __repr__(self) -> str:
         return f"Bank({str(self.path)!r}, {self.version}, N={self.n_questions}, R={self.n_models}, d={self.dim})"
@@ -154,15 +163,31 @@ class Bank:
     # ----------------------------------------------------------------------------------------- reading
 
     @property
+    def capability(self) -> np.ndarray:
+        """The R x N int8 outcomes (read-only): 1 correct, 0 wrong, -1 not evaluated. Schema 2 folds the
+        outcome log into its base on first access (O(R·N), once)."""
+        with self._capability_lock:
+            if self._capability is None:
+                assert self._capability_source is not None
+                self._capability = self._capability_source()
+                self._capability_source = None
+            return self._capability
+
+    @property
     def questions(self) -> tuple[Question, ...]:
         """The questions in row order, parsed from ``questions.jsonl`` on first access (O(N)), then cached."""
         with self._questions_lock:
             if self._questions is None:
-                path = self.path / self.version / QUESTIONS
-                data = _pread_all(self._questions_fd)
-                self._questions = _decode_questions(data, path, self.n_questions)
+                source = self._questions_file
+                data = _pread_range(source.fd, source.start, source.end)
+                self._questions = source.parsed + _decode_questions(data, source.path, self.n_questions - len(source.parsed))
                 self._close_questions_fd()
             return self._questions
+
+    @property
+    def segments(self) -> Segments | None:
+        """What this version holds of the bank's segments (schema 2); None for a schema 1 version."""
+        return self.manifest.segments
 
     @property
     def model_names(self) -> tuple[str, ...]:
@@ -192,12 +217,16 @@ class Bank:
         if fitted is None:
             return False
         return tuple(fitted.models) != self.model_names or any(
-            fitted.data.get(file) != self.manifest.files[file] for file in FITTED_DATA
+            fitted.data.get(file) != digest for file, digest in self.fitted_data().items()
         )
 
     def fitted_data(self) -> dict[str, str]:
-        """The SHA-256 of the files a scorer fitted on this version depends on (its ``FittedScorer.data``)."""
-        return {file: self.manifest.files[file] for file in FITTED_DATA}
+        """The digests of the data a scorer fitted on this version depends on (its ``FittedScorer.data``): the
+        SHA-256 of the embeddings and capability files (schema 1), their running digests (schema 2)."""
+        seg = self.manifest.segments
+        if seg is None:
+            return {file: self.manifest.files[file] for file in FITTED_DATA}
+        return {file: seg.digests[key] for file, key in zip(FITTED_DATA, segments.DIGESTS, strict=True)}
 
     def outcome_columns(self, known: Sequence[Mapping[str, int]], where: Callable[[int], str]) -> np.ndarray:
         """R × len(``known``) int8 outcomes of new questions in this bank's model order: column j holds
@@ -290,12 +319,59 @@ class Bank:
         return _read_current(self.path) == self.version
 
     def latest(self) -> Bank:
-        """This bank if it is still current, else the current version opened afresh."""
-        return self if self.is_current() else Bank.open(self.path)
+        """This bank if it is still current, else the current version (``refresh``)."""
+        return self.refresh()
+
+    def refresh(self) -> Bank:
+        """The bank's current version, read incrementally from this one: this bank if it is still current.
+
+        When both versions are in schema 2 and of one lineage, only what changed is read: the new version's
+        manifest and model list, the outcome records logged since (folded into a copy of this version's
+        capability matrix when it was computed), and the question lines appended since (parsed only when
+        this version's questions were); the embeddings are mapped again over the same file, whose pages the
+        process already holds. Otherwise (schema 1, a fold, another bank at the path) the current version
+        is opened afresh, as ``Bank.open`` does."""
+        name = _read_current(self.path)
+        if name == self.version:
+            return self
+        try:
+            return self._followed(name)
+        except BankFormatError:
+            return Bank.open(self.path)  # pruned meanwhile, or damaged: open says which
+
+    def _followed(self, name: str) -> Bank:
+        """Version ``name`` of this bank, read incrementally from this one where the layouts allow."""
+        vdir = self.path / name
+        manifest = _read_manifest(vdir / MANIFEST)
+        old, new = self.segments, manifest.segments
+        if old is None or new is None or new.lineage != old.lineage or new.questions < old.questions or new.embeddings < old.embeddings:
+            return Bank._load(self.path, name)
+        directory = self.path / segments.DIRECTORY
+        shape = (manifest.n_models, manifest.n_questions)
+        outcomes = segments.Outcomes(directory, new, shape)
+        with self._capability_lock:
+            previous = self._capability
+        capability: np.ndarray | Callable[[], np.ndarray] = outcomes.matrix
+        if previous is not None and (new.base, new.log) == (old.base, old.log) and new.log_bytes >= old.log_bytes:
+            capability = functools.partial(outcomes.after, previous, old.log_bytes)
+        with self._questions_lock:
+            parsed = self._questions
+        path = directory / segments.QUESTIONS
+        questions = (
+            _QuestionsFile(path, _open_questions(path), old.questions, new.questions, parsed)
+            if parsed is not None
+            else _QuestionsFile(path, _open_questions(path), 0, new.questions)
+        )
+        return Bank(
+            self.path, name, manifest, segments.map_rows(directory / segments.EMBEDDINGS, manifest.n_questions, manifest.embedder.dim),
+            capability, _read_models(vdir / MODELS, manifest.n_models), questions, _map_index(vdir, manifest),
+            _read_scorer(vdir, manifest),
+        )
 
     def verify(self, progress: VerifyProgress | None = None) -> None:
         """Check the SHA-256 of every file of this version (data, index, fitted scorer) against its
-        manifest; ``BankFormatError`` naming the first file that differs or is missing.
+        manifest, and in schema 2 of its capability base and of every extent the journal lists for the
+        segments' committed bytes; ``BankFormatError`` naming the first file that differs or is missing.
 
         One read of every file, O(N·d) (about a second per GiB on one core). ``progress(done, total)``,
         when given, is called with the bytes hashed so far and the bytes to hash, before the first read and
@@ -308,14 +384,24 @@ class Bank:
                 sizes.append((vdir / name).stat().st_size)
             except FileNotFoundError:
                 raise BankFormatError(f"{vdir / name} is missing") from None
-        total, done = sum(sizes), 0
+        seg, directory = self.segments, self.path / segments.DIRECTORY
+        total = sum(sizes) + (segments.verified_bytes(directory, seg) if seg is not None else 0)
+        done = 0
         if progress is not None:
             progress(0, total)
-        for (name, expected), size in zip(files, sizes):
-            actual = _sha256_of(vdir / name, None if progress is None else lambda n, base=done: progress(base + n, total))
+
+        def hashed(n: int) -> None:
+            nonlocal done
+            done += n
+            if progress is not None:
+                progress(done, total)
+
+        for name, expected in files:
+            actual = _sha256_of(vdir / name, hashed)
             if actual != expected:
                 raise BankFormatError(f"{vdir / name} has SHA-256 {actual} but the manifest records {expected}")
-            done += size
+        if seg is not None:
+            segments.verify(directory, seg, hashed)
 
     def validate(self) -> None:
         """Check this version on disk completely; ``BankFormatError`` naming the file on the first fault.
@@ -328,9 +414,10 @@ class Bank:
         vdir = self.path / self.version
         self.verify()
         fresh = Bank._load(self.path, self.version)
-        _check_unit_rows(fresh.embeddings, vdir / EMBEDDINGS)
-        _check_capability_values(fresh.capability, vdir / CAPABILITY)
-        _check_unique_stored((q.id for q in fresh.questions), "question id", vdir / QUESTIONS)
+        seg, directory = self.segments, self.path / segments.DIRECTORY
+        _check_unit_rows(fresh.embeddings, vdir / EMBEDDINGS if seg is None else directory / segments.EMBEDDINGS)
+        _check_capability_values(fresh.capability, vdir / CAPABILITY if seg is None else directory / seg.base)
+        _check_unique_stored((q.id for q in fresh.questions), "question id", fresh._questions_file.path)
         _check_unique_stored((m.name for m in fresh.models), "model name", vdir / MODELS)
         if fresh.index is not None:
             try:
@@ -347,15 +434,22 @@ class Bank:
             raise BankFormatError(f"{root / CURRENT} names {name} but {vdir} does not exist")
         manifest = _read_manifest(vdir / MANIFEST)
         models = _read_models(vdir / MODELS, manifest.n_models)
-        embeddings = _map_npy(vdir / EMBEDDINGS, np.float32, (manifest.n_questions, manifest.embedder.dim))
-        capability = _map_npy(vdir / CAPABILITY, np.int8, (manifest.n_models, manifest.n_questions))
         index = _map_index(vdir, manifest)
         scorer = _read_scorer(vdir, manifest)
-        try:
-            questions_fd = os.open(vdir / QUESTIONS, os.O_RDONLY)
-        except FileNotFoundError:
-            raise BankFormatError(f"{vdir / QUESTIONS} is missing") from None
-        return cls(root, name, manifest, embeddings, capability, models, questions_fd, index, scorer)
+        seg = manifest.segments
+        if seg is None:
+            embeddings = _map_npy(vdir / EMBEDDINGS, np.float32, (manifest.n_questions, manifest.embedder.dim))
+            capability: np.ndarray | Callable[[], np.ndarray] = _map_npy(
+                vdir / CAPABILITY, np.int8, (manifest.n_models, manifest.n_questions)
+            )
+            questions = _QuestionsFile(vdir / QUESTIONS, _open_questions(vdir / QUESTIONS))
+        else:
+            directory = root / segments.DIRECTORY
+            embeddings = segments.map_rows(directory / segments.EMBEDDINGS, manifest.n_questions, manifest.embedder.dim)
+            capability = segments.Outcomes(directory, seg, (manifest.n_models, manifest.n_questions)).matrix
+            path = directory / segments.QUESTIONS
+            questions = _QuestionsFile(path, _open_questions(path), 0, seg.questions)
+        return cls(root, name, manifest, embeddings, capability, models, questions, index, scorer)
 
     # ----------------------------------------------------------------------------------------- writing
 
@@ -370,6 +464,7 @@ class Bank:
         models: Iterable[ModelInfo],
         embedder: EmbedderInfo | None = None,
         provenance: Mapping[str, str] | None = None,
+        schema_version: int = SCHEMA_VERSION,
     ) -> Bank:
         """Create a new bank at ``path`` (a new or empty directory) and return its first version.
 
@@ -377,8 +472,12 @@ class Bank:
         {-1, 0, 1}, ``questions`` N records in row order, ``models`` R records in row order. ``embedder``
         defaults to ``EmbedderInfo("unspecified", d)``; ``provenance`` (text to text) says how the bank
         was made, for the manifest of this and every later version. Empty banks (N = 0 with a d-column array, or
-        R = 0) are allowed. Every input is checked before anything is written.
+        R = 0) are allowed. ``schema_version`` picks the layout: 2, shared segments whose writes cost what
+        they write (the default), or 1, full files in every version (what earlier releases wrote). Every
+        input is checked before anything is written.
         """
+        if schema_version not in SCHEMA_VERSIONS:
+            raise BankError(f"schema_version must be one of {', '.join(map(str, SCHEMA_VERSIONS))}, got {schema_version!r}")
         rows = _unit_rows(embeddings)
         questions, models = tuple(questions), tuple(models)
         question_lines = _encode_questions(questions, n_rows=len(rows), taken=())
@@ -391,20 +490,30 @@ class Bank:
         with atomic.exclusive_lock(root / LOCK):
             _require_empty(root)
             atomic.remove_scratch(root)
-            fills = {
-                EMBEDDINGS: _npy_fill(np.float32, rows.shape, [rows]),
-                CAPABILITY: _npy_fill(np.int8, capability_values.shape, [capability_values]),
-                QUESTIONS: _bytes_fill(question_lines),
-                MODELS: _bytes_fill(_encode_json(models)),
-            }
-            return _write_version(root, _version_name(1), None, embedder, len(rows), len(models), fills, provenance)
+            fills = {MODELS: _bytes_fill(_encode_json(models))}
+            seg = None
+            if schema_version == 1:
+                fills |= {
+                    EMBEDDINGS: _npy_fill(np.float32, rows.shape, [rows]),
+                    CAPABILITY: _npy_fill(np.int8, capability_values.shape, [capability_values]),
+                    QUESTIONS: _bytes_fill(question_lines),
+                }
+            else:
+                seg = _create_segments(root, {
+                    segments.EMBEDDINGS: _raw_fill(np.float32, [rows]),
+                    segments.QUESTIONS: _bytes_fill(question_lines),
+                    segments.base_name(1): _npy_fill(np.int8, capability_values.shape, [capability_values]),
+                }, capability_values.shape, None)
+            return _write_version(root, _version_name(1), None, embedder, len(rows), len(models), fills, provenance, seg=seg)
 
     def append_questions(self, embeddings: object, questions: Iterable[Question], outcomes: object = None) -> Bank:
         """Append m questions (with their embeddings, m x d) to the latest version; return the new version.
 
         ``outcomes`` is R x m integers in {-1, 0, 1} for the bank's R models (default all -1, unknown).
-        New rows are L2-normalised; ids must be new to the bank and unique within the call. Cost is
-        O(N) per call: the unchanged rows are copied into the new version and the existing ids parsed.
+        New rows are L2-normalised; ids must be new to the bank and unique within the call. Cost is O(m)
+        on a schema 2 bank (its segments grow by the new rows, lines and known outcomes; a process parses the
+        existing ids once, on its first write), plus O(N·d) when the bank has an IVF index (its files are
+        rewritten); O(N) on a schema 1 bank (every file is copied into the new version).
         """
         rows = _unit_rows(embeddings)
         if len(rows) == 0:
@@ -414,62 +523,91 @@ class Bank:
         with _writing(self.path) as (base, number):
             if rows.shape[1] != base.dim:
                 raise BankError(f"embeddings have dimension {rows.shape[1]} but the bank's dimension is {base.dim}")
-            _check_new_ids(questions, {q.id for q in base.questions})
-            new = _outcome_values(outcomes, (base.n_models, len(rows)), "outcomes", ("models", "new questions"))
-            old = base.path / base.version
-            fills = {
-                EMBEDDINGS: _npy_fill(np.float32, (base.n_questions + len(rows), base.dim), [base.embeddings, rows]),
-                CAPABILITY: _npy_fill(
-                    np.int8,
-                    (base.n_models, base.n_questions + len(rows)),
-                    [part for r in range(base.n_models) for part in (base.capability[r], new[r])],
-                ),
-                QUESTIONS: _copy_fill(old / QUESTIONS, question_lines),
-                MODELS: _copy_fill(old / MODELS),
-            }
+            n, m = base.n_questions, len(rows)
+            seg = base.segments
+            _check_new_ids(questions, {q.id for q in base.questions} if seg is None else _question_rows(base))
+            new = _outcome_values(outcomes, (base.n_models, m), "outcomes", ("models", "new questions"))
+            fills: dict[str, Fill] = {}
+            if seg is None:
+                old = base.path / base.version
+                fills = {
+                    EMBEDDINGS: _npy_fill(np.float32, (n + m, base.dim), [base.embeddings, rows]),
+                    CAPABILITY: _npy_fill(
+                        np.int8, (base.n_models, n + m), [part for r in range(base.n_models) for part in (base.capability[r], new[r])]
+                    ),
+                    QUESTIONS: _copy_fill(old / QUESTIONS, question_lines),
+                }
+            else:
+                appender = segments.Appender(self.path / segments.DIRECTORY, seg)
+                rows_sha = appender.append(segments.EMBEDDINGS, rows.astype("<f4").tobytes())
+                appender.append(segments.QUESTIONS, question_lines)
+                known_models, known_rows = np.nonzero(new >= 0)
+                log_sha = _append_outcomes(appender, seg, n + known_rows, known_models, new[known_models, known_rows])
+                seg = appender.finish({
+                    "embeddings": segments.chained(seg.digests["embeddings"], rows_sha),
+                    "capability": segments.chained(seg.digests["capability"], "append", m, log_sha),
+                })
             index = base.index.extend(rows) if base.index is not None else None
             rows_after = [base.embeddings, rows]
-            return _commit(base, number, base.n_questions + len(rows), base.n_models, fills, index, base.scorer, rows_after)
+            return _commit(base, number, n + m, base.n_models, fills, index, base.scorer, rows_after, seg=seg)
 
     def record_outcomes(self, outcomes: Iterable[tuple[str, str, int]]) -> Bank:
         """Set capability entries of the latest version from (model name, question id, value) triples.
 
         Values are 1 (correct), 0 (wrong) or -1 (forget: not evaluated). Every model and question must
-        already be in the bank, and a (model, question) pair may appear only once per call. Cost is O(N)
-        per call (the id index is built and the unchanged files copied).
+        already be in the bank, and a (model, question) pair may appear only once per call. Cost is O(m)
+        on a schema 2 bank (the outcome log grows by 8 bytes per triple; a process parses the existing ids once,
+        on its first write); O(N) on a schema 1 bank (the id index is built and the unchanged files copied).
         """
         items = list(outcomes)
         if not items:
             raise BankError("outcomes is empty: there is nothing to record")
         triples = [_outcome_triple(item, i) for i, item in enumerate(items)]
         with _writing(self.path) as (base, number):
-            capability = _apply_outcomes(base, triples)
-            fills = _copied(base, DATA_FILES) | {CAPABILITY: _npy_fill(np.int8, capability.shape, [capability])}
-            return _commit(base, number, base.n_questions, base.n_models, fills, base.index, base.scorer)
+            seg = base.segments
+            columns = {q.id: j for j, q in enumerate(base.questions)} if seg is None else _question_rows(base)
+            models, cols, values = _outcome_cells(base, triples, columns)
+            fills: dict[str, Fill] = {}
+            if seg is None:
+                capability = np.array(base.capability)
+                capability[models, cols] = values
+                fills = {CAPABILITY: _npy_fill(np.int8, capability.shape, [capability])}
+            else:
+                appender = segments.Appender(self.path / segments.DIRECTORY, seg)
+                log_sha = _append_outcomes(appender, seg, cols, models, values)
+                seg = appender.finish(seg.digests | {"capability": segments.chained(seg.digests["capability"], "record", log_sha)})
+            return _commit(base, number, base.n_questions, base.n_models, fills, base.index, base.scorer, seg=seg)
 
     def add_model(self, model: ModelInfo, outcomes: object = None) -> Bank:
         """Add ``model`` as a new last row of the latest version's capability matrix; return the new version.
 
         ``outcomes`` is N integers in {-1, 0, 1}, one per bank question in row order (default all -1).
-        The name must be new to the bank. Cost is O(N) (the unchanged files are copied).
+        The name must be new to the bank. Cost is O(R) plus the known outcomes on a schema 2 bank (the model
+        list is rewritten, the known outcomes logged); O(N) on a schema 1 bank (the unchanged files are copied).
         """
         _check_record(model, ModelInfo, "model")
         with _writing(self.path) as (base, number):
             if model.name in base._model_index:
                 raise BankError(f"model.name {model.name!r} is already in the bank")
             row = _outcome_values(outcomes, (base.n_questions,), "outcomes", ("questions",))
-            fills = _copied(base, DATA_FILES) | {
-                CAPABILITY: _npy_fill(np.int8, (base.n_models + 1, base.n_questions), [base.capability, row]),
-                MODELS: _bytes_fill(_encode_json((*base.models, model))),
-            }
-            return _commit(base, number, base.n_questions, base.n_models + 1, fills, base.index, base.scorer)
+            fills = {MODELS: _bytes_fill(_encode_json((*base.models, model)))}
+            seg = base.segments
+            if seg is None:
+                fills[CAPABILITY] = _npy_fill(np.int8, (base.n_models + 1, base.n_questions), [base.capability, row])
+            else:
+                appender = segments.Appender(self.path / segments.DIRECTORY, seg)
+                known = np.flatnonzero(row >= 0)
+                log_sha = _append_outcomes(appender, seg, known, np.full(len(known), base.n_models), row[known])
+                seg = appender.finish(seg.digests | {"capability": segments.chained(seg.digests["capability"], "model", model.name, log_sha)})
+            return _commit(base, number, base.n_questions, base.n_models + 1, fills, base.index, base.scorer, seg=seg)
 
     def with_index(self, index: ivf.IVFIndex | None) -> Bank:
         """Commit the latest version's data unchanged with ``index`` (None: without an index); return it.
 
         ``index`` must have been built over this bank (``ivf.train(bank.embeddings)``), possibly over an
         earlier version: rows appended since are assigned to its lists here, so an index trained off the
-        lock on a snapshot can be swapped in while the bank grows. Cost is O(N·d) (the files are copied).
+        lock on a snapshot can be swapped in while the bank grows. Cost is O(N·d) (the index's files are
+        written; a schema 1 bank also copies its data files).
         """
         with _writing(self.path) as (base, number):
             if index is not None:
@@ -478,32 +616,101 @@ class Bank:
                 if index.n_rows > base.n_questions:
                     raise BankError(f"index covers {index.n_rows} rows but the bank has only {base.n_questions}")
                 index = index.extend(base.embeddings[index.n_rows :])
-            data = _copied(base, DATA_FILES)
-            return _commit(base, number, base.n_questions, base.n_models, data, index, base.scorer, [base.embeddings])
+            return _commit(base, number, base.n_questions, base.n_models, {}, index, base.scorer, [base.embeddings], seg=base.segments)
 
     def with_scorer(self, fitted: FittedScorer | None) -> Bank:
         """Commit the latest version's data (and index) unchanged with ``fitted`` as its scorer (None: without
         one); return it. ``fitted`` may come from an earlier version: the new version then holds it stale
-        (see ``scorer_stale``), and a later fit replaces it. Cost is O(N·d) (the files are copied)."""
+        (see ``scorer_stale``), and a later fit replaces it. Cost is O(1) of N on a schema 2 bank; O(N·d) on
+        a schema 1 bank (the files are copied)."""
         if fitted is not None:
             _check_record(fitted, FittedScorer, "fitted")
         with _writing(self.path) as (base, number):
-            return _commit(base, number, base.n_questions, base.n_models, _copied(base, DATA_FILES), base.index, fitted)
+            return _commit(base, number, base.n_questions, base.n_models, {}, base.index, fitted, seg=base.segments)
+
+    @property
+    def needs_fold(self) -> bool:
+        """Whether this version's outcome log has outgrown its capability base (schema 2): at least
+        ``FOLD_MIN_LOG_BYTES`` and at least the base's R·N bytes. Folding then (``fold``) keeps the log an open
+        reads at most about as large as the base, for an amortised O(1) per outcome recorded."""
+        seg = self.segments
+        return seg is not None and seg.log_bytes >= max(FOLD_MIN_LOG_BYTES, seg.base_models * seg.base_rows)
+
+    def fold(self) -> Bank:
+        """Compact the outcome log of the latest version (schema 2): its capability matrix becomes a new base
+        with an empty log, committed as a new version with the same content; return it.
+
+        The O(R·N) work (folding and writing the new base) happens off the writers' lock; under it, the
+        records committed meanwhile are carried into the new log, so a fold holds writers up for one small
+        write only, and readers not at all. The latest version is returned as it is when there is nothing to
+        fold (an empty log, a schema 1 bank) or another fold committed first."""
+        start = Bank.open(self.path)
+        seg = start.segments
+        if seg is None or seg.log_bytes == 0:
+            return start
+        directory = self.path / segments.DIRECTORY
+        scratch = directory / f"{atomic.TEMP_PREFIX}fold-{os.getpid()}-{threading.get_ident()}.npy"
+        matrix = start.capability
+        try:
+            sha = atomic.write_synced(scratch, _npy_fill(np.int8, matrix.shape, [matrix]))
+            with _writing(self.path) as (base, number):
+                now = base.segments
+                if now is None or (now.base, now.log) != (seg.base, seg.log):
+                    return base  # another fold committed first
+                generation = max(segments.generations(directory)) + 1
+                tail = segments.read_range(directory / now.log, seg.log_bytes, now.log_bytes)
+                folded = msgspec.structs.replace(
+                    now, base=segments.base_name(generation), base_models=start.n_models, base_rows=start.n_questions,
+                    base_sha256=sha, log=segments.log_name(generation), log_bytes=0,
+                )
+                atomic.write_synced(directory / folded.log, _bytes_fill(b""))
+                try:
+                    os.rename(scratch, directory / folded.base)
+                except FileNotFoundError:
+                    raise BankError(f"a concurrent prune removed the fold's scratch file {scratch}; fold again") from None
+                atomic.fsync_dir(directory)
+                appender = segments.Appender(directory, folded)
+                if tail:
+                    appender.append(folded.log, tail)
+                return _commit(base, number, base.n_questions, base.n_models, {}, base.index, base.scorer, seg=appender.finish(now.digests))
+        finally:
+            scratch.unlink(missing_ok=True)
+
+    def migrate(self) -> Bank:
+        """Convert the bank to schema 2 as a new version of the latest one's content; return it.
+
+        Costs one O(N·d) copy of the latest version, under the writers' lock; its index and fitted scorer are
+        carried over, and so is the freshness of the fit. Earlier versions stay readable until pruned. A bank
+        already in schema 2 is returned as it is (its latest version)."""
+        with _writing(self.path) as (base, number):
+            if base.segments is not None:
+                return base
+            _require_no_segments_in_use(self.path)
+            vdir = self.path / base.version
+            seg = _create_segments(self.path, {
+                segments.EMBEDDINGS: _raw_fill(np.float32, [base.embeddings]),
+                segments.QUESTIONS: _copy_fill(vdir / QUESTIONS),
+                segments.base_name(1): _copy_fill(vdir / CAPABILITY),
+            }, (base.n_models, base.n_questions), {"embeddings": base.manifest.files[EMBEDDINGS], "capability": base.manifest.files[CAPABILITY]})
+            return _commit(base, number, base.n_questions, base.n_models, {}, base.index, base.scorer, [base.embeddings], seg=seg)
 
     def prune(self, keep: int) -> list[str]:
         """Delete all but the newest ``keep`` (>= 1) committed versions; return the deleted names, oldest first.
 
         The current version is the newest committed one, so it is never deleted. Readers holding a
         deleted version keep working (their files stay alive until they let go of them). Scratch and
-        orphans are cleared as by any writer.
+        orphans are cleared as by any writer, and so are the capability bases and outcome logs (schema 2)
+        that no remaining version holds.
         """
         if isinstance(keep, bool) or not isinstance(keep, int) or keep < 1:
             raise BankError(f"keep must be an integer >= 1, got {keep!r}")
         with atomic.exclusive_lock(self.path / LOCK):
             _clear_leftovers(self.path)
-            doomed = Bank.versions(self.path)[:-keep]
+            committed = Bank.versions(self.path)
+            doomed, kept = committed[:-keep], committed[-keep:]
             for name in doomed:
                 atomic.discard_dir(self.path / name)
+            _remove_unused_segments(self.path, kept)
             return doomed
 
 
@@ -553,15 +760,25 @@ def _require_committed(root: Path, version: str) -> None:
 
 
 def _require_empty(root: Path) -> None:
-    """``BankError`` unless ``root`` holds nothing but the lock and scratch (a fresh or failed create)."""
+    """``BankError`` unless ``root`` holds nothing but the lock and scratch (a fresh or failed create), or
+    segments that a failed create left (nothing but segment files, and no ``CURRENT``)."""
     ignorable = {LOCK, CURRENT + ".tmp"}
     found = sorted(
-        e.name for e in root.iterdir() if e.name not in ignorable and not e.name.startswith(atomic.TEMP_PREFIX)
+        e.name for e in root.iterdir()
+        if e.name not in ignorable and not e.name.startswith(atomic.TEMP_PREFIX) and not _left_by_a_create(root, e)
     )
     if found:
         raise BankError(
             f"path {root} is not empty (holds {', '.join(found)}); a bank is created in a new or empty directory"
         )
+
+
+def _left_by_a_create(root: Path, entry: Path) -> bool:
+    """Whether ``entry`` of ``root`` is the segments directory of a create that failed before its ``CURRENT``."""
+    return (
+        entry.name == segments.DIRECTORY and entry.is_dir() and not entry.is_symlink() and not (root / CURRENT).exists()
+        and all(segments.is_segment_file(e.name) and e.is_file() for e in entry.iterdir())
+    )
 
 
 def _clear_leftovers(root: Path) -> int:
@@ -581,10 +798,17 @@ def _clear_leftovers(root: Path) -> int:
 
 @contextlib.contextmanager
 def _writing(root: Path) -> Iterator[tuple[Bank, int]]:
-    """Hold the writers' lock on ``root``; yield the latest version and the number the new one gets."""
+    """Hold the writers' lock on ``root``; yield the latest version and the number the new one gets. When the
+    write fails before it commits, what it appended to the segments is cut off again."""
     with atomic.exclusive_lock(root / LOCK):
         number = _clear_leftovers(root)
-        yield Bank._load(root, _read_current(root)), number
+        base = Bank._load(root, _read_current(root))
+        try:
+            yield base, number
+        except BaseException:
+            if base.segments is not None and _read_current(root) == base.version:
+                segments.cut(root / segments.DIRECTORY, base.segments)  # what the failed write appended goes
+            raise
 
 
 def _commit(
@@ -596,18 +820,34 @@ def _commit(
     index: ivf.IVFIndex | None,
     scorer: FittedScorer | None,
     rows: Sequence[np.ndarray] = (),
+    *,
+    seg: Segments | None,
 ) -> Bank:
-    """Write version ``number`` derived from ``base`` (same root and embedder) from the data files' ``fills``,
-    with ``index`` and fitted ``scorer`` (None: none), and make it current. ``base``'s own index and scorer
-    are copied; another index is written with its list-ordered copy of ``rows``, the new version's
-    embeddings as consecutive blocks, and another scorer as its JSON."""
+    """Write version ``number`` derived from ``base`` (same root and embedder) from the ``fills`` of the files
+    that change, with ``index`` and fitted ``scorer`` (None: none), over the segments ``seg`` (None: schema 1),
+    and make it current. Every other file of the new version is ``base``'s, unchanged: copied from a schema 1
+    version, hard-linked from a schema 2 one (its files are immutable too, so the versions can share them).
+    Another index is written with its list-ordered copy of ``rows``, the new version's embeddings as
+    consecutive blocks, and another scorer as its JSON."""
+    kept = [file for file in (DATA_FILES if seg is None else (MODELS,)) if file not in fills]
     if index is not None:
-        fills = fills | (_copied(base, ivf.FILES) if index is base.index else _index_fills(index, rows))
+        if index is base.index:
+            kept += ivf.FILES
+        else:
+            fills = fills | _index_fills(index, rows)
     if scorer is not None:
-        fills = fills | (_copied(base, (SCORER,)) if scorer is base.scorer else {SCORER: _bytes_fill(_encode_json(scorer))})
+        if scorer is base.scorer:
+            kept.append(SCORER)
+        else:
+            fills = fills | {SCORER: _bytes_fill(_encode_json(scorer))}
+    links: dict[str, str] = {}
+    if base.segments is None:
+        fills = fills | _copied(base, kept)
+    else:
+        links = {file: base.manifest.files[file] for file in kept}
     return _write_version(
         base.path, _version_name(number), base.version, base.manifest.embedder, n_questions, n_models, fills,
-        base.manifest.provenance, index, None if scorer is None else scorer.default,
+        base.manifest.provenance, index, None if scorer is None else scorer.default, links=links, seg=seg,
     )
 
 
@@ -666,9 +906,14 @@ def _write_version(
     provenance: dict[str, str],
     index: ivf.IVFIndex | None = None,
     scorer: str | None = None,
+    *,
+    links: Mapping[str, str] | None = None,
+    seg: Segments | None = None,
 ) -> Bank:
     """Write version ``name`` of ``root`` from ``fills``, make it current and return it opened; caller holds the lock.
-    ``scorer`` names the default of the fitted scorer whose file is among ``fills`` (None: none is).
+    ``scorer`` names the default of the fitted scorer whose file is among ``fills`` or ``links`` (None: none
+    is). ``links`` (file → its SHA-256) are hard-linked from the ``parent`` version. ``seg``: the segments
+    a schema 2 version holds (None: schema 1).
 
     Order: every file into a scratch directory (each fsynced), the manifest with their hashes, fsync
     and rename the directory to its version name, fsync the bank directory, then replace ``CURRENT``.
@@ -681,8 +926,12 @@ def _write_version(
     scratch = atomic.make_temp_dir(root)
     try:
         hashes = {file: atomic.write_synced(scratch / file, fill) for file, fill in fills.items()}
+        for file, digest in (links or {}).items():
+            assert parent is not None
+            _link_or_copy(root / parent / file, scratch / file)
+            hashes[file] = digest
         manifest = Manifest(
-            schema_version=SCHEMA_VERSION,
+            schema_version=1 if seg is None else 2,
             embedder=embedder,
             n_questions=n_questions,
             n_models=n_models,
@@ -692,6 +941,7 @@ def _write_version(
             provenance=provenance,
             index=info,
             scorer=scorer,
+            segments=seg,
         )
         atomic.write_synced(scratch / MANIFEST, _bytes_fill(_encode_json(manifest)))
         atomic.publish_dir(scratch, root / name)
@@ -700,6 +950,61 @@ def _write_version(
         _undo_commit(root, scratch, name)
         raise
     return Bank._load(root, name)
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    """Hard-link the file ``source`` as ``target``; copy it (fsynced) where the file system has no hard links."""
+    try:
+        os.link(source, target)
+    except FileNotFoundError:
+        raise BankFormatError(f"{source} is missing") from None
+    except OSError:
+        atomic.write_synced(target, _copy_fill(source))
+
+
+def _create_segments(root: Path, fills: Mapping[str, Fill], shape: tuple[int, int], digests: Mapping[str, str] | None) -> Segments:
+    """Write the segments of a new schema 2 bank under ``root`` (``segments.create``), replacing what a failed
+    create or migrate left there, and publish them; caller holds the lock."""
+    scratch = atomic.make_temp_dir(root)
+    try:
+        seg = segments.create(scratch, fills, shape, digests)
+        if (root / segments.DIRECTORY).exists():
+            atomic.discard_dir(root / segments.DIRECTORY)
+        atomic.publish_dir(scratch, root / segments.DIRECTORY)
+    except BaseException:
+        shutil.rmtree(scratch, ignore_errors=True)
+        raise
+    return seg
+
+
+def _schema2_versions(root: Path, names: Iterable[str]) -> list[Segments]:
+    """The segments held by those of the versions ``names`` of ``root`` that are in schema 2."""
+    held = []
+    for name in names:
+        seg = _read_manifest(root / name / MANIFEST).segments
+        if seg is not None:
+            held.append(seg)
+    return held
+
+
+def _require_no_segments_in_use(root: Path) -> None:
+    """``BankFormatError`` when a committed version of ``root`` holds segments (a migrate must not replace them)."""
+    if (root / segments.DIRECTORY).exists() and _schema2_versions(root, Bank.versions(root)):
+        raise BankFormatError(f"{root / CURRENT} names a schema 1 version but earlier versions hold {root / segments.DIRECTORY}")
+
+
+def _remove_unused_segments(root: Path, kept: Sequence[str]) -> None:
+    """Delete the capability bases and outcome logs (and scratch) of ``root``'s segments that none of the
+    versions ``kept`` holds; caller holds the lock."""
+    directory = root / segments.DIRECTORY
+    held = _schema2_versions(root, kept)
+    if not held:
+        return
+    needed = {segments.EMBEDDINGS, segments.QUESTIONS, segments.JOURNAL} | {s.base for s in held} | {s.log for s in held}
+    for entry in directory.iterdir():
+        if entry.name not in needed and segments.is_segment_file(entry.name):
+            entry.unlink()
+    atomic.fsync_dir(directory)
 
 
 def _undo_commit(root: Path, scratch: Path, name: str) -> None:
@@ -719,9 +1024,13 @@ def _undo_commit(root: Path, scratch: Path, name: str) -> None:
 def _read_manifest(path: Path) -> Manifest:
     """Decode and sanity-check ``manifest.json``; ``BankFormatError`` naming it on any fault."""
     manifest: Manifest = _decoded(path, _MANIFEST_DECODER, "manifest")
-    if manifest.schema_version != SCHEMA_VERSION:
-        raise BankFormatError(f"{path} has schema_version {manifest.schema_version}; this code reads {SCHEMA_VERSION}")
-    expected = sorted(DATA_FILES + (ivf.FILES if manifest.index is not None else ()) + ((SCORER,) if manifest.scorer is not None else ()))
+    if manifest.schema_version not in SCHEMA_VERSIONS:
+        readable = " and ".join(map(str, SCHEMA_VERSIONS))
+        raise BankFormatError(f"{path} has schema_version {manifest.schema_version}; this code reads {readable}")
+    if (manifest.schema_version == 1) != (manifest.segments is None):
+        raise BankFormatError(f"{path}: schema_version {manifest.schema_version} {'has no' if manifest.segments is None else 'has'} segments")
+    own = DATA_FILES if manifest.segments is None else (MODELS,)
+    expected = sorted(own + (ivf.FILES if manifest.index is not None else ()) + ((SCORER,) if manifest.scorer is not None else ()))
     if sorted(manifest.files) != expected:
         raise BankFormatError(f"{path} lists files {sorted(manifest.files)}, expected {expected}")
     return manifest
@@ -778,10 +1087,22 @@ def _map_npy(path: Path, dtype: type, shape: tuple[int, ...]) -> np.ndarray:
     return array
 
 
-def _pread_all(fd: int) -> bytes:
-    """The whole content of the open file ``fd``, by positional reads (safe to share the fd across threads)."""
-    chunks, offset = [], 0
-    while chunk := os.pread(fd, _CHUNK_BYTES, offset):
+def _open_questions(path: Path) -> int:
+    """A read-only descriptor of the questions file ``path``; ``BankFormatError`` when it is missing."""
+    try:
+        return os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        raise BankFormatError(f"{path} is missing") from None
+
+
+def _pread_range(fd: int, start: int, end: int | None) -> bytes:
+    """Bytes ``start`` to ``end`` (None: the end) of the open file ``fd``, by positional reads (safe to share
+    the fd across threads)."""
+    chunks, offset = [], start
+    while end is None or offset < end:
+        chunk = os.pread(fd, _CHUNK_BYTES if end is None else min(_CHUNK_BYTES, end - offset), offset)
+        if not chunk:
+            break
         chunks.append(chunk)
         offset += len(chunk)
     return b"".join(chunks)
@@ -800,17 +1121,14 @@ def _decode_questions(data: bytes, path: Path, n_questions: int) -> tuple[Questi
     return tuple(questions)
 
 
-def _sha256_of(path: Path, progress: Callable[[int], None] | None = None) -> str:
-    """SHA-256 (hex) of the file ``path``, streamed; ``progress(bytes hashed)`` after every chunk."""
+def _sha256_of(path: Path, progress: Callable[[int], None]) -> str:
+    """SHA-256 (hex) of the file ``path``, streamed; ``progress(bytes)`` with the size of every chunk hashed."""
     try:
         with open(path, "rb") as f:
-            if progress is None:
-                return hashlib.file_digest(f, "sha256").hexdigest()
-            digest, done = hashlib.sha256(), 0
+            digest = hashlib.sha256()
             while chunk := f.read(_CHUNK_BYTES):
                 digest.update(chunk)
-                done += len(chunk)
-                progress(done)
+                progress(len(chunk))
             return digest.hexdigest()
     except FileNotFoundError:
         raise BankFormatError(f"{path} is missing") from None
@@ -990,22 +1308,36 @@ def _outcome_triple(item: object, i: int) -> tuple[Any, Any, int]:
     return model, question_id, int(value)
 
 
-def _apply_outcomes(base: Bank, triples: Sequence[tuple[Any, Any, int]]) -> np.ndarray:
-    """A copy of ``base.capability`` with ``triples`` applied; ``BankError`` naming an unknown or repeated pair."""
-    capability = np.array(base.capability)
-    columns = {q.id: j for j, q in enumerate(base.questions)}
-    seen: set[tuple[int, int]] = set()
+def _outcome_cells(
+    base: Bank, triples: Sequence[tuple[Any, Any, int]], columns: Mapping[str, int]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The cells (model rows, question columns, values) that ``triples`` set in ``base``, given its question
+    id → column map; ``BankError`` naming an unknown or repeated pair."""
+    cells: dict[tuple[int, int], int] = {}
     for i, (model, question_id, value) in enumerate(triples):
         if model not in base._model_index:
             raise BankError(f"outcomes[{i}] names unknown model {model!r}")
         if question_id not in columns:
             raise BankError(f"outcomes[{i}] names unknown question id {question_id!r}")
         cell = (base._model_index[model], columns[question_id])
-        if cell in seen:
+        if cell in cells:
             raise BankError(f"outcomes[{i}] repeats ({model!r}, {question_id!r})")
-        seen.add(cell)
-        capability[cell] = value
-    return capability
+        cells[cell] = value
+    models, cols = (np.array(axis, dtype=np.int64) for axis in zip(*cells)) if cells else (np.empty(0, np.int64),) * 2
+    return models, cols, np.fromiter(cells.values(), dtype=np.int8, count=len(cells))
+
+
+def _question_rows(base: Bank) -> dict[str, int]:
+    """Question id → row of the schema 2 version ``base`` (O(what was appended since this process last asked))."""
+    assert base.segments is not None
+    return segments.question_rows(base.path / segments.DIRECTORY, base.segments)
+
+
+def _append_outcomes(appender: segments.Appender, seg: Segments, rows: np.ndarray, models: np.ndarray, values: np.ndarray) -> str:
+    """Log the outcomes ``capability[models[i], rows[i]] = values[i]``; the SHA-256 of the extent ("" for none)."""
+    if not len(rows):
+        return ""
+    return appender.append(seg.log, segments.encode_records(rows, models, values))
 
 
 # --------------------------------------------------------------------------------------- file writers
@@ -1042,13 +1374,26 @@ def _npy_fill(dtype: type, shape: tuple[int, ...], blocks: Iterable[np.ndarray])
     Streams block by block (memory-mapped blocks are never loaded whole), so appending to a large bank
     costs one sequential copy rather than a concatenated array in memory.
     """
-    descr = np.lib.format.dtype_to_descr(np.dtype(dtype))
+    descr = np.lib.format.dtype_to_descr(np.dtype(dtype).newbyteorder("<"))
     header = {"descr": descr, "fortran_order": False, "shape": tuple(int(n) for n in shape)}
+
+    raw = _raw_fill(dtype, blocks)
 
     def fill(out: atomic.HashingWriter) -> None:
         np.lib.format.write_array_header_1_0(out, header)
+        raw(out)
+
+    return fill
+
+
+def _raw_fill(dtype: type, blocks: Iterable[np.ndarray]) -> Fill:
+    """A fill writing the C-order data of ``blocks`` concatenated, as little-endian ``dtype``, headerless;
+    block by block, in bounded chunks."""
+    little = np.dtype(dtype).newbyteorder("<")
+
+    def fill(out: atomic.HashingWriter) -> None:
         for block in blocks:
-            flat = np.ascontiguousarray(block, dtype=dtype).reshape(-1)
+            flat = np.ascontiguousarray(block, dtype=little).reshape(-1)
             step = max(1, _CHUNK_BYTES // flat.itemsize)
             for start in range(0, len(flat), step):
                 out.write(flat[start : start + step].tobytes())

@@ -4,13 +4,13 @@ A request reads ``state.live`` (or ``await state.latest()``) once and works on t
 so a reload or a bank write never changes the bank under a request in flight. Loading a version (opening
 the bank, warming the kernels, parsing question ids) happens off the event loop; only the final swap is on
 it. ``latest`` follows versions other processes commit (other replicas over the same bank directory,
-``smcs bank append``) at the cost of one ``os.stat`` of ``CURRENT`` per call.
+``smcs bank append``) at the cost of one ``os.stat`` of ``CURRENT`` per call, and loads a new version from
+the one it holds, reading only what changed (``Bank.refresh``; a schema 2 bank's segments).
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import math
 import os
@@ -119,6 +119,7 @@ class ServiceState:
         self._following: asyncio.Task[None] | None = None  # the switch ``latest`` started, while it runs
         self._retraining: asyncio.Task[None] | None = None  # the background retraining of the index, while it runs
         self._refitting: asyncio.Task[None] | None = None  # the background refit of the scorer, while it runs
+        self._folding: asyncio.Task[None] | None = None  # the background fold of the outcome log, while it runs
         self._refit_started = -math.inf  # monotonic time the last refit started
 
     @property
@@ -149,13 +150,20 @@ class ServiceState:
             try:
                 live = self._live
                 if live is None or not live.bank.is_current():
-                    progress = Steps(f"verifying bank {self.bank_path}", log.info) if verify else None
-                    live = await self._swap(await self.run(functools.partial(Bank.open, self.bank_path, verify=verify, progress=progress)))
+                    live = await self._swap(await self.run(self._current_bank, live, verify))
             except Exception:
                 self._checked = stamp  # a version that cannot load is not retried until CURRENT changes
                 raise
             self._checked = stamp
             return live
+
+    def _current_bank(self, live: Snapshot | None, verify: bool) -> Bank:
+        """The bank's current version (blocking): followed from the live one, reading only what changed
+        (``Bank.refresh``), unless there is none yet or ``verify`` asks for every file to be hashed first."""
+        if live is not None and not verify:
+            return live.bank.refresh()
+        progress = Steps(f"verifying bank {self.bank_path}", log.info) if verify else None
+        return Bank.open(self.bank_path, verify=verify, progress=progress)
 
     async def latest(self) -> Snapshot | None:
         """The live snapshot, first switched to the bank's current version when ``CURRENT`` changed since
@@ -191,7 +199,22 @@ class ServiceState:
         log.info("routing over bank %s version %s (%d questions, %d models)", bank.path, bank.version, bank.n_questions, bank.n_models)
         self._retrain_if_outgrown(bank)
         self._refit_if_stale(bank)
+        self._fold_if_due(bank)
         return snapshot
+
+    def _fold_if_due(self, bank: Bank) -> None:
+        """Fold the bank's outcome log in the background when it has outgrown its base (``Bank.needs_fold``);
+        the fold commits a version of the same content, which the next request follows."""
+        if bank.needs_fold and (self._folding is None or self._folding.done()):
+            self._folding = asyncio.get_running_loop().create_task(self._fold(bank))
+
+    async def _fold(self, bank: Bank) -> None:
+        """Run ``Bank.fold`` on a thread of its own (its O(R·N) part holds no lock and must not hold up routing)."""
+        try:
+            folded = await asyncio.to_thread(bank.fold)
+            log.info("bank %s: outcome log folded into a new base (version %s)", bank.path, folded.version)
+        except Exception:
+            log.exception("folding the outcome log of bank %s failed; it stays unfolded", bank.path)
 
     def _retrain_if_outgrown(self, bank: Bank) -> None:
         """Start retraining the index in the background when ``bank`` has outgrown it (``needs_rebuild``)."""
@@ -246,7 +269,7 @@ class ServiceState:
 
     async def close(self) -> None:
         """Stop background work: a retraining or refit in progress is abandoned (its thread finishes unobserved)."""
-        for name in ("_retraining", "_refitting"):
+        for name in ("_retraining", "_refitting", "_folding"):
             task = getattr(self, name)
             setattr(self, name, None)
             if task is not None and not task.done():
