@@ -338,15 +338,15 @@ def votes_and_top(capability: np.ndarray, rows: np.ndarray, sims: np.ndarray) ->
 
 def smcs_route(threads: int | None, ordered: bool = True) -> Callable[[Bank], RouteFn]:
     """``smcs.kernels.route`` then ``top_k`` with ``threads`` (None = the kernel's automatic choice), as the
-    router calls it: with the capability bits built once per bank (``correct_bits``, untimed), and the
+    router calls it: with the capability bits built once per bank (``capability_bits``, untimed), and the
     support set in Eq (3)'s order unless ``ordered`` is False."""
 
     def build(bank: Bank) -> RouteFn:
         e, q, m = bank.embeddings, bank.query, bank.capability
-        bits = sk.correct_bits(m)
+        bits = sk.capability_bits(m)
 
         def run() -> Route:
-            rows, sims, votes = sk.route(e, q, m, N_BASE, GAMMA, threads=threads, correct_bits=bits, ordered=ordered)
+            rows, sims, votes = sk.route(e, q, m, N_BASE, GAMMA, threads=threads, capability_bits=bits, ordered=ordered)
             return Route(rows, sims, sk.top_k(votes, TOP_K))
 
         return run

@@ -41,10 +41,10 @@ def _queries(bank: Bank) -> np.ndarray:
 
 def _smcs_many(bank: Bank, queries: np.ndarray) -> BatchFn:
     e, m = bank.embeddings, bank.capability
-    bits = sk.correct_bits(m)  # once per bank, as the router does
+    bits = sk.capability_bits(m)  # once per bank, as the router does
 
     def run() -> list[Route]:
-        found = sk.route_many(e, queries, m, [N_BASE] * BATCH, [GAMMA] * BATCH, correct_bits=bits)
+        found = sk.route_many(e, queries, m, [N_BASE] * BATCH, [GAMMA] * BATCH, capability_bits=bits)
         return [Route(rows, sims, sk.top_k(votes, TOP_K)) for rows, sims, votes in found]
 
     return run
@@ -52,12 +52,12 @@ def _smcs_many(bank: Bank, queries: np.ndarray) -> BatchFn:
 
 def _smcs_singles(bank: Bank, queries: np.ndarray) -> BatchFn:
     e, m = bank.embeddings, bank.capability
-    bits = sk.correct_bits(m)
+    bits = sk.capability_bits(m)
 
     def run() -> list[Route]:
         out = []
         for q in queries:
-            rows, sims, votes = sk.route(e, q, m, N_BASE, GAMMA, correct_bits=bits)
+            rows, sims, votes = sk.route(e, q, m, N_BASE, GAMMA, capability_bits=bits)
             out.append(Route(rows, sims, sk.top_k(votes, TOP_K)))
         return out
 

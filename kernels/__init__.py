@@ -24,17 +24,39 @@ def configure_threads() -> None:
 
 from .evaluation import oca_mca, pairwise_ranking_score
 from .quantized import QuantizedBank, quantize_rows, route_quantized, route_quantized_stats
-from .retrieval import correct_bits, prior_vote, route, route_many, route_rows, similarities, support_set, top_k
-from .sampling import draw_subsets, drop_distribution, sample_subsets, subset_uniforms
+from .retrieval import (
+    capability_bits,
+    known_weights,
+    prior_vote,
+    route,
+    route_many,
+    route_rows,
+    similarities,
+    support_set,
+    top_k,
+)
+from .sampling import (
+    EXACT_DROP_MAX_K,
+    draw_distinct_subsets,
+    draw_subsets,
+    drop_distribution,
+    drop_probabilities,
+    sample_subsets,
+    subset_uniforms,
+)
 from .scoring import hybrid_scores, mean_pairwise_similarity, perplexity, select_best
 
 __all__ = [
+    "EXACT_DROP_MAX_K",
     "QuantizedBank",
+    "capability_bits",
     "configure_threads",
-    "correct_bits",
+    "draw_distinct_subsets",
     "draw_subsets",
     "drop_distribution",
+    "drop_probabilities",
     "hybrid_scores",
+    "known_weights",
     "mean_pairwise_similarity",
     "oca_mca",
     "pairwise_ranking_score",

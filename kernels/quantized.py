@@ -57,7 +57,7 @@ import numpy as np
 from numba import njit, prange
 
 from . import _checks
-from .retrieval import N_BINS, _bank_arrays, _bits, _count_bins, _kth_largest, _query, _route, _threads
+from .retrieval import N_BINS, _bank_arrays, _bits, _count_bins, _kth_largest, _query, _route, _routed, _threads
 
 MAX_DIM = 131072
 """Largest embedding dimension: d·127² < 2^31, so the int32 accumulator of ẽ·q̃ cannot overflow."""
@@ -383,8 +383,8 @@ def _candidates(hi, threshold, n_chunks):
 
 
 @njit(cache=True, nogil=True)
-def _route_quantized(codes, scales, resid, cnorms, embeddings, query, capability, bits, n_base, gamma, n_chunks, ordered):
-    """Both passes; returns (rows, Ŝ of rows, votes, number of rows re-scored in float32).
+def _route_quantized(codes, scales, resid, cnorms, embeddings, query, capability, bits, n_base, gamma, n_chunks, ordered, known):
+    """Both passes; returns ((rows, Ŝ of rows, votes, known weights), number of rows re-scored in float32).
 
     n_chunks = 1 keeps every step on the calling thread; above, the bound pass, the candidate scan and
     the re-score split the work in n_chunks on numba's pool. The re-score is the exact kernel's scan over
@@ -393,18 +393,15 @@ def _route_quantized(codes, scales, resid, cnorms, embeddings, query, capability
     """
     n = codes.shape[0]
     if n == 0:
-        rows, sims, votes = _route(embeddings, None, None, query, capability, bits, n_base, gamma, 1, ordered)
-        return rows, sims, votes, 0
+        return _route(embeddings, None, None, query, capability, bits, n_base, gamma, 1, ordered, known), 0
     lo, hi, hist = _bounds(codes, scales, resid, cnorms, query, n_chunks)
     lower = _kth_largest(lo, hist, min(n_base, n))  # L ≤ T, the exact k-th largest Ŝ
     cand = _candidates(hi, gamma * np.float64(lower), n_chunks)
     m = cand.shape[0]
     if m > RESCORE_MAX_SHARE * n:
-        rows, sims, votes = _route(embeddings, None, None, query, capability, bits, n_base, gamma, n_chunks, ordered)
-        return rows, sims, votes, n
+        return _route(embeddings, None, None, query, capability, bits, n_base, gamma, n_chunks, ordered, known), n
     chunks = min(n_chunks, max(1, m // 1024))
-    rows, sims, votes = _route(embeddings, cand, cand, query, capability, bits, n_base, gamma, chunks, ordered)
-    return rows, sims, votes, m
+    return _route(embeddings, cand, cand, query, capability, bits, n_base, gamma, chunks, ordered, known), m
 
 
 # --- Python wrappers -----------------------------------------------------------------------------------------
@@ -468,21 +465,40 @@ def route_quantized_stats(
     gamma: float,
     threads: int | None = None,
     *,
-    correct_bits: np.ndarray | None = None,
+    capability_bits: np.ndarray | None = None,
     ordered: bool = True,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
-    """``route_quantized`` and the number of rows re-scored in float32 (|C| of Eq (C), or N when the
-    exact kernel ran instead)."""
+    """``route_quantized``'s (rows, Ŝ, votes) and the number of rows re-scored in float32 (|C| of Eq (C),
+    or N when the exact kernel ran instead)."""
+    found, rescored = _quantized_route(
+        quantized, embeddings, query, capability, n_base, gamma, threads, capability_bits, ordered, False
+    )
+    return (*found[:3], rescored)
+
+
+def _quantized_route(
+    quantized: QuantizedBank,
+    embeddings: np.ndarray,
+    query: np.ndarray,
+    capability: np.ndarray,
+    n_base: int,
+    gamma: float,
+    threads: int | None,
+    capability_bits: np.ndarray | None,
+    ordered: bool,
+    known: bool,
+) -> tuple[tuple[np.ndarray, ...], int]:
+    """The checked arguments' ``_route_quantized``: ((rows, Ŝ, votes, known weights), rows re-scored)."""
     e, m = _bank_arrays(embeddings, capability)
     n, d = e.shape
     _check_dim("embeddings", d)
     qb = _quantized_arrays(quantized, n, d)
     q = _query(query, d)
     n_base, gamma = _checks.support_parameters(n_base, gamma)
-    bits = _bits(correct_bits, m)
+    bits = _bits(capability_bits, m)
     threads = _threads(threads, qb.codes.nbytes)
-    rows, sims, votes, rescored = _route_quantized(*qb, e, q, m, bits, n_base, gamma, threads, bool(ordered))
-    return rows, sims, votes, int(rescored)
+    found, rescored = _route_quantized(*qb, e, q, m, bits, n_base, gamma, threads, bool(ordered), bool(known))
+    return found, int(rescored)
 
 
 def route_quantized(
@@ -494,18 +510,20 @@ def route_quantized(
     gamma: float,
     threads: int | None = None,
     *,
-    correct_bits: np.ndarray | None = None,
+    capability_bits: np.ndarray | None = None,
     ordered: bool = True,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    return_known: bool = False,
+) -> tuple[np.ndarray, ...]:
     """Eqs (2)–(4) over the int8 bank with an exact float32 re-score: (support rows, their Ŝ, votes V).
 
     Identical to ``route(embeddings, query, capability, n_base, gamma)`` bit for bit (module docstring:
     bounds (B1)–(B3), candidate set (C)); it reads the int8 ``quantized`` = ``quantize_rows(embeddings)``
     once and the float32 ``embeddings`` only at the candidate rows. ``quantized``, ``embeddings`` and
     ``capability`` are trusted as built and only their shapes and dtypes are checked; the query is fully
-    checked. ``threads`` as in ``route``, counted on the int8 bank's size; ``correct_bits`` and
-    ``ordered`` as in ``route`` (unordered, the support set comes in ascending row order).
+    checked. ``threads`` as in ``route``, counted on the int8 bank's size; ``capability_bits``,
+    ``ordered`` (unordered, the support set comes in ascending row order) and ``return_known`` as in
+    ``route``.
     """
-    return route_quantized_stats(
-        quantized, embeddings, query, capability, n_base, gamma, threads, correct_bits=correct_bits, ordered=ordered
-    )[:3]
+    known = bool(return_known)
+    found, _ = _quantized_route(quantized, embeddings, query, capability, n_base, gamma, threads, capability_bits, ordered, known)
+    return _routed(found, known)

@@ -7,6 +7,9 @@ already validated (the compiled kernels' wrappers do that).
 
 from __future__ import annotations
 
+import itertools
+import math
+
 import numpy as np
 
 
@@ -41,6 +44,12 @@ def prior_vote(capability: np.ndarray, rows: np.ndarray, sims: np.ndarray) -> np
     sub = capability[:, rows].astype(np.float64)
     correct = (sub == 1.0).astype(np.float64)
     return (correct * sims.astype(np.float64)[None, :]).sum(axis=1)
+
+
+def known_weights(capability: np.ndarray, rows: np.ndarray, sims: np.ndarray) -> np.ndarray:
+    """K_r = Σ_{i ∈ I} Ŝ_i·[M_ri known]: the normalised vote's denominator (V_r / K_r)."""
+    known = (capability[:, rows] >= 0).astype(np.float64)
+    return (known * sims.astype(np.float64)[None, :]).sum(axis=1)
 
 
 def top_k(votes: np.ndarray, k: int) -> np.ndarray:
@@ -118,6 +127,40 @@ def sample_subsets(distribution: np.ndarray, keep: int, uniforms: np.ndarray) ->
             chosen.append(remaining[int(hits[0])] if hits.size else remaining[-1])
         out[t] = np.sort(chosen)
     return out
+
+
+def draw_distinct_subsets(votes: np.ndarray, k_drop: int, n: int, seed: int, max_draws: int) -> tuple[np.ndarray, int]:
+    """Distinct exploration subsets: draw t uses row t of PCG64(seed)'s uniforms (rows 0 … n − 1 are the
+    paper's n draws); a subset is kept at its first draw; drawing stops once min(n, C(K, keep)) distinct
+    subsets exist or after ``max_draws`` draws. Returns (the subsets in draw order, the duplicate draws)."""
+    d = drop_distribution(votes)
+    keep = d.shape[0] - k_drop
+    target = min(n, math.comb(d.shape[0], keep))
+    subsets: list[list[int]] = []
+    draws = 0
+    for u in np.random.default_rng(seed).random((max_draws, keep)):
+        if len(subsets) == target:
+            break
+        draws += 1
+        row = sample_subsets(d, keep, u[None, :])[0].tolist()
+        if row not in subsets:
+            subsets.append(row)
+    return np.array(subsets, dtype=np.int64).reshape(len(subsets), keep), draws - len(subsets)
+
+
+def drop_probabilities(votes: np.ndarray, k_drop: int) -> np.ndarray:
+    """P(r ∉ subset) for each referencer: the sum, over every ordered draw (s_1 … s_keep) of distinct
+    items that leaves r out, of Π_j D_{s_j} / Σ_{i ∉ {s_1 … s_{j−1}}} D_i (Eq 6, renormalised after each draw)."""
+    d = drop_distribution(votes)
+    k = d.shape[0]
+    dropped = np.zeros(k)
+    for order in itertools.permutations(range(k), k - k_drop):
+        p = 1.0
+        for j, item in enumerate(order):
+            p *= d[item] / sum(d[i] for i in range(k) if i not in order[:j])
+        for i in set(range(k)) - set(order):
+            dropped[i] += p
+    return dropped
 
 
 def mean_pairwise_similarity(candidates: np.ndarray) -> np.ndarray:

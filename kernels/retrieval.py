@@ -325,69 +325,82 @@ def _exact_in_any_order(sims):
 
 
 @njit(cache=True, nogil=True)
-def _prior_vote(capability, rows, sims):
-    """Eq (4): V_r = Σ_{t} Ŝ_{rows[t]}·[M_{r,rows[t]} = 1]; unknown (−1) and wrong (0) add nothing."""
+def _prior_sums(capability, rows, sims, least):
+    """Σ_t Ŝ_{rows[t]}·[M_{r,rows[t]} ≥ ``least``] for every model r, each sum in the order of ``rows``:
+    Eq (4)'s votes V for ``least`` = 1 (wrong and unknown add nothing), the known weights
+    K_r = Σ_{i∈I} Ŝ_i·[M_ri known] for ``least`` = 0."""
     n_models = capability.shape[0]
-    votes = np.zeros(n_models, dtype=np.float64)
+    sums = np.zeros(n_models, dtype=np.float64)
     for t in range(rows.shape[0]):  # rows outer: the R sums are independent, each still in row order
         s = np.float64(sims[t])
         col = rows[t]
-        for r in range(n_models):  # a branch, not s·[M = 1]: an overflowed Ŝ = inf times 0 would be NaN
-            if capability[r, col] == 1:
-                votes[r] += s
-    return votes
+        for r in range(n_models):  # a branch, not s·[M ≥ least]: an overflowed Ŝ = inf times 0 would be NaN
+            if capability[r, col] >= least:
+                sums[r] += s
+    return sums
 
 
 @njit(cache=True, nogil=True)
-def _vote_bits(bits, n_models, rows, sims):
-    """Eq (4) from the question-major bits (``correct_bits``), for a support set whose sums are exact in
-    any order (``_exact_in_any_order``, which also rules out an infinite Ŝ): one read of a row's words
-    per support row instead of R reads N bytes apart, and s·bit instead of a branch, so the R sums
-    vectorise (over a multiple of 4 lanes, so no lane is left to a scalar tail; the models past R have
-    no bits). s·1 = s and s·0 = 0 are exact, and adding a zero changes no sum (each starts at +0)."""
+def _vote_bits(bits, n_models, rows, sims, planes):
+    """Eq (4)'s votes V_r = Σ_{i∈I} Ŝ_i·[M_ri = 1] (row 0) and, with ``planes`` = 2, the known weights
+    K_r = Σ_{i∈I} Ŝ_i·[M_ri known] (row 1) from the question-major bits (``capability_bits``), for a
+    support set whose sums are exact in any order (``_exact_in_any_order``, which also rules out an
+    infinite Ŝ). One pass over the support rows reads each row's words once (both planes sit side by
+    side) instead of R bytes N apart, and adds s·bit instead of branching, so the sums vectorise (over a
+    multiple of 4 lanes, so no lane is left to a scalar tail; the models past R have no bits, and the
+    caller keeps the first R). s·1 = s and s·0 = 0 are exact, and adding a zero changes no sum (each
+    starts at +0)."""
     lanes = (n_models + 3) & ~3
-    votes = np.zeros(lanes, dtype=np.float64)
-    n_words = bits.shape[1]
+    sums = np.zeros((planes, lanes), dtype=np.float64)
+    n_words = bits.shape[1] // 2
     for t in range(rows.shape[0]):
         s = np.float64(sims[t])
         row = rows[t]
-        for w in range(n_words):
-            word = bits[row, w]
-            first = 64 * w
-            for r in range(min(64, lanes - first)):
-                votes[first + r] += s * np.float64((word >> r) & 1)
-    return votes[:n_models].copy()
+        for p in range(planes):
+            out = sums[p]
+            for w in range(n_words):
+                word = bits[row, p * n_words + w]
+                first = 64 * w
+                for r in range(min(64, lanes - first)):
+                    out[first + r] += s * np.float64((word >> r) & 1)
+    return sums
 
 
 @njit(cache=True, nogil=True)
-def _select(sims, hist, rows, capability, bits, n_base, gamma, ordered):
-    """Eqs (3)–(4) from one query's scan: (support rows, their Ŝ, votes V).
+def _select(sims, hist, rows, capability, bits, n_base, gamma, ordered, known):
+    """Eqs (3)–(4) from one query's scan: (support rows, their Ŝ, votes V, known weights K).
 
     Position t of ``sims`` is bank row ``rows[t]`` (t itself when ``rows`` is None). ``ordered``: the
     support set most similar first, ties to the lower bank row, as Eq (3) lists it; otherwise in position
-    order, unsorted. The votes are the same bits either way: when the sums are exact in any order
+    order, unsorted. ``known``: also K_r = Σ_{i∈I} Ŝ_i·[M_ri known] (``_prior_sums``; otherwise K is
+    empty). The sums are the same bits either way: when they are exact in any order
     (``_exact_in_any_order``) they stream through ``bits`` (when given) in position order, before any
-    sort; otherwise they run in Eq (3)'s order, which is then sorted for them even when not asked for.
+    sort, V and K in one pass; otherwise they run in Eq (3)'s order, which is then sorted for them even
+    when not asked for.
     """
     positions, support_sims = _support(sims, hist, n_base, gamma)
     support_rows = positions if rows is None else rows[positions]
     exact = _exact_in_any_order(support_sims)
     if exact and bits is not None:
-        votes = _vote_bits(bits, capability.shape[0], support_rows, support_sims)
+        sums = _vote_bits(bits, capability.shape[0], support_rows, support_sims, 2 if known else 1)
         if ordered:
             support_rows, support_sims = _descending(support_rows, support_sims)
-        return support_rows, support_sims, votes
+        n_models = capability.shape[0]
+        weights = sums[1, :n_models].copy() if known else np.empty(0, dtype=np.float64)
+        return support_rows, support_sims, sums[0, :n_models].copy(), weights
     if ordered or not exact:
         support_rows, support_sims = _descending(support_rows, support_sims)
-    return support_rows, support_sims, _prior_vote(capability, support_rows, support_sims)
+    votes = _prior_sums(capability, support_rows, support_sims, 1)
+    weights = _prior_sums(capability, support_rows, support_sims, 0) if known else np.empty(0, dtype=np.float64)
+    return support_rows, support_sims, votes, weights
 
 
 @njit(cache=True, nogil=True)
-def _route(embeddings, rows, bank_rows, query, capability, bits, n_base, gamma, n_chunks, ordered):
+def _route(embeddings, rows, bank_rows, query, capability, bits, n_base, gamma, n_chunks, ordered, known):
     """Eqs (2)–(4) for one query over the rows ``rows`` of ``embeddings`` (None: all), which are the bank
-    rows ``bank_rows`` (None: the same numbers): (support rows, their Ŝ, votes)."""
+    rows ``bank_rows`` (None: the same numbers): (support rows, their Ŝ, votes, known weights)."""
     sims, hists = _scan(embeddings, rows, query.reshape((1, query.shape[0])), n_chunks)
-    return _select(sims[0], hists[0], bank_rows, capability, bits, n_base, gamma, ordered)
+    return _select(sims[0], hists[0], bank_rows, capability, bits, n_base, gamma, ordered, known)
 
 
 @njit(cache=True, nogil=True)
@@ -396,13 +409,16 @@ def _top_k(votes, k):
 
 
 @njit(cache=True, nogil=True)
-def _pack_correct(capability, bits):
+def _pack_bits(capability, bits):
+    n_words = bits.shape[1] // 2
     for r in range(capability.shape[0]):  # models outer: each pass streams one row of M
         word = r >> 6
         bit = np.int64(1) << (r & 63)
         for i in range(capability.shape[1]):
             if capability[r, i] == 1:
                 bits[i, word] |= bit
+            if capability[r, i] >= 0:
+                bits[i, n_words + word] |= bit
 
 
 def _bank_arrays(embeddings: object, capability: object) -> tuple[np.ndarray, np.ndarray]:
@@ -429,36 +445,45 @@ def _threads(threads: int | None, nbytes: int) -> int:
 
 
 def _bits(bits: np.ndarray | None, capability: np.ndarray) -> np.ndarray | None:
-    """``correct_bits`` after an O(1) check of its shape and type against ``capability`` (R × N); its
-    values are trusted as ``correct_bits(capability)`` built them."""
+    """``capability_bits`` after an O(1) check of its shape and type against ``capability`` (R × N); its
+    values are trusted as ``capability_bits(capability)`` built them."""
     if bits is None:
         return None
     n_models, n = capability.shape
-    shape = (n, -(-n_models // 64))
+    shape = (n, 2 * -(-n_models // 64))
     if type(bits) is not np.ndarray or bits.dtype is not _INT64 or bits.shape != shape or not bits.flags.c_contiguous:
         got = f"{bits.dtype} {bits.shape}" if isinstance(bits, np.ndarray) else type(bits).__name__
-        raise ValueError(f"correct_bits must be correct_bits(capability): a C-ordered int64 array of shape {shape}, got {got}")
+        raise ValueError(
+            f"capability_bits must be capability_bits(capability): a C-ordered int64 array of shape {shape}, got {got}"
+        )
     return bits
 
 
 _INT64 = np.dtype(np.int64)
 
 
-def correct_bits(capability: np.ndarray) -> np.ndarray:
-    """The capability matrix M (R × N) by question, bit-packed, for Eq (4)'s vote: word w of row i holds
-    [M_ri = 1] for the models r = 64w … 64w + 63, at bit r − 64w (int64, N × ⌈R/64⌉).
+def capability_bits(capability: np.ndarray) -> np.ndarray:
+    """The capability matrix M (R × N) by question, bit-packed, for Eq (4)'s sums: row i holds two planes
+    of W = ⌈R/64⌉ int64 words, word w of the first holding [M_ri = 1] and word W + w [M_ri known] for the
+    models r = 64w … 64w + 63, at bit r − 64w (int64, N × 2W).
 
-    Built once per bank snapshot (one pass over M) and passed as ``correct_bits`` to ``route``,
-    ``route_many``, ``route_rows`` and ``route_quantized``: their votes then read one word per support
-    row, where M gives R bytes N apart (same votes, bit for bit).
+    Built once per bank snapshot (one pass over M) and passed as ``capability_bits`` to ``route``,
+    ``route_many``, ``route_rows`` and ``route_quantized``: their votes (and known weights) then read a
+    row's words once per support row, where M gives R bytes N apart (same sums, bit for bit).
     """
     m = np.asarray(capability)
     if m.ndim != 2:
         raise ValueError(f"capability must be a 2-D array (models x questions), got shape {m.shape}")
     m = _checks.capability_matrix("capability", m, m.shape[1])
-    bits = np.zeros((m.shape[1], -(-m.shape[0] // 64)), dtype=np.int64)
-    _pack_correct(m, bits)
+    bits = np.zeros((m.shape[1], 2 * -(-m.shape[0] // 64)), dtype=np.int64)
+    _pack_bits(m, bits)
     return bits
+
+
+def _routed(found: tuple, return_known: bool) -> tuple[np.ndarray, ...]:
+    """A kernel's (rows, sims, votes, known) as the public functions return it: without the known weights
+    unless ``return_known``."""
+    return found if return_known else found[:3]
 
 
 def similarities(embeddings: np.ndarray, query: np.ndarray) -> np.ndarray:
@@ -489,7 +514,19 @@ def prior_vote(capability: np.ndarray, rows: np.ndarray, sims: np.ndarray) -> np
     m = _checks.capability_matrix("capability", m, m.shape[1])
     r = _checks.row_indices("rows", rows, m.shape[1])
     s = _checks.finite("sims", _checks.float_vector("sims", sims, dtype=np.float32, length=r.shape[0]))
-    return _prior_vote(m, r, s)
+    return _prior_sums(m, r, s, 1)
+
+
+def known_weights(capability: np.ndarray, rows: np.ndarray, sims: np.ndarray) -> np.ndarray:
+    """K_r = Σ_{i ∈ I} Ŝ_i·[M_ri known] (float64, length R), each sum in the order of ``rows``: the
+    normalised vote's denominator (V_r / K_r, the similarity-weighted accuracy on the support set)."""
+    m = np.asarray(capability)
+    if m.ndim != 2:
+        raise ValueError(f"capability must be a 2-D array (models x questions), got shape {m.shape}")
+    m = _checks.capability_matrix("capability", m, m.shape[1])
+    r = _checks.row_indices("rows", rows, m.shape[1])
+    s = _checks.finite("sims", _checks.float_vector("sims", sims, dtype=np.float32, length=r.shape[0]))
+    return _prior_sums(m, r, s, 0)
 
 
 def top_k(votes: np.ndarray, k: int) -> np.ndarray:
@@ -506,9 +543,10 @@ def route(
     gamma: float,
     threads: int | None = None,
     *,
-    correct_bits: np.ndarray | None = None,
+    capability_bits: np.ndarray | None = None,
     ordered: bool = True,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    return_known: bool = False,
+) -> tuple[np.ndarray, ...]:
     """Eqs (2)–(4) fused in one pass over the bank: (support rows, their Ŝ, votes V).
 
     ``embeddings`` (float32, C order, finite) and ``capability`` (int8) are trusted as the bank wrote
@@ -516,16 +554,19 @@ def route(
     thread for banks under ``PARALLEL_MIN_BYTES`` and numba's thread count above; 1 forces the serial
     kernel; n > 1 scans in n chunks on numba's pool.
 
-    ``correct_bits``: ``correct_bits(capability)``, built once per bank snapshot; the vote then streams
-    it (same votes). ``ordered=False`` returns the support set in ascending row order instead of most
-    similar first, and skips the sort that order costs; the votes are the same bits (``_select``).
+    ``capability_bits``: ``capability_bits(capability)``, built once per bank snapshot; the sums then
+    stream it (same bits). ``ordered=False`` returns the support set in ascending row order instead of
+    most similar first, and skips the sort that order costs; the votes are the same bits (``_select``).
+    ``return_known=True`` appends K, the known weights Σ_{i∈I} Ŝ_i·[M_ri known] (``known_weights`` of
+    the support set), summed in the votes' pass.
     """
     e, m = _bank_arrays(embeddings, capability)
     q = _query(query, e.shape[1])
     n_base, gamma = _checks.support_parameters(n_base, gamma)
-    bits = _bits(correct_bits, m)
+    bits = _bits(capability_bits, m)
     threads = _threads(threads, e.nbytes)
-    return _route(e, None, None, q, m, bits, n_base, gamma, threads, bool(ordered))
+    known = bool(return_known)
+    return _routed(_route(e, None, None, q, m, bits, n_base, gamma, threads, bool(ordered), known), known)
 
 
 def route_many(
@@ -536,9 +577,10 @@ def route_many(
     gamma: Sequence[float],
     threads: int | None = None,
     *,
-    correct_bits: np.ndarray | None = None,
+    capability_bits: np.ndarray | None = None,
     ordered: bool = True,
-) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    return_known: bool = False,
+) -> list[tuple[np.ndarray, ...]]:
     """``route`` for B queries in one pass over the bank: element b is ``route(embeddings, queries[b],
     capability, n_base[b], gamma[b])``, bit for bit.
 
@@ -546,7 +588,7 @@ def route_many(
     costs one read of the bank plus B × N·d multiply-adds instead of B reads: on a bank that does not
     fit in cache it is several times cheaper than B calls. ``n_base`` and ``gamma`` give each query's
     Eq (3) parameters (one per query). ``threads`` as in ``route``, sized by the bank's bytes;
-    ``correct_bits`` and ``ordered`` as in ``route``.
+    ``capability_bits``, ``ordered`` and ``return_known`` as in ``route``.
     """
     e, m = _bank_arrays(embeddings, capability)
     q = _checks.float_matrix("queries", queries, dtype=np.float32)
@@ -558,11 +600,11 @@ def route_many(
     parameters = [_checks.support_parameters(nb, g) for nb, g in zip(n_base, gamma)]
     if q.shape[0] == 0:
         return []
-    bits = _bits(correct_bits, m)
+    bits = _bits(capability_bits, m)
     threads = _threads(threads, e.nbytes)
     sims, hists = _scan(e, None, q, threads)
-    ordered = bool(ordered)
-    return [_select(sims[b], hists[b], None, m, bits, nb, g, ordered) for b, (nb, g) in enumerate(parameters)]
+    ordered, known = bool(ordered), bool(return_known)
+    return [_routed(_select(sims[b], hists[b], None, m, bits, nb, g, ordered, known), known) for b, (nb, g) in enumerate(parameters)]
 
 
 def route_rows(
@@ -575,9 +617,10 @@ def route_rows(
     threads: int | None = None,
     labels: np.ndarray | None = None,
     *,
-    correct_bits: np.ndarray | None = None,
+    capability_bits: np.ndarray | None = None,
     ordered: bool = True,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    return_known: bool = False,
+) -> tuple[np.ndarray, ...]:
     """Eqs (2)–(4) over the bank rows ``rows`` only (the approximate mode: the rows of an index's probed
     lists): (support rows, their Ŝ, votes V), as ``route`` over ``embeddings[rows]`` with rows mapped back.
 
@@ -592,16 +635,18 @@ def route_rows(
     their ties and the capability columns. It must be a permutation of the bank's rows (as an index
     stores it; not checked here, ``Bank.validate`` does).
 
-    ``correct_bits`` as in ``route``; ``ordered=False`` returns the support set in the order of ``rows``.
+    ``capability_bits`` and ``return_known`` as in ``route``; ``ordered=False`` returns the support set
+    in the order of ``rows``.
     """
     e, m = _bank_arrays(embeddings, capability)
     r = _checks.row_indices("rows", rows, e.shape[0])
     q = _query(query, e.shape[1])
     n_base, gamma = _checks.support_parameters(n_base, gamma)
-    bits = _bits(correct_bits, m)
+    bits = _bits(capability_bits, m)
     threads = _threads(threads, r.shape[0] * e.shape[1] * e.itemsize)
     bank_rows = r if labels is None else _labels(labels, e.shape[0])[r]
-    return _route(e, r, bank_rows, q, m, bits, n_base, gamma, threads, bool(ordered))
+    known = bool(return_known)
+    return _routed(_route(e, r, bank_rows, q, m, bits, n_base, gamma, threads, bool(ordered), known), known)
 
 
 def _labels(labels: np.ndarray, n_rows: int) -> np.ndarray:

@@ -7,10 +7,18 @@ seed gives the same subsets in the kernel and in its numpy reference.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 from numba import njit
 
 from . import _checks
+
+MAX_DRAWS_PER_SUBSET = 64
+"""Distinct mode (``draw_distinct_subsets``) stops after 64·n draws even when distinct subsets remain
+undrawn (each remaining one then has probability below about 1/(64·n) per draw)."""
+EXACT_DROP_MAX_K = 16
+"""``drop_probabilities`` sums over the 2^K sets of referencers drawn first: it is exact for K up to this."""
 
 
 @njit(cache=True, nogil=True)
@@ -96,15 +104,82 @@ def sample_subsets(distribution: np.ndarray, keep: int, uniforms: np.ndarray) ->
     return _sample_subsets(d, keep, u)
 
 
+@njit(cache=True, nogil=True)
+def _drop_probabilities(distribution, keep):
+    k = distribution.shape[0]
+    reach = np.zeros(1 << k)  # reach[mask]: P(the first popcount(mask) draws are exactly the items of mask)
+    reach[0] = 1.0
+    dropped = np.zeros(k)
+    for mask in range(1 << k):  # every successor mask | bit is larger, so reach[mask] is final here
+        p = reach[mask]
+        if p == 0.0:
+            continue
+        count = 0
+        total = 0.0
+        for i in range(k):
+            if (mask >> i) & 1:
+                count += 1
+            else:
+                total += distribution[i]
+        for i in range(k):
+            if not (mask >> i) & 1:
+                if count == keep:
+                    dropped[i] += p
+                else:
+                    reach[mask | (1 << i)] += p * distribution[i] / total
+    return dropped
+
+
+def _plan(votes: np.ndarray, k_drop: int) -> tuple[np.ndarray, int]:
+    """Eq (6)'s D of ``votes`` and the references each subset keeps, K − ``k_drop`` (checked)."""
+    distribution = drop_distribution(votes)
+    k = distribution.shape[0]
+    if isinstance(k_drop, bool) or not isinstance(k_drop, (int, np.integer)) or not 0 <= k_drop < k:
+        raise ValueError(f"k_drop must be an integer with 0 <= k_drop < K (K = {k}), got {k_drop!r}")
+    return distribution, k - int(k_drop)
+
+
 def draw_subsets(votes: np.ndarray, k_drop: int, n: int, seed: int) -> np.ndarray:
     """The n exploration subsets of SMCS: drop ``k_drop`` of the K referencers, prior-weighted by Eq (6).
 
     Returns an n × (K − k_drop) array of referencer positions (0 = highest prior), deterministic in ``seed``.
     """
-    distribution = drop_distribution(votes)
-    k = distribution.shape[0]
-    if isinstance(k_drop, bool) or not isinstance(k_drop, (int, np.integer)) or not 0 <= k_drop < k:
-        raise ValueError(f"k_drop must be an integer with 0 <= k_drop < K (K = {k}), got {k_drop!r}")
+    distribution, keep = _plan(votes, k_drop)
     n = _checks.positive_int("n", n)
-    keep = k - int(k_drop)
     return _sample_subsets(distribution, keep, subset_uniforms(seed, n, keep))
+
+
+def draw_distinct_subsets(votes: np.ndarray, k_drop: int, n: int, seed: int) -> tuple[np.ndarray, int]:
+    """``draw_subsets`` keeping only distinct subsets: draws go on until n distinct subsets exist, every one
+    of the C(K, K − k_drop) possible has been drawn, or ``MAX_DRAWS_PER_SUBSET``·n draws were made.
+
+    The draws are those of ``draw_subsets`` (the same uniforms, then the stream continued), so the first
+    n draws are its subsets; each subset is kept at its first draw, in draw order. Returns (the m ≤ n
+    distinct subsets, m × (K − k_drop), and the number of draws dropped as duplicates).
+    """
+    distribution, keep = _plan(votes, k_drop)
+    n = _checks.positive_int("n", n)
+    target = min(n, math.comb(distribution.shape[0], keep))
+    rng = np.random.default_rng(seed)
+    found: dict[bytes, np.ndarray] = {}
+    draws = 0
+    while len(found) < target and draws < MAX_DRAWS_PER_SUBSET * n:
+        for row in _sample_subsets(distribution, keep, rng.random((n, keep))):
+            draws += 1
+            found.setdefault(row.tobytes(), row)
+            if len(found) == target:
+                break
+    subsets = np.array(list(found.values()), dtype=np.int64).reshape(len(found), keep)
+    return subsets, draws - len(found)
+
+
+def drop_probabilities(votes: np.ndarray, k_drop: int) -> np.ndarray:
+    """Each referencer's probability of being dropped from a subset: P(r ∉ subset) under Eq (6)'s
+    successive sampling of K − k_drop items from D, Σ over the ordered draws that leave r out of
+    Π_j D_{s_j} / Σ_{i not yet drawn} D_i. The drops sum to k_drop. Exact for K ≤ ``EXACT_DROP_MAX_K``
+    (a sum over the 2^K sets drawn first); ``ValueError`` above.
+    """
+    distribution, keep = _plan(votes, k_drop)
+    if distribution.shape[0] > EXACT_DROP_MAX_K:
+        raise ValueError(f"drop probabilities are computed for K <= {EXACT_DROP_MAX_K}, got K = {distribution.shape[0]}")
+    return _drop_probabilities(distribution, keep)

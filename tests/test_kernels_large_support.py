@@ -3,11 +3,11 @@
 A bank of one domain packs its similarities into a narrow band, and γ·max_{N_base}(Ŝ) then admits a large
 share of it into Eq (3)'s support set. There the kernels take their large-|I| paths: the branch-free
 threshold pass, the radix sort of the support set (``retrieval._stable_order``), and the vote of Eq (4)
-streamed through the question-major bits (``kernels.correct_bits``) in row order, which gives the same bits
+streamed through the question-major bits (``kernels.capability_bits``) in row order, which gives the same bits
 as the reference's sum only because every partial sum is exact (``retrieval._exact_in_any_order``; the
 theorem is proved below). Each test compares every entry point (``route``, ``route_many``,
-``route_rows``, ``route_quantized``; 1 and 2 threads; with and without the bits; ordered and not) with
-the reference, bit for bit.
+``route_rows``, ``route_quantized``; 1 and 2 threads; with and without the bits; ordered and not; with the
+known weights Σ Ŝ·[M known] summed beside the votes and without) with the reference, bit for bit.
 """
 
 from __future__ import annotations
@@ -52,12 +52,13 @@ def assert_every_entry_point_is_the_reference(case: BankCase) -> tuple[np.ndarra
     e, q, m, n_base, gamma = case.embeddings, case.query, case.capability, case.n_base, case.gamma
     want = reference.route(e, q, m, n_base, gamma)
     unordered = in_row_order(want)
-    bits = kernels.correct_bits(m)
+    known = reference.known_weights(m, want[0], want[1])
+    bits = kernels.capability_bits(m)
     shuffled = np.random.default_rng(case.n).permutation(case.n).astype(np.int64)
     copy = np.ascontiguousarray(e[shuffled])  # copy row i is bank row shuffled[i]
     positions = np.argsort(shuffled)[np.arange(case.n)]
     quantized = kernels.quantize_rows(e)
-    for threads, extra in itertools.product((1, 2), ({}, {"correct_bits": bits})):
+    for threads, extra in itertools.product((1, 2), ({}, {"capability_bits": bits})):
         assert_route_equal(kernels.route(e, q, m, n_base, gamma, threads, **extra), want)
         assert_route_equal(kernels.route_many(e, np.stack([q, q]), m, [n_base] * 2, [gamma] * 2, threads, **extra)[1], want)
         assert_route_equal(kernels.route_rows(e, shuffled, q, m, n_base, gamma, threads, **extra), want)
@@ -68,6 +69,16 @@ def assert_every_entry_point_is_the_reference(case: BankCase) -> tuple[np.ndarra
         assert_route_equal(kernels.route_many(e, q[None, :], m, [n_base], [gamma], threads, ordered=False, **extra)[0], unordered)
         assert_route_equal(kernels.route_quantized(quantized, e, q, m, n_base, gamma, threads, ordered=False, **extra), unordered)
         assert_route_equal(in_row_order(kernels.route_rows(e, shuffled, q, m, n_base, gamma, threads, ordered=False, **extra)), unordered)
+        for ordered in (True, False):  # the known weights, summed beside the votes: the reference's bits too
+            options = {"ordered": ordered, "return_known": True, **extra}
+            for got in (
+                kernels.route(e, q, m, n_base, gamma, threads, **options),
+                kernels.route_many(e, np.stack([q, q]), m, [n_base] * 2, [gamma] * 2, threads, **options)[1],
+                kernels.route_rows(copy, positions, q, m, n_base, gamma, threads, shuffled, **options),
+                kernels.route_quantized(quantized, e, q, m, n_base, gamma, threads, **options),
+            ):
+                assert_route_equal(got[:3] if ordered else in_row_order(got[:3]), want if ordered else unordered)
+                np.testing.assert_array_equal(got[3], known)
     return want
 
 
@@ -124,14 +135,15 @@ def test_empty_support_sets(threads):
     """An empty bank, and no rows to scan: an empty support set and zero votes, ordered or not, with bits."""
     m = np.empty((3, 0), np.int8)
     for ordered in (True, False):
-        rows, sims, votes = kernels.route(
-            np.empty((0, 4), np.float32), np.ones(4), m, 400, 0.95, threads, correct_bits=kernels.correct_bits(m), ordered=ordered
-        )
-        assert rows.size == 0 and sims.size == 0 and votes.shape == (3,) and not votes.any()
+        rows, sims, votes, known = kernels.route(
+            np.empty((0, 4), np.float32), np.ones(4), m, 400, 0.95, threads, capability_bits=kernels.capability_bits(m),
+            ordered=ordered, return_known=True,
+        )  # fmt: skip
+        assert rows.size == 0 and sims.size == 0 and votes.shape == known.shape == (3,) and not votes.any() and not known.any()
     case = concentrated_bank(3, n=50)
     rows, sims, votes = kernels.route_rows(
         case.embeddings, np.empty(0, np.int64), case.query, case.capability, 4, 0.95, threads,
-        correct_bits=kernels.correct_bits(case.capability), ordered=False,
+        capability_bits=kernels.capability_bits(case.capability), ordered=False,
     )  # fmt: skip
     assert rows.size == 0 and sims.size == 0 and not votes.any()
 
@@ -152,10 +164,15 @@ def test_unordered_votes_are_the_ordered_votes_bit_for_bit(case):
     the bits of Eq (3)'s order, the theorem's condition deciding when it may."""
     args = (case.embeddings, case.query, case.capability, case.n_base, case.gamma)
     want = kernels.route(*args, threads=1)
-    bits = kernels.correct_bits(case.capability)
+    bits = kernels.capability_bits(case.capability)
+    known = kernels.route(*args, threads=1, return_known=True)[3]
+    np.testing.assert_array_equal(known, kernels.known_weights(case.capability, want[0], want[1]))
     for threads in (1, 2):
-        assert_route_equal(kernels.route(*args, threads=threads, correct_bits=bits), want)
-        assert_route_equal(in_row_order(kernels.route(*args, threads=threads, correct_bits=bits, ordered=False)), in_row_order(want))
+        assert_route_equal(kernels.route(*args, threads=threads, capability_bits=bits), want)
+        assert_route_equal(in_row_order(kernels.route(*args, threads=threads, capability_bits=bits, ordered=False)), in_row_order(want))
+        for ordered in (True, False):
+            got = kernels.route(*args, threads=threads, capability_bits=bits, ordered=ordered, return_known=True)
+            np.testing.assert_array_equal(got[3], known)
 
 
 def test_votes_fall_back_to_eq3_order_when_the_sums_are_not_exact():
@@ -178,10 +195,11 @@ def test_votes_fall_back_to_eq3_order_when_the_sums_are_not_exact():
     np.testing.assert_array_equal(want[2], kernels.prior_vote(capability, want[0], want[1]))
     ascending = np.arange(n)
     assert not np.array_equal(kernels.prior_vote(capability, ascending, sims), want[2])  # the order matters here
-    bits = kernels.correct_bits(capability)
+    bits = kernels.capability_bits(capability)
     for threads, ordered in itertools.product((1, 2), (True, False)):
-        got = kernels.route(embeddings, query, capability, 10, 0.0, threads, correct_bits=bits, ordered=ordered)
+        got = kernels.route(embeddings, query, capability, 10, 0.0, threads, capability_bits=bits, ordered=ordered, return_known=True)
         np.testing.assert_array_equal(got[2], want[2])
+        np.testing.assert_array_equal(got[3], kernels.known_weights(capability, want[0], want[1]))
         np.testing.assert_array_equal(np.sort(got[0]), ascending)
 
 
@@ -240,33 +258,38 @@ def test_the_exact_sum_condition_on_its_boundary():
 
 @FAST
 @given(st.data())
-def test_correct_bits_hold_the_correct_entries(data):
+def test_capability_bits_hold_the_correct_and_the_known_entries(data):
     r = data.draw(st.integers(1, 140))
     n = data.draw(st.integers(0, 30))
     m = data.draw(arrays(np.int8, (r, n), elements=st.integers(-1, 1)))
-    bits = kernels.correct_bits(m)
-    assert bits.dtype == np.int64 and bits.shape == (n, -(-r // 64))
+    bits = kernels.capability_bits(m)
+    words = -(-r // 64)
+    assert bits.dtype == np.int64 and bits.shape == (n, 2 * words)
     for model in range(r):
-        got = (bits[:, model // 64] >> (model % 64)) & 1
-        np.testing.assert_array_equal(got, (m[model] == 1).astype(np.int64))
+        correct = (bits[:, model // 64] >> (model % 64)) & 1
+        known = (bits[:, words + model // 64] >> (model % 64)) & 1
+        np.testing.assert_array_equal(correct, (m[model] == 1).astype(np.int64))
+        np.testing.assert_array_equal(known, (m[model] >= 0).astype(np.int64))
     if n:
         rows = np.arange(n)[::-1].copy()
         sims = np.full(n, 0.5, np.float32)
-        np.testing.assert_array_equal(
-            kernels.route_rows(np.eye(n, dtype=np.float32), rows, np.ones(n), m, n, 1.0, correct_bits=bits)[2],
-            reference.prior_vote(m, np.arange(n), np.ones(n, np.float32)),
+        _, _, votes, known = kernels.route_rows(
+            np.eye(n, dtype=np.float32), rows, np.ones(n), m, n, 1.0, capability_bits=bits, return_known=True
         )
+        np.testing.assert_array_equal(votes, reference.prior_vote(m, np.arange(n), np.ones(n, np.float32)))
+        np.testing.assert_array_equal(known, reference.known_weights(m, np.arange(n), np.ones(n, np.float32)))
         np.testing.assert_array_equal(kernels.prior_vote(m, rows, sims), reference.prior_vote(m, rows, sims))
+        np.testing.assert_array_equal(kernels.known_weights(m, rows, sims), reference.known_weights(m, rows, sims))
 
 
-def test_correct_bits_of_another_shape_or_type_are_named():
+def test_capability_bits_of_another_shape_or_type_are_named():
     m = np.ones((3, 10), np.int8)
     e = np.eye(10, dtype=np.float32)
-    for bad in (np.zeros((9, 1), np.int64), np.zeros((10, 1), np.int32), np.zeros((10, 2), np.int64), [[0]] * 10):
-        with pytest.raises(ValueError, match="correct_bits must be correct_bits"):
-            kernels.route(e, np.ones(10), m, 4, 0.95, correct_bits=bad)
+    for bad in (np.zeros((9, 2), np.int64), np.zeros((10, 2), np.int32), np.zeros((10, 1), np.int64), [[0]] * 10):
+        with pytest.raises(ValueError, match="capability_bits must be capability_bits"):
+            kernels.route(e, np.ones(10), m, 4, 0.95, capability_bits=bad)
     with pytest.raises(ValueError, match="capability"):
-        kernels.correct_bits(np.ones(4, np.int8))
+        kernels.capability_bits(np.ones(4, np.int8))
 
 
 @MEDIUM

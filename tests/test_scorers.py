@@ -12,7 +12,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from smcs.bank import Platt
-from smcs.core import scorers
 from smcs.core.fit import cover_orders
 from smcs.core.scorers import (
     EPS,
@@ -126,13 +125,6 @@ def test_vote_probability_by_hand():
     stats = bank_stats(np.array([[1, 0, 1, 1], [-1, -1, 0, 1]], np.int8), None, [])
     evidence = Evidence(np.zeros((1, 2)), np.zeros((1, 0), np.int64), np.zeros((1, 0)), np.array([[1.5, 0.0]]), np.array([[2.0, 0.0]]))
     np.testing.assert_allclose(vote_probability(evidence, stats), [[0.75, 0.5]])
-
-
-def test_support_known_sums_the_similarities_of_known_entries():
-    cap = np.array([[1, -1, 0], [-1, -1, -1], [0, 1, 1]], np.int8)
-    rows, sims = np.array([2, 0]), np.array([0.5, 0.25], np.float32)
-    np.testing.assert_allclose(scorers.support_known(cap, rows, sims), [0.75, 0.0, 0.75])
-    np.testing.assert_array_equal(scorers.support_known(cap, rows[:0], sims[:0]), [0, 0, 0])
 
 
 # --- source --------------------------------------------------------------------------------------------------

@@ -67,7 +67,8 @@ class Evidence(NamedTuple):
     votes: np.ndarray
     """Q × R: Eq (4)"""
     known: np.ndarray
-    """Q × R: Σ_{i∈I} Ŝ_i·[M_ri known], the normalised vote's denominator"""
+    """Q × R: Σ_{i∈I} Ŝ_i·[M_ri known], the normalised vote's denominator (``kernels.known_weights``; the
+    route kernels sum it beside the votes)"""
 
 
 def bank_stats(capability: np.ndarray, row_sources: Sequence[str] | None, sources: Sequence[str]) -> BankStats:
@@ -87,13 +88,6 @@ def bank_stats(capability: np.ndarray, row_sources: Sequence[str] | None, source
     n_known = (cap >= 0).sum(axis=1)
     accuracy = np.where(n_known > 0, (cap == 1).sum(axis=1) / np.maximum(n_known, 1), 0.5)
     return BankStats(cap, row_source, correct, known, accuracy)
-
-
-def support_known(capability: np.ndarray, rows: np.ndarray, sims: np.ndarray) -> np.ndarray:
-    """R: Σ_{i∈I} Ŝ_i·[M_ri known] over support ``rows`` with similarities ``sims``."""
-    if rows.size == 0:
-        return np.zeros(capability.shape[0])
-    return (capability[:, rows] >= 0) @ sims.astype(np.float64)
 
 
 def vote_probability(evidence: Evidence, stats: BankStats) -> np.ndarray:
