@@ -709,7 +709,7 @@ SMALL_POLICY = Policy(k=2, n_base=10, n=3)
 @pytest.fixture(scope="module")
 def small_bank(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("small") / "bank"
-    create_clustered_bank(path, 40, 8, 3, seed=0)
+    create_clustered_bank(path, 40, 8, 3, seed=0, schema_version=1)  # the damage below names schema 1's files
     return path
 
 
