@@ -443,9 +443,12 @@ class _Calls:
 
         ``policy`` overrides the server's defaults for this call: k, n_base, gamma, k_drop, n, lam,
         aggregator, allowed_models, retrieval ("exact", "ivf", "auto"), nprobe, scorer ("auto", "vote",
-        "source", "knn", "head") and cover. The decision's support set (``support_rows``, ``support_ids``,
-        ``support_similarities``) is empty unless ``include_support``; ``debug`` implies it and also returns
-        the support questions' text and outcomes and every model's probability (``model_probabilities``).
+        "source", "knn", "head"), cover, distinct_subsets, consensus, and the cost fields
+        willingness_to_pay, coverage_target and max_cost (``Policy``). The decision carries each
+        referencer's expected cost (``costs``) and the plan's (``expected_cost``, ``plan_notes``). Its support
+        set (``support_rows``, ``support_ids``, ``support_similarities``) is empty unless
+        ``include_support``; ``debug`` implies it and also returns the support questions' text and outcomes
+        and every model's probability and expected cost (``model_probabilities``, ``model_costs``).
         """
         request = _route_request(question, embedding, seed, debug, include_support, dict(policy))
         return self._call(self._stub.Route, request, decision_from_response, timeout)

@@ -146,10 +146,12 @@ async def _all(items: AsyncIterator[object]) -> list[object]:
     return [item async for item in items]
 
 
-def test_the_host_sends_its_generation_with_every_call_that_has_none():
+def test_the_host_sends_its_generation_over_every_call_field_by_field():
+    """The request's settings (the gateway's) win over a call's own (a role's temperature) field by field:
+    what the request leaves unset keeps the call's value, and a call with none gets the request's."""
     backend = _Recording()
     pool = ModelPool({"rec": backend}, {"rec": GenerationSettings()})
-    own = Generation(max_tokens=3)
+    own = Generation(max_tokens=3, temperature=0.2)
 
     def steps():  # type: ignore[no-untyped-def]
         yield CallModels(stage="reference", calls=[
@@ -157,10 +159,10 @@ def test_the_host_sends_its_generation_with_every_call_that_has_none():
         ])
         return None
 
-    asyncio.run(StepHost(pool, generation=Generation(max_tokens=11, temperature=0.0)).run(steps()))
+    asyncio.run(StepHost(pool, generation=Generation(max_tokens=11)).run(steps()))
     by_seed = {s.seed: s for s in backend.settings if s is not None}
-    assert (by_seed[1].max_tokens, by_seed[1].temperature) == (11, 0.0)
-    assert (by_seed[2].max_tokens, by_seed[2].temperature) == (3, 0.7)
+    assert (by_seed[1].max_tokens, by_seed[1].temperature) == (11, 0.7)  # the model's configured temperature
+    assert (by_seed[2].max_tokens, by_seed[2].temperature) == (11, 0.2)  # the role's temperature stays
 
 
 def test_a_failed_stream_through_the_pool_is_a_call_failed(server: FaultServer):

@@ -28,6 +28,7 @@ from smcs.ingest.builder.journal import OUTCOMES
 from smcs.ingest.builder.run import call_seed
 from smcs.cli.main import main
 from smcs.backends.pool import ModelPool
+from smcs.core.costs import question_cost
 
 # question text -> (the right answer, a wrong one), as a model would write them
 KNOWN = {
@@ -229,6 +230,24 @@ def test_build_records_each_models_checked_answers(tmp_path: Path) -> None:
     assert bank.questions[3].label == "B" and bank.questions[3].metadata["choices"] == ["Venus", "Mercury", "Mars"]
     assert report.calls == 8 and report.resumed == 0 and report.accuracy == {"good": 1.0, "bad": 0.0}
     assert sorted(asked) == sorted((m, call_seed(m, q.id)) for m in ("good", "bad") for q in questions)
+
+
+def test_build_records_the_tokens_each_model_used_and_costs_price_them(tmp_path: Path) -> None:
+    """The fault server's usage counts words: prompt = the words of the messages, completion = of the reply."""
+    write_questions(tmp_path / "q.jsonl")
+    with FaultServer(responder=answering({"good"})) as server:
+        build(tmp_path / "q.jsonl", tmp_path, server, ["good", "bad"])
+        bodies = list(server.bodies)
+    bank = Bank.open(tmp_path / "bank")
+    for question, (text, _) in zip(bank.questions, KNOWN.items()):
+        tokens = question.metadata["tokens"]
+        assert set(tokens) == {"good", "bad"}
+        body = next(b for b in bodies if b["model"] == "good" and text in b["messages"][-1]["content"])
+        prompt_words = sum(len(m["content"].split()) for m in body["messages"])
+        assert tokens["good"] == {"prompt": prompt_words, "completion": len(KNOWN[text][0].split())}
+    priced = ModelInfo(name="good", cost_per_input_token=0.001, cost_per_output_token=0.01)
+    used = bank.questions[0].metadata["tokens"]["good"]
+    assert question_cost(bank.questions[0], priced) == pytest.approx(used["prompt"] * 0.001 + used["completion"] * 0.01)
 
 
 @pytest.mark.parametrize("rule", ["raw", "question-v1"])

@@ -268,6 +268,30 @@ def test_costs_non_dominated_set(tmp_path):
     assert bound.bound and bound.accuracy == 1.0 and bound.mean_cost == pytest.approx(4.0)
 
 
+def test_the_routers_willingness_sweep_reaches_the_cheap_frontier_and_has_the_best_aiq(tmp_path):
+    # A always right (cost 10), B right on clusters 0 and 1 (cost 1), C right on cluster 0 (cost 5), as recorded
+    e, topic = clusters(20)
+    qe, qtopic = clusters(10, seed=4)
+    outcomes = lambda t: np.vstack([np.ones(len(t)), t <= 1, t == 0]).astype(np.int8)  # noqa: E731
+    costs = lambda t: [{"cost": {"A": 10.0, "B": 1.0, "C": 5.0}} for _ in t]  # noqa: E731
+    bank = make_bank(tmp_path / "b", e, outcomes(topic), models=[ModelInfo(name=n) for n in "ABC"], metadata=costs(topic))
+    queries = make_bank(tmp_path / "q", qe, outcomes(qtopic), models=[ModelInfo(name=n) for n in "ABC"], metadata=costs(qtopic))
+    report = evaluate_routing(bank, queries, Policy(k=2, n_base=10, gamma=0.9), **SMALL)
+    swept = [p for p in report.costs if p.name.startswith("smcs W=")]
+    assert len(swept) == 26
+    # cheap W: B everywhere (2/3 right at 1.0); some W: B where it is right, A on cluster 2; large W: A (or a tie to A)
+    assert min(p.mean_cost for p in swept) == pytest.approx(1.0)
+    assert any(p.accuracy == 1.0 and p.mean_cost == pytest.approx(4.0) and not p.dominated for p in swept)
+    assert report.aiq["smcs W sweep"] > max(v for k, v in report.aiq.items() if k.startswith("model "))
+    low, high = 1.0, 10.0  # every point's cost lies in [1, 10]
+    assert report.aiq["model A"] == pytest.approx(0.0)  # the most expensive point: its step starts at the range's end
+    assert report.aiq["model B"] == pytest.approx(2 / 3)
+    assert report.aiq["model C"] == pytest.approx((high - 5.0) / (high - low) / 3)
+    loo = evaluate_routing(bank, None, Policy(k=2, n_base=10, gamma=0.9), **SMALL)
+    assert not any(p.name.startswith("smcs W=") for p in loo.costs) and loo.aiq == {}
+    assert any("held-out" in note for note in loo.notes)
+
+
 def test_costs_from_question_metadata(tmp_path):
     e, topic = clusters(10)
     qe, qtopic = clusters(4, seed=6)

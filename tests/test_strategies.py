@@ -137,7 +137,9 @@ def test_moa_runs_its_layers_in_parallel_steps_and_one_aggregator_synthesises_th
     assert [c.inputs for c in result.calls] == [[], [], [], [0, 1, 2], [0, 1, 2], [0, 1, 2], [3, 4, 5]]
     assert result.plan.score_kind == "prior" and result.plan.models == ["beta", "gamma", "alpha"]
     assert result.plan.scores == sorted(result.plan.scores, reverse=True) and result.plan.aggregator == "gamma"
-    assert result.params == {"layers": 3, "proposers": None, "aggregator": None} and result.notes == []
+    assert result.params == {
+        "layers": 3, "proposers": None, "aggregator": None, "proposer_temperature": 0.7, "aggregator_temperature": 0.0,
+    } and result.notes == []
     assert result.seed == 7 and result.bank_version == router.bank.version
 
 
@@ -454,13 +456,14 @@ def test_the_smcs_strategy_makes_the_pipelines_steps(router):
 
 
 @pytest.mark.parametrize(("name", "options", "message"), [
-    ("moa", {"layers": "1"}, r"strategy moa: option layers: Expected `int` >= 2 \(its options: layers, proposers, aggregator\)"),
+    ("moa", {"layers": "1"}, r"strategy moa: option layers: Expected `int` >= 2 \(its options: layers, proposers, aggregator, proposer_temperature, "
+     r"aggregator_temperature\)"),
     ("moa", {"layer": "3"}, "strategy moa: unknown option layer"),
     ("self-moa", {"samples": "zero"}, "option samples: Expected `int`, got `str`"),
     ("self-moa-seq", {"synthesis_slots": "6"}, "synthesis_slots must be smaller than window"),
     ("majority-vote", {"k": "0"}, "option k: Expected `int` >= 1"),
     ("symbolic-moe", {"neighbours": "-1"}, "option neighbours"),
-    ("smcs", {"k": "3"}, r"strategy smcs: unknown option k \(it takes no options\)"),
+    ("smcs", {"k": "3"}, r"strategy smcs: unknown option k \(its options: reference_temperature, aggregator_temperature\)"),
     ("poll", {}, r"unknown strategy 'poll' \(strategies: smcs, moa, moa-lite"),
 ])
 def test_bad_options_are_errors_naming_the_option(name, options, message):
@@ -514,7 +517,10 @@ def test_smcs_ask_strategy_moa_lite_prints_the_aggregators_answer(text_bank, tmp
 
 def test_smcs_ask_strategy_errors_are_one_line(text_bank, tmp_path, capsys):
     assert main(["ask", "Q?", "--strategy", "moa", "--option", "layers=1"]) == 2
-    assert capsys.readouterr().err.strip() == "smcs: error: strategy moa: option layers: Expected `int` >= 2 (its options: layers, proposers, aggregator)"
+    assert capsys.readouterr().err.strip() == (
+        "smcs: error: strategy moa: option layers: Expected `int` >= 2 (its options: layers, proposers, aggregator, "
+        "proposer_temperature, aggregator_temperature)"
+    )
     with FaultServer(responder=responder) as server:
         config = write_config(tmp_path / "smcs.toml", server.base_url)
         status = main(["ask", "Q?", "--bank", str(text_bank), "--config", str(config), "--strategy", "single", "--option", "model=m-z"])

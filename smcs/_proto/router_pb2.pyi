@@ -39,6 +39,7 @@ class AnswerSource(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ANSWER_SOURCE_AGGREGATION: _ClassVar[AnswerSource]
     ANSWER_SOURCE_FALLBACK_AGGREGATOR: _ClassVar[AnswerSource]
     ANSWER_SOURCE_BEST_REFERENCE: _ClassVar[AnswerSource]
+    ANSWER_SOURCE_CONSENSUS: _ClassVar[AnswerSource]
 
 class ScoreKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -92,6 +93,7 @@ ANSWER_SOURCE_UNSPECIFIED: AnswerSource
 ANSWER_SOURCE_AGGREGATION: AnswerSource
 ANSWER_SOURCE_FALLBACK_AGGREGATOR: AnswerSource
 ANSWER_SOURCE_BEST_REFERENCE: AnswerSource
+ANSWER_SOURCE_CONSENSUS: AnswerSource
 SCORE_KIND_UNSPECIFIED: ScoreKind
 SCORE_KIND_PRIOR: ScoreKind
 SCORE_KIND_ACCURACY: ScoreKind
@@ -123,7 +125,7 @@ class Embedding(_message.Message):
     def __init__(self, values: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class PolicyOverrides(_message.Message):
-    __slots__ = ("k", "n_base", "gamma", "k_drop", "n", "lam", "aggregator", "allowed_models", "min_references", "retrieval", "nprobe", "scorer", "cover")
+    __slots__ = ("k", "n_base", "gamma", "k_drop", "n", "lam", "aggregator", "allowed_models", "min_references", "retrieval", "nprobe", "scorer", "cover", "distinct_subsets", "consensus", "willingness_to_pay", "coverage_target", "max_cost")
     K_FIELD_NUMBER: _ClassVar[int]
     N_BASE_FIELD_NUMBER: _ClassVar[int]
     GAMMA_FIELD_NUMBER: _ClassVar[int]
@@ -137,6 +139,11 @@ class PolicyOverrides(_message.Message):
     NPROBE_FIELD_NUMBER: _ClassVar[int]
     SCORER_FIELD_NUMBER: _ClassVar[int]
     COVER_FIELD_NUMBER: _ClassVar[int]
+    DISTINCT_SUBSETS_FIELD_NUMBER: _ClassVar[int]
+    CONSENSUS_FIELD_NUMBER: _ClassVar[int]
+    WILLINGNESS_TO_PAY_FIELD_NUMBER: _ClassVar[int]
+    COVERAGE_TARGET_FIELD_NUMBER: _ClassVar[int]
+    MAX_COST_FIELD_NUMBER: _ClassVar[int]
     k: int
     n_base: int
     gamma: float
@@ -150,10 +157,15 @@ class PolicyOverrides(_message.Message):
     nprobe: int
     scorer: Scorer
     cover: bool
-    def __init__(self, k: _Optional[int] = ..., n_base: _Optional[int] = ..., gamma: _Optional[float] = ..., k_drop: _Optional[int] = ..., n: _Optional[int] = ..., lam: _Optional[float] = ..., aggregator: _Optional[str] = ..., allowed_models: _Optional[_Iterable[str]] = ..., min_references: _Optional[int] = ..., retrieval: _Optional[_Union[Retrieval, str]] = ..., nprobe: _Optional[int] = ..., scorer: _Optional[_Union[Scorer, str]] = ..., cover: _Optional[bool] = ...) -> None: ...
+    distinct_subsets: bool
+    consensus: float
+    willingness_to_pay: float
+    coverage_target: float
+    max_cost: float
+    def __init__(self, k: _Optional[int] = ..., n_base: _Optional[int] = ..., gamma: _Optional[float] = ..., k_drop: _Optional[int] = ..., n: _Optional[int] = ..., lam: _Optional[float] = ..., aggregator: _Optional[str] = ..., allowed_models: _Optional[_Iterable[str]] = ..., min_references: _Optional[int] = ..., retrieval: _Optional[_Union[Retrieval, str]] = ..., nprobe: _Optional[int] = ..., scorer: _Optional[_Union[Scorer, str]] = ..., cover: _Optional[bool] = ..., distinct_subsets: _Optional[bool] = ..., consensus: _Optional[float] = ..., willingness_to_pay: _Optional[float] = ..., coverage_target: _Optional[float] = ..., max_cost: _Optional[float] = ...) -> None: ...
 
 class Policy(_message.Message):
-    __slots__ = ("k", "n_base", "gamma", "k_drop", "n", "lam", "aggregator", "threads", "quantized", "min_references", "retrieval", "nprobe", "scorer", "cover")
+    __slots__ = ("k", "n_base", "gamma", "k_drop", "n", "lam", "aggregator", "threads", "quantized", "min_references", "retrieval", "nprobe", "scorer", "cover", "distinct_subsets", "consensus", "willingness_to_pay", "coverage_target", "max_cost")
     K_FIELD_NUMBER: _ClassVar[int]
     N_BASE_FIELD_NUMBER: _ClassVar[int]
     GAMMA_FIELD_NUMBER: _ClassVar[int]
@@ -168,6 +180,11 @@ class Policy(_message.Message):
     NPROBE_FIELD_NUMBER: _ClassVar[int]
     SCORER_FIELD_NUMBER: _ClassVar[int]
     COVER_FIELD_NUMBER: _ClassVar[int]
+    DISTINCT_SUBSETS_FIELD_NUMBER: _ClassVar[int]
+    CONSENSUS_FIELD_NUMBER: _ClassVar[int]
+    WILLINGNESS_TO_PAY_FIELD_NUMBER: _ClassVar[int]
+    COVERAGE_TARGET_FIELD_NUMBER: _ClassVar[int]
+    MAX_COST_FIELD_NUMBER: _ClassVar[int]
     k: int
     n_base: int
     gamma: float
@@ -182,7 +199,12 @@ class Policy(_message.Message):
     nprobe: int
     scorer: Scorer
     cover: bool
-    def __init__(self, k: _Optional[int] = ..., n_base: _Optional[int] = ..., gamma: _Optional[float] = ..., k_drop: _Optional[int] = ..., n: _Optional[int] = ..., lam: _Optional[float] = ..., aggregator: _Optional[str] = ..., threads: _Optional[int] = ..., quantized: _Optional[bool] = ..., min_references: _Optional[int] = ..., retrieval: _Optional[_Union[Retrieval, str]] = ..., nprobe: _Optional[int] = ..., scorer: _Optional[_Union[Scorer, str]] = ..., cover: _Optional[bool] = ...) -> None: ...
+    distinct_subsets: bool
+    consensus: float
+    willingness_to_pay: float
+    coverage_target: float
+    max_cost: float
+    def __init__(self, k: _Optional[int] = ..., n_base: _Optional[int] = ..., gamma: _Optional[float] = ..., k_drop: _Optional[int] = ..., n: _Optional[int] = ..., lam: _Optional[float] = ..., aggregator: _Optional[str] = ..., threads: _Optional[int] = ..., quantized: _Optional[bool] = ..., min_references: _Optional[int] = ..., retrieval: _Optional[_Union[Retrieval, str]] = ..., nprobe: _Optional[int] = ..., scorer: _Optional[_Union[Scorer, str]] = ..., cover: _Optional[bool] = ..., distinct_subsets: _Optional[bool] = ..., consensus: _Optional[float] = ..., willingness_to_pay: _Optional[float] = ..., coverage_target: _Optional[float] = ..., max_cost: _Optional[float] = ...) -> None: ...
 
 class RouteRequest(_message.Message):
     __slots__ = ("question", "embedding", "policy", "seed", "debug", "include_support")
@@ -201,14 +223,16 @@ class RouteRequest(_message.Message):
     def __init__(self, question: _Optional[str] = ..., embedding: _Optional[_Union[Embedding, _Mapping]] = ..., policy: _Optional[_Union[PolicyOverrides, _Mapping]] = ..., seed: _Optional[int] = ..., debug: _Optional[bool] = ..., include_support: _Optional[bool] = ...) -> None: ...
 
 class Referencer(_message.Message):
-    __slots__ = ("model", "vote", "probability")
+    __slots__ = ("model", "vote", "probability", "expected_cost")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     VOTE_FIELD_NUMBER: _ClassVar[int]
     PROBABILITY_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_COST_FIELD_NUMBER: _ClassVar[int]
     model: str
     vote: float
     probability: float
-    def __init__(self, model: _Optional[str] = ..., vote: _Optional[float] = ..., probability: _Optional[float] = ...) -> None: ...
+    expected_cost: float
+    def __init__(self, model: _Optional[str] = ..., vote: _Optional[float] = ..., probability: _Optional[float] = ..., expected_cost: _Optional[float] = ...) -> None: ...
 
 class ModelProbability(_message.Message):
     __slots__ = ("model", "probability")
@@ -245,7 +269,7 @@ class ModelOutcomes(_message.Message):
     def __init__(self, values: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class RouteResponse(_message.Message):
-    __slots__ = ("referencers", "aggregator", "subsets", "seed", "bank_version", "support", "scorer", "out_of_bank", "model_probabilities", "k_clamped_from")
+    __slots__ = ("referencers", "aggregator", "subsets", "seed", "bank_version", "support", "scorer", "out_of_bank", "model_probabilities", "k_clamped_from", "drop_probabilities", "duplicate_subsets", "expected_cost", "aggregation_cost", "plan_notes", "model_costs")
     REFERENCERS_FIELD_NUMBER: _ClassVar[int]
     AGGREGATOR_FIELD_NUMBER: _ClassVar[int]
     SUBSETS_FIELD_NUMBER: _ClassVar[int]
@@ -256,6 +280,12 @@ class RouteResponse(_message.Message):
     OUT_OF_BANK_FIELD_NUMBER: _ClassVar[int]
     MODEL_PROBABILITIES_FIELD_NUMBER: _ClassVar[int]
     K_CLAMPED_FROM_FIELD_NUMBER: _ClassVar[int]
+    DROP_PROBABILITIES_FIELD_NUMBER: _ClassVar[int]
+    DUPLICATE_SUBSETS_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_COST_FIELD_NUMBER: _ClassVar[int]
+    AGGREGATION_COST_FIELD_NUMBER: _ClassVar[int]
+    PLAN_NOTES_FIELD_NUMBER: _ClassVar[int]
+    MODEL_COSTS_FIELD_NUMBER: _ClassVar[int]
     referencers: _containers.RepeatedCompositeFieldContainer[Referencer]
     aggregator: str
     subsets: _containers.RepeatedCompositeFieldContainer[Subset]
@@ -266,7 +296,21 @@ class RouteResponse(_message.Message):
     out_of_bank: bool
     model_probabilities: _containers.RepeatedCompositeFieldContainer[ModelProbability]
     k_clamped_from: int
-    def __init__(self, referencers: _Optional[_Iterable[_Union[Referencer, _Mapping]]] = ..., aggregator: _Optional[str] = ..., subsets: _Optional[_Iterable[_Union[Subset, _Mapping]]] = ..., seed: _Optional[int] = ..., bank_version: _Optional[str] = ..., support: _Optional[_Union[SupportSet, _Mapping]] = ..., scorer: _Optional[_Union[Scorer, str]] = ..., out_of_bank: _Optional[bool] = ..., model_probabilities: _Optional[_Iterable[_Union[ModelProbability, _Mapping]]] = ..., k_clamped_from: _Optional[int] = ...) -> None: ...
+    drop_probabilities: _containers.RepeatedScalarFieldContainer[float]
+    duplicate_subsets: int
+    expected_cost: float
+    aggregation_cost: float
+    plan_notes: _containers.RepeatedScalarFieldContainer[str]
+    model_costs: _containers.RepeatedCompositeFieldContainer[ModelCost]
+    def __init__(self, referencers: _Optional[_Iterable[_Union[Referencer, _Mapping]]] = ..., aggregator: _Optional[str] = ..., subsets: _Optional[_Iterable[_Union[Subset, _Mapping]]] = ..., seed: _Optional[int] = ..., bank_version: _Optional[str] = ..., support: _Optional[_Union[SupportSet, _Mapping]] = ..., scorer: _Optional[_Union[Scorer, str]] = ..., out_of_bank: _Optional[bool] = ..., model_probabilities: _Optional[_Iterable[_Union[ModelProbability, _Mapping]]] = ..., k_clamped_from: _Optional[int] = ..., drop_probabilities: _Optional[_Iterable[float]] = ..., duplicate_subsets: _Optional[int] = ..., expected_cost: _Optional[float] = ..., aggregation_cost: _Optional[float] = ..., plan_notes: _Optional[_Iterable[str]] = ..., model_costs: _Optional[_Iterable[_Union[ModelCost, _Mapping]]] = ...) -> None: ...
+
+class ModelCost(_message.Message):
+    __slots__ = ("model", "expected_cost")
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_COST_FIELD_NUMBER: _ClassVar[int]
+    model: str
+    expected_cost: float
+    def __init__(self, model: _Optional[str] = ..., expected_cost: _Optional[float] = ...) -> None: ...
 
 class AnswerRequest(_message.Message):
     __slots__ = ("question", "embedding", "policy", "seed", "strategy", "task", "strategy_options")
@@ -337,7 +381,7 @@ class StrategyPlanEvent(_message.Message):
     def __init__(self, strategy: _Optional[str] = ..., models: _Optional[_Iterable[str]] = ..., aggregator: _Optional[str] = ..., scores: _Optional[_Iterable[float]] = ..., score_kind: _Optional[_Union[ScoreKind, str]] = ..., decision: _Optional[_Union[RouteResponse, _Mapping]] = ..., skills: _Optional[_Mapping[str, float]] = ...) -> None: ...
 
 class StrategyCallEvent(_message.Message):
-    __slots__ = ("model", "role", "layer", "index", "position", "seed", "inputs", "extracted", "text", "error", "error_kind", "latency_s", "prompt_tokens", "completion_tokens")
+    __slots__ = ("model", "role", "layer", "index", "position", "seed", "inputs", "extracted", "text", "error", "error_kind", "latency_s", "prompt_tokens", "completion_tokens", "temperature")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     ROLE_FIELD_NUMBER: _ClassVar[int]
     LAYER_FIELD_NUMBER: _ClassVar[int]
@@ -352,6 +396,7 @@ class StrategyCallEvent(_message.Message):
     LATENCY_S_FIELD_NUMBER: _ClassVar[int]
     PROMPT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     COMPLETION_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    TEMPERATURE_FIELD_NUMBER: _ClassVar[int]
     model: str
     role: CallRole
     layer: int
@@ -366,7 +411,8 @@ class StrategyCallEvent(_message.Message):
     latency_s: float
     prompt_tokens: int
     completion_tokens: int
-    def __init__(self, model: _Optional[str] = ..., role: _Optional[_Union[CallRole, str]] = ..., layer: _Optional[int] = ..., index: _Optional[int] = ..., position: _Optional[int] = ..., seed: _Optional[int] = ..., inputs: _Optional[_Iterable[int]] = ..., extracted: _Optional[str] = ..., text: _Optional[str] = ..., error: _Optional[str] = ..., error_kind: _Optional[_Union[ErrorKind, str]] = ..., latency_s: _Optional[float] = ..., prompt_tokens: _Optional[int] = ..., completion_tokens: _Optional[int] = ...) -> None: ...
+    temperature: float
+    def __init__(self, model: _Optional[str] = ..., role: _Optional[_Union[CallRole, str]] = ..., layer: _Optional[int] = ..., index: _Optional[int] = ..., position: _Optional[int] = ..., seed: _Optional[int] = ..., inputs: _Optional[_Iterable[int]] = ..., extracted: _Optional[str] = ..., text: _Optional[str] = ..., error: _Optional[str] = ..., error_kind: _Optional[_Union[ErrorKind, str]] = ..., latency_s: _Optional[float] = ..., prompt_tokens: _Optional[int] = ..., completion_tokens: _Optional[int] = ..., temperature: _Optional[float] = ...) -> None: ...
 
 class StrategyResultEvent(_message.Message):
     __slots__ = ("text", "strategy", "chosen", "votes", "notes", "params_json", "seed", "bank_version")
@@ -396,7 +442,7 @@ class StrategyResultEvent(_message.Message):
     def __init__(self, text: _Optional[str] = ..., strategy: _Optional[str] = ..., chosen: _Optional[int] = ..., votes: _Optional[_Mapping[str, int]] = ..., notes: _Optional[_Iterable[str]] = ..., params_json: _Optional[str] = ..., seed: _Optional[int] = ..., bank_version: _Optional[str] = ...) -> None: ...
 
 class ReferenceEvent(_message.Message):
-    __slots__ = ("model", "text", "error", "latency_s", "prior", "error_kind", "prompt_tokens", "completion_tokens")
+    __slots__ = ("model", "text", "error", "latency_s", "prior", "error_kind", "prompt_tokens", "completion_tokens", "temperature")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     TEXT_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
@@ -405,6 +451,7 @@ class ReferenceEvent(_message.Message):
     ERROR_KIND_FIELD_NUMBER: _ClassVar[int]
     PROMPT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     COMPLETION_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    TEMPERATURE_FIELD_NUMBER: _ClassVar[int]
     model: str
     text: str
     error: str
@@ -413,10 +460,11 @@ class ReferenceEvent(_message.Message):
     error_kind: ErrorKind
     prompt_tokens: int
     completion_tokens: int
-    def __init__(self, model: _Optional[str] = ..., text: _Optional[str] = ..., error: _Optional[str] = ..., latency_s: _Optional[float] = ..., prior: _Optional[float] = ..., error_kind: _Optional[_Union[ErrorKind, str]] = ..., prompt_tokens: _Optional[int] = ..., completion_tokens: _Optional[int] = ...) -> None: ...
+    temperature: float
+    def __init__(self, model: _Optional[str] = ..., text: _Optional[str] = ..., error: _Optional[str] = ..., latency_s: _Optional[float] = ..., prior: _Optional[float] = ..., error_kind: _Optional[_Union[ErrorKind, str]] = ..., prompt_tokens: _Optional[int] = ..., completion_tokens: _Optional[int] = ..., temperature: _Optional[float] = ...) -> None: ...
 
 class AggregationEvent(_message.Message):
-    __slots__ = ("index", "text", "similarity_score", "perplexity", "total_score", "error", "aggregator", "subset", "error_kind", "latency_s", "prompt_tokens", "completion_tokens")
+    __slots__ = ("index", "text", "similarity_score", "perplexity", "total_score", "error", "aggregator", "subset", "error_kind", "latency_s", "prompt_tokens", "completion_tokens", "temperature")
     INDEX_FIELD_NUMBER: _ClassVar[int]
     TEXT_FIELD_NUMBER: _ClassVar[int]
     SIMILARITY_SCORE_FIELD_NUMBER: _ClassVar[int]
@@ -429,6 +477,7 @@ class AggregationEvent(_message.Message):
     LATENCY_S_FIELD_NUMBER: _ClassVar[int]
     PROMPT_TOKENS_FIELD_NUMBER: _ClassVar[int]
     COMPLETION_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    TEMPERATURE_FIELD_NUMBER: _ClassVar[int]
     index: int
     text: str
     similarity_score: float
@@ -441,23 +490,28 @@ class AggregationEvent(_message.Message):
     latency_s: float
     prompt_tokens: int
     completion_tokens: int
-    def __init__(self, index: _Optional[int] = ..., text: _Optional[str] = ..., similarity_score: _Optional[float] = ..., perplexity: _Optional[float] = ..., total_score: _Optional[float] = ..., error: _Optional[str] = ..., aggregator: _Optional[str] = ..., subset: _Optional[_Iterable[str]] = ..., error_kind: _Optional[_Union[ErrorKind, str]] = ..., latency_s: _Optional[float] = ..., prompt_tokens: _Optional[int] = ..., completion_tokens: _Optional[int] = ...) -> None: ...
+    temperature: float
+    def __init__(self, index: _Optional[int] = ..., text: _Optional[str] = ..., similarity_score: _Optional[float] = ..., perplexity: _Optional[float] = ..., total_score: _Optional[float] = ..., error: _Optional[str] = ..., aggregator: _Optional[str] = ..., subset: _Optional[_Iterable[str]] = ..., error_kind: _Optional[_Union[ErrorKind, str]] = ..., latency_s: _Optional[float] = ..., prompt_tokens: _Optional[int] = ..., completion_tokens: _Optional[int] = ..., temperature: _Optional[float] = ...) -> None: ...
 
 class FinalEvent(_message.Message):
-    __slots__ = ("text", "selected", "source", "notes", "seed", "bank_version")
+    __slots__ = ("text", "selected", "source", "notes", "seed", "bank_version", "reference", "agreement")
     TEXT_FIELD_NUMBER: _ClassVar[int]
     SELECTED_FIELD_NUMBER: _ClassVar[int]
     SOURCE_FIELD_NUMBER: _ClassVar[int]
     NOTES_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
     BANK_VERSION_FIELD_NUMBER: _ClassVar[int]
+    REFERENCE_FIELD_NUMBER: _ClassVar[int]
+    AGREEMENT_FIELD_NUMBER: _ClassVar[int]
     text: str
     selected: int
     source: AnswerSource
     notes: _containers.RepeatedScalarFieldContainer[str]
     seed: int
     bank_version: str
-    def __init__(self, text: _Optional[str] = ..., selected: _Optional[int] = ..., source: _Optional[_Union[AnswerSource, str]] = ..., notes: _Optional[_Iterable[str]] = ..., seed: _Optional[int] = ..., bank_version: _Optional[str] = ...) -> None: ...
+    reference: int
+    agreement: float
+    def __init__(self, text: _Optional[str] = ..., selected: _Optional[int] = ..., source: _Optional[_Union[AnswerSource, str]] = ..., notes: _Optional[_Iterable[str]] = ..., seed: _Optional[int] = ..., bank_version: _Optional[str] = ..., reference: _Optional[int] = ..., agreement: _Optional[float] = ...) -> None: ...
 
 class ScoreRequest(_message.Message):
     __slots__ = ("texts", "embeddings", "logprobs", "lam")

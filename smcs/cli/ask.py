@@ -119,7 +119,9 @@ def progress_line(event: Event | StrategyPlan | StrategyCall | StrategyResult) -
     if isinstance(event, Routed):
         d = event.decision
         clamped = f"; k clamped from {d.k_clamped_from} to the bank's {len(d.referencers)} models" if d.k_clamped_from is not None else ""
-        return f"routed      referencers {', '.join(d.referencers)}; aggregator {d.aggregator}; {len(d.subsets)} subsets (seed {d.seed}){clamped}"
+        repeats = f"; {d.duplicate_subsets} repeated draws dropped" if d.duplicate_subsets else ""
+        return (f"routed      referencers {', '.join(d.referencers)}; aggregator {d.aggregator}; {len(d.subsets)} subsets "
+                f"(seed {d.seed}){repeats}{clamped}")
     if isinstance(event, ReferenceEvidence):
         return f"reference   {event.model:<24} {_outcome(event)}"
     if isinstance(event, AggregationEvidence):
@@ -136,10 +138,12 @@ def _outcome(evidence: CallEvidence) -> str:
 
 def print_result(result: AnswerResult, out: TextIO) -> None:
     """The answer, then the evidence table (references, aggregations) and any notes."""
-    _print_answer(result.text, f"source {result.source}, seed {result.seed}, bank {result.bank_version}", out)
-    print(f"{'reference':<24} {'prior':>8}  {'status':<8} {'latency':>8}  text", file=out)
-    for r in result.references:
-        print(f"{r.model:<24} {r.prior:8.3f}  {_status(r):<8} {r.latency_s:7.2f}s  {_one_line(r.text or r.error or '', 50)}", file=out)
+    agreement = f", agreement {result.agreement:.3f}" if result.agreement is not None else ""
+    _print_answer(result.text, f"source {result.source}, seed {result.seed}, bank {result.bank_version}{agreement}", out)
+    print(f" {'reference':<23} {'prior':>8}  {'status':<8} {'latency':>8}  text", file=out)
+    for i, r in enumerate(result.references):
+        mark = "*" if i == result.reference else " "
+        print(f"{mark}{r.model:<23} {r.prior:8.3f}  {_status(r):<8} {r.latency_s:7.2f}s  {_one_line(r.text or r.error or '', 50)}", file=out)
     print(f"{'aggregation':<12} {'sim':>7} {'ppl':>9} {'total':>9}  subset", file=out)
     for a in result.aggregations:
         mark = "*" if a.index == result.selected else " "

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 
 from smcs import bundled
+from smcs.core.pipeline import MAX_TEMPERATURE
 from smcs.core.prompts import check_task
 from smcs.backends.pool import ModelPool
 from smcs.runtime.host import StepHost
@@ -17,7 +19,7 @@ from smcs.progress import Progress
 from smcs.strategies import STRATEGIES, get_strategy, parse_options, parse_params
 from smcs.data.jobs import Instruction, Outcome, RecordLog, item_seed, print_report, read_instructions, run_job, skipped_path
 from smcs.data.opinions import opinions_work
-from smcs.data.preference import PreferenceOutcome, preference_steps
+from smcs.data.preference import SAMPLE_TEMPERATURE, PreferenceOutcome, preference_steps
 from smcs.data.sft import sft_work
 from smcs.errors import InputError
 
@@ -52,6 +54,10 @@ def add_data_parser(commands: argparse._SubParsersAction) -> None:  # type: igno
     pref.add_argument("--judges", metavar="A,B,...", help="the proposer judges, comma-separated configured models (default: every configured model)")
     pref.add_argument("--aggregator", metavar="NAME", help="the aggregator judge (default: [policy] aggregator if configured, else the first judge)")
     pref.add_argument("--criteria-model", metavar="NAME", help="the model that picks the three criteria per pair (default: the aggregator)")
+    pref.add_argument("--sample-temperature", type=_temperature, default=SAMPLE_TEMPERATURE, metavar="T",
+                      help=f"temperature of the policy samples, 0-2 or 'model' for its configured one (default {SAMPLE_TEMPERATURE}: MoAA's)")
+    pref.add_argument("--judge-temperature", type=_temperature, default=None, metavar="T",
+                      help="temperature of every judge call (criteria, proposers, aggregator), 0-2 (default: each model's configured one)")
     pref.set_defaults(run=run_preference)
 
     opinions = jobs.add_parser("opinions", help="Mixture-of-Opinions SFT records: other models' answers in the context, the target strategy's answer",
@@ -61,8 +67,23 @@ def add_data_parser(commands: argparse._SubParsersAction) -> None:  # type: igno
                                '{"target_strategy", "target_models", "opinion_models", "failed_opinions", "seed"}}. ' + _INPUT)
     _common(opinions, bank=True)
     opinions.add_argument("--models", metavar="A,B,...", help="the opinion models, comma-separated configured models (default: the bank's configured models)")
+    opinions.add_argument("--opinion-temperature", type=_temperature, default=None, metavar="T",
+                          help="temperature of the opinion calls, 0-2 (default: each model's configured one)")
     _strategy(opinions, "--target-strategy")
     opinions.set_defaults(run=run_opinions)
+
+
+def _temperature(value: str) -> float | None:
+    """A ``--*-temperature`` value: a number in [0, 2], or ``model`` for the model's configured temperature."""
+    if value == "model":
+        return None
+    try:
+        temperature = float(value)
+    except ValueError:
+        temperature = math.nan
+    if not 0 <= temperature <= MAX_TEMPERATURE:
+        raise argparse.ArgumentTypeError(f"must be a number in [0, {MAX_TEMPERATURE}] or 'model', got {value!r}")
+    return temperature
 
 
 def _common(parser: argparse.ArgumentParser, *, bank: bool) -> None:
@@ -136,7 +157,7 @@ def run_opinions(args: argparse.Namespace) -> int:
         async with local_runtime(*bundled.config_and_bank(args.config, args.bank)) as runtime:
             runtime.require_configured(models or [], "--models")
             chosen = models or runtime.usable
-            return await run_job(items, lambda item: opinions_work(runtime, spec, params, chosen, item, args.seed, task), out,
+            return await run_job(items, lambda item: opinions_work(runtime, spec, params, chosen, item, args.seed, task, args.opinion_temperature), out,
                                  concurrency=args.concurrency, progress=progress)
 
     return _run(args, "opinions", job)
@@ -162,7 +183,8 @@ def run_preference(args: argparse.Namespace) -> int:
 
     async def work(host: StepHost, item: Instruction) -> Outcome:
         steps = preference_steps(item.id, item.instruction, policy_model=args.policy_model, samples=args.samples, judges=judges,
-                                 aggregator=aggregator, criteria_model=criteria_model, seed=item_seed(args.seed, item.id))
+                                 aggregator=aggregator, criteria_model=criteria_model, seed=item_seed(args.seed, item.id),
+                                 sample_temperature=args.sample_temperature, judge_temperature=args.judge_temperature)
         outcome: PreferenceOutcome = await host.run(steps)
         return Outcome(record=outcome.record, skipped=outcome.skipped)
 

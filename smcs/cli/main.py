@@ -225,14 +225,25 @@ def _print_decision(decision: RouteDecision) -> None:
           + ("  OUT OF BANK: ranked by overall accuracy" if decision.out_of_bank else ""))
     if decision.k_clamped_from is not None:
         print(f"note: {clamped_note(decision)}")
+    for note in decision.plan_notes:
+        print(f"note: {note}")
     width = max(len(name) for name in decision.referencers)
-    print(f"{'referencer':<{width}}  prior vote  p(correct)")
-    for name, vote, p in zip(decision.referencers, decision.votes, decision.probabilities, strict=True):
-        print(f"{name:<{width}}  {vote:10.4f}  {p:10.3f}")
+    costs = decision.costs if any(c is not None for c in decision.costs) else []
+    print(f"{'referencer':<{width}}  prior vote  p(correct)" + ("  expected cost" if costs else ""))
+    for i, (name, vote, p) in enumerate(zip(decision.referencers, decision.votes, decision.probabilities, strict=True)):
+        cost = f"  {_cost(costs[i]):>13}" if costs else ""
+        print(f"{name:<{width}}  {vote:10.4f}  {p:10.3f}{cost}")
+    if costs:
+        print(f"plan: expected cost {_cost(decision.expected_cost)} ({len(decision.referencers)} references, "
+              f"{len(decision.subsets)} aggregations at {_cost(decision.aggregation_cost)})")
     top = ", ".join(f"{r}:{s:.3f}" for r, s in zip(decision.support_rows[:5], decision.support_similarities[:5]))
     print(f"support set: {len(decision.support_rows)} questions (row:similarity {top}{', …' if len(decision.support_rows) > 5 else ''})")
     for i, subset in enumerate(decision.subsets):
         print(f"subset {i}: {', '.join(subset)}")
+
+
+def _cost(value: float | None) -> str:
+    return "unknown" if value is None else f"{value:.6g}"
 
 
 def _run_serve(args: argparse.Namespace) -> int:

@@ -35,6 +35,19 @@ class RouteDecision(msgspec.Struct, frozen=True, kw_only=True):
             the default quorum ⌈K/2⌉ (``smcs.core.policy.fit_policy``), and logged a WARNING; None when
             the policy's K fitted the bank. This holds for a router's own policy and a per-call one alike
             (an explicit request K too).
+        costs: each referencer's expected cost for this question (``smcs.core.costs``), aligned with
+            ``referencers``; None where the bank records no cost for the model.
+        model_costs: the expected cost of every bank model, in the bank's model order (None: unknown).
+        aggregation_cost: the aggregator's expected cost, counted per aggregation (None: unknown).
+        expected_cost: the plan's expected cost: the referencers' costs plus one ``aggregation_cost`` per
+            subset (None when one of them is unknown).
+        plan_notes: what the policy's ``coverage_target`` and ``max_cost`` cut from the plan (K, n, or
+            every aggregation: no subsets), one line each; empty when nothing was cut.
+        drop_probabilities: each referencer's probability of being left out of a subset under Eq (6)'s
+            sampling, aligned with ``referencers`` (``kernels.drop_probabilities``; empty for K above
+            ``kernels.sampling.EXACT_DROP_MAX_K``).
+        duplicate_subsets: with ``Policy.distinct_subsets``, the draws dropped because they repeated an
+            earlier subset (``subsets`` then has no repeats and may hold fewer than n); 0 otherwise.
     """
 
     referencers: list[str]
@@ -53,3 +66,10 @@ class RouteDecision(msgspec.Struct, frozen=True, kw_only=True):
     model_probabilities: list[float] = []
     out_of_bank: bool = False
     k_clamped_from: int | None = None
+    costs: list[float | None] = []
+    model_costs: list[float | None] = []
+    aggregation_cost: float | None = None
+    expected_cost: float | None = None
+    plan_notes: list[str] = []
+    drop_probabilities: list[float] = []
+    duplicate_subsets: int = 0

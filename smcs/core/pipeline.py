@@ -19,10 +19,22 @@ step                the host sends back
 
 The order of steps: ``Emit(Routed)``; ``CallModels("reference")`` for the K referencers, whose
 ``evidence`` gives the ``ReferenceEvidence`` of each as it arrives (so a slow referencer does not hold
-back the others' events); ``CallModels("aggregate")`` for the n exploration subsets
-(again with the fallback aggregator if every aggregation failed); ``EmbedTexts`` of the aggregations
-that succeeded (skipped when only one did); ``Emit(AggregationEvidence)`` per subset;
-``Emit(AnswerResult)``; return.
+back the others' events); with ``policy.consensus`` set and two or more references answered,
+``EmbedTexts`` of the answered references, and when they agree (below) ``Emit(AnswerResult)`` and return;
+``CallModels("aggregate")`` for the n exploration subsets (again with the fallback aggregator if every
+aggregation failed); ``EmbedTexts`` of the aggregations that succeeded (skipped when only one did);
+``Emit(AggregationEvidence)`` per subset; ``Emit(AnswerResult)``; return.
+
+Consensus (beyond the paper; ``Policy.consensus``): the agreement of the m answered references is their
+mean pairwise cosine over the m(m − 1)/2 pairs, (Σ_i S^sim_i − 1)/(m − 1) from the S^sim of Eq 7 taken
+over the references. When it is at least the threshold, the answer is the most central reference (the
+highest S^sim, ties to the higher prior) with ``source = "consensus"``, and no aggregation is asked for:
+K calls in all instead of K + n. With ``policy.distinct_subsets``, subsets that become equal once failed
+referencers are left out are aggregated once.
+
+Temperatures: ``reference_temperature`` and ``aggregator_temperature`` go with every reference and every
+aggregation call (``ModelCall.generation``), overriding the model's configured temperature; None keeps
+the model's. The evidence of each call records the temperature it was sent with.
 
 Faults: a referencer that failed is left out of every subset. With fewer than ``policy.quorum``
 referencers answering the generator raises ``QuorumNotMet`` naming who failed. An aggregation that
@@ -54,7 +66,9 @@ from .prompts import Task, aggregation_messages, question_messages
 from .router import RouteCall, Router
 
 Stage = Literal["reference", "aggregate"]
-Source = Literal["aggregation", "fallback_aggregator", "best_reference"]
+MAX_TEMPERATURE = 2.0
+"""The highest temperature a role may ask for (the OpenAI API's range, 0 to 2)."""
+Source = Literal["aggregation", "fallback_aggregator", "best_reference", "consensus"]
 
 
 class ModelCall(msgspec.Struct, frozen=True, kw_only=True):
@@ -102,7 +116,7 @@ class Routed(msgspec.Struct, frozen=True, tag="routed"):
 class CallEvidence(msgspec.Struct, frozen=True, kw_only=True):
     """What every model call of the pipeline reports: the text written, or why there is none
     (``error``, and its ``kind``: a backend error kind, ``empty_response`` or ``empty_subset``), with its
-    latency and token usage."""
+    latency, token usage and the ``temperature`` it was sent with (None: the model's configured one)."""
 
     text: str = ""
     error: str | None = None
@@ -110,6 +124,7 @@ class CallEvidence(msgspec.Struct, frozen=True, kw_only=True):
     latency_s: float = 0.0
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    temperature: float | None = None
 
     @property
     def ok(self) -> bool:
@@ -130,10 +145,13 @@ class ReferenceEvidenceOf(msgspec.Struct, frozen=True, kw_only=True):
 
     referencers: list[str]
     votes: list[float]
+    temperature: float | None = None
 
     def __call__(self, index: int, result: CallResult) -> ReferenceEvidence:
         """The ``ReferenceEvidence`` of referencer ``index`` for ``result``."""
-        return ReferenceEvidence(model=self.referencers[index], prior=self.votes[index], **call_evidence_fields(result))  # type: ignore[arg-type]
+        return ReferenceEvidence(
+            model=self.referencers[index], prior=self.votes[index], temperature=self.temperature, **call_evidence_fields(result),  # type: ignore[arg-type]
+        )
 
 
 class AggregationEvidence(CallEvidence, frozen=True, kw_only=True, tag="aggregation"):
@@ -158,13 +176,19 @@ class AnswerResult(msgspec.Struct, frozen=True, kw_only=True, tag="final"):
     Attributes:
         text: the answer.
         source: ``aggregation`` (the best of the n aggregations by Eq 7), ``fallback_aggregator`` (the
-            same, written by the fallback aggregator), or ``best_reference`` (every aggregation failed:
-            the answer of the highest-prior referencer that answered).
-        selected: index of the selected aggregation among ``aggregations``; None for ``best_reference``.
+            same, written by the fallback aggregator), ``best_reference`` (every aggregation failed, or
+            the decision planned none: the answer of the highest-prior referencer that answered), or
+            ``consensus`` (the references agreed: the most central one, no aggregation asked for).
+        selected: index of the selected aggregation among ``aggregations``; None for ``best_reference``
+            and ``consensus``.
         decision: the route decision followed.
         references: one per referencer, in the decision's order.
         aggregations: one per exploration subset (twice n when the fallback aggregator ran).
         notes: what deviated from the plan and why, one line each.
+        reference: for ``best_reference`` and ``consensus``, the index in ``references`` of the answer's
+            referencer; None otherwise.
+        agreement: the answered references' mean pairwise cosine (``Policy.consensus``); None when it
+            was not computed (no threshold, or fewer than two references answered).
     """
 
     text: str
@@ -174,6 +198,8 @@ class AnswerResult(msgspec.Struct, frozen=True, kw_only=True, tag="final"):
     references: list[ReferenceEvidence]
     aggregations: list[AggregationEvidence]
     notes: list[str] = []
+    reference: int | None = None
+    agreement: float | None = None
 
     @property
     def seed(self) -> int:
@@ -224,21 +250,34 @@ def smcs_pipeline(
     policy: Policy,
     task: Task | None = None,
     fallback_aggregator: str | None = None,
+    reference_temperature: float | None = None,
+    aggregator_temperature: float | None = None,
 ) -> Generator[Step, object, AnswerResult]:
     """Run SMCS on ``question`` along ``decision`` (see the module docstring for the protocol).
 
-    ``policy`` gives λ (Eq 7) and the quorum; ``task`` the prompt template; ``fallback_aggregator`` the
-    model that rewrites the aggregations if every one of the aggregator's failed (None: no second try).
-    Sampling seeds of the calls derive from ``decision.seed``, so replays send identical requests.
-    When the router clamped K (``decision.k_clamped_from``), the quorum is that of ``policy`` fitted to
-    the clamped K (``fit_policy``) and the first note says so.
+    ``policy`` gives λ (Eq 7), the quorum, the consensus threshold and whether repeated subsets are
+    aggregated once; ``task`` the prompt template; ``fallback_aggregator`` the model that rewrites the
+    aggregations if every one of the aggregator's failed (None: no second try); the temperatures those of
+    the reference and aggregation calls (None: each model's configured one). Sampling seeds of the calls
+    derive from ``decision.seed``, so replays send identical requests. When the decision has fewer
+    referencers than ``policy.k`` because the router cut K (it clamped K to the bank,
+    ``decision.k_clamped_from``, or the policy's ``coverage_target`` or ``max_cost`` cut it,
+    ``decision.plan_notes``), the quorum is that of ``policy`` fitted to that K (``fit_policy``), and the
+    notes begin with why (``clamped_note``, ``decision.plan_notes``); any other shortfall keeps the policy's
+    quorum. ``InputError`` for a temperature outside [0, 2].
     """
-    if decision.k_clamped_from is not None:
+    reference_generation = role_generation("reference_temperature", reference_temperature)
+    aggregator_generation = role_generation("aggregator_temperature", aggregator_temperature)
+    if len(decision.referencers) < policy.k and (decision.k_clamped_from is not None or decision.plan_notes):
+        # the router clamped K to the bank, or coverage_target / max_cost cut it
         policy = fit_policy(policy, len(decision.referencers))
     yield Emit(Routed(decision))
     asked = question_messages(question, task)
-    calls = [ModelCall(model=m, messages=asked, seed=derived_seed(decision.seed, i)) for i, m in enumerate(decision.referencers)]
-    reference = ReferenceEvidenceOf(referencers=decision.referencers, votes=decision.votes)
+    calls = [
+        ModelCall(model=m, messages=asked, seed=derived_seed(decision.seed, i), generation=reference_generation)
+        for i, m in enumerate(decision.referencers)
+    ]
+    reference = ReferenceEvidenceOf(referencers=decision.referencers, votes=decision.votes, temperature=reference_temperature)
     results = yield CallModels(stage="reference", calls=calls, evidence=reference)
     references = [reference(i, r) for i, r in enumerate(checked_results(results, calls))]
     answered = {e.model: e for e in references if e.ok}
@@ -250,16 +289,36 @@ def smcs_pipeline(
             references,
         )
     notes = [clamped_note(decision)] if decision.k_clamped_from is not None else []
+    notes += decision.plan_notes
     notes += [f"referencer {e.model} failed ({e.error_kind}) and was left out of every subset" for e in references if not e.ok]
+    done = _Done(decision=decision, references=references, notes=notes)
+    agreement: float | None = None
+    if policy.consensus is not None and len(answered) >= 2:
+        agreement, central = yield from _consensus(list(answered.values()))
+        if agreement >= policy.consensus:
+            model = list(answered)[central]
+            notes.append(
+                f"the {len(answered)} references agree (mean pairwise cosine {agreement:.4f} >= consensus {policy.consensus}): "
+                f"answered with the most central, {model}, without aggregation"
+            )
+            return (yield from done.reference("consensus", model, agreement))
     subsets = [[m for m in subset if m in answered] for subset in decision.subsets]
+    if policy.distinct_subsets:
+        subsets, repeats = _distinct(subsets)
+        if repeats:
+            notes.append(f"{repeats} subset(s) repeated another once failed referencers were left out: aggregated once")
+    if not subsets:
+        notes.append("the route decision planned no aggregation")
+        return (yield from done.reference("best_reference", next(iter(answered)), agreement))
 
     aggregators: list[tuple[str, Source]] = [(decision.aggregator, "aggregation")]
     if fallback_aggregator is not None and fallback_aggregator != decision.aggregator:
         aggregators.append((fallback_aggregator, "fallback_aggregator"))
-    aggregations: list[AggregationEvidence] = []
+    aggregations = done.aggregations
     for round_, (aggregator, source) in enumerate(aggregators):
         first = len(aggregations)
-        written = yield from _aggregate(question, task, aggregator, subsets, answered, decision.seed, round_, first)
+        plan = _Aggregation(question, task, aggregator, aggregator_generation, decision.seed, round_, first)
+        written = yield from plan.write(subsets, answered)
         scored, note = yield from _score(written, policy.lam)
         aggregations.extend(scored)
         notes.extend(note)
@@ -268,25 +327,63 @@ def smcs_pipeline(
         best = _best(scored)
         if best is not None:
             result = AnswerResult(
-                text=scored[best].text,
-                source=source,
-                selected=first + best,
-                decision=decision,
-                references=references,
-                aggregations=aggregations,
-                notes=notes,
+                text=scored[best].text, source=source, selected=first + best, decision=decision, references=references,
+                aggregations=aggregations, notes=notes, agreement=agreement,
             )
             yield Emit(result)
             return result
         notes.append(f"every aggregation by {aggregator} failed")
-    top = next(e for e in references if e.ok)  # the decision lists referencers by descending prior
-    notes.append(f"answered with the highest-prior reference, {top.model}")
-    result = AnswerResult(
-        text=top.text, source="best_reference", selected=None, decision=decision,
-        references=references, aggregations=aggregations, notes=notes,
-    )
-    yield Emit(result)
-    return result
+    top = next(iter(answered))  # the decision lists referencers by descending prior
+    notes.append(f"answered with the highest-prior reference, {top}")
+    return (yield from done.reference("best_reference", top, agreement))
+
+
+class _Done(msgspec.Struct, kw_only=True):
+    """What a run has gathered so far, to end it with a reference as the answer."""
+
+    decision: RouteDecision
+    references: list[ReferenceEvidence]
+    notes: list[str]
+    aggregations: list[AggregationEvidence] = msgspec.field(default_factory=list)
+
+    def reference(self, source: Source, model: str, agreement: float | None) -> Generator[Step, object, AnswerResult]:
+        """Emit and return the result whose answer is referencer ``model``'s."""
+        index = next(i for i, e in enumerate(self.references) if e.model == model)
+        result = AnswerResult(
+            text=self.references[index].text, source=source, selected=None, decision=self.decision, references=self.references,
+            aggregations=self.aggregations, notes=self.notes, reference=index, agreement=agreement,
+        )
+        yield Emit(result)
+        return result
+
+
+def role_generation(name: str, temperature: float | None) -> Generation | None:
+    """The ``ModelCall.generation`` of a role sampling at ``temperature`` (None: the model's own);
+    ``InputError`` naming ``name`` unless it is in [0, ``MAX_TEMPERATURE``]."""
+    if temperature is None:
+        return None
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not 0 <= temperature <= MAX_TEMPERATURE:
+        raise InputError(f"{name} must be a number in [0, {MAX_TEMPERATURE}] or None, got {temperature!r}")
+    return Generation(temperature=float(temperature))
+
+
+def agreement_of(similarity: np.ndarray) -> float:
+    """The mean pairwise cosine over the m(m − 1)/2 pairs of m ≥ 2 texts, from their S^sim (Eq 7's
+    mean similarity including the text itself): (Σ_i S^sim_i − 1)/(m − 1)."""
+    return float((similarity.sum() - 1.0) / (similarity.shape[0] - 1))
+
+
+def _consensus(answered: list[ReferenceEvidence]) -> Generator[Step, object, tuple[float, int]]:
+    """The agreement of the answered references and the index (among them) of the most central one."""
+    vectors = yield EmbedTexts(texts=[e.text for e in answered])
+    similarity = kernels.mean_pairwise_similarity(np.asarray(vectors, dtype=np.float64))
+    return agreement_of(similarity), kernels.select_best(similarity)
+
+
+def _distinct(subsets: list[list[str]]) -> tuple[list[list[str]], int]:
+    """``subsets`` with later repeats left out (order kept), and how many were."""
+    kept = list(dict.fromkeys(tuple(subset) for subset in subsets))
+    return [list(subset) for subset in kept], len(subsets) - len(kept)
 
 
 def clamped_note(decision: RouteDecision) -> str:
@@ -294,34 +391,40 @@ def clamped_note(decision: RouteDecision) -> str:
     return f"policy k={decision.k_clamped_from} exceeds the bank's models: routed with k={len(decision.referencers)}"
 
 
-def _aggregate(
-    question: str,
-    task: Task | None,
-    aggregator: str,
-    subsets: list[list[str]],
-    answered: dict[str, ReferenceEvidence],
-    seed: int,
-    round_: int,
-    first_index: int,
-) -> Generator[Step, object, list[tuple[AggregationEvidence, Completion | None]]]:
-    """Ask ``aggregator`` to synthesise each non-empty subset; the evidence of each (unscored) with its completion."""
-    calls: list[ModelCall] = []
-    for i, subset in enumerate(subsets):
-        if subset:
-            messages = aggregation_messages(question, [answered[m].text for m in subset], task)
-            calls.append(ModelCall(model=aggregator, messages=messages, seed=derived_seed(seed, round_ * len(subsets) + i, stage=1)))
-    results = iter(checked_results((yield CallModels(stage="aggregate", calls=calls)), calls)) if calls else iter(())
-    written = []
-    for i, subset in enumerate(subsets):
-        where = {"index": first_index + i, "aggregator": aggregator, "subset": subset}
-        if not subset:
-            failed = AggregationEvidence(**where, error="every reference of this subset failed", error_kind="empty_subset")
-            written.append((failed, None))
-            continue
-        result = next(results)
-        evidence = AggregationEvidence(**where, **call_evidence_fields(result))
-        written.append((evidence, result if evidence.ok else None))  # type: ignore[arg-type]  # ok: a Completion
-    return written
+class _Aggregation(msgspec.Struct, frozen=True):
+    """One round of aggregations: ``aggregator`` (sampling with ``generation``) synthesises each subset."""
+
+    question: str
+    task: Task | None
+    aggregator: str
+    generation: Generation | None
+    seed: int
+    round_: int
+    first_index: int
+
+    def write(
+        self, subsets: list[list[str]], answered: dict[str, ReferenceEvidence]
+    ) -> Generator[Step, object, list[tuple[AggregationEvidence, Completion | None]]]:
+        """Ask the aggregator to synthesise each non-empty subset; the evidence of each (unscored) with its completion."""
+        calls: list[ModelCall] = []
+        for i, subset in enumerate(subsets):
+            if subset:
+                messages = aggregation_messages(self.question, [answered[m].text for m in subset], self.task)
+                seed = derived_seed(self.seed, self.round_ * len(subsets) + i, stage=1)
+                calls.append(ModelCall(model=self.aggregator, messages=messages, seed=seed, generation=self.generation))
+        results = iter(checked_results((yield CallModels(stage="aggregate", calls=calls)), calls)) if calls else iter(())
+        temperature = self.generation.temperature if self.generation is not None else None
+        written = []
+        for i, subset in enumerate(subsets):
+            where = {"index": self.first_index + i, "aggregator": self.aggregator, "subset": subset, "temperature": temperature}
+            if not subset:
+                failed = AggregationEvidence(**where, error="every reference of this subset failed", error_kind="empty_subset")
+                written.append((failed, None))
+                continue
+            result = next(results)
+            evidence = AggregationEvidence(**where, **call_evidence_fields(result))
+            written.append((evidence, result if evidence.ok else None))  # type: ignore[arg-type]  # ok: a Completion
+        return written
 
 
 def _score(

@@ -56,6 +56,26 @@ class Policy(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tr
             coverage: each next one the model that, on the bank questions of the query's predicted
             source, most often answers what the chosen ones miss (the fit's cover order), so that some
             referencer is right more often. False ranks them by p_r alone.
+        willingness_to_pay: W, the cost that buys +1.0 of expected accuracy: models rank by
+            p_r − c_r / W, where c_r is the model's expected cost for the question (``smcs.core.costs``)
+            and p_r its probability of answering correctly (the normalised vote for "vote"; the cover
+            order is not used). None ranks by quality alone, as the paper does. Needs a bank that records
+            costs for the candidate models.
+        coverage_target: τ in (0, 1]: route with the smallest K ≤ k whose referencers, taken in rank
+            order, give 1 − Π(1 − p_r) ≥ τ (all k when they never do); k_drop shrinks to at most K − 1.
+            None always routes with k.
+        max_cost: the most the plan may be expected to cost: the referencers' expected costs plus n
+            aggregations at the aggregator's. Over it, the router first lowers n (down to 1), then K
+            (down to 1), then plans no aggregation (the answer is the referencer's own); a plan that
+            still costs more is refused. The decision's notes say what was cut. Needs a bank that records
+            costs. None: no limit.
+        distinct_subsets: draw exploration subsets until n distinct ones exist (or every possible one was
+            drawn), so that no two aggregations get the same prompt; the decision's ``duplicate_subsets``
+            counts the draws dropped. False draws n subsets independently, repeats included (the paper).
+        consensus: the agreement of the answered references (their mean pairwise cosine similarity over
+            all pairs, same embedder as retrieval) at or above which the pipeline skips aggregation and
+            answers with the most central reference (source "consensus"). Cosine is at most 1, so a value
+            above 1 never exits early. None never computes it (the paper).
     """
 
     k: int = 7
@@ -72,6 +92,11 @@ class Policy(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tr
     nprobe: int | None = None
     scorer: Scorer = "auto"
     cover: bool = True
+    willingness_to_pay: float | None = None
+    coverage_target: float | None = None
+    max_cost: float | None = None
+    distinct_subsets: bool = False
+    consensus: float | None = None
 
     def __post_init__(self) -> None:
         for name in ("k", "n_base", "n"):
@@ -101,6 +126,16 @@ class Policy(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tr
             raise InputError(f"cover must be true or false, got {self.cover!r}")
         if self.scorer not in SCORER_CHOICES:
             raise InputError(f"scorer must be one of {', '.join(SCORER_CHOICES)}, got {self.scorer!r}")
+        if self.willingness_to_pay is not None and not (math.isfinite(self.willingness_to_pay) and self.willingness_to_pay > 0):
+            raise InputError(f"willingness_to_pay must be a finite number > 0 or None, got {self.willingness_to_pay!r}")
+        if self.coverage_target is not None and not 0.0 < self.coverage_target <= 1.0:
+            raise InputError(f"coverage_target must be in (0, 1] or None, got {self.coverage_target!r}")
+        if self.max_cost is not None and not (math.isfinite(self.max_cost) and self.max_cost >= 0):
+            raise InputError(f"max_cost must be a finite number >= 0 or None, got {self.max_cost!r}")
+        if not isinstance(self.distinct_subsets, bool):
+            raise InputError(f"distinct_subsets must be true or false, got {self.distinct_subsets!r}")
+        if self.consensus is not None and not math.isfinite(self.consensus):
+            raise InputError(f"consensus must be a finite number or None, got {self.consensus!r}")
         if self.quantized and self.retrieval == "ivf":
             raise InputError("quantized scans every row and retrieval='ivf' only some: choose one")
 

@@ -13,7 +13,8 @@ import numpy as np
 
 from .. import kernels
 from ..bank import Bank, FittedScorer, ivf
-from . import scorers
+from . import budget, scorers
+from .costs import CostTable
 from .decision import RouteDecision
 from .policy import IVF_AUTO_MIN_ROWS, Policy, fit_policy
 from ..errors import InputError
@@ -30,17 +31,21 @@ class RouteCall(NamedTuple):
     seed: int | None = None
     policy: Policy | None = None
     allowed_models: Sequence[str] | None = None
+    support: bool = True
+    """Whether the decision lists the support set (``Router.route``'s ``support``)."""
 
 
 class _Call(NamedTuple):
     """A checked ``RouteCall``: its policy (fitted to the bank), allowed model indices (None: all), seed,
-    unit query and the K its policy asked for when that was clamped (None: not clamped)."""
+    unit query, the K its policy asked for when that was clamped (None: not clamped) and whether the
+    decision lists the support set."""
 
     policy: Policy
     allowed: np.ndarray | None
     seed: int
     query: np.ndarray
     k_clamped_from: int | None = None
+    support: bool = True
 
 
 class _Scored(NamedTuple):
@@ -80,10 +85,11 @@ class Router:
         self._policy, self._k_clamped_from = self._fit(policy if policy is not None else Policy())
         self._check_policy(self._policy)
         self._accuracy, self._evaluated = model_accuracy(bank.capability)
-        self._correct_bits = kernels.correct_bits(bank.capability)  # Eq (4)'s matrix by question, once per snapshot
+        self._bits = kernels.capability_bits(bank.capability)  # Eq (4)'s matrix by question, once per snapshot
         row_sources = [q.source for q in bank.questions] if self._fitted is not None else None
         self._stats = scorers.bank_stats(bank.capability, row_sources, self._fitted.sources if self._fitted else ())
         self._scoring = scorers.Scoring.of(self._stats, self._fitted) if self._fitted is not None else None
+        self._costs = CostTable.of(bank)
         self._most_accurate = self._most_accurate_of(np.arange(bank.n_models)) if bank.n_models else None
         self._quantized: kernels.QuantizedBank | None = None  # int8 copy of the snapshot, built on first use
         self._quantized_lock = threading.Lock()
@@ -153,6 +159,7 @@ class Router:
         seed: int | None = None,
         policy: Policy | None = None,
         allowed_models: Sequence[str] | None = None,
+        support: bool = True,
     ) -> RouteDecision:
         """Route one question given its embedding (length = the bank's dim, any norm but zero).
 
@@ -161,10 +168,14 @@ class Router:
         ``ivf`` retrieval, see ``Policy.retrieval``), then draws the n exploration subsets of Eq (6) from ``seed``
         (a fresh random seed when None, reported in the decision). ``policy`` overrides the router's
         policy for this call. ``allowed_models`` (non-empty) restricts the referencers, and the default
-        aggregator, to those models; votes are still computed over the whole bank. Raises
-        ``InputError`` (a ``ValueError``) naming the bad argument.
+        aggregator, to those models; votes are still computed over the whole bank. ``support=False``
+        leaves the decision's ``support_rows`` and ``support_similarities`` empty: the support set is
+        then neither sorted (unless the scorer reads its nearest rows) nor turned into Python lists, which
+        is most of a route's time after the scan when it holds a large share of the bank (the service
+        asks for it only when its caller does). Raises ``InputError`` (a ``ValueError``) naming the bad
+        argument.
         """
-        call = self._prepare(RouteCall(embedding, seed, policy, allowed_models))
+        call = self._prepare(RouteCall(embedding, seed, policy, allowed_models, support))
         return self._decide(call, *self._retrieve(call))
 
     def route_many(self, calls: Sequence[RouteCall]) -> list[RouteDecision | InputError]:
@@ -192,13 +203,15 @@ class Router:
                 [c.policy.n_base for c in batch],
                 [c.policy.gamma for c in batch],
                 _batch_threads([c.policy for c in batch]),
-                correct_bits=self._correct_bits,
+                capability_bits=self._bits,
+                ordered=any(self._ordered(c) for c in batch),
+                return_known=True,
             )
             for i, call, found in zip(scans, batch, retrieved):
-                results[i] = self._decide(call, *found)
+                results[i] = self._decided(call, found)
         for i, call in enumerate(results):
             if isinstance(call, _Call):
-                results[i] = self._decide(call, *self._retrieve(call))
+                results[i] = self._decided(call, self._retrieve(call))
         return results  # type: ignore[return-value]  # every _Call was replaced by its decision
 
     def _prepare(self, call: RouteCall) -> _Call:
@@ -209,7 +222,9 @@ class Router:
             policy, clamped_from = self._fit(call.policy)
             self._check_policy(policy)
         allowed = self._allowed_indices(call.allowed_models, policy.k)
-        return _Call(policy, allowed, _checked_seed(call.seed), _unit_query(call.embedding, self._bank.dim), clamped_from)
+        self._check_costs(policy, allowed)
+        query = _unit_query(call.embedding, self._bank.dim)
+        return _Call(policy, allowed, _checked_seed(call.seed), query, clamped_from, bool(call.support))
 
     def _fit(self, policy: Policy) -> tuple[Policy, int | None]:
         """``policy`` with K clamped to the bank's models (``fit_policy``) and the K it asked for when
@@ -225,44 +240,78 @@ class Router:
             )
         return fitted, policy.k
 
-    def _retrieve(self, call: _Call) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Eqs (2)–(4) for one call by its policy's retrieval: (support rows, their Ŝ, votes)."""
+    def _retrieve(self, call: _Call) -> tuple[np.ndarray, ...]:
+        """Eqs (2)–(4) for one call by its policy's retrieval: (support rows, their Ŝ, votes, known weights),
+        the support set most similar first when ``_ordered``, else in the kernel's order."""
         bank, policy, query = self._bank, call.policy, call.query
+        options = {"capability_bits": self._bits, "ordered": self._ordered(call), "return_known": True}
         if self._uses_index(policy):
             assert bank.index is not None  # _check_policy refused ivf without an index; auto needs one
             return route_ivf(
-                bank.index, bank.embeddings, query, bank.capability, policy.n_base, policy.gamma, policy.nprobe, policy.threads
+                bank.index, bank.embeddings, query, bank.capability, policy.n_base, policy.gamma, policy.nprobe, policy.threads,
+                **options,
             )
         if policy.quantized:
             return kernels.route_quantized(
                 self._quantized_bank(), bank.embeddings, query, bank.capability, policy.n_base, policy.gamma, policy.threads,
-                correct_bits=self._correct_bits,
+                **options,
             )
-        return kernels.route(
-            bank.embeddings, query, bank.capability, policy.n_base, policy.gamma, policy.threads, correct_bits=self._correct_bits
-        )
+        return kernels.route(bank.embeddings, query, bank.capability, policy.n_base, policy.gamma, policy.threads, **options)
 
-    def _decide(self, call: _Call, rows: np.ndarray, sims: np.ndarray, votes: np.ndarray) -> RouteDecision:
-        """Eq (5) and Eq (6) from the votes: the referencers, the n subsets and the decision."""
+    def _ordered(self, call: _Call) -> bool:
+        """Whether ``call`` needs its support set in Eq (3)'s order: the decision lists it, a fitted bank's
+        scorers read its nearest rows, or the bank's costs are averaged over it (a float sum, whose last
+        bits depend on the order)."""
+        return call.support or self._scoring is not None or self._costs.per_question is not None
+
+    def _decided(self, call: _Call, found: tuple[np.ndarray, ...]) -> RouteDecision | InputError:
+        """``_decide``, or the ``InputError`` it raises (a plan no ``max_cost`` fits) for ``route_many``."""
+        try:
+            return self._decide(call, *found)
+        except InputError as exc:
+            return exc
+
+    def _decide(self, call: _Call, rows: np.ndarray, sims: np.ndarray, votes: np.ndarray, known: np.ndarray) -> RouteDecision:
+        """Eq (5) and Eq (6) from the votes: the referencers (ranked by p_r − c_r / W when the policy sets a
+        willingness to pay), the plan cut to the policy's coverage target and cost limit
+        (``smcs.core.budget``), the subsets and the decision."""
         policy, allowed = call.policy, call.allowed
-        scored = self._score(policy, call.query, rows, sims, votes)
-        ranking = scored.ranking
-        if scored.cover is not None:
-            referencers = scorers.covering_referencers(ranking, scored.cover, policy.k, allowed)
+        scored = self._score(policy, call.query, rows, sims, votes, known)
+        costs = self._costs.expected(rows, sims)
+        ranking, cover = scored.ranking, scored.cover
+        if policy.willingness_to_pay is not None:
+            ranking, cover = budget.ranked_by_value(scored.probabilities, costs, policy.willingness_to_pay), None
+        if cover is not None:
+            referencers = scorers.covering_referencers(ranking, cover, policy.k, allowed)
         elif allowed is None:
             referencers = kernels.top_k(ranking, policy.k)
         else:
             referencers = allowed[kernels.top_k(ranking[allowed], policy.k)]
-        positions = kernels.draw_subsets(ranking[referencers], policy.k_drop, policy.n, call.seed)
         names = self._bank.model_names
+        aggregator = self.default_aggregator(policy, allowed)
+        aggregation_cost = float(costs[self._bank.model_index(aggregator)])
+        plan = budget.budget_plan(
+            k=policy.k, k_drop=policy.k_drop, n=policy.n, probabilities=scored.probabilities[referencers],
+            reference_costs=costs[referencers], aggregation_cost=aggregation_cost,
+            coverage_target=policy.coverage_target, max_cost=policy.max_cost,
+        )
+        referencers = referencers[: plan.k]
+        prior = ranking[referencers]
+        positions, duplicates = [], 0
+        if plan.n and policy.distinct_subsets:
+            drawn, duplicates = kernels.draw_distinct_subsets(prior, plan.k_drop, plan.n, call.seed)
+            positions = drawn.tolist()
+        elif plan.n:
+            positions = kernels.draw_subsets(prior, plan.k_drop, plan.n, call.seed).tolist()
+        exact_drops = len(referencers) <= kernels.EXACT_DROP_MAX_K
         referencer_names = [names[r] for r in referencers.tolist()]
         return RouteDecision(
             referencers=referencer_names,
             votes=votes[referencers].tolist(),
-            aggregator=self.default_aggregator(policy, allowed),
-            support_rows=rows.tolist(),
-            support_similarities=sims.tolist(),
-            subsets=[[referencer_names[p] for p in subset] for subset in positions.tolist()],
+            aggregator=aggregator,
+            support_rows=rows.tolist() if call.support else [],
+            support_similarities=sims.tolist() if call.support else [],
+            subsets=[[referencer_names[p] for p in subset] for subset in positions],
             seed=call.seed,
             bank_version=self._bank.version,
             scorer=scored.scorer,
@@ -270,13 +319,38 @@ class Router:
             model_probabilities=scored.probabilities.tolist(),
             out_of_bank=scored.out_of_bank,
             k_clamped_from=call.k_clamped_from,
+            costs=known_or_none(costs[referencers]),
+            model_costs=known_or_none(costs),
+            aggregation_cost=known_or_none(np.array([aggregation_cost]))[0],
+            expected_cost=known_or_none(np.array([plan.expected_cost]))[0],
+            plan_notes=plan.notes,
+            drop_probabilities=kernels.drop_probabilities(prior, plan.k_drop).tolist() if exact_drops else [],
+            duplicate_subsets=duplicates,
         )
 
-    def _score(self, policy: Policy, query: np.ndarray, rows: np.ndarray, sims: np.ndarray, votes: np.ndarray) -> _Scored:
-        """The policy's scorer over one question's support set (``smcs.core.scorers``). "vote" ranks by the
-        votes themselves (Eq 5 exactly); the others by p_r, or by overall accuracy out of bank."""
+    def _check_costs(self, policy: Policy, allowed: np.ndarray | None) -> None:
+        """Raise ``InputError`` naming the policy field when it needs costs the bank does not record: every
+        candidate model's for ``willingness_to_pay`` and ``max_cost``, the aggregator's too for the latter."""
+        for field in ("willingness_to_pay", "max_cost"):
+            if getattr(policy, field) is None:
+                continue
+            candidates = np.arange(self._bank.n_models) if allowed is None else allowed
+            if field == "max_cost":
+                candidates = np.append(candidates, self._bank.model_index(self.default_aggregator(policy, allowed)))
+            missing = [self._bank.model_names[i] for i in np.unique(candidates[~self._costs.known[candidates]]).tolist()]
+            if missing:
+                raise InputError(
+                    f"policy {field} needs each candidate model's expected cost, and bank version {self._bank.version} records "
+                    f"none for {', '.join(map(repr, missing))} (a question's metadata['cost'] or metadata['tokens'])"
+                )
+
+    def _score(
+        self, policy: Policy, query: np.ndarray, rows: np.ndarray, sims: np.ndarray, votes: np.ndarray, known: np.ndarray
+    ) -> _Scored:
+        """The policy's scorer over one question's support set (``smcs.core.scorers``), given its votes and
+        known weights (Eq 4's sums, from the kernel). "vote" ranks by the votes themselves (Eq 5 exactly);
+        the others by p_r, or by overall accuracy out of bank."""
         name = self.scorer_of(policy)
-        known = scorers.support_known(self._stats.capability, rows, sims)
         scoring = self._scoring
         if scoring is None:  # _check_policy allows only "vote" here
             evidence = scorers.Evidence(query[None, :], rows[None, :0], sims[None, :0], votes[None, :], known[None, :])
@@ -380,15 +454,21 @@ def route_ivf(
     gamma: float,
     nprobe: int | None,
     threads: int | None = None,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    *,
+    capability_bits: np.ndarray | None = None,
+    ordered: bool = True,
+    return_known: bool = False,
+) -> tuple[np.ndarray, ...]:
     """Eqs (2)–(4) over the rows of the ``nprobe`` lists of ``index`` nearest the unit ``query`` (None: the
     index's ``default_nprobe``): (support rows, their Ŝ, votes), the exact route of those rows. Reads the
     index's list-ordered ``vectors`` (each probed list one contiguous block) when it has them, else
-    gathers the rows from ``embeddings``."""
+    gathers the rows from ``embeddings``. ``capability_bits``, ``ordered`` and ``return_known`` as in
+    ``kernels.route_rows``."""
     positions = index.positions(query, index.default_nprobe if nprobe is None else nprobe)
+    options = {"capability_bits": capability_bits, "ordered": ordered, "return_known": return_known}
     if index.vectors is not None:
-        return kernels.route_rows(index.vectors, positions, query, capability, n_base, gamma, threads, labels=index.rows)
-    return kernels.route_rows(embeddings, np.asarray(index.rows)[positions], query, capability, n_base, gamma, threads)
+        return kernels.route_rows(index.vectors, positions, query, capability, n_base, gamma, threads, labels=index.rows, **options)
+    return kernels.route_rows(embeddings, np.asarray(index.rows)[positions], query, capability, n_base, gamma, threads, **options)
 
 
 def model_accuracy(capability: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -409,6 +489,11 @@ def by_accuracy(accuracy: Mapping[str, float], candidates: Sequence[str]) -> lis
         return -1.0 if math.isnan(value) else value
 
     return sorted(candidates, key=lambda model: -known(model))
+
+
+def known_or_none(values: np.ndarray) -> list[float | None]:
+    """``values`` as a list with None for each NaN (an unknown cost)."""
+    return [None if math.isnan(v) else v for v in values.tolist()]
 
 
 def _checked_seed(seed: int | None) -> int:

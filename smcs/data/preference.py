@@ -3,14 +3,16 @@
 Per instruction (a sans-I/O step generator, ``preference_steps``, hosted by ``smcs.runtime.host.StepHost``):
 
 1. *Samples* (§3.2.1): the policy model answers the bare instruction ``samples`` times with distinct
-   seeds (at its configured temperature). Failed calls are left out; identical texts count once.
+   seeds at ``sample_temperature``, 0.8 by default (MoAA, Table 6: candidates sampled "with a temperature
+   of 0.8"). Failed calls are left out; identical texts count once.
 2. *Pairs*: every pair of the distinct samples (m(m−1)/2 of them) is judged by ``judge_pair``:
    - criteria filtering (§3.2.3, K.2): the criteria model picks three criteria for the pair;
    - proposer judges (K.3): every judge compares the pair under those criteria, once in each order
      (the samples shown as A, B, then as B, A: position bias cancels, §3.2.2);
    - aggregator judge (K.4): per order, reads that order's evaluations and answers ``[[A]]`` or ``[[B]]``.
    A pair is *decided* when both orders name the same sample; when they disagree (or a verdict is
-   missing) it is a tie.
+   missing) it is a tie. Every judge call (criteria, proposers, aggregator) samples at
+   ``judge_temperature``: None by default, each model's configured one (MoAA states none for its judges).
 3. *Scores*: a decided pair gives its winner 1, a tie gives each side ½. The highest-scoring sample is
    ``chosen`` and the lowest ``rejected`` (§3.2.1; ties to the earlier sample for chosen and the later one
    for rejected). When every sample scores the same (every pair a tie), or fewer than two distinct samples
@@ -21,7 +23,8 @@ The record: ``{"id", "prompt", "chosen", "rejected", "criteria", "judgements", "
 (both orders, each with every proposer's evaluation and the aggregator's meta-evaluation and verdict);
 ``consistent`` says whether that pair's two verdicts agreed on ``chosen`` (False when the pair was a tie or
 went the other way and the win counts decided); ``scores`` is per distinct sample; ``pairs`` summarises
-every pair (``a``, ``b``, ``winner`` (None: a tie), ``consistent``).
+every pair (``a``, ``b``, ``winner`` (None: a tie), ``consistent``). ``metadata`` records the models, the
+seed and both temperatures (None: each model's configured one).
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from typing import Any, Literal
 
 import msgspec
 
-from ..core.pipeline import CallModels, Emit, ModelCall, Step, call_evidence_fields, checked_results, derived_seed
+from ..core.pipeline import CallModels, Emit, ModelCall, Step, call_evidence_fields, checked_results, derived_seed, role_generation
 from ..core.prompts import question_messages
 from ..strategies import StrategyFailed
 from .prompts import DEFAULT_CRITERIA, aggregator_messages, criteria_messages, parse_criteria, parse_verdict, proposer_messages
@@ -40,6 +43,8 @@ from ..errors import InputError
 
 # seed stages of the calls (derived_seed's ``stage``), apart from the strategies' 0 and 1
 _SAMPLE, _CRITERIA, _PROPOSER, _AGGREGATOR = 0, 2, 3, 4
+SAMPLE_TEMPERATURE = 0.8
+"""The policy samples' temperature by default: MoAA's (Table 6)."""
 
 
 class Evaluation(msgspec.Struct, frozen=True, kw_only=True):
@@ -104,17 +109,21 @@ def judge_pair(
     criteria_model: str,
     seed: int,
     pair: int = 0,
+    temperature: float | None = None,
 ) -> Generator[Step, object, PairJudgement]:
     """Judge samples ``indices`` (texts ``texts``) of ``question``: one criteria call (stage
     ``reference``), the proposer judges on both orders in one ``CallModels`` (``reference``: judges ×
     [A=first, B=second], then the same with the order swapped), the aggregator on each order that has
-    an evaluation (``aggregate``); emits and returns the ``PairJudgement``. ``pair`` numbers the pair
-    within the request so that no two calls share a seed."""
+    an evaluation (``aggregate``), every call at ``temperature`` (None: the model's configured one); emits
+    and returns the ``PairJudgement``. ``pair`` numbers the pair within the request so that no two calls
+    share a seed."""
     if not judges:
         raise InputError("judging needs at least one proposer judge")
+    generation = role_generation("judge_temperature", temperature)
     notes: list[str] = []
     first, second = texts
-    filter_call = ModelCall(model=criteria_model, messages=criteria_messages(question, first, second), seed=derived_seed(seed, pair, _CRITERIA))
+    filter_call = ModelCall(model=criteria_model, messages=criteria_messages(question, first, second), seed=derived_seed(seed, pair, _CRITERIA),
+                            generation=generation)
     (asked,) = checked_results((yield CallModels(stage="reference", calls=[filter_call])), [filter_call])
     criteria_text, why = call_text(asked)
     criteria = parse_criteria(criteria_text) if criteria_text is not None else None
@@ -125,7 +134,7 @@ def judge_pair(
     orders = [(0, 1), (1, 0)]
     proposer_calls = [
         ModelCall(model=judge, messages=proposer_messages(question, texts[x], texts[y], criteria),
-                  seed=derived_seed(seed, (pair * 2 + o) * len(judges) + j, _PROPOSER))
+                  seed=derived_seed(seed, (pair * 2 + o) * len(judges) + j, _PROPOSER), generation=generation)
         for o, (x, y) in enumerate(orders) for j, judge in enumerate(judges)
     ]
     results = checked_results((yield CallModels(stage="reference", calls=proposer_calls)), proposer_calls)
@@ -140,7 +149,7 @@ def judge_pair(
             asked_orders.append(o)
             aggregator_calls.append(ModelCall(
                 model=aggregator, messages=aggregator_messages(question, texts[x], texts[y], criteria, written),
-                seed=derived_seed(seed, pair * 2 + o, _AGGREGATOR),
+                seed=derived_seed(seed, pair * 2 + o, _AGGREGATOR), generation=generation,
             ))
         else:
             notes.append(f"every proposer judge failed on order {'AB' if o == 0 else 'BA'}: no verdict for it")
@@ -179,12 +188,16 @@ def preference_steps(
     aggregator: str,
     criteria_model: str,
     seed: int,
+    sample_temperature: float | None = SAMPLE_TEMPERATURE,
+    judge_temperature: float | None = None,
 ) -> Generator[Step, object, PreferenceOutcome]:
     """The whole preference job for one instruction (see the module docstring); the last event (and the
     return value) is the ``PreferenceOutcome``. ``StrategyFailed`` when no sample was written."""
     if samples < 2:
         raise InputError(f"--samples must be >= 2 (a pair needs two responses), got {samples}")
-    calls = [ModelCall(model=policy_model, messages=question_messages(question), seed=derived_seed(seed, i, _SAMPLE)) for i in range(samples)]
+    generation = role_generation("sample_temperature", sample_temperature)
+    calls = [ModelCall(model=policy_model, messages=question_messages(question), seed=derived_seed(seed, i, _SAMPLE), generation=generation)
+             for i in range(samples)]
     results = checked_results((yield CallModels(stage="reference", calls=calls)), calls)
     written: list[str] = []
     failures = []
@@ -195,7 +208,8 @@ def preference_steps(
         elif text.strip() not in {w.strip() for w in written}:
             written.append(text)
     meta = {"policy_model": policy_model, "samples": samples, "judges": list(judges), "aggregator": aggregator,
-            "criteria_model": criteria_model, "seed": seed}
+            "criteria_model": criteria_model, "seed": seed, "sample_temperature": sample_temperature,
+            "judge_temperature": judge_temperature}
     if not written:
         raise StrategyFailed(f"no sample of {policy_model} was written ({'; '.join(map(str, failures))})", [])
     if len(written) < 2:
@@ -204,7 +218,7 @@ def preference_steps(
     judged: list[PairJudgement] = []
     for p, (i, j) in enumerate(combinations(range(len(written)), 2)):
         judged.append((yield from judge_pair(question, (written[i], written[j]), (i, j), judges=judges, aggregator=aggregator,
-                                             criteria_model=criteria_model, seed=seed, pair=p)))
+                                             criteria_model=criteria_model, seed=seed, pair=p, temperature=judge_temperature)))
     scores = [0.0] * len(written)
     for judgement in judged:
         if judgement.winner is None:

@@ -72,6 +72,12 @@ def format_report(report: RoutingReport) -> str:
         for p in report.costs:
             mark = "bound" if p.bound else "" if p.dominated else "non-dominated"
             lines.append(f"{p.name:<{name_width}}  {_num(p.accuracy)}  {p.mean_cost:12.6g}  {mark}".rstrip())
+    if report.aiq:
+        lines.append("")
+        aiq_width = max(len(name) for name in report.aiq)
+        lines.append(f"{'AIQ (area under the accuracy-cost curve / cost range)':<{aiq_width}}")
+        for name, value in sorted(report.aiq.items(), key=lambda item: -item[1]):
+            lines.append(f"{name:<{aiq_width}}  {value:.4f}")
     if report.notes:
         lines.append("")
     for note in report.notes:
@@ -117,6 +123,9 @@ def write_plot(report: RoutingReport, path: str | os.PathLike[str]) -> None:
             points = [p for p in report.costs if p.dominated == dominated]
             ax.scatter([p.mean_cost for p in points], [p.accuracy for p in points], marker=marker,
                        label="dominated" if dominated else "non-dominated")
+        swept = sorted((p.mean_cost, p.accuracy) for p in report.costs if p.name.startswith("smcs W="))
+        if swept:
+            ax.plot([c for c, _ in swept], [a for _, a in swept], "-", color="C2", label="smcs willingness-to-pay sweep")
         ax.set(xlabel="mean cost per query", ylabel="top-1", title="accuracy vs cost")
         ax.legend()
     if report.calibration:

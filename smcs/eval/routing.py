@@ -59,7 +59,10 @@ entry takes the model's mean over the bank's recorded ones), else the model's
 ``cost_per_input_token + cost_per_output_token`` (a relative cost: equal token counts are assumed);
 with neither, the cost part is skipped and the report says so. Routing by cost (``smcs-cost``) uses only
 the bank's expected cost per model, never a query's own; a query's realised cost is used only to score.
-The oracle's cheapest correct choice is listed as a bound, outside the non-dominated comparison.
+The oracle's cheapest correct choice is listed as a bound, outside the non-dominated comparison. With
+held-out queries the router's own ``willingness_to_pay`` sweep is added (``smcs W=...`` points, routed by
+``Router`` under the policy: ``smcs.eval.cost_curve``), and ``aiq`` gives RouterBench's AIQ of that sweep
+and of each single model over the cost range of all the points.
 
 OCA/MCA (§4.7) need the recorded responses of the exploration step, which a bank does not hold: they are
 not computed here.
@@ -86,6 +89,8 @@ import numpy as np
 from .. import kernels
 from ..bank import Bank, FittedScorer, Question
 from ..core import Policy, model_accuracy
+from ..core.costs import cost_matrix
+from .cost_curve import aiq, router_choices, sweep_choices, willingness_grid
 from .scoring import Calibration, calibration, method_name, per_source_scores, run_scorers
 from ..errors import InputError
 
@@ -209,6 +214,9 @@ class RoutingReport(msgspec.Struct, frozen=True, kw_only=True):
     costs: list[CostPoint] | None
     """None when neither bank records costs"""
     cost_basis: str | None
+    aiq: dict[str, float]
+    """RouterBench's AIQ of the router's willingness-to-pay sweep ("smcs W sweep") and of each single model
+    ("model NAME"), over the cost range of every cost point; empty without costs or held-out queries"""
     calibration: list[Calibration]
     """ECE and the reliability diagram of every method with probabilities"""
     notes: list[str]
@@ -563,7 +571,8 @@ def evaluate_routing(
         for config in grid
     ]
 
-    costs, cost_basis = _cost_points(bank, side, choices, prior.normalised(), cost_weights, notes)
+    sweep = router_choices(bank, side.embeddings, policy) if held_out else None
+    costs, cost_basis, aiqs = _cost_points(bank, side, choices, prior.normalised(), cost_weights, sweep, notes)
     return RoutingReport(
         mode="held-out" if held_out else "leave-one-out",
         bank=str(bank.path),
@@ -585,6 +594,7 @@ def evaluate_routing(
         by_source=_by_source(side, choices),
         costs=costs,
         cost_basis=cost_basis,
+        aiq=aiqs,
         calibration=list(calibrations.values()),
         notes=notes,
         seconds=time.perf_counter() - started,
@@ -659,26 +669,20 @@ def _sweep_row(parameter: str, config: tuple[int, float], votes: Votes, outcomes
 # ------------------------------------------------------------------------------------------------ costs
 
 
-def _recorded_cost(question: Question, model: str) -> float:
-    cost = question.metadata.get("cost")
-    value = cost.get(model) if isinstance(cost, dict) else None
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else math.nan
-
-
 def cost_matrices(bank: Bank, side_questions: Sequence[Question]) -> tuple[np.ndarray, np.ndarray, str] | str:
     """(realised cost Q × R of each query under each model, expected cost per model from the bank alone,
     the basis in words), or why there is none. See the module docstring for the rule."""
     names = bank.model_names
-    recorded = np.array([[_recorded_cost(q, m) for m in names] for q in side_questions]).reshape(len(side_questions), len(names))
-    in_bank = np.array([[_recorded_cost(q, m) for m in names] for q in bank.questions]).reshape(bank.n_questions, len(names))
+    recorded = cost_matrix(side_questions, bank.models)
+    in_bank = cost_matrix(bank.questions, bank.models)
     if np.isfinite(recorded).any() or np.isfinite(in_bank).any():
         with np.errstate(invalid="ignore"):
             counts = np.isfinite(in_bank).sum(axis=0)
             expected = np.where(counts > 0, np.nansum(in_bank, axis=0) / np.maximum(counts, 1), np.nan)
         lacking = [m for m, e in zip(names, expected) if not np.isfinite(e)]
         if lacking:
-            return f"no bank question records metadata['cost'] for {', '.join(map(repr, lacking))}"
-        return np.where(np.isfinite(recorded), recorded, expected[None, :]), expected, "metadata['cost'] per question"
+            return f"no bank question records metadata['cost'] or metadata['tokens'] for {', '.join(map(repr, lacking))}"
+        return np.where(np.isfinite(recorded), recorded, expected[None, :]), expected, "metadata['cost'] (or tokens x prices) per question"
     prices = np.array([m.cost_per_input_token + m.cost_per_output_token for m in bank.models])
     if not prices.any():
         return "none recorded (no ModelInfo prices, no metadata['cost'])"
@@ -691,12 +695,15 @@ def _cost_points(
     choices: dict[str, np.ndarray],
     normalised: np.ndarray,
     weights: Sequence[float],
+    sweep: tuple[np.ndarray, np.ndarray] | None,
     notes: list[str],
-) -> tuple[list[CostPoint] | None, str | None]:
+) -> tuple[list[CostPoint] | None, str | None, dict[str, float]]:
+    """The cost points of every model and method, the cost basis and the AIQs (module docstring); ``sweep``
+    is the router's (p, c) per query (``router_choices``), None in leave-one-out."""
     found = cost_matrices(bank, side.questions)
     if isinstance(found, str):
         notes.append(f"costs: {found}: cost analysis skipped")
-        return None, None
+        return None, None, {}
     realised, expected, basis = found
     outcomes = side.outcomes
     rows = np.arange(outcomes.shape[0])
@@ -712,10 +719,41 @@ def _cost_points(
     for weight in weights:
         choice = ranked(normalised - weight * relative[None, :], 1)[:, 0]
         points.append((f"smcs-cost lambda={weight:g}", float(correct_at(outcomes, choice).mean()), float(realised[rows, choice].mean())))
+    swept = _sweep_points(sweep, outcomes, realised, notes)
+    points.extend(swept)
     dominated = non_dominated([p[1] for p in points], [p[2] for p in points])
     result = [CostPoint(name=n, accuracy=a, mean_cost=c, dominated=d) for (n, a, c), d in zip(points, dominated)]
     cheapest_correct = np.where(known_correct, realised, np.inf).min(axis=1)
     oracle_cost = np.where(np.isfinite(cheapest_correct), cheapest_correct, realised.min(axis=1))
     result.append(CostPoint(name="oracle (cheapest correct)", accuracy=float(known_correct.any(axis=1).mean()),
                             mean_cost=float(oracle_cost.mean()), dominated=False, bound=True))
-    return result, basis
+    return result, basis, _aiqs(points, swept, bank.model_names)
+
+
+def _sweep_points(
+    sweep: tuple[np.ndarray, np.ndarray] | None, outcomes: np.ndarray, realised: np.ndarray, notes: list[str]
+) -> list[tuple[str, float, float]]:
+    """(name, accuracy, mean realised cost) of the router at each W of the sweep."""
+    if sweep is None:
+        notes.append("costs: the router's willingness-to-pay sweep needs held-out queries (--queries)")
+        return []
+    p, c = sweep
+    if not np.isfinite(c).all():
+        notes.append("costs: the router's willingness-to-pay sweep needs every model's expected cost from the bank")
+        return []
+    rows = np.arange(outcomes.shape[0])
+    points = []
+    for willingness in willingness_grid(c):
+        choice = sweep_choices(p, c, willingness)
+        points.append((f"smcs W={willingness:.3g}", float(correct_at(outcomes, choice).mean()), float(realised[rows, choice].mean())))
+    return points
+
+
+def _aiqs(points: list[tuple[str, float, float]], swept: list[tuple[str, float, float]], models: Sequence[str]) -> dict[str, float]:
+    """AIQ of the router's sweep and of each single model over the cost range of ``points``."""
+    costs = [c for _, _, c in points]
+    low, high = min(costs), max(costs)
+    if not swept or not high > low:
+        return {}
+    curves = {"smcs W sweep": swept, **{f"model {m}": [p for p in points if p[0] == f"model {m}"] for m in models}}
+    return {name: aiq([(c, a) for _, a, c in curve], low, high) for name, curve in curves.items()}

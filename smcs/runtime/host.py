@@ -48,7 +48,7 @@ class StepHost:
     ``route``; ``timeouts`` bounds each call of a stage (``reference``, ``aggregate``): a call past it is a
     ``timeout`` failure, which the step machine handles like any other. ``generation``, when set, is the
     request's own sampling settings (the HTTP gateway's ``temperature``, ``max_tokens`` …): every call the
-    steps ask for that carries none of its own is sent with them."""
+    steps ask for is sent with them, field by field over the call's own (a role's temperature)."""
 
     pool: ModelPool
     embedder: AsyncEmbedder | None = None
@@ -86,9 +86,7 @@ class StepHost:
                 reply = None
             elif isinstance(step, CallModels):
                 results: list[CallResult | None] = [None] * len(step.calls)
-                calls = step.calls if self.generation is None else [
-                    c if c.generation is not None else msgspec.structs.replace(c, generation=self.generation) for c in step.calls
-                ]
+                calls = step.calls if self.generation is None else [_with_request(c, self.generation) for c in step.calls]
                 async for index, result in _as_completed(self.pool, calls, self.timeouts.get(step.stage)):
                     results[index] = result
                     if step.evidence is not None:
@@ -102,6 +100,12 @@ class StepHost:
                 reply = await self.route(step.router, step.call)
             else:
                 raise TypeError(f"unknown step {type(step).__name__}")
+
+
+def _with_request(call: ModelCall, request: Generation) -> ModelCall:
+    """``call`` with the request's sampling settings over its own, field by field."""
+    own = call.generation if call.generation is not None else Generation()
+    return msgspec.structs.replace(call, generation=msgspec.structs.replace(own, **request.changes()))
 
 
 async def _as_completed(

@@ -125,8 +125,7 @@ def parse_params(name: str, options: Mapping[str, object]) -> msgspec.Struct:
         fields = [f.name for f in msgspec.structs.fields(spec.params)]
         where, unknown = _AT_FIELD.match(str(exc)), _UNKNOWN_FIELD.match(str(exc))
         why = f"option {where['field']}: {where['message']}" if where else f"unknown option {unknown['field']}" if unknown else str(exc)
-        known = f"its options: {', '.join(fields)}" if fields else "it takes no options"
-        raise StrategyError(f"strategy {name}: {why} ({known})") from None
+        raise StrategyError(f"strategy {name}: {why} (its options: {', '.join(fields)})") from None
 
 
 def parse_options(pairs: list[str]) -> dict[str, str]:

@@ -21,11 +21,13 @@ seed and the call's (layer, index), so replays send identical requests and no tw
 share a seed. Calls of layer 1 go out as stage ``reference``, every call whose prompt holds other
 outputs as stage ``aggregate`` (so ``[answer]`` timeouts apply to them alike).
 
-Temperature: a strategy's ``ModelCall`` carries only a seed and the host sends each model's configured
-generation settings, so samples of one model differ by seed and sample at the model's configured
-temperature (0.7 by default, the value the MoA and Self-MoA papers sample at); a host given a request's
-own settings (``StepHost.generation``: the HTTP gateway's ``temperature``, ``max_tokens`` …) sends every
-call with those instead.
+Temperature: each role of a strategy (proposer, sample, aggregator …) samples at the temperature its
+parameters give it (``*_temperature``, defaulting to the strategy's paper: Self-MoA's 0.7 for samples and
+proposers and 0 for the aggregator), sent as the call's ``ModelCall.generation`` so that it overrides the
+model's configured temperature; None keeps the model's (0.7 unless configured otherwise). Samples of one
+model differ by seed. Each ``StrategyCall`` records the temperature it was sent with. A host given a
+request's own settings (``StepHost.generation``: the HTTP gateway's ``temperature``, ``max_tokens`` …)
+sends every call with those, field by field over the role's.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ import math
 import secrets
 from collections.abc import Callable, Collection, Generator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 import numpy as np
@@ -42,14 +44,16 @@ import numpy as np
 from ..errors import InputError
 from ..core.decision import RouteDecision
 from ..core.messages import ChatMessage
-from ..core.pipeline import CallEvidence, CallModels, Emit, ModelCall, QuorumNotMet, RouteQuestion, Stage, Step
-from ..core.pipeline import call_evidence_fields, checked_results, derived_seed
+from ..core.pipeline import MAX_TEMPERATURE, CallEvidence, CallModels, Emit, ModelCall, QuorumNotMet, RouteQuestion, Stage, Step
+from ..core.pipeline import call_evidence_fields, checked_results, derived_seed, role_generation
 from ..core.policy import Policy
 from ..core.prompts import Task, aggregation_messages, check_task
 from ..core.router import RouteCall, Router, by_accuracy
 
 Role = Literal["proposer", "aggregator", "sample", "voter", "expert", "answerer"]
 ScoreKind = Literal["prior", "accuracy", "skill", ""]
+Temperature = Annotated[float, msgspec.Meta(ge=0.0, le=MAX_TEMPERATURE)]
+"""A role's sampling temperature in a strategy's parameters (None there: the model's configured one)."""
 
 
 class StrategyError(InputError):
@@ -260,11 +264,13 @@ class Planned(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class Recorder:
-    """Makes a strategy's calls through the step protocol and keeps their evidence in call order."""
+    """Makes a strategy's calls through the step protocol and keeps their evidence in call order; each
+    call samples at its role's temperature in ``temperatures`` (a role not there, or None: the model's)."""
 
-    def __init__(self, ctx: StrategyContext, strategy: str) -> None:
+    def __init__(self, ctx: StrategyContext, strategy: str, temperatures: Mapping[Role, float | None] | None = None) -> None:
         self.ctx = ctx
         self.strategy = strategy
+        self.temperatures: Mapping[Role, float | None] = temperatures or {}
         self.calls: list[StrategyCall] = []
         self.notes: list[str] = []
 
@@ -274,7 +280,11 @@ class Recorder:
         """One ``CallModels`` step for ``planned`` (concurrent), then a ``StrategyCall`` event per call;
         ``extract`` (when given) fills ``extracted`` from each text."""
         calls = [
-            ModelCall(model=p.model, messages=p.messages, seed=derived_seed(self.ctx.seed, p.index, stage=p.layer)) for p in planned
+            ModelCall(
+                model=p.model, messages=p.messages, seed=derived_seed(self.ctx.seed, p.index, stage=p.layer),
+                generation=role_generation(f"{p.role}_temperature", self.temperatures.get(p.role)),
+            )
+            for p in planned
         ]
         results = checked_results((yield CallModels(stage=stage, calls=calls)), calls)
         made = []
@@ -284,7 +294,8 @@ class Recorder:
             extracted = extract(text) if extract is not None and isinstance(text, str) else None
             made.append(StrategyCall(
                 model=p.model, role=p.role, layer=p.layer, index=p.index, position=len(self.calls) + len(made),
-                seed=call.seed, inputs=p.inputs, extracted=extracted, **fields,  # type: ignore[arg-type]
+                seed=call.seed, inputs=p.inputs, extracted=extracted, temperature=self.temperatures.get(p.role),
+                **fields,  # type: ignore[arg-type]
             ))
         self.calls.extend(made)
         for evidence in made:

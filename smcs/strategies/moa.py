@@ -17,6 +17,11 @@ it", followed by the next ``window − synthesis_slots`` samples, and its output
 synthesis. The paper's window is 6 with 3 slots for the synthesis; any number of samples is aggregated
 with at most ``window`` responses in one prompt. The last synthesis is the answer.
 
+Temperatures: proposers and samples at 0.7 and the aggregator at 0, as Self-MoA runs MoA and itself
+(§3 and B.3: "0.7 for the individual model, and … temperature 0 for the aggregator"; the MoA paper also
+samples at 0.7); later-layer proposers take the proposers' temperature. Each is a parameter
+(``proposer_temperature``, ``sample_temperature``, ``aggregator_temperature``; None: the model's own).
+
 Faults: a call that failed is left out of every later prompt (noted). If every proposer of a later layer
 fails, the next layer sees the last layer that answered; a failed aggregation is retried by the fallback
 aggregator (the most accurate other usable model) when the context allows, and failing that the answer
@@ -33,7 +38,7 @@ import msgspec
 
 from ..core.prompts import aggregation_messages, question_messages
 from ..core.pipeline import Step
-from .base import Planned, Recorder, StrategyCall, StrategyContext, StrategyPlan, StrategyResult, aggregator_for, emit
+from .base import Planned, Recorder, StrategyCall, StrategyContext, StrategyPlan, StrategyResult, Temperature, aggregator_for, emit
 
 Count = Annotated[int, msgspec.Meta(ge=1)]
 
@@ -42,11 +47,14 @@ class MoaParams(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only
     """``moa``: ``layers`` l of Eq 1 (≥ 2, the last being the aggregator's); ``proposers`` None = every
     usable model proposes (the paper's dense MoA), P = the P usable models with the highest prior vote
     (RPS, Eq 4) for the question; ``aggregator`` None = the policy's aggregator if usable, else the bank's
-    most accurate usable model."""
+    most accurate usable model; ``proposer_temperature`` and ``aggregator_temperature`` their sampling
+    temperatures (None: the model's configured one)."""
 
     layers: Annotated[int, msgspec.Meta(ge=2)] = 3
     proposers: Count | None = None
     aggregator: str | None = None
+    proposer_temperature: Temperature | None = 0.7
+    aggregator_temperature: Temperature | None = 0.0
 
 
 class MoaLiteParams(MoaParams, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -56,23 +64,28 @@ class MoaLiteParams(MoaParams, frozen=True, forbid_unknown_fields=True, kw_only=
 
 
 class SelfMoaParams(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
-    """``self-moa``: ``model`` None = the bank's most accurate usable model, sampled ``samples`` times;
-    ``aggregator`` None = the same model."""
+    """``self-moa``: ``model`` None = the bank's most accurate usable model, sampled ``samples`` times at
+    ``sample_temperature``; ``aggregator`` None = the same model, at ``aggregator_temperature`` (None: the
+    model's configured temperature)."""
 
     model: str | None = None
     samples: Count = 6
     aggregator: str | None = None
+    sample_temperature: Temperature | None = 0.7
+    aggregator_temperature: Temperature | None = 0.0
 
 
 class SelfMoaSeqParams(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     """``self-moa-seq``: as ``self-moa`` with ``samples`` aggregated through a sliding window of ``window``
-    responses whose first ``synthesis_slots`` hold the current synthesis."""
+    responses whose first ``synthesis_slots`` hold the current synthesis; temperatures as ``self-moa``."""
 
     model: str | None = None
     samples: Count = 12
     window: Annotated[int, msgspec.Meta(ge=2)] = 6
     synthesis_slots: Count = 3
     aggregator: str | None = None
+    sample_temperature: Temperature | None = 0.7
+    aggregator_temperature: Temperature | None = 0.0
 
     def __post_init__(self) -> None:
         if self.synthesis_slots >= self.window:
@@ -81,7 +94,7 @@ class SelfMoaSeqParams(msgspec.Struct, frozen=True, forbid_unknown_fields=True, 
 
 def moa(ctx: StrategyContext, params: MoaParams, *, name: str = "moa") -> Generator[Step, object, StrategyResult]:
     """Layered Mixture-of-Agents (see the module docstring)."""
-    rec = Recorder(ctx, name)
+    rec = Recorder(ctx, name, {"proposer": params.proposer_temperature, "aggregator": params.aggregator_temperature})
     proposers, scores, kind, decision = yield from ctx.ranking(params.proposers, strategy=name)
     if params.proposers is not None and params.proposers > len(ctx.models):
         rec.notes.append(f"proposers={params.proposers} exceeds the {len(ctx.models)} usable models: all of them propose")
@@ -113,7 +126,7 @@ def moa_lite(ctx: StrategyContext, params: MoaParams) -> Generator[Step, object,
 
 def self_moa(ctx: StrategyContext, params: SelfMoaParams) -> Generator[Step, object, StrategyResult]:
     """Self-MoA: one model's samples, aggregated (see the module docstring)."""
-    rec, plan, samples = yield from _sample(ctx, params.model, params.samples, params.aggregator, "self-moa")
+    rec, plan, samples = yield from _sample(ctx, params, "self-moa")
     written = [c for c in samples if c.ok]
     final = yield from rec.synthesize(written, plan.aggregator or plan.models[0], 2)
     if final is None:
@@ -123,7 +136,7 @@ def self_moa(ctx: StrategyContext, params: SelfMoaParams) -> Generator[Step, obj
 
 def self_moa_seq(ctx: StrategyContext, params: SelfMoaSeqParams) -> Generator[Step, object, StrategyResult]:
     """Self-MoA-Seq: one model's samples through the sliding window (see the module docstring)."""
-    rec, plan, samples = yield from _sample(ctx, params.model, params.samples, params.aggregator, "self-moa-seq")
+    rec, plan, samples = yield from _sample(ctx, params, "self-moa-seq")
     aggregator = plan.aggregator or plan.models[0]
     pending = [c for c in samples if c.ok]
     synthesis: StrategyCall | None = None
@@ -144,16 +157,16 @@ def self_moa_seq(ctx: StrategyContext, params: SelfMoaSeqParams) -> Generator[St
 
 
 def _sample(
-    ctx: StrategyContext, model: str | None, samples: int, aggregator: str | None, name: str
+    ctx: StrategyContext, params: SelfMoaParams | SelfMoaSeqParams, name: str
 ) -> Generator[Step, object, tuple[Recorder, StrategyPlan, list[StrategyCall]]]:
-    """Plan and draw ``samples`` samples of ``model`` (None: the most accurate usable model) in layer 1."""
-    rec = Recorder(ctx, name)
-    sampled = ctx.require_model(model, "model") if model is not None else ctx.best()
+    """Plan and draw the ``samples`` samples of ``model`` (None: the most accurate usable model) in layer 1."""
+    rec = Recorder(ctx, name, {"sample": params.sample_temperature, "aggregator": params.aggregator_temperature})
+    sampled = ctx.require_model(params.model, "model") if params.model is not None else ctx.best()
     assert sampled is not None  # a context has at least one model
     plan = StrategyPlan(
-        strategy=name, models=[sampled], aggregator=aggregator_for(ctx, aggregator, sampled),
+        strategy=name, models=[sampled], aggregator=aggregator_for(ctx, params.aggregator, sampled),
         scores=[ctx.accuracy.get(sampled, float("nan"))], score_kind="accuracy",
     )
     yield emit(plan)
-    drawn = yield from rec.ask_all([sampled] * samples, "sample", question_messages(ctx.question, ctx.task))
+    drawn = yield from rec.ask_all([sampled] * params.samples, "sample", question_messages(ctx.question, ctx.task))
     return rec, plan, drawn

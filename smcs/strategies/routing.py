@@ -23,6 +23,10 @@ then one aggregator), with the bank standing in for its keyword annotator and va
   (the ``aggregator`` option, else the policy's aggregator if usable, else the bank's most accurate
   usable model) synthesises their answers with the Aggregate-and-Synthesize prompt. If the aggregation
   fails, the fallback aggregator retries and then the best expert's answer stands (noted).
+
+Temperatures (``answerer_temperature``, ``expert_temperature``, ``aggregator_temperature``): None, the
+model's configured one, by default: SMCS states one temperature for every call (0.7, A.3), the models'
+configured default, and the Symbolic-MoE paper is not among this project's sources.
 """
 
 from __future__ import annotations
@@ -39,27 +43,34 @@ import numpy as np
 from ..bank import Bank, Question
 from ..core.pipeline import Step
 from ..core.prompts import question_messages
-from .base import Recorder, StrategyContext, StrategyError, StrategyPlan, StrategyResult, aggregator_for, emit
+from .base import Recorder, StrategyContext, StrategyError, StrategyPlan, StrategyResult, Temperature, aggregator_for, emit
 
 
 class SimpleRouterParams(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
-    """``simple-router`` has no options."""
+    """``simple-router``: the answerer samples at ``answerer_temperature`` (None: its configured one)."""
+
+    answerer_temperature: Temperature | None = None
 
 
 class SingleParams(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
-    """``single``: ``model`` (required) answers alone."""
+    """``single``: ``model`` (required) answers alone, at ``answerer_temperature`` (None: its configured one)."""
 
     model: str | None = None
+    answerer_temperature: Temperature | None = None
 
 
 class SymbolicMoeParams(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     """``symbolic-moe``: ``k`` experts recruited by skill; ``neighbours`` bank questions give the query's
-    skills; ``keywords`` word-stem skills per bank question; ``aggregator`` as for ``moa``."""
+    skills; ``keywords`` word-stem skills per bank question; ``aggregator`` as for ``moa``; the experts
+    and the aggregator sample at ``expert_temperature`` and ``aggregator_temperature`` (None: the model's
+    configured one)."""
 
     k: Annotated[int, msgspec.Meta(ge=1)] = 3
     neighbours: Annotated[int, msgspec.Meta(ge=1)] = 10
     keywords: Annotated[int, msgspec.Meta(ge=0)] = 3
     aggregator: str | None = None
+    expert_temperature: Temperature | None = None
+    aggregator_temperature: Temperature | None = None
 
 
 def simple_router(ctx: StrategyContext, params: SimpleRouterParams) -> Generator[Step, object, StrategyResult]:
@@ -78,8 +89,8 @@ def single(ctx: StrategyContext, params: SingleParams) -> Generator[Step, object
     return (yield from _alone(ctx, plan, params))
 
 
-def _alone(ctx: StrategyContext, plan: StrategyPlan, params: msgspec.Struct) -> Generator[Step, object, StrategyResult]:
-    rec = Recorder(ctx, plan.strategy)
+def _alone(ctx: StrategyContext, plan: StrategyPlan, params: SimpleRouterParams | SingleParams) -> Generator[Step, object, StrategyResult]:
+    rec = Recorder(ctx, plan.strategy, {"answerer": params.answerer_temperature})
     yield emit(plan)
     (answer,) = yield from rec.ask_all(plan.models, "answerer", question_messages(ctx.question, ctx.task))
     return (yield from rec.finish(answer.text, answer.position, plan, params))
@@ -87,7 +98,7 @@ def _alone(ctx: StrategyContext, plan: StrategyPlan, params: msgspec.Struct) -> 
 
 def symbolic_moe(ctx: StrategyContext, params: SymbolicMoeParams) -> Generator[Step, object, StrategyResult]:
     """Skill-based recruiting of experts, then one aggregator (see the module docstring)."""
-    rec = Recorder(ctx, "symbolic-moe")
+    rec = Recorder(ctx, "symbolic-moe", {"expert": params.expert_temperature, "aggregator": params.aggregator_temperature})
     decision = yield from ctx.route_top(1, strategy="symbolic-moe")
     assert ctx.router is not None  # route_top() checked it
     bank = ctx.router.bank

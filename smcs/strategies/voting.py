@@ -13,7 +13,9 @@ extractable answer do not vote (noted); with no vote at all the answer is the to
 
 ``majority-vote``: every usable model (or the top ``k`` by prior) answers once. ``self-consistency``
 [Wang et al. 2022, as used beside MoA]: the bank's most accurate usable model (or ``model``) is sampled
-``samples`` times (distinct seeds, the model's configured temperature).
+``samples`` times (distinct seeds) at ``sample_temperature``, 0.7 by default (the temperature MoA and
+Self-MoA sample at); ``majority-vote``'s voters at ``voter_temperature``, None by default (each model's
+configured one).
 """
 
 from __future__ import annotations
@@ -26,22 +28,26 @@ import msgspec
 from ..grading.checkers import extract_boxed, extract_choice, extract_number, math_equivalent
 from ..core.pipeline import Step
 from ..core.prompts import Task, question_messages
-from .base import Recorder, StrategyCall, StrategyContext, StrategyPlan, StrategyResult, emit
+from .base import Recorder, StrategyCall, StrategyContext, StrategyPlan, StrategyResult, Temperature, emit
 
 _SURROUNDING = " \t\n\"'`*_“”‘’«».,;:!?"
 
 
 class MajorityVoteParams(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
-    """``majority-vote``: ``k`` None = every usable model votes, else the top ``k`` by prior vote."""
+    """``majority-vote``: ``k`` None = every usable model votes, else the top ``k`` by prior vote; the
+    voters sample at ``voter_temperature`` (None: each model's configured one)."""
 
     k: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    voter_temperature: Temperature | None = None
 
 
 class SelfConsistencyParams(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
-    """``self-consistency``: ``model`` None = the bank's most accurate usable model, sampled ``samples`` times."""
+    """``self-consistency``: ``model`` None = the bank's most accurate usable model, sampled ``samples`` times
+    at ``sample_temperature`` (None: its configured one)."""
 
     model: str | None = None
     samples: Annotated[int, msgspec.Meta(ge=1)] = 5
+    sample_temperature: Temperature | None = 0.7
 
 
 def normalised(text: str) -> str | None:
@@ -93,7 +99,7 @@ def tally(voters: Sequence[StrategyCall], same: Callable[[str, str], bool]) -> l
 
 def majority_vote(ctx: StrategyContext, params: MajorityVoteParams) -> Generator[Step, object, StrategyResult]:
     """Every usable model (or the top ``k`` by prior) answers; the most common answer wins."""
-    rec = Recorder(ctx, "majority-vote")
+    rec = Recorder(ctx, "majority-vote", {"voter": params.voter_temperature})
     voters, scores, kind, decision = yield from ctx.ranking(params.k, strategy="majority-vote")
     plan = StrategyPlan(strategy="majority-vote", models=voters, scores=scores, score_kind=kind, decision=decision)
     yield emit(plan)
@@ -103,7 +109,7 @@ def majority_vote(ctx: StrategyContext, params: MajorityVoteParams) -> Generator
 
 def self_consistency(ctx: StrategyContext, params: SelfConsistencyParams) -> Generator[Step, object, StrategyResult]:
     """One model sampled ``samples`` times; the most common answer wins."""
-    rec = Recorder(ctx, "self-consistency")
+    rec = Recorder(ctx, "self-consistency", {"sample": params.sample_temperature})
     model = ctx.require_model(params.model, "model") if params.model is not None else ctx.best()
     assert model is not None  # a context has at least one model
     plan = StrategyPlan(strategy="self-consistency", models=[model], scores=[ctx.accuracy.get(model, float("nan"))], score_kind="accuracy")

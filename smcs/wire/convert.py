@@ -74,7 +74,9 @@ def policy_from_request(overrides: pb.PolicyOverrides, default: Policy) -> Polic
     return policy
 
 
-OPTIONAL_POLICY_FIELDS = ("aggregator", "threads", "min_references", "nprobe")
+OPTIONAL_POLICY_FIELDS = (
+    "aggregator", "threads", "min_references", "nprobe", "consensus", "willingness_to_pay", "coverage_target", "max_cost",
+)
 """The Policy fields whose None (unset) is a value of its own: optional in the ``Policy`` message."""
 
 
@@ -83,7 +85,7 @@ def policy_message(policy: Policy) -> pb.Policy:
     message = pb.Policy(
         k=policy.k, n_base=policy.n_base, gamma=policy.gamma, k_drop=policy.k_drop, n=policy.n, lam=policy.lam,
         quantized=policy.quantized, retrieval=RETRIEVAL.to_wire(policy.retrieval), scorer=SCORER.to_wire(policy.scorer),
-        cover=policy.cover,
+        cover=policy.cover, distinct_subsets=policy.distinct_subsets,
     )
     for name in OPTIONAL_POLICY_FIELDS:
         if getattr(policy, name) is not None:
@@ -97,7 +99,7 @@ def policy_from_message(message: pb.Policy) -> Policy:
     return Policy(
         k=message.k, n_base=message.n_base, gamma=message.gamma, k_drop=message.k_drop, n=message.n, lam=message.lam,
         quantized=message.quantized, retrieval=RETRIEVAL.from_wire(message.retrieval) or "auto",  # type: ignore[arg-type]
-        scorer=SCORER.from_wire(message.scorer) or "auto", cover=message.cover,  # type: ignore[arg-type]
+        scorer=SCORER.from_wire(message.scorer) or "auto", cover=message.cover, distinct_subsets=message.distinct_subsets,  # type: ignore[arg-type]
         **{name: getattr(message, name) for name in OPTIONAL_POLICY_FIELDS if message.HasField(name)},
     )
 
@@ -165,20 +167,19 @@ def answer_event(event: Event | StrategyEvent, bank: Bank, ids: np.ndarray) -> p
         return pb.AnswerResponse(reference=pb.ReferenceEvent(
             model=event.model, text=event.text, error=event.error or "", latency_s=event.latency_s,
             prior=event.prior, error_kind=ERROR_KIND.to_wire(event.error_kind), prompt_tokens=event.prompt_tokens,
-            completion_tokens=event.completion_tokens,
+            completion_tokens=event.completion_tokens, temperature=event.temperature,
         ))
     if isinstance(event, AggregationEvidence):
         return pb.AnswerResponse(aggregation=pb.AggregationEvent(
             index=event.index, text=event.text, similarity_score=event.similarity, perplexity=event.perplexity,
             total_score=event.total, error=event.error or "", aggregator=event.aggregator, subset=event.subset,
             error_kind=ERROR_KIND.to_wire(event.error_kind), latency_s=event.latency_s,
-            prompt_tokens=event.prompt_tokens, completion_tokens=event.completion_tokens,
+            prompt_tokens=event.prompt_tokens, completion_tokens=event.completion_tokens, temperature=event.temperature,
         ))
     final = pb.FinalEvent(
-        text=event.text, source=ANSWER_SOURCE.to_wire(event.source), notes=event.notes, seed=event.seed, bank_version=event.bank_version
+        text=event.text, source=ANSWER_SOURCE.to_wire(event.source), notes=event.notes, seed=event.seed, bank_version=event.bank_version,
+        selected=event.selected, reference=event.reference, agreement=event.agreement,
     )
-    if event.selected is not None:
-        final.selected = event.selected
     return pb.AnswerResponse(final=final)
 
 
@@ -209,6 +210,7 @@ class AnswerEventDecoder:
             self.references.append(ReferenceEvidence(
                 model=r.model, prior=r.prior, text=r.text, error=r.error or None, error_kind=ERROR_KIND.from_wire(r.error_kind),
                 latency_s=r.latency_s, prompt_tokens=r.prompt_tokens, completion_tokens=r.completion_tokens,
+                temperature=r.temperature if r.HasField("temperature") else None,
             ))
             return self.references[-1]
         if kind == "aggregation":
@@ -217,16 +219,18 @@ class AnswerEventDecoder:
                 index=a.index, aggregator=a.aggregator, subset=list(a.subset), text=a.text, error=a.error or None,
                 error_kind=ERROR_KIND.from_wire(a.error_kind), similarity=a.similarity_score, perplexity=a.perplexity,
                 total=a.total_score, latency_s=a.latency_s, prompt_tokens=a.prompt_tokens,
-                completion_tokens=a.completion_tokens,
+                completion_tokens=a.completion_tokens, temperature=a.temperature if a.HasField("temperature") else None,
             ))
             return self.aggregations[-1]
         if kind == "final" and self.decision is not None:
             f = message.final
             order = {model: i for i, model in enumerate(self.decision.referencers)}  # they stream as they arrive
             return AnswerResult(
-                text=f.text, source=ANSWER_SOURCE.from_wire(f.source),  # type: ignore[arg-type]  # one of the three
+                text=f.text, source=ANSWER_SOURCE.from_wire(f.source),  # type: ignore[arg-type]  # one of the sources
                 selected=f.selected if f.HasField("selected") else None, decision=self.decision,
                 references=sorted(self.references, key=lambda r: order.get(r.model, len(order))),
                 aggregations=list(self.aggregations), notes=list(f.notes),
+                reference=f.reference if f.HasField("reference") else None,
+                agreement=f.agreement if f.HasField("agreement") else None,
             )
         raise ValueError(f"unexpected Answer event {kind!r} (a final event needs a routed event before it)")

@@ -18,8 +18,8 @@ def route_response(decision: RouteDecision, bank: Bank, ids: np.ndarray, *, debu
     questions' text, the referencers' outcomes on them and every model's probability."""
     response = pb.RouteResponse(
         referencers=[
-            pb.Referencer(model=m, vote=v, probability=p)
-            for m, v, p in zip(decision.referencers, decision.votes, decision.probabilities, strict=True)
+            pb.Referencer(model=m, vote=v, probability=p, expected_cost=c)
+            for m, v, p, c in zip(decision.referencers, decision.votes, decision.probabilities, decision.costs, strict=True)
         ],
         aggregator=decision.aggregator,
         subsets=[pb.Subset(models=s) for s in decision.subsets],
@@ -30,6 +30,13 @@ def route_response(decision: RouteDecision, bank: Bank, ids: np.ndarray, *, debu
     )
     if decision.k_clamped_from is not None:
         response.k_clamped_from = decision.k_clamped_from
+    response.drop_probabilities.extend(decision.drop_probabilities)
+    response.duplicate_subsets = decision.duplicate_subsets
+    if decision.expected_cost is not None:
+        response.expected_cost = decision.expected_cost
+    if decision.aggregation_cost is not None:
+        response.aggregation_cost = decision.aggregation_cost
+    response.plan_notes.extend(decision.plan_notes)
     if not (support or debug):
         return response
     rows = decision.support_rows
@@ -45,6 +52,9 @@ def route_response(decision: RouteDecision, bank: Bank, ids: np.ndarray, *, debu
         wire.outcomes.extend([pb.ModelOutcomes(values=v) for v in outcomes])
         response.model_probabilities.extend(
             [pb.ModelProbability(model=m, probability=p) for m, p in zip(bank.model_names, decision.model_probabilities, strict=True)]
+        )
+        response.model_costs.extend(
+            [pb.ModelCost(model=m, expected_cost=c) for m, c in zip(bank.model_names, decision.model_costs, strict=True)]
         )
     return response
 
@@ -69,4 +79,16 @@ def decision_from_response(response: pb.RouteResponse) -> RouteDecision:
         model_probabilities=[m.probability for m in response.model_probabilities],
         out_of_bank=response.out_of_bank,
         k_clamped_from=response.k_clamped_from if response.HasField("k_clamped_from") else None,
+        drop_probabilities=list(response.drop_probabilities),
+        duplicate_subsets=response.duplicate_subsets,
+        costs=[optional_field(r, "expected_cost") for r in response.referencers],
+        model_costs=[optional_field(m, "expected_cost") for m in response.model_costs],
+        aggregation_cost=optional_field(response, "aggregation_cost"),
+        expected_cost=optional_field(response, "expected_cost"),
+        plan_notes=list(response.plan_notes),
     )
+
+
+def optional_field(message: object, name: str) -> float | None:
+    """The value of ``message``'s optional field ``name``, None when unset."""
+    return getattr(message, name) if message.HasField(name) else None  # type: ignore[attr-defined]

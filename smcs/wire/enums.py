@@ -82,7 +82,7 @@ TASK = EnumTable(pb.Task, {
 
 ANSWER_SOURCE = EnumTable(pb.AnswerSource, {
     "aggregation": pb.ANSWER_SOURCE_AGGREGATION, "fallback_aggregator": pb.ANSWER_SOURCE_FALLBACK_AGGREGATOR,
-    "best_reference": pb.ANSWER_SOURCE_BEST_REFERENCE,
+    "best_reference": pb.ANSWER_SOURCE_BEST_REFERENCE, "consensus": pb.ANSWER_SOURCE_CONSENSUS,
 })
 """``AnswerResult.source`` (``smcs.core.pipeline.Source``)."""
 

@@ -38,6 +38,8 @@ def strategy_event(event: StrategyEvent, bank: Bank, ids: np.ndarray) -> pb.Answ
         )
         if event.extracted is not None:
             call.extracted = event.extracted
+        if event.temperature is not None:
+            call.temperature = event.temperature
         return pb.AnswerResponse(call=call)
     result = pb.StrategyResultEvent(
         text=event.text, strategy=event.strategy, votes=event.votes, notes=event.notes,
@@ -74,7 +76,7 @@ class StrategyEventDecoder:
                 layer=c.layer, index=c.index, position=c.position, seed=c.seed, inputs=list(c.inputs),
                 extracted=c.extracted if c.HasField("extracted") else None, text=c.text, error=c.error or None,
                 error_kind=ERROR_KIND.from_wire(c.error_kind), latency_s=c.latency_s, prompt_tokens=c.prompt_tokens,
-                completion_tokens=c.completion_tokens,
+                completion_tokens=c.completion_tokens, temperature=c.temperature if c.HasField("temperature") else None,
             ))
             return self.calls[-1]
         if kind == "strategy_result" and self.plan is not None:

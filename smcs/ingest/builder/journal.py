@@ -43,8 +43,9 @@ class JournalMeta(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 class JournalEntry(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     """One checked answer: ``model``'s response to question ``id`` was ``correct`` (or not).
 
-    ``extracted`` is the answer the checker found (None: none), ``reason`` why it judged so, and
-    ``response`` the raw text when the build keeps responses (None otherwise).
+    ``extracted`` is the answer the checker found (None: none), ``reason`` why it judged so,
+    ``response`` the raw text when the build keeps responses (None otherwise), and the tokens the call
+    used as the backend reported them (0: not reported; journals written before they were kept).
     """
 
     model: str
@@ -53,6 +54,8 @@ class JournalEntry(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
     extracted: str | None = None
     reason: str = ""
     response: str | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
 
 
 class Journal:

@@ -20,6 +20,7 @@ from typing import Annotated
 import msgspec
 
 from smcs.bank import Question
+from smcs.core.costs import TOKENS_KEY
 from smcs.core.messages import ChatMessage
 from smcs.core.prompts import Task, question_messages
 from smcs.jsonl import decode_lines
@@ -66,11 +67,14 @@ class BuildQuestion(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_
         if self.task == "code" and not self.tests:
             raise InputError("tests: a code question needs the tests its answer must pass")
 
-    def bank_question(self) -> Question:
-        """The bank record of this question (its task and choices kept in the metadata)."""
+    def bank_question(self, tokens: dict[str, dict[str, int]] | None = None) -> Question:
+        """The bank record of this question (its task and choices kept in the metadata, and ``tokens``, the
+        tokens each model used on it, under ``metadata["tokens"]``: what ``smcs.core.costs`` prices)."""
         metadata: dict[str, object] = {"task": self.task}
         if self.choices is not None:
             metadata["choices"] = list(self.choices)
+        if tokens:
+            metadata[TOKENS_KEY] = tokens
         return Question(id=self.id, text=self.question, source=self.source, label=self.answer, metadata=metadata)
 
 

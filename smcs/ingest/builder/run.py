@@ -128,6 +128,7 @@ async def build_bank(
         entry = JournalEntry(
             model=model, id=question.id, correct=checked.correct, extracted=checked.extracted, reason=checked.reason,
             response=result.text if keep_responses else None,
+            prompt_tokens=result.prompt_tokens, completion_tokens=result.completion_tokens,
         )
         async with lock:
             journal.record(entry)
@@ -137,12 +138,13 @@ async def build_bank(
     pending = ((m.name, q) for q in questions for m in models if (m.name, q.id) not in journal.done)
     await _run_bounded(pending, ask, concurrency)
     capability = _capability(questions, models, journal)
+    tokens = _tokens(journal)
     accuracy = {m.name: _share_correct(row) for m, row in zip(models, capability)}
     bank = None
     complete = not any(failures.values())
     if out is not None and (complete or allow_missing):
         bank = Bank.create(
-            out, embeddings=embeddings, capability=capability, questions=[q.bank_question() for q in questions],
+            out, embeddings=embeddings, capability=capability, questions=[q.bank_question(tokens.get(q.id)) for q in questions],
             models=list(models), embedder=msgspec.structs.replace(embedder.info, query_text=query_text),
             provenance=provenance,
         )
@@ -196,6 +198,16 @@ def _capability(questions: Sequence[BuildQuestion], models: Sequence[ModelInfo],
             if outcome is not None:
                 matrix[r, j] = int(outcome)
     return matrix
+
+
+def _tokens(journal: Journal) -> dict[str, dict[str, dict[str, int]]]:
+    """Per question id, the tokens each model used on it (``smcs.core.costs.TOKENS_KEY``'s form), for the
+    calls whose backend reported them."""
+    used: dict[str, dict[str, dict[str, int]]] = {}
+    for entry in journal.entries:
+        if entry.prompt_tokens or entry.completion_tokens:
+            used.setdefault(entry.id, {})[entry.model] = {"prompt": entry.prompt_tokens, "completion": entry.completion_tokens}
+    return used
 
 
 def _share_correct(row: np.ndarray) -> float:

@@ -597,6 +597,8 @@ def _result(result: AnswerResult | StrategyResult, strategy: str, seed: int, ban
         calls: list[ReferenceEvidence | AggregationEvidence | StrategyCall] = [*result.references, *result.aggregations]
         if result.selected is not None:
             model = result.aggregations[result.selected].aggregator
+        elif result.reference is not None:  # best_reference, consensus
+            model = result.references[result.reference].model
         else:
             model = next((r.model for r in result.references if r.ok), "")
     else:
