@@ -217,7 +217,7 @@ ANSWER_FLOOR = "test_answer_transport_floor"
 
 def answer_table(path: Path) -> list[str]:
     """Markdown lines for ``test_answer.py``: each case's overhead p50/p99 (and route p50), the p50's ratio
-    to the transport floor's."""
+    to the transport floor's, and the model calls of one answer (aggregations among them)."""
     rows = {
         bench["name"]: bench.get("extra_info", {})
         for bench in json.loads(path.read_text()).get("benchmarks", [])
@@ -227,16 +227,17 @@ def answer_table(path: Path) -> list[str]:
         return []
     floor = rows.get(ANSWER_FLOOR, {}).get("overhead_p50_ms")
     lines = [
-        "### Answer overhead (wall time − the two model delays; K = 7, n = 8)",
+        "### Answer overhead (wall time − the model delays; K = 7, n = 8)",
         "",
-        "| case | overhead p50 | p99 | route p50 | p50 ×floor |",
-        "|---|---|---|---|---|",
+        "| case | overhead p50 | p99 | route p50 | p50 ×floor | model calls (aggregations) |",
+        "|---|---|---|---|---|---|",
     ]
     for name, info in rows.items():
         p50 = info.get("overhead_p50_ms")
         ratio = fmt_ratio(_ratio(p50, floor))
         times = (p50, info.get("overhead_p99_ms"), info.get("route_p50_ms"))
-        cells = [name.removeprefix("test_answer_"), *("–" if ms is None else f"{ms} ms" for ms in times), ratio]
+        calls = f"{info['model_calls']} ({info['aggregation_calls']})" if "model_calls" in info else "–"
+        cells = [name.removeprefix("test_answer_"), *("–" if ms is None else f"{ms} ms" for ms in times), ratio, calls]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 
@@ -329,12 +330,43 @@ def scoring_table(path: Path) -> list[str]:
     ]
     for info in sorted(rows, key=lambda i: (i["n"], i["d"])):
         cells = [size_label(info["n"]), str(info["d"]), str(info["models"]), str(info["support"]), fmt_time(info["fit_s"]), str(info["rounds"])]
-        cells += [fmt_time(info["medians_s"][name]) if name in info["medians_s"] else "–" for name in names]
-        for r in ratios:
-            cell = fmt_ratio(math.nan if info["ratios"].get(r) is None else info["ratios"][r])
-            added = info.get("added_s", {}).get(r)
-            cells.append(cell if added is None else f"{cell} ({'+' if added >= 0 else '−'}{fmt_time(abs(added))})")
-        lines.append("| " + " | ".join(cells) + " |")
+        lines.append("| " + " | ".join(cells + _interleaved_cells(info, names, ratios)) + " |")
+    return lines
+
+
+def _interleaved_cells(info: dict, names: list[str], ratios: list[str]) -> list[str]:
+    """The cells of one interleaved benchmark (``interleave.py``): each competitor's median, then each ratio
+    with, in parentheses, the time it adds."""
+    cells = [fmt_time(info["medians_s"][name]) if name in info["medians_s"] else "–" for name in names]
+    for r in ratios:
+        cell = fmt_ratio(math.nan if info["ratios"].get(r) is None else info["ratios"][r])
+        added = info.get("added_s", {}).get(r)
+        cells.append(cell if added is None else f"{cell} ({'+' if added >= 0 else '−'}{fmt_time(abs(added))})")
+    return cells
+
+
+def cost_table(path: Path) -> list[str]:
+    """Markdown lines for ``test_route_cost.py``: per bank size, the interleaved median route without costs,
+    with them, with a willingness to pay and with a budget, and each over the route without costs."""
+    rows = [
+        bench["extra_info"]
+        for bench in json.loads(path.read_text()).get("benchmarks", [])
+        if bench.get("extra_info", {}).get("cost")
+    ]
+    if not rows:
+        return []
+    names = _ordered_unique(name for info in rows for name in info["medians_s"])
+    ratios = _ordered_unique(key for info in rows for key in info["ratios"])
+    lines = [
+        "### Route cost (Router.route on a bank without and with recorded costs, interleaved; medians, then the "
+        "median of each round's ratio and, in parentheses, of its difference)",
+        "",
+        "| N | d | |I| | rounds | " + " | ".join(names) + " | " + " | ".join(r.replace("/", " ÷ ") for r in ratios) + " |",
+        "|" + "---|" * (len(names) + len(ratios) + 4),
+    ]
+    for info in sorted(rows, key=lambda i: (i["n"], i["d"])):
+        cells = [size_label(info["n"]), str(info["d"]), str(info["support"]), str(info["rounds"])]
+        lines.append("| " + " | ".join(cells + _interleaved_cells(info, names, ratios)) + " |")
     return lines
 
 
@@ -345,7 +377,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     results, machine_info = load(args.json)
     sections = [render(results, machine_info)] if results else []
-    sections += ["\n".join(table) for table in (paired_table(args.json), scoring_table(args.json), batch_table(args.json), service_table(args.json), answer_table(args.json)) if table]
+    sections += ["\n".join(table) for table in (paired_table(args.json), scoring_table(args.json), cost_table(args.json), batch_table(args.json), service_table(args.json), answer_table(args.json)) if table]
     print("\n\n".join(sections) or "No benchmarks in this file (was it run with --benchmark-disable?).")
     return 0
 

@@ -12,8 +12,14 @@ The floor beside them: the same two rounds of concurrent POSTs (K, then n) with 
 sent by a bare ``aiohttp`` session to the same servers and read but not parsed. What an answer costs
 above the floor is the router's own work; the route's share of it is recorded apart.
 
-``extra_info`` carries the overhead's p50 and p99 in milliseconds (and the route's p50); ``report.py``
-prints them with the ratio to the floor.
+``extra_info`` carries the overhead's p50 and p99 in milliseconds (and the route's p50) and the model
+calls of one answer (``model_calls``, of which ``aggregation_calls``); ``report.py`` prints them with the
+ratio to the floor.
+
+Early exit (``Policy.consensus``): the canned answers are all the same text, so with a consensus
+threshold the references agree and an answer costs K calls and no aggregation (one model delay, not
+two): ``test_answer_consensus_exit`` shows it (``model_calls`` = K, ``aggregation_calls`` = 0, beside
+K + n without the threshold).
 """
 
 from __future__ import annotations
@@ -55,6 +61,17 @@ class FreeEmbedder:
         return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
 
 
+class SameTextEmbedder:
+    """An async embedder that costs nothing and gives equal texts equal vectors (a pseudo-random unit
+    vector per text length): the canned answers agree, as the consensus case needs."""
+
+    info = EmbedderInfo("bench-same-text", 384)
+
+    async def embed(self, texts: Sequence[str]) -> np.ndarray:
+        vectors = np.stack([np.random.default_rng(len(t)).standard_normal(384) for t in texts]).astype(np.float32)
+        return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
 def model_servers() -> contextlib.AbstractContextManager[list[str]]:
     """The base URLs of ``N_MODELS`` fixed-delay keep-alive model servers in a subprocess (stopped at the end)."""
     return loopback_models.running(N_MODELS, DELAY_S, ANSWER_WORDS)
@@ -72,9 +89,12 @@ def _measure(benchmark, router: tuple[Router, np.ndarray], embedder, policy: Pol
     routing, queries = router
     if policy is not None:
         routing = Router(routing.bank, policy)
+    exits = routing.policy.consensus is not None
+    model_rounds = 1 if exits else 2  # the references, then (unless they agree) the aggregations
     names = routing.bank.model_names
     overheads: list[float] = []
     routes: list[float] = []
+    calls: list[tuple[int, int]] = []
     loop = asyncio.new_event_loop()
     with model_servers() as urls:
         configs = {m: OpenAIModelConfig(base_urls=[url], retries=0, max_tokens=256) for m, url in zip(names, urls)}
@@ -87,8 +107,9 @@ def _measure(benchmark, router: tuple[Router, np.ndarray], embedder, policy: Pol
             decision = routing.route(queries[i % len(queries)], seed=i, allowed_models=usable)
             routes.append(time.perf_counter() - start)
             result: AnswerResult = await host.run(smcs_pipeline(decision, "What is 12 times 13?", policy=routing.policy))
-            overheads.append(time.perf_counter() - start - 2 * DELAY_S)
-            assert result.source == "aggregation" and len(result.aggregations) == N
+            overheads.append(time.perf_counter() - start - model_rounds * DELAY_S)
+            calls.append((len(result.references) + len(result.aggregations), len(result.aggregations)))
+            assert (result.source, len(result.aggregations)) == (("consensus", 0) if exits else ("aggregation", N))
 
         counter = iter(range(10**9))
         loop.run_until_complete(one(next(counter)))  # connections, JIT and the embedder warm
@@ -97,14 +118,17 @@ def _measure(benchmark, router: tuple[Router, np.ndarray], embedder, policy: Pol
         benchmark.pedantic(lambda: loop.run_until_complete(one(next(counter))), rounds=ROUNDS, iterations=1)
         loop.run_until_complete(pool.aclose())
     loop.close()
-    _record(benchmark, overheads)
+    _record(benchmark, overheads, model_rounds)
     benchmark.extra_info["route_p50_ms"] = round(1e3 * float(np.median(routes)), 2)
+    (model_calls, aggregation_calls), = set(calls)  # every answer of a case makes the same calls
+    benchmark.extra_info["model_calls"] = model_calls
+    benchmark.extra_info["aggregation_calls"] = aggregation_calls
 
 
-def _record(benchmark, overheads: list[float]) -> None:  # type: ignore[no-untyped-def]
+def _record(benchmark, overheads: list[float], model_rounds: int = 2) -> None:  # type: ignore[no-untyped-def]
     benchmark.extra_info["overhead_p50_ms"] = round(1e3 * float(np.median(overheads)), 2)
     benchmark.extra_info["overhead_p99_ms"] = round(1e3 * float(np.quantile(overheads, 0.99)), 2)
-    benchmark.extra_info["model_time_ms"] = 2e3 * DELAY_S
+    benchmark.extra_info["model_time_ms"] = model_rounds * 1e3 * DELAY_S
 
 
 def _chat_body(words: int) -> bytes:
@@ -158,4 +182,10 @@ def test_answer_overhead_free_embedder_one_routing_thread(benchmark, router):
 
 def test_answer_overhead_onnx_embedder(benchmark, router):
     _measure(benchmark, router, as_async(OnnxEmbedder()))
+
+
+def test_answer_consensus_exit(benchmark, router):
+    """The references agree (the canned answers are one text): with a consensus threshold the answer is
+    the most central reference, after K calls and no aggregation (``model_calls`` K, ``aggregation_calls`` 0)."""
+    _measure(benchmark, router, SameTextEmbedder(), Policy(k=K, n=N, consensus=0.8))
 

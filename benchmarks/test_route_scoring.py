@@ -28,12 +28,14 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import pytest
 from bench_data import BankSize, perturbed_rows
 from fit_time import N_SOURCES, StageClock, create_scoring_bank, timed_fit
+from interleave import one_round, paired_difference, paired_ratio, passes_for, timed_calls
 
 from smcs.bank import FittedScorer
 from smcs.core import Policy, Router
@@ -112,52 +114,16 @@ def check_decisions(setup: Setup) -> int:
     return round(statistics.mean(len(d.support_rows) for d in plain))
 
 
-def _timed_calls(setup: Setup, name: str) -> Callable[[int], list[float]]:
-    """``passes`` → every call's time over that many passes (after ``WARM_CALLS`` untimed calls)."""
-    route, queries = setup.routers[name].route, list(setup.queries)
-
-    def calls(passes: int) -> list[float]:
-        for q in queries[:WARM_CALLS]:
-            route(q, seed=0)
-        times = []
-        for _ in range(passes):
-            for q in queries:
-                start = time.perf_counter()
-                route(q, seed=0)
-                times.append(time.perf_counter() - start)
-        return times
-
-    return calls
-
-
-def _paired_ratio(times: dict[str, list[float]], top: str, bottom: str) -> float:
-    """Median over rounds of ``top``'s time over ``bottom``'s in the same round."""
-    return statistics.median(a / b for a, b in zip(times[top], times[bottom]))
-
-
-def _paired_difference(times: dict[str, list[float]], top: str, bottom: str) -> float:
-    """Median over rounds of ``top``'s time minus ``bottom``'s in the same round: the seconds ``top`` adds,
-    which hardly depend on N (scoring reads the k nearest rows, not the bank)."""
-    return statistics.median(a - b for a, b in zip(times[top], times[bottom]))
-
-
 def test_route_scoring(benchmark, scoring: Setup, threads: int) -> None:
     """One round = one block of each competitor; the rounds' block medians give the ratios."""
     support = check_decisions(scoring)
-    calls = {name: _timed_calls(scoring, name) for name in COMPETITORS}
-    start = time.perf_counter()
-    calls["vote"](1)
-    passes = max(1, round(BLOCK_S / (time.perf_counter() - start)))
+    queries = list(scoring.queries)
+    blocks = {name: timed_calls(partial(scoring.routers[name].route, seed=0), queries, WARM_CALLS) for name in COMPETITORS}
+    passes = passes_for(blocks["vote"], BLOCK_S)
     times: dict[str, list[float]] = {name: [] for name in COMPETITORS}
-
-    def one_round() -> None:
-        shift = len(times["vote"]) % len(COMPETITORS)  # rotate who goes first
-        for name in COMPETITORS[shift:] + COMPETITORS[:shift]:
-            times[name].append(statistics.median(calls[name](passes)))
-
     benchmark.group = f"route scoring {scoring.size.label}"
     rounds = 1 if benchmark.disabled else ROUNDS
-    benchmark.pedantic(one_round, rounds=rounds)
+    benchmark.pedantic(one_round, args=(blocks, times, passes), rounds=rounds)
     fitted = scoring.fitted
     benchmark.extra_info.update(
         scoring=True,
@@ -171,8 +137,8 @@ def test_route_scoring(benchmark, scoring: Setup, threads: int) -> None:
         passes=passes,
         queries=QUERIES,
         medians_s={name: statistics.median(t) for name, t in times.items()},
-        ratios={f"{top}/{bottom}": _paired_ratio(times, top, bottom) for top, bottom in RATIOS},
-        added_s={f"{top}/{bottom}": _paired_difference(times, top, bottom) for top, bottom in RATIOS},
+        ratios={f"{top}/{bottom}": paired_ratio(times, top, bottom) for top, bottom in RATIOS},
+        added_s={f"{top}/{bottom}": paired_difference(times, top, bottom) for top, bottom in RATIOS},
         fit_s=scoring.clock.total,
         fit_stages_s={name: wall for name, wall, _ in scoring.clock.durations()},
         fit_default=fitted.default,
