@@ -26,7 +26,7 @@ import json
 import math
 import sys
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -312,25 +312,34 @@ def scoring_table(path: Path) -> list[str]:
     """Markdown lines for ``test_route_scoring.py``: per bank size, the fit's wall time, the interleaved
     median route under each scorer (and without a fit), and the median per-round ratios (vote over the
     unfitted route, each scorer over vote: what scoring adds to a route)."""
+    return _interleaved_table(
+        path, "scoring", "Route scoring (Router.route per scorer on a fitted bank", ("N", "d", "R", "|I|", "fit", "rounds"),
+        lambda info: [size_label(info["n"]), str(info["d"]), str(info["models"]), str(info["support"]), fmt_time(info["fit_s"]), str(info["rounds"])],
+    )
+
+
+def _interleaved_table(
+    path: Path, flag: str, title: str, columns: tuple[str, ...], leading: Callable[[dict], list[str]]
+) -> list[str]:
+    """Markdown lines for the interleaved benchmarks whose ``extra_info`` sets ``flag``: a row per bank size
+    (``leading`` cells under ``columns``, then ``_interleaved_cells``)."""
     rows = [
         bench["extra_info"]
         for bench in json.loads(path.read_text()).get("benchmarks", [])
-        if bench.get("extra_info", {}).get("scoring")
+        if bench.get("extra_info", {}).get(flag)
     ]
     if not rows:
         return []
     names = _ordered_unique(name for info in rows for name in info["medians_s"])
     ratios = _ordered_unique(key for info in rows for key in info["ratios"])
     lines = [
-        "### Route scoring (Router.route per scorer on a fitted bank, interleaved; medians, then the median of each "
-        "round's ratio and, in parentheses, of its difference)",
+        f"### {title}, interleaved; medians, then the median of each round's ratio and, in parentheses, of its difference)",
         "",
-        "| N | d | R | |I| | fit | rounds | " + " | ".join(names) + " | " + " | ".join(r.replace("/", " ÷ ") for r in ratios) + " |",
-        "|" + "---|" * (len(names) + len(ratios) + 6),
+        "| " + " | ".join(columns) + " | " + " | ".join(names) + " | " + " | ".join(r.replace("/", " ÷ ") for r in ratios) + " |",
+        "|" + "---|" * (len(names) + len(ratios) + len(columns)),
     ]
     for info in sorted(rows, key=lambda i: (i["n"], i["d"])):
-        cells = [size_label(info["n"]), str(info["d"]), str(info["models"]), str(info["support"]), fmt_time(info["fit_s"]), str(info["rounds"])]
-        lines.append("| " + " | ".join(cells + _interleaved_cells(info, names, ratios)) + " |")
+        lines.append("| " + " | ".join(leading(info) + _interleaved_cells(info, names, ratios)) + " |")
     return lines
 
 
@@ -348,26 +357,10 @@ def _interleaved_cells(info: dict, names: list[str], ratios: list[str]) -> list[
 def cost_table(path: Path) -> list[str]:
     """Markdown lines for ``test_route_cost.py``: per bank size, the interleaved median route without costs,
     with them, with a willingness to pay and with a budget, and each over the route without costs."""
-    rows = [
-        bench["extra_info"]
-        for bench in json.loads(path.read_text()).get("benchmarks", [])
-        if bench.get("extra_info", {}).get("cost")
-    ]
-    if not rows:
-        return []
-    names = _ordered_unique(name for info in rows for name in info["medians_s"])
-    ratios = _ordered_unique(key for info in rows for key in info["ratios"])
-    lines = [
-        "### Route cost (Router.route on a bank without and with recorded costs, interleaved; medians, then the "
-        "median of each round's ratio and, in parentheses, of its difference)",
-        "",
-        "| N | d | |I| | rounds | " + " | ".join(names) + " | " + " | ".join(r.replace("/", " ÷ ") for r in ratios) + " |",
-        "|" + "---|" * (len(names) + len(ratios) + 4),
-    ]
-    for info in sorted(rows, key=lambda i: (i["n"], i["d"])):
-        cells = [size_label(info["n"]), str(info["d"]), str(info["support"]), str(info["rounds"])]
-        lines.append("| " + " | ".join(cells + _interleaved_cells(info, names, ratios)) + " |")
-    return lines
+    return _interleaved_table(
+        path, "cost", "Route cost (Router.route on a bank without and with recorded costs", ("N", "d", "|I|", "rounds"),
+        lambda info: [size_label(info["n"]), str(info["d"]), str(info["support"]), str(info["rounds"])],
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

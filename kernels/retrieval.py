@@ -508,25 +508,24 @@ def support_set(sims: np.ndarray, n_base: int, gamma: float) -> tuple[np.ndarray
 def prior_vote(capability: np.ndarray, rows: np.ndarray, sims: np.ndarray) -> np.ndarray:
     """Eq (4): V = M_I·Ŝ_I over known entries, V_r = Σ_{i ∈ I, M_ri ≠ −1} Ŝ_i·M_ri (float64, length R),
     each sum in the order of ``rows``."""
-    m = np.asarray(capability)
-    if m.ndim != 2:
-        raise ValueError(f"capability must be a 2-D array (models x questions), got shape {m.shape}")
-    m = _checks.capability_matrix("capability", m, m.shape[1])
-    r = _checks.row_indices("rows", rows, m.shape[1])
-    s = _checks.finite("sims", _checks.float_vector("sims", sims, dtype=np.float32, length=r.shape[0]))
-    return _prior_sums(m, r, s, 1)
+    return _checked_sums(capability, rows, sims, 1)
 
 
 def known_weights(capability: np.ndarray, rows: np.ndarray, sims: np.ndarray) -> np.ndarray:
     """K_r = Σ_{i ∈ I} Ŝ_i·[M_ri known] (float64, length R), each sum in the order of ``rows``: the
     normalised vote's denominator (V_r / K_r, the similarity-weighted accuracy on the support set)."""
+    return _checked_sums(capability, rows, sims, 0)
+
+
+def _checked_sums(capability: np.ndarray, rows: np.ndarray, sims: np.ndarray, least: int) -> np.ndarray:
+    """``_prior_sums`` after checking every argument (the public ``prior_vote`` and ``known_weights``)."""
     m = np.asarray(capability)
     if m.ndim != 2:
         raise ValueError(f"capability must be a 2-D array (models x questions), got shape {m.shape}")
     m = _checks.capability_matrix("capability", m, m.shape[1])
     r = _checks.row_indices("rows", rows, m.shape[1])
     s = _checks.finite("sims", _checks.float_vector("sims", sims, dtype=np.float32, length=r.shape[0]))
-    return _prior_sums(m, r, s, 0)
+    return _prior_sums(m, r, s, least)
 
 
 def top_k(votes: np.ndarray, k: int) -> np.ndarray:
