@@ -13,6 +13,7 @@ import contextlib
 import json
 import signal
 import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -341,3 +342,34 @@ def test_a_replica_killed_mid_run_fails_no_request(tmp_path):
                     t.join(60)
         assert not failures, failures[:3]
         assert all(r.routes() > n for r, n in zip(survivors, survivors_at_kill))
+
+
+def test_a_record_made_by_another_process_is_followed_without_reading_the_bank_again(fresh_bank, tmp_path, monkeypatch):
+    """A schema 2 bank: ``smcs bank record`` in another process commits a version; the server's next
+    request routes on it, with the new outcome in its votes, followed from the version it held
+    (``Bank.refresh``) without opening the bank afresh."""
+    original = Bank.open(fresh_bank)
+    assert original.segments is not None  # the layout whose reload reads only what changed
+    query = queries_for(fresh_bank, 1)[0]
+    full_loads: list[str] = []
+    real_load = Bank._load.__func__
+
+    def counted_load(cls: type[Bank], root: Path, name: str) -> Bank:
+        full_loads.append(name)
+        return real_load(cls, root, name)
+
+    with running_server(fresh_bank) as handle, handle.client(retries=0) as c:
+        before = c.route(embedding=query, seed=1, include_support=True)
+        nearest = before.support_ids[0]
+        model = original.model_names[0]
+        column = [q.id for q in original.questions].index(nearest)
+        flipped = 1 - int(original.capability[0, column] == 1)
+        records = tmp_path / "records.jsonl"
+        records.write_text(json.dumps({"model": model, "id": nearest, "outcome": flipped}) + "\n")
+        monkeypatch.setattr(Bank, "_load", classmethod(counted_load))
+        subprocess.run([sys.executable, "-m", "smcs.cli", "bank", "record", str(fresh_bank), str(records)], check=True, capture_output=True, timeout=120)
+        after = c.route(embedding=query, seed=1, include_support=True)
+        assert full_loads == []  # the server followed the new version; it did not load it afresh
+        newer = Bank.open(fresh_bank)
+        assert after.bank_version == newer.version != before.bank_version and newer.capability[0, column] == flipped
+        assert_same_decision(after, Router(newer, POLICY).route(query, seed=1), newer)
