@@ -77,9 +77,10 @@ class ServerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
             arrive while a batch runs wait for it and then go together (a lone request never waits);
             decisions are the same as one at a time. 1 = no batching.
         inline_route_bytes: over a bank whose embeddings take fewer bytes than this, a lone route (no
-            other waiting) runs on the event loop itself rather than on a ``workers`` thread; batches of
-            several always go to the workers, where they run beside the loop's own work. The hop to a
-            worker thread and back costs two thread wake-ups, a sizeable share of a small bank's route
+            other waiting, and no other RouterService call in flight) runs on the event loop itself rather
+            than on a ``workers`` thread; batches of several, and routes under load, go to the workers,
+            where they run beside the loop's own work. The hop to a worker thread and back costs two
+            thread wake-ups, a sizeable share of a small bank's route
             (measurements: docs/performance.md, "Service performance"); a route on the loop holds the
             other requests for its duration, so keep this to banks that route in about a millisecond.
             0 = always on the workers.
@@ -98,6 +99,16 @@ class ServerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
             arriving meanwhile are folded into the next refit); routing uses the stale fit meanwhile, or
             "vote" when the fit no longer matches the bank's models. 0: only ``smcs bank fit`` refits.
         tls: TLS settings; None = plaintext.
+        bank_cache_dir: where a server over a bank in object storage (``--bank s3://bucket/prefix``, or
+            ``[bank] path`` such a URL) keeps its local copy of the bank, which it routes over; None: the
+            user's cache directory, ``~/.cache/smcs/banks/BUCKET/PREFIX`` (``$XDG_CACHE_HOME`` when set).
+            Ignored for a local bank.
+        bank_sync_interval_s: how often such a server fetches what the bank gained since its last look
+            (``smcs.bank.remote.sync``: one read of ``CURRENT`` when nothing changed) and switches to a new
+            version it brings. Must be > 0.
+        s3_endpoint_url: the endpoint of the S3-compatible object store (e.g. ``http://minio:9000``); None:
+            boto3's own choice (``AWS_ENDPOINT_URL`` when set, else AWS). Credentials and region come the
+            standard boto3 way (``AWS_ACCESS_KEY_ID``, ``~/.aws``, an instance role, ...), never from this file.
     """
 
     host: str = "127.0.0.1"
@@ -114,6 +125,9 @@ class ServerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
     rebuild_index: bool = True
     refit_scorer_interval_s: float = 60.0
     tls: TLSConfig | None = None
+    bank_cache_dir: str | None = None
+    bank_sync_interval_s: float = 5.0
+    s3_endpoint_url: str | None = None
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -129,6 +143,8 @@ class ServerConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_o
             raise ConfigError(f"reload_interval_s must be >= 0, got {self.reload_interval_s}")
         if self.inline_route_bytes < 0:
             raise ConfigError(f"inline_route_bytes must be >= 0, got {self.inline_route_bytes}")
+        if not self.bank_sync_interval_s > 0:
+            raise ConfigError(f"bank_sync_interval_s must be > 0, got {self.bank_sync_interval_s}")
 
 
 class ExpiringToken(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -174,7 +190,8 @@ class BankConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_onl
     """The bank the server routes over.
 
     Attributes:
-        path: bank directory (see ``smcs bank info``).
+        path: bank directory (see ``smcs bank info``), or the URL ``s3://bucket/prefix`` of a bank in object
+            storage that ``smcs bank publish`` wrote (see ``[server] bank_cache_dir``).
     """
 
     path: str

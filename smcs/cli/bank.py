@@ -1,6 +1,7 @@
 """``smcs bank ...``: inspect, validate and grow banks from the command line.
 
-``info``, ``validate``, ``index`` (build or drop the IVF index of approximate retrieval); online expansion: ``append`` (new questions, with any known outcomes),
+``info``, ``validate``, ``index`` (build or drop the IVF index of approximate retrieval), ``migrate`` (schema 1 to
+schema 2, ``Bank.migrate``); online expansion: ``append`` (new questions, with any known outcomes),
 ``record`` (outcomes for questions already in the bank), ``add-model`` (a new model, its row unknown
 until outcomes arrive); and the builders, ``build`` (``smcs.cli.build``) and ``import``
 (``smcs.cli.ingest``). Every write is one new bank version, all or nothing; a bad line is reported as
@@ -11,6 +12,7 @@ until outcomes arrive); and the builders, ``build`` (``smcs.cli.build``) and ``i
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -28,7 +30,9 @@ from smcs.core.query_text import query_texts
 from smcs.embed import EmbedderConfig, as_sync, check_compatible, make_embedder
 from smcs.cli.fit import add_fit_parser, fit_lines
 from smcs.cli.ingest import add_import_parser
+from smcs.cli.publish import add_publish_parser
 from smcs.jsonl import decode_lines
+from smcs.progress import Steps
 from smcs.errors import InputError
 
 NonEmpty = Annotated[str, msgspec.Meta(min_length=1)]
@@ -76,9 +80,20 @@ def add_bank_parser(commands: argparse._SubParsersAction) -> None:  # type: igno
     add_model.add_argument("--cost-per-input-token", type=float, default=0.0, help="cost of one prompt token (default 0)")
     add_model.add_argument("--cost-per-output-token", type=float, default=0.0, help="cost of one generated token (default 0)")
     add_model.set_defaults(run=_run_add_model)
+    migrate = actions.add_parser(
+        "migrate",
+        help="convert a schema 1 bank to schema 2 (shared append-only segments) as a new version",
+        description="Verifies the current version (the SHA-256 of every file), copies it once into shared "
+        "append-only segments and commits that, index and fitted scorer included, as a new version in schema 2, "
+        "in which appends, records and added models write only what they add. Earlier versions stay readable "
+        "until pruned. A bank already in schema 2 is left as it is (nothing to do, exit status 0).",
+    )
+    migrate.add_argument("path", type=Path, help="bank directory")
+    migrate.set_defaults(run=_run_migrate)
     add_build_parser(actions)
     add_import_parser(actions)
     add_fit_parser(actions)
+    add_publish_parser(actions)
 
 
 def _add_file_action(
@@ -105,6 +120,7 @@ def _run_info(args: argparse.Namespace) -> int:
     print(f"created {bank.manifest.created}" + (f"  parent {bank.manifest.parent}" if bank.manifest.parent else ""))
     for key, value in bank.manifest.provenance.items():
         print(f"provenance {key}: {value}")
+    print(_schema_line(bank))
     if bank.index is not None:
         print(_index_line(bank.index))
     if bank.scorer is None:
@@ -114,6 +130,30 @@ def _run_info(args: argparse.Namespace) -> int:
             print("scorer: STALE, fitted before later writes (a server refits it; or run: smcs bank fit BANK)")
         print("\n".join(fit_lines(bank.scorer)))
     warn_if_degenerate(bank)
+    return 0
+
+
+def _schema_line(bank: Bank) -> str:
+    """What ``bank info`` prints about the layout of ``bank``'s version: its schema and what a write costs."""
+    if bank.segments is None:
+        return "schema 1: full files in every version, a write copies the bank (convert with: smcs bank migrate BANK)"
+    return "schema 2: shared append-only segments, a write costs what it adds"
+
+
+def _run_migrate(args: argparse.Namespace) -> int:
+    bank = Bank.open(args.path)
+    if bank.segments is not None:
+        print(f"bank {bank.path}  version {bank.version}: already schema 2, nothing to do")
+        return 0
+    bank.verify(Steps(f"smcs: verifying bank {args.path}"))  # copy no damage into the segments' digests
+    print(f"migrate: copying version {bank.version} ({bank.n_questions} questions, {bank.n_models} models) into segments",
+          file=sys.stderr, flush=True)
+    started = time.perf_counter()
+    new = bank.migrate()
+    # the parent is the version migrated: the latest under the writers' lock (a write may have committed since
+    # the verified one)
+    print(f"bank {new.path}  version {new.manifest.parent} -> {new.version}: schema 1 -> 2 in {time.perf_counter() - started:.1f} s; "
+          f"now {new.n_questions} questions, {new.n_models} models (earlier versions stay until pruned)")
     return 0
 
 

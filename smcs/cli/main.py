@@ -32,7 +32,7 @@ from smcs.cli.ask import add_ask_parser, run_ask
 from smcs.cli.bank import add_bank_parser, embed_with_bundled
 from smcs.cli.info import add_info_parser, in_process_route_json, proto_json
 from smcs.backends.config import LocalModelConfig
-from smcs.bank import Bank
+from smcs.bank import Bank, remote
 from smcs.client import DEFAULT_TARGET, Client
 from smcs.core import Policy, RouteDecision, Router
 from smcs.core.pipeline import clamped_note
@@ -41,6 +41,7 @@ from smcs.cli.policy_options import add_policy_options, policy_overrides
 from smcs.cli.target import SERVER_HELP, server_target
 from smcs.errors import InputError, SmcsError
 from smcs.cli.data import add_data_parser
+from smcs.config import Config, load_config
 from smcs.cli.eval import add_eval_parser
 from smcs.progress import Steps
 from smcs.service import serve
@@ -164,8 +165,10 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--config", type=Path, help=(
         "TOML configuration file (docs/configuration.md); default: the bundled demonstration pool's for a bank "
         "of its models (the bundled bank, copies of it), else the built-in defaults"))
-    serve.add_argument("--bank", type=Path, help=(
-        "bank directory (overrides [bank] path; default: the bundled bank); the hashes of the version served "
+    serve.add_argument("--bank", type=_bank_location, help=(
+        "bank directory, or s3://bucket/prefix for a bank `smcs bank publish` wrote, served from a local copy "
+        "kept in sync ([server] bank_cache_dir, bank_sync_interval_s) "
+        "(overrides [bank] path; default: the bundled bank); the hashes of the version served "
         "are verified at start-up"))
     serve.add_argument("--host", help="interface to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (default 50051; 0 picks a free one)")
@@ -246,8 +249,29 @@ def _cost(value: float | None) -> str:
     return "unknown" if value is None else f"{value:.6g}"
 
 
+def _bank_location(text: str) -> Path | str:
+    """``serve --bank``: a bank directory, or the URL of a bank in object storage (kept as text)."""
+    return text if remote.is_url(text) else Path(text)
+
+
+def _remote_bank(args: argparse.Namespace) -> tuple[str, Path] | None:
+    """The URL of the bank in object storage that ``serve`` is to follow (``--bank``, else the ``--config``
+    file's ``[bank] path``) and its local copy, brought up to date now; None for a local bank."""
+    if isinstance(args.bank, Path):
+        return None
+    config = load_config(args.config) if args.config is not None else Config()
+    url = args.bank if args.bank is not None else (config.bank.path if config.bank is not None else None)
+    if url is None or not remote.is_url(url):
+        return None
+    server = config.server
+    cache = Path(server.bank_cache_dir) if server.bank_cache_dir else remote.default_cache_dir(url)
+    print(f"smcs: syncing bank {url} into {cache}", flush=True)
+    return url, remote.sync(url, cache, client=remote.s3_client(server.s3_endpoint_url))
+
+
 def _run_serve(args: argparse.Namespace) -> int:
-    config, bank_path = bundled.config_and_bank(args.config, args.bank)
+    followed = _remote_bank(args)
+    config, bank_path = bundled.config_and_bank(args.config, followed[1] if followed is not None else args.bank)
     serving_bundled = bundled.is_bundled_bank(bank_path)
     local = any(isinstance(model, LocalModelConfig) for model in config.models.values())
     if local and args.config is None and importlib.util.find_spec("llama_cpp") is None:
@@ -271,7 +295,7 @@ def _run_serve(args: argparse.Namespace) -> int:
             bank_path = Path(shutil.copytree(bundled.BANK, Path(scratch) / "bank"))
             why = "no bank configured" if args.bank is None and config.bank is None else "the bundled bank's own directory"
             print(f"smcs: {why}: serving a copy of the bundled bank at {bank_path} (writes go to the copy)", flush=True)
-        asyncio.run(serve(config, bank_path))
+        asyncio.run(serve(config, bank_path, bank_url=followed[0] if followed is not None else None))
     return 0
 
 

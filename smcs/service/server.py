@@ -7,8 +7,10 @@ import asyncio
 import contextlib
 import logging
 import signal
+from collections.abc import Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -16,6 +18,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from .._proto import router_pb2_grpc as pb_grpc
 from ..config import Config, TLSConfig
 from ..backends.pool import ModelPool
+from ..bank import remote
 from ..embed import AsyncEmbedder, EmbedderConfig, EmbedderError, as_async, make_embedder
 from ..http_retry import AsyncClosing
 from .admission import Admission, AdmissionInterceptor
@@ -78,7 +81,7 @@ class RunningServer:
             self._exposition.close()
 
 
-async def start_server(config: Config, bank_path: Path, *, verify: bool = True) -> RunningServer:
+async def start_server(config: Config, bank_path: Path, *, verify: bool = True, bank_url: str | None = None) -> RunningServer:
     """Start serving ``bank_path`` as ``config`` says; returns once the bank is loaded and kernels are warm.
 
     The port is open (and health says NOT_SERVING) while the bank loads; health turns SERVING after.
@@ -87,6 +90,11 @@ async def start_server(config: Config, bank_path: Path, *, verify: bool = True) 
     ``BankFormatError`` naming the file. Versions committed later were hashed by their writer and are
     loaded in O(1). The HTTP gateway (``[http] port`` set) is open while the bank loads too, answering 503
     until it has; it shares the gRPC calls' admission slots.
+
+    ``bank_url`` (``s3://bucket/prefix``): ``bank_path`` is this server's copy of the bank published there,
+    brought up to date (``smcs.bank.remote.sync``) before the bank loads and then every ``[server]
+    bank_sync_interval_s``; the server is then a read-only replica (bank writes are refused, and the index,
+    scorer and outcome log are left to the publisher).
     """
     options = [
         ("grpc.max_receive_message_length", config.server.max_message_bytes),
@@ -105,8 +113,12 @@ async def start_server(config: Config, bank_path: Path, *, verify: bool = True) 
         _shut_down(executors)
         await _close_embedder(embedder)
         raise
+    read_only = "" if bank_url is None else (
+        f"this server is a read-only replica of the bank at {bank_url}: write to the bank it is published from, "
+        f"then `smcs bank publish` it"
+    )
     state = ServiceState(bank_path, config.policy, executors[0], embedder, rebuild_index=config.server.rebuild_index,
-                         refit_scorer_interval_s=config.server.refit_scorer_interval_s)
+                         refit_scorer_interval_s=config.server.refit_scorer_interval_s, read_only=read_only)
     metrics = Metrics(state)
     # metrics first: it then counts the refusals of the interceptors after it (auth) too
     interceptors: list[grpc.aio.ServerInterceptor] = [MetricsInterceptor(metrics)]
@@ -142,6 +154,9 @@ async def start_server(config: Config, bank_path: Path, *, verify: bool = True) 
     try:
         if config.http.port is not None:
             gateway = await start_gateway(config, state, pool, metrics, admission, batcher, GRACE_S)
+        if bank_url is not None:
+            client = await asyncio.to_thread(remote.s3_client, config.server.s3_endpoint_url)
+            await asyncio.to_thread(remote.sync, bank_url, bank_path, client=client)
         await state.reload(verify=verify)
         if config.metrics.port is not None:
             exposition = MetricsHTTPServer(config.metrics, metrics.registry)
@@ -155,24 +170,29 @@ async def start_server(config: Config, bank_path: Path, *, verify: bool = True) 
         raise
     for name in ("", SERVICE_NAME):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    watcher = None
+    loops = []
     if config.server.reload_interval_s > 0:
-        watcher = asyncio.get_running_loop().create_task(state.watch(config.server.reload_interval_s))
+        loops.append(state.watch(config.server.reload_interval_s))
+    if bank_url is not None:
+        loops.append(state.sync_from(bank_url, config.server.bank_sync_interval_s, config.server.s3_endpoint_url))
+    watcher = asyncio.get_running_loop().create_task(_together(loops)) if loops else None
     log.info("smcs serving %s on %s:%d", bank_path, config.server.host, port)
     if exposition is not None:
         log.info("smcs metrics on http://%s:%d/metrics", config.metrics.host, exposition.port)
     return RunningServer(server, port, state, health_servicer, executors, watcher, metrics, exposition, pool, gateway)
 
 
-async def serve(config: Config, bank_path: Path, ready: asyncio.Event | None = None, *, verify: bool = True) -> None:
-    """Run a server until SIGINT or SIGTERM, then stop gracefully (``verify``: see ``start_server``).
+async def serve(
+    config: Config, bank_path: Path, ready: asyncio.Event | None = None, *, verify: bool = True, bank_url: str | None = None,
+) -> None:
+    """Run a server until SIGINT or SIGTERM, then stop gracefully (``verify``, ``bank_url``: see ``start_server``).
 
     Once started it prints ``smcs: metrics on http://HOST:PORT/metrics`` (when ``[metrics] port`` is set),
     ``smcs: http on http://HOST:PORT/v1`` (when ``[http] port`` is set) and then ``smcs: serving bank
     VERSION on HOST:PORT``, with the ports actually bound (a configured 0 becomes the free port the system
     picked).
     """
-    running = await start_server(config, bank_path, verify=verify)
+    running = await start_server(config, bank_path, verify=verify, bank_url=bank_url)
     if running.metrics_port is not None:  # before the serving line: whoever waits for that one has every port
         print(f"smcs: metrics on http://{config.metrics.host}:{running.metrics_port}/metrics", flush=True)
     if running.http_port is not None:
@@ -225,6 +245,11 @@ async def _close_embedder(choice: EmbedderChoice) -> None:
     """Close the embedder's connection pool, if it keeps one."""
     if isinstance(choice.embedder, AsyncClosing):
         await choice.embedder.aclose()
+
+
+async def _together(loops: list[Coroutine[Any, Any, None]]) -> None:
+    """Run the background ``loops`` until cancelled (cancelling this cancels every one)."""
+    await asyncio.gather(*loops)
 
 
 def _shut_down(executors: list[ThreadPoolExecutor]) -> None:

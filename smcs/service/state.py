@@ -5,7 +5,9 @@ so a reload or a bank write never changes the bank under a request in flight. Lo
 the bank, warming the kernels, parsing question ids) happens off the event loop; only the final swap is on
 it. ``latest`` follows versions other processes commit (other replicas over the same bank directory,
 ``smcs bank append``) at the cost of one ``os.stat`` of ``CURRENT`` per call, and loads a new version from
-the one it holds, reading only what changed (``Bank.refresh``; a schema 2 bank's segments).
+the one it holds, reading only what changed (``Bank.refresh``; a schema 2 bank's segments). A server over a bank in
+object storage routes over a local copy that ``sync_from`` keeps up to date (``smcs.bank.remote.sync``) and
+is read-only: bank writes are refused and no background work writes the copy.
 """
 
 from __future__ import annotations
@@ -20,15 +22,17 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
 
+import grpc
 import numpy as np
 
-from ..bank import Bank, ivf
+from ..bank import Bank, ivf, remote
 from ..bank.distinctness import Distinctness, bank_distinctness
 from ..bank.store import CURRENT
 from ..core import Policy, Router
 from ..core.fit import fit_scorer
 from ..embed import AsyncEmbedder, check_compatible
 from ..progress import Steps
+from ..wire.convert import RequestError
 
 log = logging.getLogger(__name__)
 
@@ -105,8 +109,13 @@ class ServiceState:
         *,
         rebuild_index: bool = True,
         refit_scorer_interval_s: float = 60.0,
+        read_only: str = "",
     ) -> None:
+        """``read_only``: why this server must not write the bank (a copy it keeps in sync with object
+        storage), refused to bank writes; "" (the default): it writes, and keeps up the bank's index, fitted
+        scorer and outcome log in the background."""
         self.bank_path = bank_path
+        self.read_only = read_only
         self.rebuild_index = rebuild_index
         self.refit_scorer_interval_s = refit_scorer_interval_s
         self.policy = policy
@@ -186,6 +195,8 @@ class ServiceState:
 
     async def write(self, change: Callable[[Bank], Bank]) -> Snapshot:
         """Apply a bank write (``change(bank) -> new version``) off the loop and switch to its result."""
+        if self.read_only:
+            raise RequestError(grpc.StatusCode.FAILED_PRECONDITION, self.read_only)
         async with self._writing:
             live = self._live
             if live is None:
@@ -197,9 +208,10 @@ class ServiceState:
         snapshot = await self.run(Snapshot.load, bank, self.policy, self.embedder)
         self._live = snapshot
         log.info("routing over bank %s version %s (%d questions, %d models)", bank.path, bank.version, bank.n_questions, bank.n_models)
-        self._retrain_if_outgrown(bank)
-        self._refit_if_stale(bank)
-        self._fold_if_due(bank)
+        if not self.read_only:
+            self._retrain_if_outgrown(bank)
+            self._refit_if_stale(bank)
+            self._fold_if_due(bank)
         return snapshot
 
     def _fold_if_due(self, bank: Bank) -> None:
@@ -281,3 +293,17 @@ class ServiceState:
         while True:
             await asyncio.sleep(interval_s)
             await self._follow()
+
+    async def sync_from(self, url: str, interval_s: float, endpoint_url: str | None) -> None:
+        """Every ``interval_s`` seconds bring the bank directory, a copy of the bank at ``url`` in object
+        storage, up to date (``remote.sync`` on a thread) and switch to a new version it brings (runs until
+        cancelled). A failed sync is logged and the version held keeps serving; the next one tries again."""
+        client = await asyncio.to_thread(remote.s3_client, endpoint_url)
+        while True:
+            await asyncio.sleep(interval_s)
+            try:
+                await asyncio.to_thread(remote.sync, url, self.bank_path, client=client)
+            except Exception as exc:  # the store is down, or holds something else: keep serving what we hold
+                log.warning("syncing bank %s from %s failed (still serving the version held): %s", self.bank_path, url, exc)
+                continue
+            await self.latest()
