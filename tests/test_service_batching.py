@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Sequence
+from types import SimpleNamespace
 
 import msgspec
 import numpy as np
@@ -18,7 +19,9 @@ from service_harness import POLICY, make_bank, make_config, queries_for, running
 from smcs import Bank, RouteCall, Router
 from smcs.client import AsyncClient
 from smcs.core import router as router_module
-from smcs.service.batching import RouteBatcher
+from smcs.config import ServerConfig
+from smcs.service.admission import Admission
+from smcs.service.batching import RouteBatcher, service_batcher
 
 PATIENCE_S = 30.0
 
@@ -206,6 +209,50 @@ def test_max_running_batches_run_side_by_side():
     asyncio.run(scenario())
 
 
+def test_a_lone_call_goes_to_the_worker_while_another_call_is_in_the_batcher():
+    """A call that finds a free slot but another call still in the batcher (here: routing on the other
+    worker) is under load: it goes to a worker even where ``alone_on_loop`` says yes."""
+
+    async def scenario() -> None:
+        small, large = ScriptedRouter("small"), ScriptedRouter("large")
+        on_small = _threads_of(small)
+        loop_thread = threading.get_ident()
+        batcher = RouteBatcher(_run, max_batch=16, max_running=2, alone_on_loop=lambda router: router is small)
+        first = await _held_first_batch(large, batcher)
+        assert await batcher.route(small, _call(1)) == ("small", 1)  # type: ignore[arg-type]
+        large.hold.set()
+        assert await first == ("large", 0)
+        assert await batcher.route(small, _call(2)) == ("small", 2)  # type: ignore[arg-type]  # alone now
+        assert on_small[0] != loop_thread and on_small[1] == loop_thread
+
+    asyncio.run(scenario())
+
+
+class _SizedRouter(ScriptedRouter):
+    """A scripted router over a bank of ``nbytes`` bytes of embeddings (what ``service_batcher`` reads)."""
+
+    def __init__(self, nbytes: int) -> None:
+        super().__init__()
+        self.bank = SimpleNamespace(embeddings=SimpleNamespace(nbytes=nbytes))
+
+
+def test_the_service_batcher_routes_a_lone_call_on_the_loop_only_while_it_is_the_only_call_in_flight():
+    async def scenario() -> None:
+        admission = Admission(limit=8, wait_s=0.0)
+        batcher = service_batcher(_run, ServerConfig(inline_route_bytes=1000), admission)
+        small, large = _SizedRouter(999), _SizedRouter(1000)
+        threads = {name: _threads_of(router) for name, router in (("small", small), ("large", large))}
+        loop_thread = threading.get_ident()
+        for in_flight in (1, 2, 1):
+            admission.in_flight = in_flight  # the call itself, then one more RouterService call
+            for router in (small, large):
+                await batcher.route(router, _call(in_flight))  # type: ignore[arg-type]
+        assert [t == loop_thread for t in threads["small"]] == [True, False, True]
+        assert not any(t == loop_thread for t in threads["large"])  # over inline_route_bytes: always the workers
+
+    asyncio.run(scenario())
+
+
 # --- in a real server --------------------------------------------------------------------------------------
 
 BATCHED_N, BATCHED_DIM = 3000, 384
@@ -259,4 +306,38 @@ def test_server_batches_concurrent_routes_and_answers_each_as_the_router_would(t
         want = router.route(query, seed=100 + i, policy=own_policy if i % 2 else None)
         assert decision.referencers == want.referencers and decision.subsets == want.subsets
         assert decision.support_rows == want.support_rows
+        np.testing.assert_array_equal(np.float32(decision.support_similarities), np.float32(want.support_similarities))
+
+
+def test_the_service_asks_the_router_for_the_support_set_only_when_the_request_does(tmp_path, monkeypatch):
+    """A plain Route routes with ``support=False`` (the router builds no support lists); ``include_support``
+    and ``debug`` route with it, and answer the support set the in-process router gives."""
+    path = tmp_path / "bank"
+    make_bank(path)
+    query = queries_for(path, 1)[0]
+    asked: list[bool] = []
+    original_many = Router.route_many
+
+    def route_many(self, calls):  # type: ignore[no-untyped-def]
+        asked.extend(call.support for call in calls)
+        return original_many(self, calls)
+
+    with running_server(path) as handle:
+        monkeypatch.setattr(router_module.Router, "route_many", route_many)  # after the start-up warm-up route
+
+        async def scenario() -> list[object]:
+            async with AsyncClient(handle.target, retries=0, timeout=PATIENCE_S) as client:
+                return [
+                    await client.route(embedding=query, seed=5, **options)
+                    for options in ({}, {"include_support": True}, {"debug": True})
+                ]
+
+        lean, full, debug = asyncio.run(scenario())
+    assert asked == [False, True, True]
+    want = Router(Bank.open(path), POLICY).route(query, seed=5)
+    assert lean.support_rows == lean.support_ids == lean.support_similarities == []
+    for decision in (lean, full, debug):
+        assert (decision.referencers, decision.votes, decision.subsets) == (want.referencers, want.votes, want.subsets)
+    for decision in (full, debug):
+        assert decision.support_rows == want.support_rows and decision.support_rows
         np.testing.assert_array_equal(np.float32(decision.support_similarities), np.float32(want.support_similarities))

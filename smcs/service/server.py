@@ -131,7 +131,7 @@ async def start_server(config: Config, bank_path: Path, *, verify: bool = True, 
     admission = Admission(config.server.max_concurrent_rpcs, config.server.admission_wait_s)  # the HTTP gateway's too
     interceptors.append(AdmissionInterceptor(admission))
     server = grpc.aio.server(interceptors=interceptors, options=options)
-    batcher = service_batcher(state.run, config.server)  # the HTTP gateway's too
+    batcher = service_batcher(state.run, config.server, admission)  # the HTTP gateway's too
     pb_grpc.add_RouterServiceServicer_to_server(
         RouterService(state, config.server, metrics, pool, config.answer, batcher), server
     )

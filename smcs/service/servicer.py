@@ -128,10 +128,11 @@ class RouterService(pb_grpc.RouterServiceServicer):
             with self._metrics.stage("embed"):
                 query = await _embed_question(snapshot, query)
         policy = convert.policy_from_request(request.policy, self._state.policy)
-        call = RouteCall(query, convert.seed_from_request(request), policy, list(request.policy.allowed_models))
+        support = request.include_support or request.debug
+        call = RouteCall(query, convert.seed_from_request(request), policy, list(request.policy.allowed_models), support)
         decision = await self._route(snapshot.router, call)
         with self._metrics.stage("respond"):
-            return route_response(decision, bank, snapshot.question_ids, debug=request.debug, support=request.include_support)
+            return route_response(decision, bank, snapshot.question_ids, debug=request.debug, support=support)
 
     @_streaming
     async def Answer(self, request: pb.AnswerRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[pb.AnswerResponse]:

@@ -4,6 +4,8 @@
 
 from __future__ import annotations
 
+from operator import attrgetter
+
 import numpy as np
 
 from .._proto import router_pb2 as pb
@@ -39,17 +41,8 @@ def route_response(decision: RouteDecision, bank: Bank, ids: np.ndarray, *, debu
     response.plan_notes.extend(decision.plan_notes)
     if not (support or debug):
         return response
-    rows = decision.support_rows
-    wire = response.support
-    wire.rows.extend(rows)
-    wire.similarities.extend(decision.support_similarities)
-    wire.ids.extend(ids[np.asarray(rows, dtype=np.int64)].tolist())
+    _fill_support(response.support, decision, bank, ids, debug=debug)
     if debug:
-        questions = bank.questions
-        wire.texts.extend([questions[r].text for r in rows])
-        models = [bank.model_index(name) for name in decision.referencers]
-        outcomes = np.asarray(bank.capability)[models][:, rows].T.tolist()
-        wire.outcomes.extend([pb.ModelOutcomes(values=v) for v in outcomes])
         response.model_probabilities.extend(
             [pb.ModelProbability(model=m, probability=p) for m, p in zip(bank.model_names, decision.model_probabilities, strict=True)]
         )
@@ -57,6 +50,67 @@ def route_response(decision: RouteDecision, bank: Bank, ids: np.ndarray, *, debu
             [pb.ModelCost(model=m, expected_cost=c) for m, c in zip(bank.model_names, decision.model_costs, strict=True)]
         )
     return response
+
+
+def _fill_support(wire: pb.SupportSet, decision: RouteDecision, bank: Bank, ids: np.ndarray, *, debug: bool) -> None:
+    """Fill ``wire`` with ``decision``'s support set, without a Python loop over its rows: the
+    decision's lists go to the repeated fields as they are, the ids (and with ``debug`` the texts and the
+    referencers' outcomes) are gathered by one index array."""
+    rows = decision.support_rows
+    wire.rows.extend(rows)
+    wire.similarities.extend(decision.support_similarities)
+    index = np.fromiter(rows, dtype=np.intp, count=len(rows))
+    wire.ids.extend(ids[index].tolist())
+    if debug:
+        wire.texts.extend(map(_TEXT, map(bank.questions.__getitem__, rows)))
+        models = np.array([bank.model_index(name) for name in decision.referencers], dtype=np.intp)
+        wire.MergeFromString(outcomes_wire(np.asarray(bank.capability)[np.ix_(models, index)].T))
+
+
+_TEXT = attrgetter("text")
+_OUTCOMES_TAG = pb.SupportSet.DESCRIPTOR.fields_by_name["outcomes"].number << 3 | 2
+_VALUES_TAG = pb.ModelOutcomes.DESCRIPTOR.fields_by_name["values"].number << 3 | 2
+_VARINT_BYTES = 10
+"""Bytes of a negative int32 on the wire (sign-extended to 64 bits, 7 bits a byte)."""
+_MAX_LENGTH = 2**14 - 1
+"""The longest ``ModelOutcomes`` ``outcomes_wire`` encodes: its lengths take at most two varint bytes."""
+
+
+def outcomes_wire(outcomes: np.ndarray) -> bytes:
+    """``SupportSet.outcomes`` in the protobuf wire format, one ``ModelOutcomes`` per row of the |I| × K int8
+    ``outcomes``, for ``SupportSet.MergeFromString``: written by numpy into one buffer (each value's varint
+    at its offset), not built as |I| message objects."""
+    values = np.ascontiguousarray(outcomes, dtype=np.int8)
+    n, k = values.shape
+    negative = values < 0
+    widths = np.where(negative, _VARINT_BYTES, 1)  # an int8 ≥ 0 takes one byte
+    payload_len = widths.sum(axis=1)
+    message_len = 1 + _varint_len(payload_len) + payload_len
+    entry_len = 1 + _varint_len(message_len) + message_len
+    if n and int(message_len.max()) > _MAX_LENGTH:
+        raise ValueError(f"{k} outcomes a row do not fit a two-byte length")
+    starts = np.cumsum(entry_len) - entry_len
+    out = np.full(int(entry_len.sum()), 0xFF, dtype=np.uint8)  # the middle bytes of a negative value's varint
+    inner = _put_varint(out, _put_varint(out, starts, _OUTCOMES_TAG, message_len), _VALUES_TAG, payload_len)
+    value_starts = inner[:, None] + np.cumsum(widths, axis=1) - widths
+    out[value_starts] = values.view(np.uint8)  # ≥ 0: the value's byte; < 0: its low 7 bits | 0x80
+    out[value_starts[negative] + _VARINT_BYTES - 1] = 0x01  # the last byte of a negative value: the sign bit
+    return out.tobytes()
+
+
+def _varint_len(values: np.ndarray) -> np.ndarray:
+    """Bytes of the varints of ``values`` (each < 2**14)."""
+    return 1 + (values > 0x7F)
+
+
+def _put_varint(out: np.ndarray, at: np.ndarray, tag: int, lengths: np.ndarray) -> np.ndarray:
+    """Write ``tag`` then the varint of ``lengths`` (each < 2**14) at each offset ``at`` of ``out``; the
+    offsets right after them."""
+    long = lengths > 0x7F
+    out[at] = tag
+    out[at + 1] = (lengths & 0x7F) | (long << 7)
+    out[(at + 2)[long]] = (lengths >> 7)[long]
+    return at + 2 + long
 
 
 def decision_from_response(response: pb.RouteResponse) -> RouteDecision:

@@ -178,8 +178,8 @@ class Gateway:
         self._metrics = metrics
         self._tokens = TokenCheck(config.auth) if config.auth.enabled else None
         server = config.server
-        self._batcher = batcher if batcher is not None else service_batcher(state.run, server)
         self.admission = admission if admission is not None else Admission(server.max_concurrent_rpcs, server.admission_wait_s)
+        self._batcher = batcher if batcher is not None else service_batcher(state.run, server, self.admission)
         self._stats = _HttpMetrics(metrics)
         self._runner: web.AppRunner | None = None
         self.port: int | None = None
