@@ -12,7 +12,8 @@ Everything the benchmark compares lives here so ``test_route.py`` stays a thin p
   (Eqs 2–5 of docs/design.md: similarities, support set, votes, top-K). ``smcs`` is the fused kernel as
   the router calls it (the capability bits prepared once per bank, the support set in Eq (3)'s order),
   ``smcs-unordered`` the same decision without ordering the support set, ``router`` the whole
-  ``Router.route`` (Eq 6's subsets and the decision's Python lists included); the others are the
+  ``Router.route`` (Eq 6's subsets and the decision's Python lists included), ``router-lean`` the same
+  with ``support=False`` (a service Route that does not ask for the support set); the others are the
   baselines it has to beat (plain numpy, faiss) and the ``floor``: one parallel pass that only sums every
   float of E, i.e. the cost of reading the bank once, which no exact route can undercut.
 * ``check_route``: asserts that a competitor computed the same route as ``smcs.kernels.route`` (same
@@ -367,6 +368,34 @@ def router_route(bank: Bank) -> Callable[[], _DecisionRoute]:
     """``Router.route`` (default policy: the paper's, threads the kernel's choice) over ``bank`` written as
     an smcs bank in a temporary directory (untimed): Eqs 2–6 and the ``RouteDecision`` with its Python
     lists, what an in-process user of smcs gets."""
+    router, index = _router_of(bank)
+    q = bank.query
+
+    def run() -> _DecisionRoute:
+        return _DecisionRoute(router.route(q, seed=0), index)
+
+    return run
+
+
+def router_lean_route(bank: Bank) -> Callable[[], object]:
+    """``Router.route(..., support=False)``, what the service runs for a Route that does not ask for the
+    support set: the decision without the support lists, the support set unsorted. Checked here (untimed)
+    against the full route's referencers, votes and subsets, since it has no support set to check."""
+    router, _ = _router_of(bank)
+    q = bank.query
+    full, lean = router.route(q, seed=0), router.route(q, seed=0, support=False)
+    assert (lean.referencers, lean.votes, lean.subsets) == (full.referencers, full.votes, full.subsets), "router-lean differs"
+    assert lean.support_rows == [] and full.support_rows
+
+    def run() -> object:
+        return router.route(q, seed=0, support=False)
+
+    return run
+
+
+def _router_of(bank: Bank) -> tuple[object, dict[str, int]]:
+    """A ``Router`` (the paper's policy at the benchmark's K, N_base and γ) over ``bank`` written as an
+    smcs bank in a temporary directory, and its model indices by name."""
     from smcs.bank import Bank as SmcsBank
     from smcs.bank import ModelInfo, Question
     from smcs.core import Policy, Router
@@ -381,13 +410,7 @@ def router_route(bank: Bank) -> Callable[[], _DecisionRoute]:
         models=[ModelInfo(name=f"m{r:02d}") for r in range(bank.capability.shape[0])],
     )
     router = Router(stored, Policy(k=TOP_K, n_base=N_BASE, gamma=GAMMA))
-    index = {name: r for r, name in enumerate(stored.model_names)}
-    q = bank.query
-
-    def run() -> _DecisionRoute:
-        return _DecisionRoute(router.route(q, seed=0), index)
-
-    return run
+    return router, {name: r for r, name in enumerate(stored.model_names)}
 
 
 class _DecisionRoute:
@@ -564,6 +587,7 @@ COMPETITORS: dict[str, Competitor] = {
         *_with_serial("smcs", smcs_route, "fused route kernel (threads: its automatic choice)"),
         Competitor("smcs-unordered", smcs_route(None, ordered=False), "fused route kernel, support set unordered"),
         Competitor("router", router_route, "Router.route: the kernel, top-K, subsets, the decision's lists"),
+        Competitor("router-lean", router_lean_route, "Router.route(support=False): the decision without the support set", checked=False),
         Competitor("numpy", numpy_route, "gemv + clip + partition + mask + gather vote"),
         Competitor("faiss-flat", faiss_route, "IndexFlatIP search(N_base) + range_search", needs_faiss=True),
         *_with_serial("floor", floor_pass, "sum of every float of E", checked=False),

@@ -191,23 +191,37 @@ def render(results: list[Result], machine_info: dict) -> str:
 
 
 def service_table(path: Path) -> list[str]:
-    """Markdown lines for ``test_service.py``: per method, p50/p99 of one client and QPS of eight."""
+    """Markdown lines for ``test_service.py``: per method, p50/p99 of one client and QPS of eight, then the
+    interleaved table of ``test_route_vs_health``."""
     rows: dict[str, dict[str, object]] = defaultdict(dict)
-    for bench in json.loads(path.read_text()).get("benchmarks", []):
-        if not (bench.get("group") or "").startswith("service:"):
+    benches = json.loads(path.read_text()).get("benchmarks", [])
+    for bench in benches:
+        if not (bench.get("group") or "").startswith("service:") or bench.get("extra_info", {}).get("service_paired"):
             continue
         method = bench["params"]["method"]
         rows[method].update(bench.get("extra_info", {}))
-    if not rows:
-        return []
-    lines = [
-        "### smcs service over loopback (15,000 × 384 bank, R = 15; health = bare unary call)",
-        "",
-        "| method | p50 (1 client) | p99 (1 client) | QPS (8 clients) |",
-        "|---|---|---|---|",
-    ]
-    for method, info in rows.items():
-        lines.append(f"| {method} | {info.get('p50_ms', '–')} ms | {info.get('p99_ms', '–')} ms | {info.get('qps', '–')} |")
+    lines = []
+    if rows:
+        lines += [
+            "### smcs service over loopback (15,000 × 384 bank, R = 15; health = bare unary call)",
+            "",
+            "| method | p50 (1 client) | p99 (1 client) | QPS (8 clients) |",
+            "|---|---|---|---|",
+        ]
+        for method, info in rows.items():
+            lines.append(f"| {method} | {info.get('p50_ms', '–')} ms | {info.get('p99_ms', '–')} ms | {info.get('qps', '–')} |")
+    for info in (b["extra_info"] for b in benches if b.get("extra_info", {}).get("service_paired")):
+        lines += [
+            *([""] if lines else []),
+            f"### Route vs health, interleaved ({info['n']:,} × {info['d']} bank, {info['clients']} clients, "
+            f"{info['calls_per_client']} calls each a burst, {info['rounds']} rounds; medians, ratios per round)",
+            "",
+            "| method | QPS | p50 under load | QPS ÷ health |",
+            "|---|---|---|---|",
+        ]
+        for method, qps in info["qps"].items():
+            ratio = info["ratios"].get(f"{method}/health", 1.0)
+            lines.append(f"| {method} | {qps} | {info['p50_ms'][method]} ms | {fmt_ratio(ratio)} |")
     return lines
 
 

@@ -21,20 +21,22 @@ from collections.abc import Callable
 
 from bench_data import COMPETITORS, Bank, Expected, checked_run, faiss
 
-PAIRED = ("smcs", "smcs-unordered", "router", "smcs-1thread", "numpy", "faiss-flat", "floor", "floor-1thread")
+PAIRED = ("smcs", "smcs-unordered", "router", "router-lean", "smcs-1thread", "numpy", "faiss-flat", "floor", "floor-1thread")
 """The competitors of ``bench_data.COMPETITORS`` called in each round."""
 RATIOS = (
     ("smcs", "floor"),
     ("smcs-unordered", "floor"),
     ("router", "floor"),
+    ("router-lean", "floor"),
     ("smcs-1thread", "floor-1thread"),
     ("numpy", "smcs"),
     ("numpy", "smcs-unordered"),
     ("numpy", "router"),
+    ("numpy", "router-lean"),
     ("faiss-flat", "smcs"),
 )
-"""(numerator, denominator) pairs reported: smcs, its unordered decision and the router over their floors,
-then the baselines over them."""
+"""(numerator, denominator) pairs reported: smcs, its unordered decision and the router (with and without the
+support set) over their floors, then the baselines over them."""
 BLOCK_S = 0.25
 """Wall time of one competitor's block in a round."""
 BLOCK_CALLS = 4
