@@ -21,7 +21,7 @@ from ..core.policy import OVERRIDABLE
 from ..core.question import check_question
 from ..errors import InputError, SmcsError
 from ..strategies import StrategyCall, StrategyEvent, StrategyPlan, StrategyResult
-from .decision import decision_from_response, route_response
+from .decision import decision_from_response, optional_field, route_response
 from .enums import ANSWER_SOURCE, ERROR_KIND, RETRIEVAL, SCORER, TASK
 from .strategy import StrategyEventDecoder, strategy_event
 
@@ -137,7 +137,7 @@ def embedding_from_message(message: pb.Embedding, field: str, dim: int) -> np.nd
 
 def seed_from_request(request: pb.RouteRequest | pb.AnswerRequest) -> int | None:
     """The request's seed, or None when unset (the router then picks one and reports it)."""
-    return request.seed if request.HasField("seed") else None
+    return optional_field(request, "seed")
 
 
 def finite_lam(request: pb.ScoreRequest, default: float) -> float:
@@ -210,7 +210,7 @@ class AnswerEventDecoder:
             self.references.append(ReferenceEvidence(
                 model=r.model, prior=r.prior, text=r.text, error=r.error or None, error_kind=ERROR_KIND.from_wire(r.error_kind),
                 latency_s=r.latency_s, prompt_tokens=r.prompt_tokens, completion_tokens=r.completion_tokens,
-                temperature=r.temperature if r.HasField("temperature") else None,
+                temperature=optional_field(r, "temperature"),
             ))
             return self.references[-1]
         if kind == "aggregation":
@@ -219,7 +219,7 @@ class AnswerEventDecoder:
                 index=a.index, aggregator=a.aggregator, subset=list(a.subset), text=a.text, error=a.error or None,
                 error_kind=ERROR_KIND.from_wire(a.error_kind), similarity=a.similarity_score, perplexity=a.perplexity,
                 total=a.total_score, latency_s=a.latency_s, prompt_tokens=a.prompt_tokens,
-                completion_tokens=a.completion_tokens, temperature=a.temperature if a.HasField("temperature") else None,
+                completion_tokens=a.completion_tokens, temperature=optional_field(a, "temperature"),
             ))
             return self.aggregations[-1]
         if kind == "final" and self.decision is not None:
@@ -227,10 +227,10 @@ class AnswerEventDecoder:
             order = {model: i for i, model in enumerate(self.decision.referencers)}  # they stream as they arrive
             return AnswerResult(
                 text=f.text, source=ANSWER_SOURCE.from_wire(f.source),  # type: ignore[arg-type]  # one of the sources
-                selected=f.selected if f.HasField("selected") else None, decision=self.decision,
+                selected=optional_field(f, "selected"), decision=self.decision,
                 references=sorted(self.references, key=lambda r: order.get(r.model, len(order))),
                 aggregations=list(self.aggregations), notes=list(f.notes),
-                reference=f.reference if f.HasField("reference") else None,
-                agreement=f.agreement if f.HasField("agreement") else None,
+                reference=optional_field(f, "reference"),
+                agreement=optional_field(f, "agreement"),
             )
         raise ValueError(f"unexpected Answer event {kind!r} (a final event needs a routed event before it)")

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 from operator import attrgetter
+from typing import Any
 
 import numpy as np
 
@@ -132,7 +133,7 @@ def decision_from_response(response: pb.RouteResponse) -> RouteDecision:
         probabilities=[r.probability for r in response.referencers],
         model_probabilities=[m.probability for m in response.model_probabilities],
         out_of_bank=response.out_of_bank,
-        k_clamped_from=response.k_clamped_from if response.HasField("k_clamped_from") else None,
+        k_clamped_from=optional_field(response, "k_clamped_from"),
         drop_probabilities=list(response.drop_probabilities),
         duplicate_subsets=response.duplicate_subsets,
         costs=[optional_field(r, "expected_cost") for r in response.referencers],
@@ -143,6 +144,6 @@ def decision_from_response(response: pb.RouteResponse) -> RouteDecision:
     )
 
 
-def optional_field(message: object, name: str) -> float | None:
+def optional_field(message: object, name: str) -> Any:
     """The value of ``message``'s optional field ``name``, None when unset."""
     return getattr(message, name) if message.HasField(name) else None  # type: ignore[attr-defined]

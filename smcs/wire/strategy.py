@@ -14,7 +14,7 @@ import numpy as np
 from smcs._proto import router_pb2 as pb
 from smcs.bank import Bank
 from smcs.strategies import StrategyCall, StrategyEvent, StrategyPlan, StrategyResult
-from smcs.wire.decision import decision_from_response, route_response
+from smcs.wire.decision import decision_from_response, optional_field, route_response
 from smcs.wire.enums import CALL_ROLE, ERROR_KIND, SCORE_KIND
 
 
@@ -74,16 +74,16 @@ class StrategyEventDecoder:
             self.calls.append(StrategyCall(
                 model=c.model, role=CALL_ROLE.from_wire(c.role) or "",  # type: ignore[arg-type]  # one of the roles
                 layer=c.layer, index=c.index, position=c.position, seed=c.seed, inputs=list(c.inputs),
-                extracted=c.extracted if c.HasField("extracted") else None, text=c.text, error=c.error or None,
+                extracted=optional_field(c, "extracted"), text=c.text, error=c.error or None,
                 error_kind=ERROR_KIND.from_wire(c.error_kind), latency_s=c.latency_s, prompt_tokens=c.prompt_tokens,
-                completion_tokens=c.completion_tokens, temperature=c.temperature if c.HasField("temperature") else None,
+                completion_tokens=c.completion_tokens, temperature=optional_field(c, "temperature"),
             ))
             return self.calls[-1]
         if kind == "strategy_result" and self.plan is not None:
             r = message.strategy_result
             return StrategyResult(
                 text=r.text, strategy=r.strategy, plan=self.plan, calls=list(self.calls),
-                chosen=r.chosen if r.HasField("chosen") else None, votes=dict(r.votes), notes=list(r.notes),
+                chosen=optional_field(r, "chosen"), votes=dict(r.votes), notes=list(r.notes),
                 params=json.loads(r.params_json) if r.params_json else {}, seed=r.seed, bank_version=r.bank_version,
             )
         raise ValueError(f"unexpected Answer event {kind!r} (a strategy result needs a plan before it)")
