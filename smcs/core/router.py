@@ -304,6 +304,7 @@ class Router:
         elif plan.n:
             positions = kernels.draw_subsets(prior, plan.k_drop, plan.n, call.seed).tolist()
         exact_drops = len(referencers) <= kernels.EXACT_DROP_MAX_K
+        aggregation_known, expected_known = known_or_none(np.array([aggregation_cost, plan.expected_cost]))
         referencer_names = [names[r] for r in referencers.tolist()]
         return RouteDecision(
             referencers=referencer_names,
@@ -321,8 +322,8 @@ class Router:
             k_clamped_from=call.k_clamped_from,
             costs=known_or_none(costs[referencers]),
             model_costs=known_or_none(costs),
-            aggregation_cost=known_or_none(np.array([aggregation_cost]))[0],
-            expected_cost=known_or_none(np.array([plan.expected_cost]))[0],
+            aggregation_cost=aggregation_known,
+            expected_cost=expected_known,
             plan_notes=plan.notes,
             drop_probabilities=kernels.drop_probabilities(prior, plan.k_drop).tolist() if exact_drops else [],
             duplicate_subsets=duplicates,

@@ -19,7 +19,6 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from .. import kernels
 from ..bank import Bank
 from ..core import Policy, RouteCall, Router
 
@@ -53,8 +52,7 @@ def willingness_grid(costs: np.ndarray) -> list[float]:
 
 def sweep_choices(p: np.ndarray, c: np.ndarray, willingness: float) -> np.ndarray:
     """Q: the model each query goes to at willingness to pay ``willingness``: top-1 of p − c / W."""
-    value = p - c / willingness
-    return np.array([int(kernels.top_k(row, 1)[0]) for row in value], dtype=np.int64)
+    return np.argmax(p - c / willingness, axis=1).astype(np.int64)  # the first maximum: ties to the lower index
 
 
 def upper_hull(points: Sequence[tuple[float, float]]) -> list[tuple[float, float]]:
