@@ -13,6 +13,7 @@ import pytest
 from fault_server import FaultServer, Reply
 from support.e2e import E2E_MODELS as MODELS
 from support.e2e import write_config
+from support.hosts import drive
 
 from smcs.core.messages import Completion
 from smcs.core.pipeline import CallFailed, CallModels, Emit
@@ -26,18 +27,6 @@ CRITERIA_ANSWER = "Selected Criteria:\n1. Accuracy\n2. Depth\n3. Clarity\n\nExpl
 
 def done(text: str) -> Completion:
     return Completion(text=text, token_logprobs=[])
-
-
-def drive(steps, answer):  # type: ignore[no-untyped-def]
-    """A scripted host: ``answer(call)`` for every call of every ``CallModels``; (steps, return value)."""
-    seen, reply = [], None
-    while True:
-        try:
-            step = steps.send(reply)
-        except StopIteration as stop:
-            return seen, stop.value
-        seen.append(step)
-        reply = [answer(call) for call in step.calls] if isinstance(step, CallModels) else None
 
 
 def shown(call) -> tuple[str, str]:  # type: ignore[no-untyped-def]

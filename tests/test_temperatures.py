@@ -12,7 +12,7 @@ import pytest
 
 from fault_server import FaultServer, Reply
 from support.e2e import write_config
-from support.hosts import ScriptedHost
+from support.hosts import ScriptedHost, drive
 from smcs.bank import Bank, EmbedderInfo, ModelInfo, Question
 from smcs.cli.main import main
 from smcs.core import Policy, Router
@@ -118,25 +118,17 @@ def test_the_pipeline_refuses_a_bad_temperature(router):
 
 
 def test_preference_samples_at_moaas_temperature_and_judges_at_theirs():
-    def drive(steps):  # type: ignore[no-untyped-def]
-        calls, reply = [], None
-        while True:
-            try:
-                step = steps.send(reply)
-            except StopIteration as stop:
-                return calls, stop.value
-            if isinstance(step, CallModels):
-                calls.extend(step.calls)
-                reply = [Completion(text=f"text {c.seed}", token_logprobs=[]) for c in step.calls]
-            else:
-                reply = None
+    def calls_of(steps):  # type: ignore[no-untyped-def]
+        """Every model call of ``steps`` (each answered with a text) and what they returned."""
+        seen, value = drive(steps, lambda c: Completion(text=f"text {c.seed}", token_logprobs=[]))
+        return [c for step in seen if isinstance(step, CallModels) for c in step.calls], value
 
-    calls, outcome = drive(preference_steps("1", "Q?", policy_model="p", samples=2, judges=["j"], aggregator="a", criteria_model="a", seed=4))
+    calls, outcome = calls_of(preference_steps("1", "Q?", policy_model="p", samples=2, judges=["j"], aggregator="a", criteria_model="a", seed=4))
     assert [c.generation.temperature for c in calls if c.model == "p"] == [0.8, 0.8]  # type: ignore[union-attr]
     assert all(c.generation is None for c in calls if c.model != "p")
     record = outcome.record or outcome.skipped
     assert record["metadata"]["sample_temperature"] == 0.8 and record["metadata"]["judge_temperature"] is None
-    calls, _ = drive(preference_steps("1", "Q?", policy_model="p", samples=2, judges=["j"], aggregator="a", criteria_model="a", seed=4,
+    calls, _ = calls_of(preference_steps("1", "Q?", policy_model="p", samples=2, judges=["j"], aggregator="a", criteria_model="a", seed=4,
                                       sample_temperature=None, judge_temperature=0.0))
     assert all(c.generation is None for c in calls if c.model == "p")
     assert {c.generation.temperature for c in calls if c.model != "p"} == {0.0}  # type: ignore[union-attr]

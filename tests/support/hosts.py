@@ -46,3 +46,15 @@ class ScriptedHost:
 
     def events(self) -> list[object]:
         return [s.event for s in self.steps if isinstance(s, Emit)]
+
+
+def drive(steps, answer):  # type: ignore[no-untyped-def]
+    """A scripted host: ``answer(call)`` for every call of every ``CallModels``; (steps, return value)."""
+    seen, reply = [], None
+    while True:
+        try:
+            step = steps.send(reply)
+        except StopIteration as stop:
+            return seen, stop.value
+        seen.append(step)
+        reply = [answer(call) for call in step.calls] if isinstance(step, CallModels) else None
