@@ -423,7 +423,7 @@ def _exists(s3: Any, location: Location, *parts: str) -> bool:
         try:
             s3.head_object(Bucket=location.bucket, Key=key)
         except ClientError as e:
-            if e.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+            if _not_found(e):
                 return False
             raise
     return True
@@ -446,10 +446,15 @@ def _get_if_exists(s3: Any, location: Location, name: str) -> bytes | None:
         try:
             response = s3.get_object(Bucket=location.bucket, Key=key)
         except ClientError as e:
-            if e.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+            if _not_found(e):
                 return None
             raise
         return response["Body"].read()
+
+
+def _not_found(error: Any) -> bool:
+    """Whether boto3's ``ClientError`` says the object does not exist (HEAD answers a bare 404, GET NoSuchKey)."""
+    return error.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound")
 
 
 def _download(s3: Any, location: Location, name: str, target: Path, sha256: str) -> None:
