@@ -27,6 +27,7 @@ from .quantized import QuantizedBank, quantize_rows, route_quantized, route_quan
 from .retrieval import (
     capability_bits,
     known_weights,
+    order_support,
     prior_vote,
     route,
     route_many,
@@ -59,6 +60,7 @@ __all__ = [
     "known_weights",
     "mean_pairwise_similarity",
     "oca_mca",
+    "order_support",
     "pairwise_ranking_score",
     "perplexity",
     "prior_vote",

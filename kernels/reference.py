@@ -39,6 +39,12 @@ def support_set(s: np.ndarray, n_base: int, gamma: float) -> tuple[np.ndarray, n
     return rows, s[rows].astype(np.float32)
 
 
+def order_support(rows: np.ndarray, sims: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A support set in Eq (3)'s order: similarity descending, ties by lower row."""
+    order = sorted(range(rows.shape[0]), key=lambda t: (-float(sims[t]), int(rows[t])))
+    return rows[order].astype(np.int64), sims[order].astype(np.float32)
+
+
 def prior_vote(capability: np.ndarray, rows: np.ndarray, sims: np.ndarray) -> np.ndarray:
     """Eq (4): V_r = Σ_{i ∈ I, M_ri known} Ŝ_i·M_ri; entries of −1 (not evaluated) contribute nothing."""
     sub = capability[:, rows].astype(np.float64)

@@ -505,6 +505,18 @@ def support_set(sims: np.ndarray, n_base: int, gamma: float) -> tuple[np.ndarray
     return _descending(*_support(s, _histogram(s), n_base, gamma))
 
 
+def order_support(rows: np.ndarray, sims: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A support set (bank rows, their Ŝ ≥ 0) in Eq (3)'s order: Ŝ descending, ties to the lower row, as
+    ``route(..., ordered=True)`` returns it; for the support set an unordered route returned."""
+    r = _checks.row_indices("rows", rows, 2**31)  # the sort keys hold a row in 31 bits
+    s = _checks.float_vector("sims", sims, dtype=np.float32)
+    if r.shape != s.shape:
+        raise ValueError(f"rows and sims must have the same length, got {r.shape[0]} and {s.shape[0]}")
+    if s.size and not s.min() >= 0:  # NaN fails too
+        raise ValueError("sims must be non-negative and not NaN")
+    return _descending(r, s)
+
+
 def prior_vote(capability: np.ndarray, rows: np.ndarray, sims: np.ndarray) -> np.ndarray:
     """Eq (4): V = M_I·Ŝ_I over known entries, V_r = Σ_{i ∈ I, M_ri ≠ −1} Ŝ_i·M_ri (float64, length R),
     each sum in the order of ``rows``."""

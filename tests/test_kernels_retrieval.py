@@ -519,3 +519,46 @@ def test_support_set_orders_negative_zero_as_zero_by_row():
     np.testing.assert_array_equal(sims, [0.25, 0.25, 0, 0, 0, 0])
     want_rows, _ = reference.support_set(s, 6, 1.0)
     np.testing.assert_array_equal(rows, want_rows)
+
+
+# --- order_support: an unordered route's support set put in Eq (3)'s order ---------------------------------
+
+
+@pytest.mark.parametrize("size", [0, 1, 7, 300, 5000])
+@pytest.mark.parametrize("levels", [3, 1000])  # 3: nearly every similarity tied; 1000: few ties
+def test_order_support_matches_reference(size, levels):
+    rng = np.random.default_rng(size * 7 + levels)
+    rows = rng.permutation(10 * size + 1)[:size].astype(np.int64)  # distinct rows in no order
+    sims = (rng.integers(0, levels, size) / levels).astype(np.float32)
+    got_rows, got_sims = kernels.order_support(rows, sims)
+    want_rows, want_sims = reference.order_support(rows, sims)
+    np.testing.assert_array_equal(got_rows, want_rows)
+    np.testing.assert_array_equal(got_sims, want_sims)
+    assert got_rows.dtype == np.int64 and got_sims.dtype == np.float32
+
+
+def test_order_support_of_an_unordered_route_is_the_ordered_route():
+    case = normal_bank(seed=3, n=2000, d=16, r=5, n_base=1500, gamma=0.1)  # a support set of most of the bank
+    e, q, m = case.embeddings, case.query, case.capability
+    ordered = kernels.route(e, q, m, case.n_base, case.gamma, 1)
+    loose = kernels.route(e, q, m, case.n_base, case.gamma, 1, ordered=False)
+    assert len(ordered[0]) > 1000
+    got = kernels.order_support(loose[0], loose[1])
+    np.testing.assert_array_equal(got[0], ordered[0])
+    np.testing.assert_array_equal(got[1], ordered[1])
+
+
+@pytest.mark.parametrize(
+    ("rows", "sims", "message"),
+    [
+        ([0, 1], [0.5, np.nan], "non-negative and not NaN"),
+        ([0, 1], [0.5, -0.1], "non-negative"),
+        ([0, 1], [0.5], "same length"),
+        ([-1, 1], [0.5, 0.4], "rows must index"),
+        ([2**31, 1], [0.5, 0.4], "rows must index"),
+        ([0.5, 1.0], [0.5, 0.4], "integer row indices"),
+    ],
+)
+def test_order_support_refuses_bad_input(rows, sims, message):
+    with pytest.raises(ValueError, match=message):
+        kernels.order_support(np.asarray(rows), np.asarray(sims, dtype=np.float32))

@@ -93,7 +93,9 @@ def test_vote_on_a_fitted_bank_is_the_unfitted_decision_and_the_reference(banks)
         rows, sims, votes = reference.route(e, query, cap, policy.n_base, policy.gamma)
         threshold = policy.gamma * reference.kth_largest(reference.similarities(e, query), policy.n_base)
         if threshold == 0 or np.all(np.abs(sims.astype(np.float64) - threshold) > 1e-5):  # no row in doubt
-            assert without.support_rows == rows.tolist()
+            # the same rows; their order may differ where two similarities are a float32 bit apart (the kernel's
+            # dot products and numpy's round differently), which the kernels' tests on exact banks pin down
+            assert sorted(without.support_rows) == sorted(rows.tolist())
             assert without.referencers == top_k_names(plain, votes, policy.k)
             np.testing.assert_allclose(without.votes, np.sort(votes)[::-1][: policy.k], rtol=1e-5, atol=1e-9)
             # the unfitted probabilities are the normalised vote; the fitted ones its Platt calibration

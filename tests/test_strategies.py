@@ -24,6 +24,7 @@ from support.hosts import ScriptedHost as PipelineHost
 from smcs.bank import Bank, EmbedderInfo, ModelInfo, Question
 from smcs.cli.main import main
 from smcs.core import Policy, RouteCall, Router
+from smcs.core.decision import enc_hook
 from smcs.core.messages import ChatMessage, Completion
 from smcs.core.pipeline import AnswerResult, CallFailed, CallModels, Emit, ModelCall, RouteQuestion, smcs_pipeline
 from smcs.core.prompts import AGGREGATOR_PROMPT, TASK_SYSTEM_PROMPTS, question_messages
@@ -203,7 +204,7 @@ def test_events_stream_as_steps_complete_and_round_trip_through_json(router):
     events = host.events()
     assert events[-1] == result and events[0] == result.plan and events[1:-1] == result.calls
     for event in events:
-        assert msgspec.json.decode(msgspec.json.encode(event), type=type(event)) == event
+        assert msgspec.json.decode(msgspec.json.encode(event, enc_hook=enc_hook), type=type(event)) == event
 
 
 # ------------------------------------------------------------------------------------ self-moa(-seq)

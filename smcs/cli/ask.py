@@ -24,6 +24,7 @@ import msgspec
 from smcs import bundled
 from smcs.client import AsyncClient
 from smcs.config import Config
+from smcs.core.decision import enc_hook
 from smcs.core.pipeline import AggregationEvidence, AnswerResult, CallEvidence, Event, ReferenceEvidence, Routed
 from smcs.core.prompts import Task, check_task
 from smcs.core.question import check_question
@@ -60,7 +61,7 @@ def run_ask(args: argparse.Namespace, policy_overrides: dict[str, object]) -> in
         events = _in_process(bank_path, config, args.question, task, args.seed, policy_overrides, spec, params)
     result = asyncio.run(_follow(events, None if args.quiet else sys.stderr))
     if args.json:
-        print(msgspec.json.format(msgspec.json.encode(result).decode()))
+        print(msgspec.json.format(msgspec.json.encode(result, enc_hook=enc_hook).decode()))
     elif isinstance(result, StrategyResult):
         print_strategy_result(result, sys.stdout)
     else:

@@ -2,7 +2,111 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
+from typing import Any, SupportsIndex, overload
+
 import msgspec
+import numpy as np
+
+from .. import kernels
+
+
+class SupportSet:
+    """Eq (3)'s support set of one decision as the kernel returned it (bank rows, their Ŝ), put in Eq (3)'s
+    order (Ŝ descending, ties to the lower row) the first time either column is read: a route whose
+    caller never reads it pays neither the sort nor the Python lists. Safe to read from several threads
+    (each may sort; the result is the same)."""
+
+    __slots__ = ("_arrays", "_ordered")
+
+    def __init__(self, rows: np.ndarray, similarities: np.ndarray, *, ordered: bool) -> None:
+        """``rows`` (int64) and ``similarities`` (float32, aligned), already in Eq (3)'s order when ``ordered``."""
+        for a in (rows, similarities):
+            a.flags.writeable = False  # the decision's own: np.asarray of a column must not change it
+        self._arrays = (rows, similarities)
+        self._ordered = ordered
+
+    def __len__(self) -> int:
+        return int(self._arrays[0].shape[0])
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        """(rows, similarities) in Eq (3)'s order (read-only views of the arrays the decision keeps)."""
+        if not self._ordered:
+            ordered = kernels.order_support(*self._arrays)
+            for a in ordered:
+                a.flags.writeable = False
+            self._arrays = ordered  # before the flag: a reader that sees the flag sees these arrays
+            self._ordered = True
+        return self._arrays
+
+
+class SupportValues(Sequence):  # type: ignore[type-arg]
+    """One column of a ``SupportSet`` (``column`` 0: bank rows as ints, 1: Ŝ as floats) as a read-only
+    sequence: Python values are made once, on the first element read; ``len`` reads nothing and
+    ``np.asarray`` gives the column without a copy. Equal to any sequence (a list included) of equal
+    values. msgspec encodes it only through ``enc_hook``."""
+
+    __slots__ = ("_support", "_column", "_values")
+
+    def __init__(self, support: SupportSet, column: int) -> None:
+        self._support = support
+        self._column = column
+        self._values: list[Any] | None = None
+
+    def array(self) -> np.ndarray:
+        """The column as a read-only numpy array (int64 rows or float32 similarities)."""
+        return self._support.arrays()[self._column]
+
+    def tolist(self) -> list[Any]:
+        """The column as a Python list (made once; the same list on every call)."""
+        if self._values is None:
+            self._values = self.array().tolist()
+        return self._values
+
+    def __len__(self) -> int:
+        return len(self._support)
+
+    @overload
+    def __getitem__(self, index: SupportsIndex) -> Any: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[Any]: ...
+    def __getitem__(self, index: SupportsIndex | slice) -> Any:
+        return self.tolist()[index]
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self.tolist())
+
+    def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
+        array = self.array()
+        if dtype is not None and np.dtype(dtype) != array.dtype:
+            return array.astype(dtype)
+        return array.copy() if copy else array
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, SupportValues):
+            return self.tolist() == other.tolist()
+        if isinstance(other, Sequence) and not isinstance(other, (str, bytes)):
+            return self.tolist() == list(other)
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]  # equal to lists, which do not hash
+
+    def __repr__(self) -> str:
+        return repr(self.tolist())
+
+
+def enc_hook(value: object) -> object:
+    """``enc_hook`` for msgspec encoders (``msgspec.json.encode``, ``msgspec.to_builtins``) of a
+    ``RouteDecision`` or anything holding one: a support column becomes its list."""
+    if isinstance(value, SupportValues):
+        return value.tolist()
+    raise NotImplementedError(f"msgspec cannot encode objects of type {type(value).__name__}")
+
+
+def support_columns(rows: np.ndarray, similarities: np.ndarray, *, ordered: bool) -> tuple[SupportValues, SupportValues]:
+    """A decision's ``support_rows`` and ``support_similarities`` over one lazily ordered ``SupportSet``."""
+    support = SupportSet(rows, similarities, ordered=ordered)
+    return SupportValues(support, 0), SupportValues(support, 1)
 
 
 class RouteDecision(msgspec.Struct, frozen=True, kw_only=True):
@@ -12,8 +116,13 @@ class RouteDecision(msgspec.Struct, frozen=True, kw_only=True):
         referencers: the K referencer models (Eq 5), highest prior vote first.
         votes: their prior votes V_r (Eq 4), aligned with ``referencers``.
         aggregator: the model that synthesises each subset of references.
-        support_rows: bank rows of the support set I (Eq 3), most similar first.
-        support_similarities: Ŝ_i of those rows (cosine, clipped at 0), aligned with ``support_rows``.
+        support_rows: bank rows of the support set I (Eq 3), most similar first. From ``Router.route`` a
+            ``SupportValues`` (a read-only sequence, equal to the list of its values, that is sorted and
+            turned into Python ints only when first read; ``np.asarray`` gives its int64 array; msgspec
+            encoders need ``enc_hook``); a list elsewhere. Empty when the route was asked for no
+            support set.
+        support_similarities: Ŝ_i of those rows (cosine, clipped at 0), aligned with ``support_rows``, of the
+            same kind (float32 array under ``np.asarray``).
         subsets: the n exploration subsets (Eq 6 sampling), each K − K_drop model names in
             descending prior.
         seed: the seed that drew the subsets; routing again with it reproduces this decision.
@@ -53,8 +162,8 @@ class RouteDecision(msgspec.Struct, frozen=True, kw_only=True):
     referencers: list[str]
     votes: list[float]
     aggregator: str
-    support_rows: list[int]
-    support_similarities: list[float]
+    support_rows: Sequence[int]
+    support_similarities: Sequence[float]
     subsets: list[list[str]]
     seed: int
     bank_version: str
@@ -73,3 +182,8 @@ class RouteDecision(msgspec.Struct, frozen=True, kw_only=True):
     plan_notes: list[str] = []
     drop_probabilities: list[float] = []
     duplicate_subsets: int = 0
+
+    def to_builtins(self) -> dict[str, Any]:
+        """The decision as JSON-ready builtins (``msgspec.to_builtins`` with ``enc_hook``): the support
+        columns as lists."""
+        return msgspec.to_builtins(self, enc_hook=enc_hook)  # type: ignore[no-any-return]

@@ -15,7 +15,7 @@ from .. import kernels
 from ..bank import Bank, FittedScorer, ivf
 from . import budget, scorers
 from .costs import CostTable
-from .decision import RouteDecision
+from .decision import RouteDecision, support_columns
 from .policy import IVF_AUTO_MIN_ROWS, Policy, fit_policy
 from ..errors import InputError
 
@@ -168,11 +168,12 @@ class Router:
         ``ivf`` retrieval, see ``Policy.retrieval``), then draws the n exploration subsets of Eq (6) from ``seed``
         (a fresh random seed when None, reported in the decision). ``policy`` overrides the router's
         policy for this call. ``allowed_models`` (non-empty) restricts the referencers, and the default
-        aggregator, to those models; votes are still computed over the whole bank. ``support=False``
-        leaves the decision's ``support_rows`` and ``support_similarities`` empty: the support set is
-        then neither sorted (unless the scorer reads its nearest rows) nor turned into Python lists, which
-        is most of a route's time after the scan when it holds a large share of the bank (the service
-        asks for it only when its caller does). Raises ``InputError`` (a ``ValueError``) naming the bad
+        aggregator, to those models; votes are still computed over the whole bank. The decision's
+        ``support_rows`` and ``support_similarities`` are ``SupportValues``: the support set is sorted
+        (unless the scorer or the costs read it in order) and turned into Python values only when they are
+        first read, which would be most of a route's time after the scan when the support set holds a
+        large share of the bank. ``support=False`` leaves them empty lists (the service asks for the
+        support set only when its caller does). Raises ``InputError`` (a ``ValueError``) naming the bad
         argument.
         """
         call = self._prepare(RouteCall(embedding, seed, policy, allowed_models, support))
@@ -204,7 +205,7 @@ class Router:
                 [c.policy.gamma for c in batch],
                 _batch_threads([c.policy for c in batch]),
                 capability_bits=self._bits,
-                ordered=any(self._ordered(c) for c in batch),
+                ordered=self._ordered(),
                 return_known=True,
             )
             for i, call, found in zip(scans, batch, retrieved):
@@ -242,9 +243,9 @@ class Router:
 
     def _retrieve(self, call: _Call) -> tuple[np.ndarray, ...]:
         """Eqs (2)–(4) for one call by its policy's retrieval: (support rows, their Ŝ, votes, known weights),
-        the support set most similar first when ``_ordered``, else in the kernel's order."""
+        the support set most similar first when ``_ordered()``, else in the kernel's order."""
         bank, policy, query = self._bank, call.policy, call.query
-        options = {"capability_bits": self._bits, "ordered": self._ordered(call), "return_known": True}
+        options = {"capability_bits": self._bits, "ordered": self._ordered(), "return_known": True}
         if self._uses_index(policy):
             assert bank.index is not None  # _check_policy refused ivf without an index; auto needs one
             return route_ivf(
@@ -258,11 +259,11 @@ class Router:
             )
         return kernels.route(bank.embeddings, query, bank.capability, policy.n_base, policy.gamma, policy.threads, **options)
 
-    def _ordered(self, call: _Call) -> bool:
-        """Whether ``call`` needs its support set in Eq (3)'s order: the decision lists it, a fitted bank's
-        scorers read its nearest rows, or the bank's costs are averaged over it (a float sum, whose last
-        bits depend on the order)."""
-        return call.support or self._scoring is not None or self._costs.per_question is not None
+    def _ordered(self) -> bool:
+        """Whether the kernel must return the support set in Eq (3)'s order: a fitted bank's scorers
+        read its nearest rows, or the bank's costs are averaged over it (a float sum, whose last bits depend
+        on the order). A decision that lists it orders it itself when it is first read (``SupportSet``)."""
+        return self._scoring is not None or self._costs.per_question is not None
 
     def _decided(self, call: _Call, found: tuple[np.ndarray, ...]) -> RouteDecision | InputError:
         """``_decide``, or the ``InputError`` it raises (a plan no ``max_cost`` fits) for ``route_many``."""
@@ -306,12 +307,13 @@ class Router:
         exact_drops = len(referencers) <= kernels.EXACT_DROP_MAX_K
         aggregation_known, expected_known = known_or_none(np.array([aggregation_cost, plan.expected_cost]))
         referencer_names = [names[r] for r in referencers.tolist()]
+        support_rows, support_similarities = support_columns(rows, sims, ordered=self._ordered()) if call.support else ([], [])
         return RouteDecision(
             referencers=referencer_names,
             votes=votes[referencers].tolist(),
             aggregator=aggregator,
-            support_rows=rows.tolist() if call.support else [],
-            support_similarities=sims.tolist() if call.support else [],
+            support_rows=support_rows,
+            support_similarities=support_similarities,
             subsets=[[referencer_names[p] for p in subset] for subset in positions],
             seed=call.seed,
             bank_version=self._bank.version,

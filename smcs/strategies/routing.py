@@ -104,7 +104,7 @@ def symbolic_moe(ctx: StrategyContext, params: SymbolicMoeParams) -> Generator[S
     bank = ctx.router.bank
     skills = question_skills(bank.questions, params.keywords)
     weights: dict[str, float] = defaultdict(float)
-    for row, similarity in list(zip(decision.support_rows, decision.support_similarities))[: params.neighbours]:
+    for row, similarity in zip(decision.support_rows[: params.neighbours], decision.support_similarities[: params.neighbours]):
         for skill in skills[row]:
             weights[skill] += similarity
     profiles = skill_profiles(bank, skills, ctx.models)

@@ -73,6 +73,7 @@ from ...backends.pool import ModelPool
 from ...bank import BankFormatError
 from ...config import Config
 from ...core import RouteCall, RouteDecision, Router
+from ...core.decision import enc_hook
 from ...core.messages import Completion
 from ...core.pipeline import AggregationEvidence, AnswerResult, CallFailed, ModelCall, QuorumNotMet, ReferenceEvidence, Routed
 from ...core.prompts import check_task
@@ -587,7 +588,7 @@ def _done(completion: Completion, model: str, evidence: dict[str, Any]) -> _Done
     evidence = {**evidence, "latency_s": completion.latency_s}
     decision = evidence.pop("decision", None)
     if decision is not None:  # built here, once the model has answered: not on the way to its first token
-        evidence["decision"] = msgspec.to_builtins(decision)
+        evidence["decision"] = msgspec.to_builtins(decision, enc_hook=enc_hook)
     return _Done(completion.text, model, completion.prompt_tokens, completion.completion_tokens, reason, evidence)
 
 
@@ -605,7 +606,7 @@ def _result(result: AnswerResult | StrategyResult, strategy: str, seed: int, ban
         calls = list(result.calls)
         chosen = result.calls[result.chosen] if result.chosen is not None else next((c for c in result.calls if c.ok), None)
         model = chosen.model if chosen is not None else ""
-    evidence = {"strategy": strategy, "model": model, "seed": seed, "bank_version": bank_version, "result": msgspec.to_builtins(result)}
+    evidence = {"strategy": strategy, "model": model, "seed": seed, "bank_version": bank_version, "result": msgspec.to_builtins(result, enc_hook=enc_hook)}
     prompt = sum(c.prompt_tokens for c in calls)
     completion = sum(c.completion_tokens for c in calls)
     return _Done(result.text, model, prompt, completion, "stop", evidence)
