@@ -57,10 +57,10 @@ def _fill_support(wire: pb.SupportSet, decision: RouteDecision, bank: Bank, ids:
     """Fill ``wire`` with ``decision``'s support set, without a Python loop over its rows: the
     decision's lists go to the repeated fields as they are, the ids (and with ``debug`` the texts and the
     referencers' outcomes) are gathered by one index array."""
-    rows = list(decision.support_rows)
+    rows = decision.support_rows
     wire.rows.extend(rows)
-    wire.similarities.extend(list(decision.support_similarities))
-    index = np.asarray(decision.support_rows, dtype=np.intp)
+    wire.similarities.extend(decision.support_similarities)
+    index = np.asarray(rows, dtype=np.intp)
     wire.ids.extend(ids[index].tolist())
     if debug:
         wire.texts.extend(map(_TEXT, map(bank.questions.__getitem__, rows)))
