@@ -167,16 +167,24 @@ def _histogram(sims):
 
 @njit(cache=True, nogil=True)
 def _kth_largest(sims, hist, k):
-    """max_k(Ŝ), 1 ≤ k ≤ N: walk the histogram down to the bin holding rank k, then select inside it."""
+    """max_k(Ŝ), 1 ≤ k ≤ N, for Ŝ ≥ 0: walk the histogram down to the bin holding rank k, then select inside it.
+
+    The pass that collects the bin's values compares each Ŝ with the bin's edges instead of computing its
+    bin: ``_bin_of(v) = b`` exactly when b/N_BINS ≤ v < (b + 1)/N_BINS (the last bin has no upper edge), as
+    v·N_BINS is exact, and two compares cost less than the multiply and conversion in a pass over every Ŝ.
+    """
     above = 0
     b = N_BINS - 1
     while above + hist[b] < k:
         above += hist[b]
         b -= 1
     in_bin = np.empty(hist[b], dtype=np.float32)
+    lo = np.float64(b) / N_BINS
+    hi = np.float64(b + 1) / N_BINS if b < N_BINS - 1 else np.inf
     c = 0
     for i in range(sims.shape[0]):
-        if _bin_of(sims[i]) == b:
+        v = np.float64(sims[i])
+        if v >= lo and v < hi:
             in_bin[c] = sims[i]
             c += 1
     pos = hist[b] - (k - above)  # ascending position of the wanted rank inside the bin
@@ -187,21 +195,27 @@ def _kth_largest(sims, hist, k):
 def _support(sims, hist, n_base, gamma):
     """Eq (3) in position order: (the positions t with Ŝ_t ≥ γ·max_{N_base}(Ŝ), ascending; their Ŝ).
 
-    The threshold is formed in float64. The pass over Ŝ has no data-dependent branch: every position is
-    written and the test only decides whether the write cursor moves on, so a support set holding any
-    share of the bank costs no mispredicted branches.
+    The threshold is formed in float64. A first pass counts the support set (no branch, vectorised), so the
+    outputs are allocated at their size; the second writes them with no data-dependent branch: every
+    position is written and the test only decides whether the write cursor moves on, so a support set
+    holding any share of the bank costs no mispredicted branches.
     """
     n = sims.shape[0]
     if n == 0:
         return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float32)
     threshold = gamma * np.float64(_kth_largest(sims, hist, min(n_base, n)))
-    positions = np.empty(n, dtype=np.int64)
+    m = 0
+    for t in range(n):
+        m += np.int64(sims[t] >= threshold)
+    positions = np.empty(m + 1, dtype=np.int64)  # one spare slot: the cursor writes a rejected tail row there
+    support_sims = np.empty(m + 1, dtype=np.float32)
     c = 0
     for t in range(n):
+        v = sims[t]
         positions[c] = t
-        c += np.int64(sims[t] >= threshold)
-    positions = positions[:c].copy()
-    return positions, sims[positions]
+        support_sims[c] = v
+        c += np.int64(v >= threshold)
+    return positions[:m], support_sims[:m]
 
 
 @njit(cache=True, nogil=True)
@@ -366,6 +380,55 @@ def _vote_bits(bits, n_models, rows, sims, planes):
     return sums
 
 
+VOTE_TABLE_MIN_ROWS = 2048
+"""Support sets of at least this many rows sum Eq (4) through byte tables (``_vote_tables``), smaller ones
+lane by lane (``_vote_bits``): the tables' fixed cost (zeroing and folding 2 × ⌈R/8⌉ tables of 4 × 256
+sums) is won back from about this size (measurements: docs/performance.md, "Large support sets")."""
+
+
+@njit(cache=True, nogil=True)
+def _vote_tables(bits, n_models, rows, sims, planes):
+    """``_vote_bits``'s sums (same shape, same bits) for a large support set, through byte tables.
+
+    Each byte of a support row's words (8 models) is a table index: the pass adds Ŝ to entry ``byte`` of
+    that byte's table, one add per 8 models instead of one per model, and the tables then fold into the
+    R sums (entry v adds to each model whose bit is set in v). Consecutive rows use 4 copies of each table
+    in turn, so rows sharing a byte value do not wait on each other's adds. Regrouping the sums this way
+    is exact only because every partial sum is (``_exact_in_any_order``, which the caller checks): the
+    sums are those of any order.
+    """
+    n_words = bits.shape[1] // 2
+    n_bytes = (n_models + 7) >> 3
+    tables = np.zeros((planes * n_bytes, 4, 256), dtype=np.float64)
+    m = rows.shape[0]
+    for p in range(planes):
+        for j in range(n_bytes):  # a pass per byte: four short dependency chains, no inner loop per row
+            col = p * n_words + (j >> 3)
+            shift = (j & 7) << 3
+            table = tables[p * n_bytes + j]
+            t = 0
+            while t + 4 <= m:
+                table[0, (bits[rows[t], col] >> shift) & 0xFF] += np.float64(sims[t])
+                table[1, (bits[rows[t + 1], col] >> shift) & 0xFF] += np.float64(sims[t + 1])
+                table[2, (bits[rows[t + 2], col] >> shift) & 0xFF] += np.float64(sims[t + 2])
+                table[3, (bits[rows[t + 3], col] >> shift) & 0xFF] += np.float64(sims[t + 3])
+                t += 4
+            while t < m:
+                table[0, (bits[rows[t], col] >> shift) & 0xFF] += np.float64(sims[t])
+                t += 1
+    lanes = (n_models + 3) & ~3
+    sums = np.zeros((planes, lanes), dtype=np.float64)
+    for p in range(planes):
+        for j in range(n_bytes):
+            table = tables[p * n_bytes + j]
+            for v in range(1, 256):
+                x = table[0, v] + table[1, v] + table[2, v] + table[3, v]
+                for b in range(min(8, lanes - 8 * j)):
+                    if (v >> b) & 1:
+                        sums[p, 8 * j + b] += x
+    return sums
+
+
 @njit(cache=True, nogil=True)
 def _select(sims, hist, rows, capability, bits, n_base, gamma, ordered, known):
     """Eqs (3)–(4) from one query's scan: (support rows, their Ŝ, votes V, known weights K).
@@ -382,7 +445,11 @@ def _select(sims, hist, rows, capability, bits, n_base, gamma, ordered, known):
     support_rows = positions if rows is None else rows[positions]
     exact = _exact_in_any_order(support_sims)
     if exact and bits is not None:
-        sums = _vote_bits(bits, capability.shape[0], support_rows, support_sims, 2 if known else 1)
+        planes = 2 if known else 1
+        if support_rows.shape[0] >= VOTE_TABLE_MIN_ROWS:
+            sums = _vote_tables(bits, capability.shape[0], support_rows, support_sims, planes)
+        else:
+            sums = _vote_bits(bits, capability.shape[0], support_rows, support_sims, planes)
         if ordered:
             support_rows, support_sims = _descending(support_rows, support_sims)
         n_models = capability.shape[0]

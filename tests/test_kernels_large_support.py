@@ -282,6 +282,38 @@ def test_capability_bits_hold_the_correct_and_the_known_entries(data):
         np.testing.assert_array_equal(kernels.known_weights(m, rows, sims), reference.known_weights(m, rows, sims))
 
 
+@MEDIUM
+@given(st.data())
+def test_vote_tables_and_lanes_are_the_reference_sums(data):
+    """Eq (4)'s two streamed sums, by byte tables (large support sets) and lane by lane (small ones), equal
+    the reference's votes and known weights bit for bit, for any R (one word, a word boundary, several) and
+    any |I| (none, fewer than the tables' 4 copies, a remainder), with rows in any order and repeated."""
+    r = data.draw(st.sampled_from([1, 7, 8, 9, 15, 63, 64, 65, 130]))
+    n = data.draw(st.integers(1, 300))
+    size = data.draw(st.integers(0, 600))
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
+    m = rng.integers(-1, 2, size=(r, n)).astype(np.int8)
+    if data.draw(st.booleans()):  # patterns shared by many rows: the tables' entries collide
+        m[:, : n // 2] = m[:, :1]
+    rows = rng.integers(0, n, size=size).astype(np.int64)
+    sims = (rng.integers(0, 2**10, size=size) * 2.0**-10).astype(np.float32)  # dyadic: exact in any order
+    assert retrieval._exact_in_any_order(sims)
+    bits = kernels.capability_bits(m)
+    want = np.stack([reference.prior_vote(m, rows, sims), reference.known_weights(m, rows, sims)])
+    for vote in (retrieval._vote_tables, retrieval._vote_bits):
+        got = vote(bits, r, rows, sims, 2)
+        np.testing.assert_array_equal(got[:, :r], want, err_msg=vote.__name__)
+        np.testing.assert_array_equal(vote(bits, r, rows, sims, 1)[0, :r], want[0], err_msg=vote.__name__)
+
+
+def test_a_support_set_past_the_tables_size_routes_as_the_reference():
+    """A support set of more than ``VOTE_TABLE_MIN_ROWS`` rows (every row of a concentrated bank) takes the
+    byte tables on every entry point and still equals the reference."""
+    case = concentrated_bank(11, n=retrieval.VOTE_TABLE_MIN_ROWS + 517, n_base=retrieval.VOTE_TABLE_MIN_ROWS + 517, gamma=0.0)
+    rows, sims, _ = assert_every_entry_point_is_the_reference(case)
+    assert rows.size >= retrieval.VOTE_TABLE_MIN_ROWS and retrieval._exact_in_any_order(sims)  # the tables' path
+
+
 def test_capability_bits_of_another_shape_or_type_are_named():
     m = np.ones((3, 10), np.int8)
     e = np.eye(10, dtype=np.float32)
