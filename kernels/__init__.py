@@ -38,10 +38,12 @@ from .retrieval import (
 )
 from .sampling import (
     EXACT_DROP_MAX_K,
+    Exploration,
     draw_distinct_subsets,
     draw_subsets,
     drop_distribution,
     drop_probabilities,
+    explore,
     sample_subsets,
     subset_uniforms,
 )
@@ -49,6 +51,7 @@ from .scoring import hybrid_scores, mean_pairwise_similarity, perplexity, select
 
 __all__ = [
     "EXACT_DROP_MAX_K",
+    "Exploration",
     "QuantizedBank",
     "capability_bits",
     "configure_threads",
@@ -56,6 +59,7 @@ __all__ = [
     "draw_subsets",
     "drop_distribution",
     "drop_probabilities",
+    "explore",
     "hybrid_scores",
     "known_weights",
     "mean_pairwise_similarity",

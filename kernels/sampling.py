@@ -1,18 +1,20 @@
 """Exploration, Eq (6): the prior-weighted drop distribution and successive unequal-probability sampling.
 
-The random stream is drawn outside the compiled code (``subset_uniforms``, numpy's PCG64 from a
-per-request seed) and handed to the kernel as uniforms, so the kernel stays a pure function and the same
-seed gives the same subsets in the kernel and in its numpy reference.
+The random stream is numpy's ``default_rng(seed).random`` from a per-request seed (``subset_uniforms``,
+computed by ``pcg64`` without building a ``Generator``) handed to the sampling kernel as uniforms, so the
+kernel stays a pure function and the same seed gives the same subsets in the kernel and in its numpy
+reference.
 """
 
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import numpy as np
 from numba import njit
 
-from . import _checks
+from . import _checks, pcg64
 
 MAX_DRAWS_PER_SUBSET = 64
 """Distinct mode (``draw_distinct_subsets``) stops after 64·n draws even when distinct subsets remain
@@ -79,8 +81,18 @@ def drop_distribution(votes: np.ndarray) -> np.ndarray:
 
 
 def subset_uniforms(seed: int, n: int, keep: int) -> np.ndarray:
-    """The n × keep uniforms in [0, 1) that ``sample_subsets`` consumes, from numpy's PCG64 seeded by ``seed``."""
-    return np.random.default_rng(seed).random((n, keep))
+    """The n × keep uniforms in [0, 1) that ``sample_subsets`` consumes: ``np.random.default_rng(seed).random((n,
+    keep))``, bit for bit, for an int ``seed`` in [0, 2^64)."""
+    out = np.empty((n, keep))
+    pcg64.fill_uniforms(_stream(seed), out)
+    return out
+
+
+def _stream(seed: int) -> np.ndarray:
+    """The PCG64 state of ``default_rng(seed)`` (``pcg64``), after checking ``seed``."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**64:
+        raise ValueError(f"seed must be an integer in [0, 2**64), got {seed!r}")
+    return pcg64.state_of(int(seed))
 
 
 def sample_subsets(distribution: np.ndarray, keep: int, uniforms: np.ndarray) -> np.ndarray:
@@ -145,8 +157,7 @@ def draw_subsets(votes: np.ndarray, k_drop: int, n: int, seed: int) -> np.ndarra
     Returns an n × (K − k_drop) array of referencer positions (0 = highest prior), deterministic in ``seed``.
     """
     distribution, keep = _plan(votes, k_drop)
-    n = _checks.positive_int("n", n)
-    return _sample_subsets(distribution, keep, subset_uniforms(seed, n, keep))
+    return _subsets(distribution, keep, _checks.positive_int("n", n), seed)
 
 
 def draw_distinct_subsets(votes: np.ndarray, k_drop: int, n: int, seed: int) -> tuple[np.ndarray, int]:
@@ -158,13 +169,50 @@ def draw_distinct_subsets(votes: np.ndarray, k_drop: int, n: int, seed: int) -> 
     distinct subsets, m × (K − k_drop), and the number of draws dropped as duplicates).
     """
     distribution, keep = _plan(votes, k_drop)
-    n = _checks.positive_int("n", n)
+    return _distinct_subsets(distribution, keep, _checks.positive_int("n", n), seed)
+
+
+class Exploration(NamedTuple):
+    """Eq (6) for one question: its subsets, the draws dropped as repeats, each referencer's drop probability."""
+
+    subsets: np.ndarray
+    """n × (K − k_drop) referencer positions (0 = highest prior); 0 rows when n = 0"""
+    duplicates: int
+    """draws dropped as repeats of an earlier subset (distinct mode; 0 otherwise)"""
+    drop_probabilities: np.ndarray
+    """K: P(r ∉ subset) (``drop_probabilities``); empty when K > ``EXACT_DROP_MAX_K``"""
+
+
+def explore(votes: np.ndarray, k_drop: int, n: int, seed: int, *, distinct: bool = False) -> Exploration:
+    """``draw_subsets`` (``draw_distinct_subsets`` when ``distinct``; none when n = 0) and
+    ``drop_probabilities`` (empty above ``EXACT_DROP_MAX_K`` referencers) from one D of Eq (6): what a
+    route's decision reports."""
+    distribution, keep = _plan(votes, k_drop)
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
+        raise ValueError(f"n must be an integer >= 0, got {n!r}")
+    subsets, duplicates = np.empty((0, keep), dtype=np.int64), 0
+    if n and distinct:
+        subsets, duplicates = _distinct_subsets(distribution, keep, int(n), seed)
+    elif n:
+        subsets = _subsets(distribution, keep, int(n), seed)
+    exact = distribution.shape[0] <= EXACT_DROP_MAX_K
+    drops = _drop_probabilities(distribution, keep) if exact else np.empty(0)
+    return Exploration(subsets, duplicates, drops)
+
+
+def _subsets(distribution: np.ndarray, keep: int, n: int, seed: int) -> np.ndarray:
+    return _sample_subsets(distribution, keep, subset_uniforms(seed, n, keep))
+
+
+def _distinct_subsets(distribution: np.ndarray, keep: int, n: int, seed: int) -> tuple[np.ndarray, int]:
     target = min(n, math.comb(distribution.shape[0], keep))
-    rng = np.random.default_rng(seed)
+    stream = _stream(seed)
+    uniforms = np.empty((n, keep))
     found: dict[bytes, np.ndarray] = {}
     draws = 0
     while len(found) < target and draws < MAX_DRAWS_PER_SUBSET * n:
-        for row in _sample_subsets(distribution, keep, rng.random((n, keep))):
+        pcg64.fill_uniforms(stream, uniforms)
+        for row in _sample_subsets(distribution, keep, uniforms):
             draws += 1
             found.setdefault(row.tobytes(), row)
             if len(found) == target:

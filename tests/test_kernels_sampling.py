@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from kernel_strategies import FAST, MEDIUM, distributions, uniform_matrices, vote_vectors
 
 from smcs import kernels
-from smcs.kernels import reference
+from smcs.kernels import pcg64, reference
 
 
 def _softmax_of_standardised(votes: list[float]) -> np.ndarray:
@@ -165,6 +165,59 @@ def test_subset_uniforms_come_from_pcg64_seeded_per_call():
     u = kernels.subset_uniforms(123, 6, 3)
     np.testing.assert_array_equal(u, np.random.Generator(np.random.PCG64(123)).random((6, 3)))
     assert u.shape == (6, 3) and np.all((u >= 0) & (u < 1))
+
+
+@FAST
+@given(
+    st.one_of(st.integers(0, 2**64 - 1), st.sampled_from([0, 1, 2**31, 2**32 - 1, 2**32, 2**32 + 1, 2**63, 2**64 - 1])),
+    st.integers(1, 40),
+    st.integers(1, 16),
+)
+def test_subset_uniforms_are_numpys_default_rng_stream_bit_for_bit(seed, n, keep):
+    """The compiled SeedSequence and PCG64 (``kernels.pcg64``) give ``default_rng(seed).random`` exactly, for
+    one-word and two-word seeds, and the stream continues as numpy's does."""
+    generator = np.random.default_rng(seed)
+    np.testing.assert_array_equal(kernels.subset_uniforms(seed, n, keep), generator.random((n, keep)))
+    state = pcg64.state_of(seed)
+    first, then = np.empty((n, keep)), np.empty(3 * keep)
+    pcg64.fill_uniforms(state, first)
+    pcg64.fill_uniforms(state, then)
+    np.testing.assert_array_equal(then, generator.random(3 * keep))
+
+
+@pytest.mark.parametrize("seed", [-1, 2**64, 1.5, True, None, "7"])
+def test_subset_uniforms_name_a_bad_seed(seed):
+    with pytest.raises(ValueError, match="seed"):
+        kernels.subset_uniforms(seed, 2, 2)
+    with pytest.raises(ValueError, match="seed"):
+        kernels.draw_distinct_subsets(np.array([3.0, 2.0, 1.0]), 1, 2, seed)
+
+
+@FAST
+@given(vote_vectors(1, 9), st.integers(0, 8), st.integers(0, 12), st.integers(0, 2**64 - 1), st.booleans())
+def test_explore_is_the_draws_and_the_drop_probabilities(votes, k_drop, n, seed, distinct):
+    """``explore`` (one D for everything a decision reports) equals the separate kernels it stands for."""
+    k_drop = min(k_drop, len(votes) - 1)
+    got = kernels.explore(votes, k_drop, n, seed, distinct=distinct)
+    if n == 0:
+        assert got.subsets.shape == (0, len(votes) - k_drop) and got.duplicates == 0
+    elif distinct:
+        subsets, duplicates = kernels.draw_distinct_subsets(votes, k_drop, n, seed)
+        np.testing.assert_array_equal(got.subsets, subsets)
+        assert got.duplicates == duplicates
+    else:
+        np.testing.assert_array_equal(got.subsets, kernels.draw_subsets(votes, k_drop, n, seed))
+        assert got.duplicates == 0
+    np.testing.assert_array_equal(got.drop_probabilities, kernels.drop_probabilities(votes, k_drop))
+
+
+def test_explore_leaves_the_drop_probabilities_out_past_the_exact_limit():
+    votes = np.linspace(1.0, 2.0, kernels.EXACT_DROP_MAX_K + 1)
+    got = kernels.explore(votes, 2, 3, seed=5)
+    assert got.drop_probabilities.size == 0
+    np.testing.assert_array_equal(got.subsets, kernels.draw_subsets(votes, 2, 3, seed=5))
+    with pytest.raises(ValueError, match="n must be"):
+        kernels.explore(votes, 2, -1, seed=5)
 
 
 def test_draw_subsets_k_drop_zero_keeps_every_item():

@@ -297,14 +297,7 @@ class Router:
             coverage_target=policy.coverage_target, max_cost=policy.max_cost,
         )
         referencers = referencers[: plan.k]
-        prior = ranking[referencers]
-        positions, duplicates = [], 0
-        if plan.n and policy.distinct_subsets:
-            drawn, duplicates = kernels.draw_distinct_subsets(prior, plan.k_drop, plan.n, call.seed)
-            positions = drawn.tolist()
-        elif plan.n:
-            positions = kernels.draw_subsets(prior, plan.k_drop, plan.n, call.seed).tolist()
-        exact_drops = len(referencers) <= kernels.EXACT_DROP_MAX_K
+        explored = kernels.explore(ranking[referencers], plan.k_drop, plan.n, call.seed, distinct=policy.distinct_subsets)
         aggregation_known, expected_known = known_or_none(np.array([aggregation_cost, plan.expected_cost]))
         referencer_names = [names[r] for r in referencers.tolist()]
         support_rows, support_similarities = support_columns(rows, sims, ordered=self._ordered()) if call.support else ([], [])
@@ -314,7 +307,7 @@ class Router:
             aggregator=aggregator,
             support_rows=support_rows,
             support_similarities=support_similarities,
-            subsets=[[referencer_names[p] for p in subset] for subset in positions],
+            subsets=[[referencer_names[p] for p in subset] for subset in explored.subsets.tolist()],
             seed=call.seed,
             bank_version=self._bank.version,
             scorer=scored.scorer,
@@ -327,8 +320,8 @@ class Router:
             aggregation_cost=aggregation_known,
             expected_cost=expected_known,
             plan_notes=plan.notes,
-            drop_probabilities=kernels.drop_probabilities(prior, plan.k_drop).tolist() if exact_drops else [],
-            duplicate_subsets=duplicates,
+            drop_probabilities=explored.drop_probabilities.tolist(),
+            duplicate_subsets=explored.duplicates,
         )
 
     def _check_costs(self, policy: Policy, allowed: np.ndarray | None) -> None:
