@@ -24,6 +24,7 @@ from bench_data import (
     expected_route,
     make_bank,
     set_threads,
+    stored_bank,
 )
 
 from smcs.kernels import configure_threads
@@ -100,8 +101,9 @@ def threads() -> int:
 
 @pytest.fixture(scope="session")
 def bank(size: BankSize) -> Bank:
-    """The synthetic bank of ``size``, generated once per session."""
-    return make_bank(size)
+    """The synthetic bank of ``size``, generated once per session and written as an smcs bank, whose mapped
+    embeddings every competitor reads (``stored_bank``)."""
+    return stored_bank(make_bank(size))
 
 
 @pytest.fixture(scope="session")
