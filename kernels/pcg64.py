@@ -3,9 +3,9 @@
 
 ``np.random.default_rng(seed)`` hashes the seed with a ``SeedSequence`` (O'Neill's seed_seq mixing, 4 words
 of 32 bits), seeds a PCG64 (XSL-RR output over a 128-bit LCG) with 4 words of 64 bits generated from it, and
-``random`` turns each 64-bit output into a double as (x >> 11)·2^-53. Building that generator costs a route
-about 14 µs of Python (most of the router's own time after the kernel, measurements: docs/performance.md,
-"Large support sets"); these functions compute the same bits in one compiled call, and
+``random`` turns each 64-bit output into a double as (x >> 11)·2^-53. Building that generator cost a route
+14 µs of Python, a sixth of the router's own time around the kernel (measurements: docs/performance.md,
+"Large support sets"); these functions compute the same bits in one compiled call (2 µs), and
 ``tests/test_kernels_sampling.py`` checks them against numpy on many seeds, including the continued stream.
 
 A state is 4 uint64: the LCG's state and increment, high word first.

@@ -172,6 +172,7 @@ def _kth_largest(sims, hist, k):
     The pass that collects the bin's values compares each Ŝ with the bin's edges instead of computing its
     bin: ``_bin_of(v) = b`` exactly when b/N_BINS ≤ v < (b + 1)/N_BINS (the last bin has no upper edge), as
     v·N_BINS is exact, and two compares cost less than the multiply and conversion in a pass over every Ŝ.
+    The last bin holds every Ŝ ≥ its lower edge, an infinite one too (``_bin_of``).
     """
     above = 0
     b = N_BINS - 1
@@ -180,11 +181,12 @@ def _kth_largest(sims, hist, k):
         b -= 1
     in_bin = np.empty(hist[b], dtype=np.float32)
     lo = np.float64(b) / N_BINS
-    hi = np.float64(b + 1) / N_BINS if b < N_BINS - 1 else np.inf
+    hi = np.float64(b + 1) / N_BINS
+    last = b == N_BINS - 1  # every Ŝ ≥ lo, +inf (an overflowed dot product) included
     c = 0
     for i in range(sims.shape[0]):
         v = np.float64(sims[i])
-        if v >= lo and v < hi:
+        if v >= lo and (last or v < hi):
             in_bin[c] = sims[i]
             c += 1
     pos = hist[b] - (k - above)  # ascending position of the wanted rank inside the bin

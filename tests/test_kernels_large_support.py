@@ -314,6 +314,25 @@ def test_a_support_set_past_the_tables_size_routes_as_the_reference():
     assert rows.size >= retrieval.VOTE_TABLE_MIN_ROWS and retrieval._exact_in_any_order(sims)  # the tables' path
 
 
+@pytest.mark.parametrize("n_base", [1, 2, 3, 4, 5])
+@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning", "ignore:invalid value encountered:RuntimeWarning")
+def test_overflowed_similarities_in_the_last_bin_route_as_the_reference(n_base):
+    """Dot products that overflow float32 to +inf sit in the histogram's last bin with the finite Ŝ ≥ 1: the
+    N_base-th largest taken inside that bin counts them (a bin collection that left +inf out read
+    uninitialised slots). The support set is the reference's; the votes are ``_prior_sums``' over it (the
+    reference's matrix product makes inf·0 a NaN where Eq (4) adds nothing for a wrong answer)."""
+    e = np.array([[2e19, 0.0], [3e19, 1.0], [1.0, 0.0], [0.5, 0.0], [4.0, 0.0], [0.1, 0.9]], dtype=np.float32)
+    q = np.array([2e19, 0.0], dtype=np.float32)
+    m = np.array([[1, 0, 1, -1, 1, 0], [0, 1, 1, 1, -1, 1]], dtype=np.int8)
+    sims = reference.similarities(e, q)
+    assert np.isinf(sims).sum() == 2 and (sims[np.isfinite(sims)] >= 1).sum() >= 2
+    rows, support_sims, _ = reference.route(e, q, m, n_base, 0.5)
+    want = (rows, support_sims, retrieval._prior_sums(m, rows, support_sims, 1))
+    for threads in (1, 2):
+        assert_route_equal(kernels.route(e, q, m, n_base, 0.5, threads), want)
+        assert_route_equal(kernels.route_rows(e, np.arange(6), q, m, n_base, 0.5, threads), want)
+
+
 def test_capability_bits_of_another_shape_or_type_are_named():
     m = np.ones((3, 10), np.int8)
     e = np.eye(10, dtype=np.float32)
