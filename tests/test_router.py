@@ -9,6 +9,7 @@ import pytest
 from smcs import Bank, Policy, RouteCall, RouteDecision, Router
 from smcs.bank import ModelInfo, Question
 from smcs.core.decision import enc_hook
+from smcs.core.router import _unit_query
 from smcs.kernels import reference
 from smcs.synthetic import clustered_bank, queries_near
 from support.banks import clustered_test_bank
@@ -192,6 +193,22 @@ def test_policy_that_does_not_fit_the_bank_is_rejected_or_clamped(bank):
 def test_bad_embedding_is_rejected(bank, embedding, message):
     with pytest.raises(ValueError, match=message):
         Router(bank, Policy(k=3)).route(embedding, seed=0)
+
+
+def test_the_query_is_divided_by_numpys_norm_bit_for_bit_and_an_overflowing_one_keeps_its_direction(bank):
+    """A route's unit query is ``(q / np.linalg.norm(q)).astype(float32)`` exactly, at any scale; an embedding
+    of finite values whose q·q overflows routes as its copy scaled by its largest magnitude (it used to route
+    as a zero query)."""
+    rng = np.random.default_rng(3)
+    for scale in (1e-150, 1e-3, 1.0, 1e3, 1e150):
+        q = rng.standard_normal(bank.dim) * scale
+        np.testing.assert_array_equal(_unit_query(q, bank.dim), (q / np.linalg.norm(q)).astype(np.float32))
+    router = Router(bank, Policy(k=3))
+    huge = rng.standard_normal(bank.dim) * 1e300
+    with np.errstate(over="ignore"):
+        decision = router.route(huge, seed=1)
+    assert decision == router.route(huge / np.abs(huge).max(), seed=1)
+    assert decision.support_rows and any(decision.votes)
 
 
 @pytest.mark.parametrize("seed", [-1, 2**64, 1.5, True])

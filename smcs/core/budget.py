@@ -35,7 +35,7 @@ def covering_k(probabilities: np.ndarray, target: float) -> int:
 
 def plan_cost(reference_costs: np.ndarray, k: int, n: int, aggregation_cost: float) -> float:
     """The expected cost of calling the first ``k`` referencers and ``n`` aggregations."""
-    return float(np.sum(reference_costs[:k])) + n * aggregation_cost
+    return float(reference_costs[:k].sum()) + n * aggregation_cost
 
 
 def budget_plan(

@@ -348,9 +348,8 @@ class Router:
         the others by p_r, or by overall accuracy out of bank."""
         name = self.scorer_of(policy)
         scoring = self._scoring
-        if scoring is None:  # _check_policy allows only "vote" here
-            evidence = scorers.Evidence(query[None, :], rows[None, :0], sims[None, :0], votes[None, :], known[None, :])
-            return _Scored(name, votes, scorers.vote_probability(evidence, self._stats)[0], False)
+        if scoring is None:  # _check_policy allows only "vote" here: vote_probability's, without its Evidence
+            return _Scored(name, votes, scorers.normalised_votes(votes, known, self._stats.accuracy), False)
         fitted = scoring.fitted
         width = min(max(fitted.knn_k, fitted.source_k), self._bank.n_questions)
         near_rows, near_sims = (rows, sims) if rows.size >= width else self._nearest(query, width)
@@ -507,6 +506,13 @@ def _batch_threads(policies: Sequence[Policy]) -> int | None:
 
 
 def _unit_query(embedding: object, dim: int) -> np.ndarray:
+    """``embedding`` checked and divided by its norm √(q·q) (``np.linalg.norm``'s, bit for bit), as float32.
+
+    The norm is taken first and the elements checked only when it is not finite: a NaN or an infinity makes
+    q·q NaN or infinite, so a finite norm vouches for every element (finite elements whose q·q overflows are
+    scaled by their largest magnitude first, where they used to give a zero query). A route runs this after milliseconds
+    of other work, with the interpreter's caches cold, where each numpy call costs several times its
+    warm time (measurements: docs/performance.md, "Large support sets")."""
     try:
         q = np.asarray(embedding, dtype=np.float64)
     except (TypeError, ValueError):
@@ -515,9 +521,12 @@ def _unit_query(embedding: object, dim: int) -> np.ndarray:
         raise InputError(f"embedding must be a 1-D vector, got shape {q.shape}")
     if q.shape[0] != dim:
         raise InputError(f"embedding has dimension {q.shape[0]} but the bank's embedder has dimension {dim}")
-    if not np.all(np.isfinite(q)):
-        raise InputError("embedding contains NaN or infinity")
-    norm = float(np.linalg.norm(q))
+    norm = math.sqrt(float(q.dot(q)))
+    if not math.isfinite(norm):
+        if not np.all(np.isfinite(q)):
+            raise InputError("embedding contains NaN or infinity")
+        q = q / np.abs(q).max()  # finite, but q·q overflowed: scaled first, the direction is the same
+        norm = math.sqrt(float(q.dot(q)))
     if norm == 0.0:
         raise InputError("embedding is a zero vector")
     return (q / norm).astype(np.float32)

@@ -92,9 +92,13 @@ def bank_stats(capability: np.ndarray, row_sources: Sequence[str] | None, source
 
 def vote_probability(evidence: Evidence, stats: BankStats) -> np.ndarray:
     """Q × R: the normalised vote V_r / known_r; acc_r where nothing is known."""
-    known = evidence.known
-    ratio = np.divide(evidence.votes, known, out=np.zeros_like(known, dtype=np.float64), where=known > 0)
-    return np.where(known > 0, ratio, stats.accuracy[None, :])
+    return normalised_votes(evidence.votes, evidence.known, stats.accuracy)
+
+
+def normalised_votes(votes: np.ndarray, known: np.ndarray, accuracy: np.ndarray) -> np.ndarray:
+    """V_r / known_r, and ``accuracy``_r where nothing is known (any leading shape over the R models)."""
+    positive = known > 0
+    return np.where(positive, votes / np.where(positive, known, 1.0), accuracy)
 
 
 class Linear(NamedTuple):
