@@ -32,10 +32,12 @@ _DOUBLE_UNIT = 1.0 / 9007199254740992.0  # 2^-53
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _hashmix(value, hash_const):
-    """seed_seq's hashmix on 32-bit words (held in uint64, cut to 32 bits): (mixed value, next constant)."""
+def _hashmix(value, hash_const, multiplier):
+    """seed_seq's hashmix on 32-bit words (held in uint64, cut to 32 bits), the constant advanced by
+    ``multiplier`` (``_MULT_A`` mixing the entropy in, ``_MULT_B`` generating the state): (mixed value,
+    next constant)."""
     value = (value ^ hash_const) & _U32
-    hash_const = (hash_const * _MULT_A) & _U32
+    hash_const = (hash_const * multiplier) & _U32
     value = (value * hash_const) & _U32
     return value ^ (value >> _XSHIFT), hash_const
 
@@ -57,13 +59,20 @@ def _mul_64(a, b):
 
 
 @njit(cache=True, nogil=True, inline="always")
+def _add_to(state, high, low):
+    """state[0:2] ← state[0:2] + (high, low) (mod 2^128)."""
+    total = state[1] + low
+    state[0] = state[0] + high + np.uint64(total < low)
+    state[1] = total
+
+
+@njit(cache=True, nogil=True, inline="always")
 def _step(state):
     """One LCG step: state ← state·multiplier + increment (mod 2^128)."""
     high, low = _mul_64(state[1], _MULT_LOW)
-    high += state[0] * _MULT_LOW + state[1] * _MULT_HIGH
-    low2 = low + state[3]
-    state[0] = high + state[2] + np.uint64(low2 < low)
-    state[1] = low2
+    state[0] = high + state[0] * _MULT_LOW + state[1] * _MULT_HIGH
+    state[1] = low
+    _add_to(state, state[2], state[3])
 
 
 @njit(cache=True, nogil=True)
@@ -75,19 +84,16 @@ def seeded_state(seed_low, seed_high, n_words):
     pool = np.zeros(_POOL_SIZE, dtype=np.uint64)
     hash_const = _INIT_A
     for i in range(_POOL_SIZE):
-        pool[i], hash_const = _hashmix(entropy[i] if i < n_words else np.uint64(0), hash_const)
+        pool[i], hash_const = _hashmix(entropy[i] if i < n_words else np.uint64(0), hash_const, _MULT_A)
     for source in range(_POOL_SIZE):
         for target in range(_POOL_SIZE):
             if source != target:
-                mixed, hash_const = _hashmix(pool[source], hash_const)
+                mixed, hash_const = _hashmix(pool[source], hash_const, _MULT_A)
                 pool[target] = _mix(pool[target], mixed)
     words = np.zeros(8, dtype=np.uint64)  # generate_state(4, uint64): 8 words of 32 bits, pairs little-endian
     hash_const = _INIT_B
     for i in range(8):
-        value = (pool[i % _POOL_SIZE] ^ hash_const) & _U32
-        hash_const = (hash_const * _MULT_B) & _U32
-        value = (value * hash_const) & _U32
-        words[i] = value ^ (value >> _XSHIFT)
+        words[i], hash_const = _hashmix(pool[i % _POOL_SIZE], hash_const, _MULT_B)
     seed_high_64 = words[0] | (words[1] << _SHIFT_32)
     seed_low_64 = words[2] | (words[3] << _SHIFT_32)
     inc_high_64 = words[4] | (words[5] << _SHIFT_32)
@@ -96,9 +102,7 @@ def seeded_state(seed_low, seed_high, n_words):
     state[2] = (inc_high_64 << np.uint64(1)) | (inc_low_64 >> np.uint64(63))
     state[3] = (inc_low_64 << np.uint64(1)) | np.uint64(1)
     _step(state)
-    low = state[1] + seed_low_64
-    state[0] = state[0] + seed_high_64 + np.uint64(low < state[1])
-    state[1] = low
+    _add_to(state, seed_high_64, seed_low_64)
     _step(state)
     return state
 
