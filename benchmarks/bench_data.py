@@ -164,6 +164,8 @@ class Bank:
     """M, R×N int8 in {−1, 0, 1}."""
     query: np.ndarray
     """q, d float32, normalised."""
+    stored: object | None = None
+    """The smcs bank these arrays were written to (``stored_bank``; its mapped file is ``embeddings``), or None."""
 
 
 def _rng(size: BankSize, purpose: int, chunk: int = 0) -> np.random.Generator:
@@ -400,13 +402,6 @@ def stored_bank(bank: Bank) -> Bank:
     pages that stream at different speeds (a ±10 % spread between an anonymous array and the mapped file,
     either way, in one process on the 2-core machine), so the router's scan is compared with a floor,
     numpy and faiss over the same pages, not over another copy."""
-    mapped, stored = _store(bank)
-    _STORED[id(mapped.embeddings)] = stored
-    return mapped
-
-
-def _store(bank: Bank) -> tuple[Bank, object]:
-    """``bank`` written as an smcs bank in a temporary directory: (``bank`` over the mapped file, the smcs bank)."""
     from smcs.bank import Bank as SmcsBank
     from smcs.bank import ModelInfo, Question
 
@@ -419,11 +414,7 @@ def _store(bank: Bank) -> tuple[Bank, object]:
         questions=[Question(id=f"q{i}", text="") for i in range(bank.embeddings.shape[0])],
         models=[ModelInfo(name=f"m{r:02d}") for r in range(bank.capability.shape[0])],
     )
-    return replace(bank, embeddings=stored.embeddings), stored
-
-
-_STORED: dict[int, object] = {}
-"""The smcs bank of each ``stored_bank`` result, by the id of its embeddings array."""
+    return replace(bank, embeddings=stored.embeddings, stored=stored)
 
 
 def _router_of(bank: Bank) -> tuple[object, dict[str, int]]:
@@ -431,9 +422,9 @@ def _router_of(bank: Bank) -> tuple[object, dict[str, int]]:
     (``stored_bank``'s, written now when ``bank`` has none), and its model indices by name."""
     from smcs.core import Policy, Router
 
-    stored = _STORED.get(id(bank.embeddings)) or _store(bank)[1]
+    stored = bank.stored if bank.stored is not None else stored_bank(bank).stored
     router = Router(stored, Policy(k=TOP_K, n_base=N_BASE, gamma=GAMMA))  # type: ignore[arg-type]
-    return router, {name: r for r, name in enumerate(stored.model_names)}  # type: ignore[attr-defined]
+    return router, {name: r for r, name in enumerate(stored.model_names)}  # type: ignore[union-attr]
 
 
 class _DecisionRoute:
