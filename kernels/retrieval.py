@@ -170,9 +170,9 @@ def _kth_largest(sims, hist, k):
     """max_k(Ŝ), 1 ≤ k ≤ N, for Ŝ ≥ 0: walk the histogram down to the bin holding rank k, then select inside it.
 
     The pass that collects the bin's values compares each Ŝ with the bin's edges instead of computing its
-    bin: ``_bin_of(v) = b`` exactly when b/N_BINS ≤ v < (b + 1)/N_BINS (the last bin has no upper edge), as
-    v·N_BINS is exact, and two compares cost less than the multiply and conversion in a pass over every Ŝ.
-    The last bin holds every Ŝ ≥ its lower edge, an infinite one too (``_bin_of``).
+    bin: ``_bin_of(v) = b`` exactly when b/N_BINS ≤ v < (b + 1)/N_BINS, as v·N_BINS is exact, and two
+    compares cost less than the multiply and conversion in a pass over every Ŝ. The last bin has no upper
+    edge: it holds every Ŝ ≥ its lower edge, an infinite one too (``_bin_of``).
     """
     above = 0
     b = N_BINS - 1

@@ -168,7 +168,7 @@ def draw_subsets(votes: np.ndarray, k_drop: int, n: int, seed: int) -> np.ndarra
     Returns an n × (K − k_drop) array of referencer positions (0 = highest prior), deterministic in ``seed``.
     """
     distribution, keep = _plan(votes, k_drop)
-    return _subsets(distribution, keep, _checks.positive_int("n", n), seed)
+    return _sample_subsets(distribution, keep, subset_uniforms(seed, _checks.positive_int("n", n), keep))
 
 
 def draw_distinct_subsets(votes: np.ndarray, k_drop: int, n: int, seed: int) -> tuple[np.ndarray, int]:
@@ -223,10 +223,6 @@ def _explore(votes, keep, n, stream, exact):
     subsets = _sample_subsets(distribution, keep, uniforms)
     drops = _drop_probabilities(distribution, keep) if exact else np.empty(0)
     return subsets, drops
-
-
-def _subsets(distribution: np.ndarray, keep: int, n: int, seed: int) -> np.ndarray:
-    return _sample_subsets(distribution, keep, subset_uniforms(seed, n, keep))
 
 
 def _distinct_subsets(distribution: np.ndarray, keep: int, n: int, seed: int) -> tuple[np.ndarray, int]:

@@ -510,9 +510,9 @@ def _unit_query(embedding: object, dim: int) -> np.ndarray:
 
     The norm is taken first and the elements checked only when it is not finite: a NaN or an infinity makes
     q·q NaN or infinite, so a finite norm vouches for every element (finite elements whose q·q overflows are
-    scaled by their largest magnitude first, where they used to give a zero query). A route runs this after milliseconds
-    of other work, with the interpreter's caches cold, where each numpy call costs several times its
-    warm time (measurements: docs/performance.md, "Large support sets")."""
+    scaled by their largest magnitude first, where they used to give a zero query). A route runs this
+    after milliseconds of other work, with the interpreter's caches cold, where each numpy call costs
+    several times its warm time (measurements: docs/performance.md, "The router's Python runs cold")."""
     try:
         q = np.asarray(embedding, dtype=np.float64)
     except (TypeError, ValueError):
