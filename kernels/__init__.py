@@ -22,6 +22,7 @@ def configure_threads() -> None:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
+from .decision import VoteDecision, decide_votes, route_decide, vote_decision
 from .evaluation import oca_mca, pairwise_ranking_score
 from .quantized import QuantizedBank, quantize_rows, route_quantized, route_quantized_stats
 from .retrieval import (
@@ -53,8 +54,10 @@ __all__ = [
     "EXACT_DROP_MAX_K",
     "Exploration",
     "QuantizedBank",
+    "VoteDecision",
     "capability_bits",
     "configure_threads",
+    "decide_votes",
     "draw_distinct_subsets",
     "draw_subsets",
     "drop_distribution",
@@ -70,6 +73,7 @@ __all__ = [
     "prior_vote",
     "quantize_rows",
     "route",
+    "route_decide",
     "route_many",
     "route_quantized",
     "route_quantized_stats",
@@ -80,4 +84,5 @@ __all__ = [
     "subset_uniforms",
     "support_set",
     "top_k",
+    "vote_decision",
 ]

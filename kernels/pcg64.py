@@ -122,4 +122,10 @@ def fill_uniforms(state, out):
 
 def state_of(seed: int) -> np.ndarray:
     """The PCG64 state of ``np.random.default_rng(seed)`` for an int seed in [0, 2^64)."""
-    return seeded_state(seed & 0xFFFFFFFF, seed >> 32, 1 if seed < 2**32 else 2)
+    return seeded_state(*seed_words(seed))
+
+
+def seed_words(seed: int) -> tuple[int, int, int]:
+    """``seeded_state``'s arguments for an int seed in [0, 2^64): its low and high 32-bit words and how many
+    words numpy's SeedSequence reads (one below 2^32)."""
+    return seed & 0xFFFFFFFF, seed >> 32, 1 if seed < 2**32 else 2

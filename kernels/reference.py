@@ -169,6 +169,22 @@ def drop_probabilities(votes: np.ndarray, k_drop: int) -> np.ndarray:
     return dropped
 
 
+def vote_decision(
+    votes: np.ndarray, known: np.ndarray, accuracy: np.ndarray, k: int, k_drop: int, n: int, seed: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Eqs (5)–(6) ranked by the votes: (the top ``k`` referencers, their votes, each model's probability
+    V_r / K_r or ``accuracy``_r where K_r = 0, n subsets dropping min(``k_drop``, k − 1) drawn from
+    ``np.random.default_rng(seed)``, the referencers' drop probabilities, empty when k > 16)."""
+    probabilities = np.array([v / w if w > 0 else a for v, w, a in zip(votes.tolist(), known.tolist(), accuracy.tolist())])
+    referencers = top_k(votes, k)
+    ranking = votes[referencers]
+    dropped = min(k_drop, k - 1)
+    keep = k - dropped
+    subsets = sample_subsets(drop_distribution(ranking), keep, np.random.default_rng(seed).random((n, keep)))
+    drops = drop_probabilities(ranking, dropped) if k <= 16 else np.empty(0)
+    return referencers, ranking, probabilities, subsets, drops
+
+
 def mean_pairwise_similarity(candidates: np.ndarray) -> np.ndarray:
     """S^sim_i = (1/n) Σ_{j=1..n} cos(G_i, G_j), the sum including j = i."""
     g = candidates.astype(np.float64)
