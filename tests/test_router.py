@@ -64,6 +64,31 @@ def test_same_seed_replays_and_a_reported_random_seed_replays(bank):
     assert len(seen) > 1, "different seeds never changed the exploration subsets"
 
 
+@pytest.mark.parametrize(
+    "policy",
+    [Policy(k=5, n_base=40), Policy(k=9, k_drop=8, n=7, gamma=0.5), Policy(k=1, k_drop=0, n=1), Policy(k=3, n=2, threads=2)],
+)
+def test_the_votes_decide_in_one_compiled_call_as_the_general_path_does(tmp_path, policy):
+    """A route the votes alone decide runs in one compiled call (``kernels.route_decide``); naming every
+    model in ``allowed_models`` takes the general path, which must give the same decision, for a model
+    never evaluated (no known weight: its probability is the fallback accuracy) too. ``route_many`` decides through the same path."""
+    embeddings, capability, _ = clustered_bank(700, 32, 9, seed=4)
+    capability[2] = -1
+    bank = Bank.create(
+        tmp_path / "b", embeddings=embeddings, capability=capability,
+        questions=[Question(id=f"q{i}", text=f"question {i}") for i in range(700)], models=[ModelInfo(name=f"m{r}") for r in range(9)],
+    )
+    router = Router(bank, policy)
+    everyone = list(bank.model_names)
+    queries = queries_near(np.asarray(bank.embeddings), 12, seed=6)
+    batch = router.route_many([RouteCall(q, seed=2**40 + i) for i, q in enumerate(queries)])
+    for i, query in enumerate(queries):
+        fast = router.route(query, seed=2**40 + i)
+        general = router.route(query, seed=2**40 + i, allowed_models=everyone)
+        assert msgspec.json.encode(fast, enc_hook=enc_hook) == msgspec.json.encode(general, enc_hook=enc_hook)
+        assert msgspec.json.encode(batch[i], enc_hook=enc_hook) == msgspec.json.encode(fast, enc_hook=enc_hook)
+
+
 def test_decision_reports_bank_version_and_roundtrips_as_json(bank):
     decision = Router(bank, Policy(k=3, n_base=10)).route(bank.embeddings[0], seed=1)
     assert decision.bank_version == bank.version

@@ -17,27 +17,29 @@ class SupportSet:
     caller never reads it pays neither the sort nor the Python lists. Safe to read from several threads
     (each may sort; the result is the same)."""
 
-    __slots__ = ("_arrays", "_ordered")
+    __slots__ = ("_arrays", "_ordered", "_read_only")
 
     def __init__(self, rows: np.ndarray, similarities: np.ndarray, *, ordered: bool) -> None:
-        """``rows`` (int64) and ``similarities`` (float32, aligned), already in Eq (3)'s order when ``ordered``."""
-        for a in (rows, similarities):
-            a.flags.writeable = False  # the decision's own: np.asarray of a column must not change it
+        """``rows`` (int64) and ``similarities`` (float32, aligned), already in Eq (3)'s order when ``ordered``;
+        the set's own from here on (they are made read-only when first read, as nothing can write them
+        before: marking them here would cost every route a few microseconds)."""
         self._arrays = (rows, similarities)
         self._ordered = ordered
+        self._read_only: tuple[np.ndarray, np.ndarray] | None = None
 
     def __len__(self) -> int:
         return int(self._arrays[0].shape[0])
 
     def arrays(self) -> tuple[np.ndarray, np.ndarray]:
-        """(rows, similarities) in Eq (3)'s order (read-only views of the arrays the decision keeps)."""
-        if not self._ordered:
-            ordered = kernels.order_support(*self._arrays)
-            for a in ordered:
+        """(rows, similarities) in Eq (3)'s order (read-only: ``np.asarray`` of a column must not change the
+        decision)."""
+        arrays = self._read_only
+        if arrays is None:
+            arrays = self._arrays if self._ordered else kernels.order_support(*self._arrays)
+            for a in arrays:
                 a.flags.writeable = False
-            self._arrays = ordered  # before the flag: a reader that sees the flag sees these arrays
-            self._ordered = True
-        return self._arrays
+            self._read_only = arrays  # after the flags: a reader that sees these arrays sees them read-only
+        return arrays
 
 
 class SupportValues(Sequence):  # type: ignore[type-arg]

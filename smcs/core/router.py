@@ -86,10 +86,13 @@ class Router:
         self._check_policy(self._policy)
         self._accuracy, self._evaluated = model_accuracy(bank.capability)
         self._bits = kernels.capability_bits(bank.capability)  # Eq (4)'s matrix by question, once per snapshot
+        # plain ndarray views of the mapped files: numba types a np.memmap on a slower path each call
+        self._embeddings, self._capability = np.asarray(bank.embeddings), np.asarray(bank.capability)
         row_sources = [q.source for q in bank.questions] if self._fitted is not None else None
         self._stats = scorers.bank_stats(bank.capability, row_sources, self._fitted.sources if self._fitted else ())
         self._scoring = scorers.Scoring.of(self._stats, self._fitted) if self._fitted is not None else None
         self._costs = CostTable.of(bank)
+        self._votes_decide = self._scoring is None and self._costs.per_question is None  # see _by_votes
         self._most_accurate = self._most_accurate_of(np.arange(bank.n_models)) if bank.n_models else None
         self._quantized: kernels.QuantizedBank | None = None  # int8 copy of the snapshot, built on first use
         self._quantized_lock = threading.Lock()
@@ -177,6 +180,8 @@ class Router:
         argument.
         """
         call = self._prepare(RouteCall(embedding, seed, policy, allowed_models, support))
+        if self._by_votes(call) and self._scans_bank(call.policy):
+            return self._route_by_votes(call)
         return self._decide(call, *self._retrieve(call))
 
     def route_many(self, calls: Sequence[RouteCall]) -> list[RouteDecision | InputError]:
@@ -259,6 +264,18 @@ class Router:
             )
         return kernels.route(bank.embeddings, query, bank.capability, policy.n_base, policy.gamma, policy.threads, **options)
 
+    def _route_by_votes(self, call: _Call) -> RouteDecision:
+        """Eqs (2)–(6) for a call the votes decide over a full scan (``_by_votes``, ``_scans_bank``) in two
+        compiled calls (``kernels.route_decide``); ``_decide`` when a vote is not finite, to raise as it does."""
+        policy = call.policy
+        rows, sims, votes, known, found = kernels.route_decide(
+            self._embeddings, call.query, self._capability, self._bits, policy.n_base, policy.gamma, policy.threads,
+            self._stats.accuracy, policy.k, policy.k_drop, policy.n, call.seed,
+        )
+        if found is None:
+            return self._decide(call, rows, sims, votes, known)
+        return self._vote_decision(call, rows, sims, found)
+
     def _ordered(self) -> bool:
         """Whether the kernel must return the support set in Eq (3)'s order: a fitted bank's scorers
         read its nearest rows, or the bank's costs are averaged over it (a float sum, whose last bits depend
@@ -276,6 +293,10 @@ class Router:
         """Eq (5) and Eq (6) from the votes: the referencers (ranked by p_r − c_r / W when the policy sets a
         willingness to pay), the plan cut to the policy's coverage target and cost limit
         (``smcs.core.budget``), the subsets and the decision."""
+        if self._by_votes(call):
+            found = kernels.decide_votes(votes, known, self._stats.accuracy, call.policy.k, call.policy.k_drop, call.policy.n, call.seed)
+            if found is not None:
+                return self._vote_decision(call, rows, sims, found)
         policy, allowed = call.policy, call.allowed
         scored = self._score(policy, call.query, rows, sims, votes, known)
         costs = self._costs.expected(rows, sims)
@@ -322,6 +343,47 @@ class Router:
             plan_notes=plan.notes,
             drop_probabilities=explored.drop_probabilities.tolist(),
             duplicate_subsets=explored.duplicates,
+        )
+
+    def _by_votes(self, call: _Call) -> bool:
+        """Whether the votes alone decide ``call`` (``kernels.decide_votes``): the vote scorer without a fit, no
+        costs in the bank, no allowed models, coverage target or distinct subsets."""
+        policy = call.policy
+        return (
+            self._votes_decide and call.allowed is None and policy.coverage_target is None and not policy.distinct_subsets
+            and policy.willingness_to_pay is None and policy.max_cost is None
+        )
+
+    def _vote_decision(self, call: _Call, rows: np.ndarray, sims: np.ndarray, found: kernels.VoteDecision) -> RouteDecision:
+        """The decision of a call the votes decide (``_by_votes``) from ``kernels.decide_votes``' arrays:
+        ``_decide``'s general path gives the same one with more Python calls, which a route makes with the
+        interpreter's caches cold (docs/performance.md, "The router's Python runs cold")."""
+        names = self._bank.model_names
+        indices = found.referencers.tolist()
+        referencer_names = [names[r] for r in indices]
+        model_probabilities = found.probabilities.tolist()
+        support_rows, support_similarities = support_columns(rows, sims, ordered=False) if call.support else ([], [])
+        return RouteDecision(
+            referencers=referencer_names,
+            votes=found.votes.tolist(),
+            aggregator=self.default_aggregator(call.policy),
+            support_rows=support_rows,
+            support_similarities=support_similarities,
+            subsets=[[referencer_names[p] for p in subset] for subset in found.subsets.tolist()],
+            seed=call.seed,
+            bank_version=self._bank.version,
+            scorer="vote",
+            probabilities=[model_probabilities[r] for r in indices],
+            model_probabilities=model_probabilities,
+            out_of_bank=False,
+            k_clamped_from=call.k_clamped_from,
+            costs=[None] * len(indices),
+            model_costs=[None] * len(names),
+            aggregation_cost=None,
+            expected_cost=None,
+            plan_notes=[],
+            drop_probabilities=found.drop_probabilities.tolist(),
+            duplicate_subsets=0,
         )
 
     def _check_costs(self, policy: Policy, allowed: np.ndarray | None) -> None:
