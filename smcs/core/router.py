@@ -179,10 +179,7 @@ class Router:
         support set only when its caller does). Raises ``InputError`` (a ``ValueError``) naming the bad
         argument.
         """
-        call = self._prepare(RouteCall(embedding, seed, policy, allowed_models, support))
-        if self._by_votes(call) and self._scans_bank(call.policy):
-            return self._route_by_votes(call)
-        return self._decide(call, *self._retrieve(call))
+        return self._route(self._prepare(RouteCall(embedding, seed, policy, allowed_models, support)))
 
     def route_many(self, calls: Sequence[RouteCall]) -> list[RouteDecision | InputError]:
         """Route several questions at once: element i is what ``route`` returns for ``calls[i]``, or the
@@ -217,7 +214,10 @@ class Router:
                 results[i] = self._decided(call, found)
         for i, call in enumerate(results):
             if isinstance(call, _Call):
-                results[i] = self._decided(call, self._retrieve(call))
+                try:
+                    results[i] = self._route(call)
+                except InputError as exc:
+                    results[i] = exc
         return results  # type: ignore[return-value]  # every _Call was replaced by its decision
 
     def _prepare(self, call: RouteCall) -> _Call:
@@ -263,6 +263,13 @@ class Router:
                 **options,
             )
         return kernels.route(bank.embeddings, query, bank.capability, policy.n_base, policy.gamma, policy.threads, **options)
+
+    def _route(self, call: _Call) -> RouteDecision:
+        """Eqs (2)–(6) for one checked call: through ``_route_by_votes`` when the votes decide it over a full
+        scan, else the policy's retrieval and ``_decide``."""
+        if self._by_votes(call) and self._scans_bank(call.policy):
+            return self._route_by_votes(call)
+        return self._decide(call, *self._retrieve(call))
 
     def _route_by_votes(self, call: _Call) -> RouteDecision:
         """Eqs (2)–(6) for a call the votes decide over a full scan (``_by_votes``, ``_scans_bank``) in two
