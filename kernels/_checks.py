@@ -92,6 +92,13 @@ def positive_int(name: str, value: object) -> int:
     return int(value)
 
 
+def non_negative_int(name: str, value: object) -> int:
+    """Return ``value`` as an int >= 0."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+        raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
+    return int(value)
+
+
 def unit_interval(name: str, value: object) -> float:
     """Return ``value`` as a float in [0, 1]."""
     try:

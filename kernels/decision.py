@@ -49,12 +49,10 @@ def vote_decision(
     if weights.shape != v.shape or fallback.shape != v.shape:
         raise ValueError(f"votes, known and accuracy must have one length, got {v.shape[0]}, {weights.shape[0]}, {fallback.shape[0]}")
     k = _checks.top_k_count(k, v.shape[0])
-    if isinstance(k_drop, bool) or not isinstance(k_drop, (int, np.integer)) or k_drop < 0:
-        raise ValueError(f"k_drop must be an integer >= 0, got {k_drop!r}")
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
-        raise ValueError(f"n must be an integer >= 0, got {n!r}")
+    k_drop = _checks.non_negative_int("k_drop", k_drop)
+    n = _checks.non_negative_int("n", n)
     _stream(seed)  # checks the seed
-    found = decide_votes(v, weights, fallback, k, int(k_drop), int(n), int(seed))
+    found = decide_votes(v, weights, fallback, k, k_drop, n, int(seed))
     assert found is not None  # the votes were checked finite
     return found
 

@@ -199,16 +199,15 @@ def explore(votes: np.ndarray, k_drop: int, n: int, seed: int, *, distinct: bool
     ``drop_probabilities`` (empty above ``EXACT_DROP_MAX_K`` referencers) from one D of Eq (6): what a
     route's decision reports."""
     v, keep = _checked(votes, k_drop)
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
-        raise ValueError(f"n must be an integer >= 0, got {n!r}")
+    n = _checks.non_negative_int("n", n)
     exact = v.shape[0] <= EXACT_DROP_MAX_K
     if n and distinct:
         distribution = _drop_distribution(v)
-        subsets, duplicates = _distinct_subsets(distribution, keep, int(n), seed)
+        subsets, duplicates = _distinct_subsets(distribution, keep, n, seed)
         drops = _drop_probabilities(distribution, keep) if exact else np.empty(0)
         return Exploration(subsets, duplicates, drops)
     stream = _stream(seed)  # checked even when n = 0, as the draws would check it
-    subsets, drops = _explore(v, keep, int(n), stream, exact)
+    subsets, drops = _explore(v, keep, n, stream, exact)
     return Exploration(subsets, 0, drops)
 
 
