@@ -86,7 +86,8 @@ class Router:
         self._check_policy(self._policy)
         self._accuracy, self._evaluated = model_accuracy(bank.capability)
         self._bits = kernels.capability_bits(bank.capability)  # Eq (4)'s matrix by question, once per snapshot
-        # plain ndarray views of the mapped files: numba types a np.memmap on a slower path each call
+        # plain ndarray views of the mapped files, for every route: numba types a np.memmap on a slower path,
+        # and the kernels' wrappers would take the view again on each call
         self._embeddings, self._capability = np.asarray(bank.embeddings), np.asarray(bank.capability)
         row_sources = [q.source for q in bank.questions] if self._fitted is not None else None
         self._stats = scorers.bank_stats(bank.capability, row_sources, self._fitted.sources if self._fitted else ())
@@ -200,9 +201,9 @@ class Router:
         if len(scans) > 1:
             batch = [results[i] for i in scans]
             retrieved = kernels.route_many(
-                self._bank.embeddings,
+                self._embeddings,
                 np.stack([c.query for c in batch]),
-                self._bank.capability,
+                self._capability,
                 [c.policy.n_base for c in batch],
                 [c.policy.gamma for c in batch],
                 _batch_threads([c.policy for c in batch]),
@@ -254,15 +255,15 @@ class Router:
         if self._uses_index(policy):
             assert bank.index is not None  # _check_policy refused ivf without an index; auto needs one
             return route_ivf(
-                bank.index, bank.embeddings, query, bank.capability, policy.n_base, policy.gamma, policy.nprobe, policy.threads,
+                bank.index, self._embeddings, query, self._capability, policy.n_base, policy.gamma, policy.nprobe, policy.threads,
                 **options,
             )
         if policy.quantized:
             return kernels.route_quantized(
-                self._quantized_bank(), bank.embeddings, query, bank.capability, policy.n_base, policy.gamma, policy.threads,
+                self._quantized_bank(), self._embeddings, query, self._capability, policy.n_base, policy.gamma, policy.threads,
                 **options,
             )
-        return kernels.route(bank.embeddings, query, bank.capability, policy.n_base, policy.gamma, policy.threads, **options)
+        return kernels.route(self._embeddings, query, self._capability, policy.n_base, policy.gamma, policy.threads, **options)
 
     def _route(self, call: _Call) -> RouteDecision:
         """Eqs (2)–(6) for one checked call: through ``_route_by_votes`` when the votes decide it over a full
@@ -436,7 +437,7 @@ class Router:
         """The ``k`` bank rows most similar to ``query`` and their Ŝ, most similar first (ties to the lower
         row): the scorers' neighbours when the policy's support set (Eq 3) holds fewer (a small N_base);
         one more pass over the bank."""
-        sims = np.maximum(np.asarray(self._bank.embeddings) @ query, np.float32(0.0))
+        sims = np.maximum(self._embeddings @ query, np.float32(0.0))
         nearest = np.argpartition(-sims, k - 1)[:k]
         order = np.lexsort((nearest, -sims[nearest]))
         return nearest[order], sims[nearest[order]]
