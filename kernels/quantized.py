@@ -22,7 +22,7 @@ exact real values. The query is quantised the same way: (s_q, q̃, r_q, c_q), an
 Error bound (Cauchy–Schwarz). With e = sẽ + δ_e and q = s_q q̃ + δ_q:
     e·q − s s_q (ẽ·q̃) = δ_e·q + sẽ·δ_q,   so   |e·q − s s_q (ẽ·q̃)| ≤ r‖q‖ + c r_q =: ε.        (B1)
 ẽ·q̃ is an integer accumulated in int32 — exact, as |ẽ·q̃| ≤ d·127² < 2^31 for d ≤ ``MAX_DIM``.
-The exact kernel does not return e·q but its float32 evaluation f (fastmath: any summation order, FMA).
+The exact kernel does not return e·q but its float32 evaluation f (16 lanes of FMAs, ``kernels.lanes``).
 The classical inner-product bound holds for every order, with or without FMA:
 |f − e·q| ≤ γ_d Σ_j |e_j q_j| + η ≤ γ_d (c + r)‖q‖ + η, γ_d = d·u/(1 − d·u), u = 2^-24, where
 η = 2(d+1)·2^-126 covers underflow (gradual, or flushed to zero) in the ≤ 2d operations.            (B2)

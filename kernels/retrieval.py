@@ -20,6 +20,7 @@ import numpy as np
 from numba import njit, prange
 
 from . import _checks
+from .lanes import fma8, fold8, zeros8
 
 N_BINS = 4096
 """Histogram bins over [0, 1] used to locate the N_base-th largest similarity."""
@@ -37,23 +38,109 @@ def _bin_of(v: float) -> int:
     return int(v * N_BINS)
 
 
-@njit(cache=True, nogil=True, fastmath=True, inline="always")
+@njit(cache=True, nogil=True, inline="always")
+def _clipped(lo, hi, row, query, whole):
+    """max(row·q, 0) in float32 from the 16-lane partial sums ``lo``, ``hi`` of ``row[:whole]·query[:whole]``
+    (``whole``: d rounded down to 16), the rest of q added one element at a time after the lanes."""
+    s = fold8(lo) + fold8(hi)
+    for j in range(whole, query.shape[0]):
+        s += row[j] * query[j]
+    return s if s > np.float32(0.0) else np.float32(0.0)
+
+
+@njit(cache=True, nogil=True, inline="always")
 def _clipped_dots(embeddings, i, k, query):
     """(Ŝ_i, Ŝ_k) = (max(E_i·q, 0), max(E_k·q, 0)) in float32, two rows in one loop over q.
 
-    Every scan computes every Ŝ here (a row left over is paired with itself), so all of them give the
-    same bits for a row: both sums sit in one vectorised loop, with the same vector width, interleave
-    and final reduction. Each q_j is loaded once for two rows, which is what bounds a scan of a bank in
-    cache; the scans pair rows half a chunk apart, as two rows side by side read from DRAM at a fraction
-    of the speed of one (measurements: docs/performance.md, "Kernel details").
+    Each dot product is summed in 16 lanes (two ``lanes.F32x8``, one fused multiply-add per lane and 16
+    elements) and folded in a fixed order (``_clipped``), so every scan gives a row the same bits,
+    whichever rows and queries it computes beside it (``_clipped_dots_two``). Each q_j is loaded once for
+    two rows, which is what bounds a scan of a bank in cache; the scans pair rows half a chunk apart, as
+    two rows side by side read from DRAM at a fraction of the speed of one (measurements:
+    docs/performance.md, "Kernel details").
     """
-    a = np.float32(0.0)
-    b = np.float32(0.0)
-    for j in range(query.shape[0]):
-        x = query[j]
-        a += embeddings[i, j] * x
-        b += embeddings[k, j] * x
-    return (a if a > np.float32(0.0) else np.float32(0.0)), (b if b > np.float32(0.0) else np.float32(0.0))
+    row_i = embeddings[i]
+    row_k = embeddings[k]
+    whole = query.shape[0] - query.shape[0] % 16
+    i_lo = zeros8()
+    i_hi = i_lo
+    k_lo = i_lo
+    k_hi = i_lo
+    for j in range(0, whole, 16):
+        i_lo = fma8(i_lo, row_i, j, query, j)
+        i_hi = fma8(i_hi, row_i, j + 8, query, j + 8)
+        k_lo = fma8(k_lo, row_k, j, query, j)
+        k_hi = fma8(k_hi, row_k, j + 8, query, j + 8)
+    return _clipped(i_lo, i_hi, row_i, query, whole), _clipped(k_lo, k_hi, row_k, query, whole)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _clipped_dots_four(embeddings, i, k, m, o, query):
+    """``_clipped_dots`` for rows i, k, m and o and one query, in one loop over q: 8 accumulators, so 8
+    independent chains of fused multiply-adds hide their latency, where one pair has 4. The same lanes
+    and folds, so the same bits."""
+    row_i = embeddings[i]
+    row_k = embeddings[k]
+    row_m = embeddings[m]
+    row_o = embeddings[o]
+    whole = query.shape[0] - query.shape[0] % 16
+    i_lo = zeros8()
+    i_hi = i_lo
+    k_lo = i_lo
+    k_hi = i_lo
+    m_lo = i_lo
+    m_hi = i_lo
+    o_lo = i_lo
+    o_hi = i_lo
+    for j in range(0, whole, 16):
+        i_lo = fma8(i_lo, row_i, j, query, j)
+        i_hi = fma8(i_hi, row_i, j + 8, query, j + 8)
+        k_lo = fma8(k_lo, row_k, j, query, j)
+        k_hi = fma8(k_hi, row_k, j + 8, query, j + 8)
+        m_lo = fma8(m_lo, row_m, j, query, j)
+        m_hi = fma8(m_hi, row_m, j + 8, query, j + 8)
+        o_lo = fma8(o_lo, row_o, j, query, j)
+        o_hi = fma8(o_hi, row_o, j + 8, query, j + 8)
+    return (
+        _clipped(i_lo, i_hi, row_i, query, whole),
+        _clipped(k_lo, k_hi, row_k, query, whole),
+        _clipped(m_lo, m_hi, row_m, query, whole),
+        _clipped(o_lo, o_hi, row_o, query, whole),
+    )
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _clipped_dots_two(embeddings, i, k, query, other):
+    """``_clipped_dots(embeddings, i, k, query)`` and the same for ``other``, in one loop over q: rows i
+    and k dotted with two queries, 8 accumulators of 8 lanes that stay in registers, one load of E or q
+    per fused multiply-add where the pair loop takes 1.5. The same lanes and folds as ``_clipped_dots``,
+    so the same bits."""
+    row_i = embeddings[i]
+    row_k = embeddings[k]
+    whole = query.shape[0] - query.shape[0] % 16
+    iq_lo = zeros8()
+    iq_hi = iq_lo
+    kq_lo = iq_lo
+    kq_hi = iq_lo
+    io_lo = iq_lo
+    io_hi = iq_lo
+    ko_lo = iq_lo
+    ko_hi = iq_lo
+    for j in range(0, whole, 16):
+        iq_lo = fma8(iq_lo, row_i, j, query, j)
+        iq_hi = fma8(iq_hi, row_i, j + 8, query, j + 8)
+        kq_lo = fma8(kq_lo, row_k, j, query, j)
+        kq_hi = fma8(kq_hi, row_k, j + 8, query, j + 8)
+        io_lo = fma8(io_lo, row_i, j, other, j)
+        io_hi = fma8(io_hi, row_i, j + 8, other, j + 8)
+        ko_lo = fma8(ko_lo, row_k, j, other, j)
+        ko_hi = fma8(ko_hi, row_k, j + 8, other, j + 8)
+    return (
+        _clipped(iq_lo, iq_hi, row_i, query, whole),
+        _clipped(kq_lo, kq_hi, row_k, query, whole),
+        _clipped(io_lo, io_hi, row_i, other, whole),
+        _clipped(ko_lo, ko_hi, row_k, other, whole),
+    )
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -69,54 +156,64 @@ def _count_bins(sims, start, stop, hist):
         hist[_bin_of(sims[i])] += 1
 
 
-@njit(cache=True, nogil=True, fastmath=True)
+@njit(cache=True, nogil=True)
 def _scan_block(embeddings, rows, queries, start, stop, sims, hists):
     """Eq (2) for positions [start, stop) and every query: ``sims[b, t] = max(E_i·q_b, 0)`` with i =
     ``rows[t]`` (t itself when ``rows`` is None), each query's block counted into ``hists[b]``.
 
-    Positions are taken in pairs half the block apart (``_clipped_dots``); each pair of rows is read from
-    memory once and dotted with every query while it sits in L1, so B queries cost one read of the rows.
-    ``rows is None`` is settled when numba compiles the call, so a scan of the whole bank reads no index.
-    A lone query (a route) takes a loop of its own, with its vector and output row out of the pair loop:
-    the loop over queries slowed a single query's scan of a bank in cache (measurements:
-    docs/performance.md, "Kernel details"). Both loops compute each Ŝ with the same ``_clipped_dots``, so
-    they give the same bits.
+    A lone query (a route) takes positions four at a time, a quarter of the block apart
+    (``_clipped_dots_four``). Several queries take them in pairs half the block apart; each pair of rows
+    is read from memory once and dotted with every query while it sits in L1, two queries at a time
+    (``_clipped_dots_two``, the last one alone when B is odd), so B queries cost one read of the rows.
+    Rows far apart, as two rows side by side read from DRAM at a fraction of the speed of one; the lone
+    query's loop of its own, as the loop over queries slowed a single query's scan of a bank in cache
+    (measurements: docs/performance.md, "Kernel details"). ``rows is None`` is settled when numba
+    compiles the call, so a scan of the whole bank reads no index. Every loop sums each Ŝ in the same
+    lanes (``kernels.lanes``), so they all give the same bits.
     """
-    h = (stop - start) // 2
     n_queries = queries.shape[0]
     if n_queries == 1:
         query = queries[0]
         out = sims[0]
-        for t in range(start, start + h):
-            if rows is None:
-                i = t
-                k = t + h
-            else:
-                i = rows[t]
-                k = rows[t + h]
-            x, y = _clipped_dots(embeddings, i, k, query)
-            out[t] = x
-            out[t + h] = y
+        g = (stop - start) // 4
+        for t in range(start, start + g):
+            w, x, y, z = _clipped_dots_four(
+                embeddings, _row(rows, t), _row(rows, t + g), _row(rows, t + 2 * g), _row(rows, t + 3 * g), query
+            )
+            out[t] = w
+            out[t + g] = x
+            out[t + 2 * g] = y
+            out[t + 3 * g] = z
+        for t in range(start + 4 * g, stop):
+            i = _row(rows, t)
+            out[t] = _clipped_dots(embeddings, i, i, query)[0]
     else:
+        h = (stop - start) // 2
         for t in range(start, start + h):
-            if rows is None:
-                i = t
-                k = t + h
-            else:
-                i = rows[t]
-                k = rows[t + h]
-            for b in range(n_queries):
-                x, y = _clipped_dots(embeddings, i, k, queries[b])
+            i = _row(rows, t)
+            k = _row(rows, t + h)
+            for b in range(0, n_queries - 1, 2):
+                x, y, u, v = _clipped_dots_two(embeddings, i, k, queries[b], queries[b + 1])
                 sims[b, t] = x
                 sims[b, t + h] = y
-    if (stop - start) % 2:
-        last = stop - 1
-        if rows is not None:
-            last = rows[stop - 1]
-        for b in range(n_queries):
-            sims[b, stop - 1] = _clipped_dots(embeddings, last, last, queries[b])[0]
+                sims[b + 1, t] = u
+                sims[b + 1, t + h] = v
+            if n_queries % 2:
+                x, y = _clipped_dots(embeddings, i, k, queries[n_queries - 1])
+                sims[n_queries - 1, t] = x
+                sims[n_queries - 1, t + h] = y
+        if (stop - start) % 2:
+            last = _row(rows, stop - 1)
+            for b in range(n_queries):
+                sims[b, stop - 1] = _clipped_dots(embeddings, last, last, queries[b])[0]
     for b in range(n_queries):
         _count_bins(sims[b], start, stop, hists[b])
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _row(rows, t):
+    """The bank row at scan position t: ``rows[t]``, or t itself when ``rows`` is None."""
+    return t if rows is None else rows[t]
 
 
 @njit(cache=True, nogil=True, parallel=True)
