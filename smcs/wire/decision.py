@@ -54,21 +54,45 @@ def route_response(decision: RouteDecision, bank: Bank, ids: np.ndarray, *, debu
 
 
 def _fill_support(wire: pb.SupportSet, decision: RouteDecision, bank: Bank, ids: np.ndarray, *, debug: bool) -> None:
-    """Fill ``wire`` with ``decision``'s support set, without a Python loop over its rows: the
-    decision's lists go to the repeated fields as they are, the ids (and with ``debug`` the texts and the
-    referencers' outcomes) are gathered by one index array."""
-    rows = decision.support_rows
-    wire.rows.extend(rows)
-    wire.similarities.extend(decision.support_similarities)
-    index = np.asarray(rows, dtype=np.intp)
+    """Fill ``wire`` with ``decision``'s support set from its arrays (a router's decision carries them; a
+    list is turned into one): the similarities as packed wire bytes (``packed_floats``: no Python float
+    per row), the rows and ids by one ``tolist`` each, and with ``debug`` the texts and the referencers'
+    outcomes gathered by one index array."""
+    rows = np.asarray(decision.support_rows, dtype=np.int64)  # a router's decision: its array, no copy
+    wire.rows.extend(rows.tolist())
+    wire.MergeFromString(packed_floats(_SIMILARITIES_FIELD, np.asarray(decision.support_similarities)))
+    index = rows.astype(np.intp)
     wire.ids.extend(ids[index].tolist())
     if debug:
-        wire.texts.extend(map(_TEXT, map(bank.questions.__getitem__, rows)))
+        wire.texts.extend(map(_TEXT, map(bank.questions.__getitem__, index.tolist())))
         models = np.array([bank.model_index(name) for name in decision.referencers], dtype=np.intp)
         wire.MergeFromString(outcomes_wire(np.asarray(bank.capability)[np.ix_(models, index)].T))
 
 
+def packed_floats(field: int, values: np.ndarray) -> bytes:
+    """The packed repeated ``float`` field ``field`` holding ``values``, in protobuf wire bytes (the float32
+    values little-endian, as they are in memory here). Empty: no bytes."""
+    payload = np.asarray(values, dtype="<f4").tobytes()
+    return _length_delimited(field, payload) if payload else b""
+
+
+def _length_delimited(field: int, payload: bytes) -> bytes:
+    """Field ``field`` with wire type 2 (length-delimited) holding ``payload``."""
+    return _varint(field << 3 | 2) + _varint(len(payload)) + payload
+
+
+def _varint(value: int) -> bytes:
+    """The protobuf varint of ``value`` ≥ 0."""
+    out = bytearray()
+    while value > 0x7F:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
 _TEXT = attrgetter("text")
+_SIMILARITIES_FIELD = pb.SupportSet.DESCRIPTOR.fields_by_name["similarities"].number
 _OUTCOMES_TAG = pb.SupportSet.DESCRIPTOR.fields_by_name["outcomes"].number << 3 | 2
 _VALUES_TAG = pb.ModelOutcomes.DESCRIPTOR.fields_by_name["values"].number << 3 | 2
 _VARINT_BYTES = 10
