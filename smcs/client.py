@@ -34,6 +34,7 @@ from .core.pipeline import Event
 from .wire.convert import AnswerEventDecoder, policy_from_message
 from .wire.decision import decision_from_response
 from .wire.enums import RETRIEVAL, SCORER, TASK
+from .wire.packed import embedding_message, fill_embedding
 from .errors import InputError
 
 DEFAULT_TARGET = "127.0.0.1:50051"
@@ -244,7 +245,7 @@ def _route_request(
     if question is not None:
         request.question = question
     else:
-        request.embedding.values.extend(np.asarray(embedding, dtype=np.float32).tolist())
+        fill_embedding(request.embedding, embedding)
     if seed is not None:
         request.seed = seed
     return request
@@ -257,7 +258,7 @@ def _answer_request(
         question=question, task=TASK.parse(task, "task") if task else pb.TASK_UNSPECIFIED, policy=_overrides(policy)
     )
     if embedding is not None:
-        request.embedding.values.extend(np.asarray(embedding, dtype=np.float32).tolist())
+        fill_embedding(request.embedding, embedding)
     if seed is not None:
         request.seed = seed
     return request
@@ -271,7 +272,7 @@ def _score_request(
 ) -> pb.ScoreRequest:
     request = pb.ScoreRequest(
         texts=[] if texts is None else list(texts),
-        embeddings=[] if embeddings is None else [pb.Embedding(values=np.asarray(e, dtype=np.float32).tolist()) for e in embeddings],
+        embeddings=[] if embeddings is None else [embedding_message(e) for e in embeddings],
         logprobs=[] if logprobs is None else [pb.TokenLogprobs(values=list(lp)) for lp in logprobs],
     )
     if lam is not None:
@@ -287,7 +288,7 @@ def _append_request(questions: Iterable[NewQuestion]) -> pb.AppendQuestionsReque
                 text=q.text,
                 source=q.source,
                 label=q.label,
-                embedding=pb.Embedding(values=np.asarray(q.embedding, dtype=np.float32).tolist()),
+                embedding=embedding_message(q.embedding),
                 outcomes=q.outcomes,
             )
             for q in questions

@@ -10,7 +10,9 @@ import pytest
 from smcs._proto import router_pb2 as pb
 from smcs.bank import Bank, ModelInfo, Question
 from smcs.core import Policy, Router
-from smcs.wire.decision import outcomes_wire, packed_floats, route_response
+from smcs.wire.decision import outcomes_wire, route_response
+from smcs.errors import InputError
+from smcs.wire.packed import embedding_message, fill_embedding, packed_floats
 
 
 def _by_messages(outcomes: np.ndarray) -> pb.SupportSet:
@@ -89,3 +91,20 @@ def test_route_response_support_set_is_the_decision_s_in_order(tmp_path, as_list
     sims = np.array(response.support.similarities, dtype=np.float32)
     np.testing.assert_array_equal(sims, np.asarray(decision.support_similarities, dtype=np.float32))
     assert np.all(np.diff(sims) <= 0)
+
+
+@pytest.mark.parametrize("values", [[], [0.5], np.arange(384, dtype=np.float64) / 7, [float("nan"), -0.0, 1e-45]])
+def test_embedding_message_is_the_one_protobuf_builds(values):
+    """The client's embeddings, written as packed bytes: the same message (and bytes) as protobuf's own
+    from the float32 values, NaN and signed zero included (the server checks them, not the client)."""
+    want = pb.Embedding(values=np.asarray(values, dtype=np.float32).tolist())
+    got = embedding_message(values)
+    assert got.SerializeToString() == want.SerializeToString()
+    request = pb.RouteRequest()
+    fill_embedding(request.embedding, values)
+    assert request.WhichOneof("query") == "embedding"
+
+
+def test_embedding_message_refuses_a_matrix():
+    with pytest.raises(InputError, match=r"shape \(2, 2\)"):
+        embedding_message([[1.0, 2.0], [3.0, 4.0]])

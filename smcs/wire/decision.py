@@ -13,6 +13,7 @@ from .._proto import router_pb2 as pb
 from ..bank import Bank
 from ..core import RouteDecision
 from .enums import SCORER
+from .packed import packed_floats
 
 
 def route_response(decision: RouteDecision, bank: Bank, ids: np.ndarray, *, debug: bool, support: bool = True) -> pb.RouteResponse:
@@ -67,28 +68,6 @@ def _fill_support(wire: pb.SupportSet, decision: RouteDecision, bank: Bank, ids:
         wire.texts.extend(map(_TEXT, map(bank.questions.__getitem__, index.tolist())))
         models = np.array([bank.model_index(name) for name in decision.referencers], dtype=np.intp)
         wire.MergeFromString(outcomes_wire(np.asarray(bank.capability)[np.ix_(models, index)].T))
-
-
-def packed_floats(field: int, values: np.ndarray) -> bytes:
-    """The packed repeated ``float`` field ``field`` holding ``values``, in protobuf wire bytes (the float32
-    values little-endian, as they are in memory here). Empty: no bytes."""
-    payload = np.asarray(values, dtype="<f4").tobytes()
-    return _length_delimited(field, payload) if payload else b""
-
-
-def _length_delimited(field: int, payload: bytes) -> bytes:
-    """Field ``field`` with wire type 2 (length-delimited) holding ``payload``."""
-    return _varint(field << 3 | 2) + _varint(len(payload)) + payload
-
-
-def _varint(value: int) -> bytes:
-    """The protobuf varint of ``value`` ≥ 0."""
-    out = bytearray()
-    while value > 0x7F:
-        out.append(value & 0x7F | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
 
 
 _TEXT = attrgetter("text")
