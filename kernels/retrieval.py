@@ -54,7 +54,7 @@ def _clipped_dots(embeddings, i, k, query):
 
     Each dot product is summed in 16 lanes (two ``lanes.F32x8``, one fused multiply-add per lane and 16
     elements) and folded in a fixed order (``_clipped``), so every scan gives a row the same bits,
-    whichever rows and queries it computes beside it (``_clipped_dots_two``). Each q_j is loaded once for
+    whichever rows and queries it computes beside it (``_four_clipped_dots``). Each q_j is loaded once for
     two rows, which is what bounds a scan of a bank in cache; the scans pair rows half a chunk apart, as
     two rows side by side read from DRAM at a fraction of the speed of one (measurements:
     docs/performance.md, "Kernel details").
@@ -75,71 +75,36 @@ def _clipped_dots(embeddings, i, k, query):
 
 
 @njit(cache=True, nogil=True, inline="always")
-def _clipped_dots_four(embeddings, i, k, m, o, query):
-    """``_clipped_dots`` for rows i, k, m and o and one query, in one loop over q: 8 accumulators, so 8
-    independent chains of fused multiply-adds hide their latency, where one pair has 4. The same lanes
-    and folds, so the same bits."""
-    row_i = embeddings[i]
-    row_k = embeddings[k]
-    row_m = embeddings[m]
-    row_o = embeddings[o]
-    whole = query.shape[0] - query.shape[0] % 16
-    i_lo = zeros8()
-    i_hi = i_lo
-    k_lo = i_lo
-    k_hi = i_lo
-    m_lo = i_lo
-    m_hi = i_lo
-    o_lo = i_lo
-    o_hi = i_lo
+def _four_clipped_dots(a, p, b, q, c, r, d, s):
+    """(max(a·p, 0), max(b·q, 0), max(c·r, 0), max(d·s, 0)) in float32, in one loop over the vectors: 8
+    accumulators, so 8 independent chains of fused multiply-adds hide their latency (one pair of rows has
+    4), and a row or query given twice is loaded once per step. The scans give it four rows and one query
+    (a lone query) or two rows and two queries (register-blocked batches: one load of E or q per FMA,
+    where a pair of rows per query takes 1.5). The same lanes and folds as ``_clipped_dots``, so the same
+    bits."""
+    whole = p.shape[0] - p.shape[0] % 16
+    a_lo = zeros8()
+    a_hi = a_lo
+    b_lo = a_lo
+    b_hi = a_lo
+    c_lo = a_lo
+    c_hi = a_lo
+    d_lo = a_lo
+    d_hi = a_lo
     for j in range(0, whole, 16):
-        i_lo = fma8(i_lo, row_i, j, query, j)
-        i_hi = fma8(i_hi, row_i, j + 8, query, j + 8)
-        k_lo = fma8(k_lo, row_k, j, query, j)
-        k_hi = fma8(k_hi, row_k, j + 8, query, j + 8)
-        m_lo = fma8(m_lo, row_m, j, query, j)
-        m_hi = fma8(m_hi, row_m, j + 8, query, j + 8)
-        o_lo = fma8(o_lo, row_o, j, query, j)
-        o_hi = fma8(o_hi, row_o, j + 8, query, j + 8)
+        a_lo = fma8(a_lo, a, j, p, j)
+        a_hi = fma8(a_hi, a, j + 8, p, j + 8)
+        b_lo = fma8(b_lo, b, j, q, j)
+        b_hi = fma8(b_hi, b, j + 8, q, j + 8)
+        c_lo = fma8(c_lo, c, j, r, j)
+        c_hi = fma8(c_hi, c, j + 8, r, j + 8)
+        d_lo = fma8(d_lo, d, j, s, j)
+        d_hi = fma8(d_hi, d, j + 8, s, j + 8)
     return (
-        _clipped(i_lo, i_hi, row_i, query, whole),
-        _clipped(k_lo, k_hi, row_k, query, whole),
-        _clipped(m_lo, m_hi, row_m, query, whole),
-        _clipped(o_lo, o_hi, row_o, query, whole),
-    )
-
-
-@njit(cache=True, nogil=True, inline="always")
-def _clipped_dots_two(embeddings, i, k, query, other):
-    """``_clipped_dots(embeddings, i, k, query)`` and the same for ``other``, in one loop over q: rows i
-    and k dotted with two queries, 8 accumulators of 8 lanes that stay in registers, one load of E or q
-    per fused multiply-add where the pair loop takes 1.5. The same lanes and folds as ``_clipped_dots``,
-    so the same bits."""
-    row_i = embeddings[i]
-    row_k = embeddings[k]
-    whole = query.shape[0] - query.shape[0] % 16
-    iq_lo = zeros8()
-    iq_hi = iq_lo
-    kq_lo = iq_lo
-    kq_hi = iq_lo
-    io_lo = iq_lo
-    io_hi = iq_lo
-    ko_lo = iq_lo
-    ko_hi = iq_lo
-    for j in range(0, whole, 16):
-        iq_lo = fma8(iq_lo, row_i, j, query, j)
-        iq_hi = fma8(iq_hi, row_i, j + 8, query, j + 8)
-        kq_lo = fma8(kq_lo, row_k, j, query, j)
-        kq_hi = fma8(kq_hi, row_k, j + 8, query, j + 8)
-        io_lo = fma8(io_lo, row_i, j, other, j)
-        io_hi = fma8(io_hi, row_i, j + 8, other, j + 8)
-        ko_lo = fma8(ko_lo, row_k, j, other, j)
-        ko_hi = fma8(ko_hi, row_k, j + 8, other, j + 8)
-    return (
-        _clipped(iq_lo, iq_hi, row_i, query, whole),
-        _clipped(kq_lo, kq_hi, row_k, query, whole),
-        _clipped(io_lo, io_hi, row_i, other, whole),
-        _clipped(ko_lo, ko_hi, row_k, other, whole),
+        _clipped(a_lo, a_hi, a, p, whole),
+        _clipped(b_lo, b_hi, b, q, whole),
+        _clipped(c_lo, c_hi, c, r, whole),
+        _clipped(d_lo, d_hi, d, s, whole),
     )
 
 
@@ -162,9 +127,9 @@ def _scan_block(embeddings, rows, queries, start, stop, sims, hists):
     ``rows[t]`` (t itself when ``rows`` is None), each query's block counted into ``hists[b]``.
 
     A lone query (a route) takes positions four at a time, a quarter of the block apart
-    (``_clipped_dots_four``). Several queries take them in pairs half the block apart; each pair of rows
+    (``_four_clipped_dots``). Several queries take them in pairs half the block apart; each pair of rows
     is read from memory once and dotted with every query while it sits in L1, two queries at a time
-    (``_clipped_dots_two``, the last one alone when B is odd), so B queries cost one read of the rows.
+    (``_four_clipped_dots``, the last one alone when B is odd), so B queries cost one read of the rows.
     Rows far apart, as two rows side by side read from DRAM at a fraction of the speed of one; the lone
     query's loop of its own, as the loop over queries slowed a single query's scan of a bank in cache
     (measurements: docs/performance.md, "Kernel details"). ``rows is None`` is settled when numba
@@ -177,8 +142,9 @@ def _scan_block(embeddings, rows, queries, start, stop, sims, hists):
         out = sims[0]
         g = (stop - start) // 4
         for t in range(start, start + g):
-            w, x, y, z = _clipped_dots_four(
-                embeddings, _row(rows, t), _row(rows, t + g), _row(rows, t + 2 * g), _row(rows, t + 3 * g), query
+            w, x, y, z = _four_clipped_dots(
+                embeddings[_row(rows, t)], query, embeddings[_row(rows, t + g)], query,
+                embeddings[_row(rows, t + 2 * g)], query, embeddings[_row(rows, t + 3 * g)], query,
             )
             out[t] = w
             out[t + g] = x
@@ -193,7 +159,8 @@ def _scan_block(embeddings, rows, queries, start, stop, sims, hists):
             i = _row(rows, t)
             k = _row(rows, t + h)
             for b in range(0, n_queries - 1, 2):
-                x, y, u, v = _clipped_dots_two(embeddings, i, k, queries[b], queries[b + 1])
+                query, other = queries[b], queries[b + 1]
+                x, y, u, v = _four_clipped_dots(embeddings[i], query, embeddings[k], query, embeddings[i], other, embeddings[k], other)
                 sims[b, t] = x
                 sims[b, t + h] = y
                 sims[b + 1, t] = u
