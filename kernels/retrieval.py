@@ -39,6 +39,13 @@ def _bin_of(v: float) -> int:
 
 
 @njit(cache=True, nogil=True, inline="always")
+def _lanes16(lo, hi, row, vector, j):
+    """One step of a dot product's 16 lanes: ``lo`` takes ``row[j:j+8]·vector[j:j+8]`` and ``hi`` the next 8,
+    one fused multiply-add per lane. Every scan sums every Ŝ through this step and ``_clipped``."""
+    return fma8(lo, row, j, vector, j), fma8(hi, row, j + 8, vector, j + 8)
+
+
+@njit(cache=True, nogil=True, inline="always")
 def _clipped(lo, hi, row, query, whole):
     """max(row·q, 0) in float32 from the 16-lane partial sums ``lo``, ``hi`` of ``row[:whole]·query[:whole]``
     (``whole``: d rounded down to 16), the rest of q added one element at a time after the lanes."""
@@ -67,10 +74,8 @@ def _clipped_dots(embeddings, i, k, query):
     k_lo = i_lo
     k_hi = i_lo
     for j in range(0, whole, 16):
-        i_lo = fma8(i_lo, row_i, j, query, j)
-        i_hi = fma8(i_hi, row_i, j + 8, query, j + 8)
-        k_lo = fma8(k_lo, row_k, j, query, j)
-        k_hi = fma8(k_hi, row_k, j + 8, query, j + 8)
+        i_lo, i_hi = _lanes16(i_lo, i_hi, row_i, query, j)
+        k_lo, k_hi = _lanes16(k_lo, k_hi, row_k, query, j)
     return _clipped(i_lo, i_hi, row_i, query, whole), _clipped(k_lo, k_hi, row_k, query, whole)
 
 
@@ -92,14 +97,10 @@ def _four_clipped_dots(a, p, b, q, c, r, d, s):
     d_lo = a_lo
     d_hi = a_lo
     for j in range(0, whole, 16):
-        a_lo = fma8(a_lo, a, j, p, j)
-        a_hi = fma8(a_hi, a, j + 8, p, j + 8)
-        b_lo = fma8(b_lo, b, j, q, j)
-        b_hi = fma8(b_hi, b, j + 8, q, j + 8)
-        c_lo = fma8(c_lo, c, j, r, j)
-        c_hi = fma8(c_hi, c, j + 8, r, j + 8)
-        d_lo = fma8(d_lo, d, j, s, j)
-        d_hi = fma8(d_hi, d, j + 8, s, j + 8)
+        a_lo, a_hi = _lanes16(a_lo, a_hi, a, p, j)
+        b_lo, b_hi = _lanes16(b_lo, b_hi, b, q, j)
+        c_lo, c_hi = _lanes16(c_lo, c_hi, c, r, j)
+        d_lo, d_hi = _lanes16(d_lo, d_hi, d, s, j)
     return (
         _clipped(a_lo, a_hi, a, p, whole),
         _clipped(b_lo, b_hi, b, q, whole),
