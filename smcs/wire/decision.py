@@ -57,17 +57,17 @@ def route_response(decision: RouteDecision, bank: Bank, ids: np.ndarray, *, debu
 def _fill_support(wire: pb.SupportSet, decision: RouteDecision, bank: Bank, ids: np.ndarray, *, debug: bool) -> None:
     """Fill ``wire`` with ``decision``'s support set from its arrays (a router's decision carries them; a
     list is turned into one): the similarities as packed wire bytes (``packed_floats``: no Python float
-    per row), the rows and ids by one ``tolist`` each, and with ``debug`` the texts and the referencers'
-    outcomes gathered by one index array."""
+    per row); the rows' one ``tolist`` fills the rows (and with ``debug`` picks the texts), the rows'
+    array gathers the ids (and with ``debug`` the referencers' outcomes)."""
     rows = np.asarray(decision.support_rows, dtype=np.int64)  # a router's decision: its array, no copy
-    wire.rows.extend(rows.tolist())
+    row_list = rows.tolist()
+    wire.rows.extend(row_list)
     wire.MergeFromString(packed_floats(_SIMILARITIES_FIELD, np.asarray(decision.support_similarities)))
-    index = rows.astype(np.intp)
-    wire.ids.extend(ids[index].tolist())
+    wire.ids.extend(ids[rows].tolist())
     if debug:
-        wire.texts.extend(map(_TEXT, map(bank.questions.__getitem__, index.tolist())))
+        wire.texts.extend(map(_TEXT, map(bank.questions.__getitem__, row_list)))
         models = np.array([bank.model_index(name) for name in decision.referencers], dtype=np.intp)
-        wire.MergeFromString(outcomes_wire(np.asarray(bank.capability)[np.ix_(models, index)].T))
+        wire.MergeFromString(outcomes_wire(np.asarray(bank.capability)[np.ix_(models, rows)].T))
 
 
 _TEXT = attrgetter("text")
