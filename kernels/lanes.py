@@ -10,6 +10,11 @@ and ``fold8`` adds the lanes in a fixed tree. Any blocking of rows and queries t
 ``F32x8`` is an LLVM ``<8 x float>`` value (a register, never memory); ``zeros8``, ``fma8`` and ``fold8``
 are its only operations. ``fma8`` reads 8 consecutive float32 of two C-contiguous 1-D arrays without a
 bounds check: its caller keeps the offsets in range.
+
+``I32x8`` is the same for the int8 bound pass (``kernels.quantized``): ``izeros8``, ``madd16`` (16 int8
+codes times 16 int16 query codes, adjacent products summed in pairs into 8 int32 lanes: one ``vpmaddwd``
+on AVX2, plain vector IR that any LLVM target lowers) and ``isum8``. Integer sums are exact in any order;
+the vectors are there for speed, as LLVM widened the scalar loop to 32-bit multiplies.
 """
 
 from __future__ import annotations
@@ -39,8 +44,9 @@ class _F32x8Model(models.PrimitiveModel):
         super().__init__(dmm, fe_type, _VECTOR)
 
 
-def _float32_vector(ty: types.Type) -> bool:
-    return isinstance(ty, types.Array) and ty.dtype == types.float32 and ty.ndim == 1 and ty.layout == "C"
+def _vector_of(ty: types.Type, dtype: types.Type) -> bool:
+    """Whether ``ty`` is a C-contiguous 1-D array of ``dtype``, the arrays the lanes load from."""
+    return isinstance(ty, types.Array) and ty.dtype == dtype and ty.ndim == 1 and ty.layout == "C"
 
 
 @intrinsic
@@ -57,7 +63,7 @@ def zeros8(typingctx: object) -> tuple:
 def fma8(typingctx: object, acc: types.Type, a: types.Type, i: types.Type, b: types.Type, j: types.Type) -> tuple | None:
     """``acc + a[i:i+8] · b[j:j+8]`` lane by lane, each lane one fused multiply-add (``llvm.fma``, one
     rounding whatever the CPU); ``a`` and ``b`` are C-contiguous 1-D float32 arrays."""
-    if acc != f32x8 or not (_float32_vector(a) and _float32_vector(b)):
+    if acc != f32x8 or not (_vector_of(a, types.float32) and _vector_of(b, types.float32)):
         return None
     if not (isinstance(i, types.Integer) and isinstance(j, types.Integer)):
         return None
@@ -89,3 +95,78 @@ def fold8(typingctx: object, acc: types.Type) -> tuple | None:
         return builder.fadd(even, odd)
 
     return types.float32(acc), codegen
+
+
+_INT_VECTOR = ir.VectorType(ir.IntType(32), 8)
+_CODES = ir.VectorType(ir.IntType(8), 16)
+_QUERY_CODES = ir.VectorType(ir.IntType(16), 16)
+_PRODUCTS = ir.VectorType(ir.IntType(32), 16)
+
+
+class I32x8(types.Type):
+    """The numba type of eight int32 lanes."""
+
+    def __init__(self) -> None:
+        super().__init__(name="I32x8")
+
+
+i32x8 = I32x8()
+
+
+@register_model(I32x8)
+class _I32x8Model(models.PrimitiveModel):
+    def __init__(self, dmm: object, fe_type: I32x8) -> None:
+        super().__init__(dmm, fe_type, _INT_VECTOR)
+
+
+@intrinsic
+def izeros8(typingctx: object) -> tuple:
+    """Eight int32 lanes of 0."""
+
+    def codegen(context, builder, sig, args):  # noqa: ANN001, ANN202
+        return ir.Constant(_INT_VECTOR, [0] * 8)
+
+    return i32x8(), codegen
+
+
+@intrinsic
+def madd16(typingctx: object, acc: types.Type, codes: types.Type, i: types.Type, query: types.Type, j: types.Type) -> tuple | None:
+    """``acc`` + (c_{2l}·q_{2l} + c_{2l+1}·q_{2l+1}) in lane l, for c = ``codes[i:i+16]`` (int8) and q =
+    ``query[j:j+16]`` (int16), both C-contiguous 1-D arrays; each product and pair sum exact in int32
+    as long as |c·q| < 2^30 (the bound pass's codes: |c|, |q| ≤ 127)."""
+    if acc != i32x8 or not (_vector_of(codes, types.int8) and _vector_of(query, types.int16)):
+        return None
+    if not (isinstance(i, types.Integer) and isinstance(j, types.Integer)):
+        return None
+
+    def codegen(context, builder, sig, args):  # noqa: ANN001, ANN202
+        total, c, c_at, q, q_at = args
+
+        def load(array, array_type, at, vector):
+            data = context.make_array(array_type)(context, builder, array).data
+            return builder.load(builder.bitcast(builder.gep(data, [at]), vector.as_pointer()), align=1)
+
+        wide_c = builder.sext(load(c, sig.args[1], c_at, _CODES), _PRODUCTS)
+        wide_q = builder.sext(load(q, sig.args[3], q_at, _QUERY_CODES), _PRODUCTS)
+        products = builder.mul(wide_c, wide_q)
+        even = builder.shuffle_vector(products, products, ir.Constant(_INT_VECTOR, list(range(0, 16, 2))))
+        odd = builder.shuffle_vector(products, products, ir.Constant(_INT_VECTOR, list(range(1, 16, 2))))
+        return builder.add(total, builder.add(even, odd))
+
+    return i32x8(acc, codes, i, query, j), codegen
+
+
+@intrinsic
+def isum8(typingctx: object, acc: types.Type) -> tuple | None:
+    """The sum of the eight int32 lanes."""
+    if acc != i32x8:
+        return None
+
+    def codegen(context, builder, sig, args):  # noqa: ANN001, ANN202
+        lanes = [builder.extract_element(args[0], ir.Constant(_LANE, k)) for k in range(8)]
+        total = lanes[0]
+        for lane in lanes[1:]:
+            total = builder.add(total, lane)
+        return total
+
+    return types.int32(acc), codegen

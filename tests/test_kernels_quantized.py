@@ -227,6 +227,25 @@ def test_quantisation_bound_holds_in_exact_arithmetic(case):
         assert abs(exact - approx) <= r * Fraction(q_norm) + c * Fraction(r_q), i
 
 
+@pytest.mark.parametrize("d", [1, 7, 15, 16, 17, 33, 100, 384, 1024])
+@pytest.mark.parametrize("start, stop", [(0, 0), (0, 1), (0, 3), (0, 41), (5, 38), (3, 4)])
+def test_int_dots_are_the_exact_integer_dot_products(d, start, stop):
+    """The bound pass's ẽ_i·q̃ (int8 codes times int16 query codes, in vector lanes four rows at a time)
+    equal numpy's int64 products on every row of [start, stop) and leave the rest of ``out`` alone, for
+    dimensions with and without a tail after the last whole 16, blocks of any length, and codes at ±127."""
+    rng = np.random.default_rng(d * 100 + stop)
+    codes = rng.integers(-127, 128, size=(41, d), dtype=np.int8)
+    codes[0] = 127
+    codes[1] = -127
+    q16 = rng.integers(-127, 128, size=d).astype(np.int16)
+    q16[: d // 2] = -127  # with rows 0 and 1: the largest magnitudes the codes can reach, both signs
+    out = np.full(stop - start + 2, -1, dtype=np.int32)
+    quantized._int_dots(codes, q16, start, stop, out)
+    expected = codes[start:stop].astype(np.int64) @ q16.astype(np.int64)
+    np.testing.assert_array_equal(out[: stop - start], expected)
+    assert np.all(out[stop - start :] == -1)
+
+
 @MEDIUM
 @given(st.one_of(adversarial_banks(max_n=80), normal_banks(max_n=200)), st.sampled_from([1, 2, 5]))
 def test_bounds_enclose_the_exact_kernels_similarities(case, chunks):
