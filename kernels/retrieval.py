@@ -538,6 +538,21 @@ def _route(embeddings, rows, bank_rows, query, capability, bits, n_base, gamma, 
 
 
 @njit(cache=True, nogil=True)
+def _route_batch(embeddings, queries, capability, bits, n_base, gamma, n_chunks, ordered, known):
+    """``_route`` for each row b of ``queries`` with N_base = ``n_base[b]`` and γ = ``gamma[b]``, in one pass
+    over the whole bank and one compiled call: a list of (support rows, their Ŝ, votes, known weights).
+
+    One call, not a scan and then a selection per query from Python: a worker thread routing a batch
+    beside a busy event loop waits for the GIL at every return to Python (measurements:
+    docs/performance.md, "The lean Route and the service's cost per Route")."""
+    sims, hists = _scan(embeddings, None, queries, n_chunks)
+    found = []
+    for b in range(queries.shape[0]):
+        found.append(_select(sims[b], hists[b], None, capability, bits, n_base[b], gamma[b], ordered, known))
+    return found
+
+
+@njit(cache=True, nogil=True)
 def _top_k(votes, k):
     return np.argsort(-votes, kind="mergesort")[:k].copy()
 
@@ -747,9 +762,10 @@ def route_many(
         return []
     bits = _bits(capability_bits, m)
     threads = _threads(threads, e.nbytes)
-    sims, hists = _scan(e, None, q, threads)
-    ordered, known = bool(ordered), bool(return_known)
-    return [_routed(_select(sims[b], hists[b], None, m, bits, nb, g, ordered, known), known) for b, (nb, g) in enumerate(parameters)]
+    n_bases = np.array([nb for nb, _ in parameters], dtype=np.int64)
+    gammas = np.array([g for _, g in parameters], dtype=np.float64)
+    known = bool(return_known)
+    return [_routed(found, known) for found in _route_batch(e, q, m, bits, n_bases, gammas, threads, bool(ordered), known)]
 
 
 def route_rows(
