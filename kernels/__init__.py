@@ -24,7 +24,7 @@ def configure_threads() -> None:
 
 from .decision import VoteDecision, decide_votes, route_decide, vote_decision
 from .evaluation import oca_mca, pairwise_ranking_score
-from .quantized import QuantizedBank, quantize_rows, route_quantized, route_quantized_stats
+from .quantized import QuantizedBank, quantize_rows, route_quantized, route_quantized_many, route_quantized_stats
 from .retrieval import (
     capability_bits,
     known_weights,
@@ -76,6 +76,7 @@ __all__ = [
     "route_decide",
     "route_many",
     "route_quantized",
+    "route_quantized_many",
     "route_quantized_stats",
     "route_rows",
     "sample_subsets",

@@ -51,6 +51,7 @@ as the exact kernel, which then runs instead — the result is the same either w
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import numpy as np
@@ -58,7 +59,7 @@ from numba import njit, prange
 
 from . import _checks
 from .lanes import isum8, izeros8, madd16
-from .retrieval import N_BINS, _bank_arrays, _bits, _count_bins, _kth_largest, _query, _route, _routed, _threads
+from .retrieval import N_BINS, _bank_arrays, _batch_arguments, _bits, _count_bins, _kth_largest, _query, _route, _routed, _threads
 
 MAX_DIM = 131072
 """Largest embedding dimension: d·127² < 2^31, so the int32 accumulator of ẽ·q̃ cannot overflow."""
@@ -234,7 +235,9 @@ def _quantize_query(query):
 
 
 _BLOCK = 4096
-"""Rows per step of the bound pass: their int32 dot products wait in a small buffer for the bound loop."""
+"""Rows per step of one query's bound pass: their int32 dot products wait in a small buffer for the bound loop."""
+_SHARED_BLOCK_BYTES = 128 << 10
+"""Codes per step of a batch's bound pass: a block that stays in L2 while every query of the batch reads it."""
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -304,14 +307,24 @@ def _store_bounds(dots, scales, resid, cnorms, s_q, r_q, q_norm, q_mag, tau, eta
 
 
 @njit(cache=True, nogil=True)
-def _bound_block(codes, scales, resid, cnorms, q16, s_q, r_q, q_norm, q_mag, tau, eta, start, stop, lo, hi, hist):
-    """Bounds (B3) for rows [start, stop) into lo/hi, counting lo into ``hist`` (the bins of ``retrieval``)."""
-    dots = np.empty(_BLOCK, dtype=np.int32)
-    for b in range(start, stop, _BLOCK):
-        e = min(b + _BLOCK, stop)
-        _int_dots(codes, q16, b, e, dots)
-        _store_bounds(dots, scales, resid, cnorms, s_q, r_q, q_norm, q_mag, tau, eta, b, e, lo, hi)
-        _count_bins(lo, b, e, hist)
+def _bound_block(codes, scales, resid, cnorms, queries, start, stop, lo, hi, hists):
+    """Bounds (B3) of rows [start, stop) for every query b into lo[b], hi[b], counting lo[b] into ``hists[b]``
+    (the bins of ``retrieval``); ``queries`` as ``_quantized_queries`` returns them.
+
+    The rows go in blocks: one query takes ``_BLOCK`` rows at a time, several take blocks of about
+    ``_SHARED_BLOCK_BYTES`` of codes, which stay in cache while every query's products are taken from
+    them, so a batch reads the int8 bank from memory once.
+    """
+    q16, s_q, r_q, q_norm, q_mag, tau, eta = queries
+    n_queries, d = q16.shape
+    step = _BLOCK if n_queries == 1 else max(16, _SHARED_BLOCK_BYTES // max(d, 1))
+    dots = np.empty(step, dtype=np.int32)
+    for first in range(start, stop, step):
+        last = min(first + step, stop)
+        for b in range(n_queries):
+            _int_dots(codes, q16[b], first, last, dots)
+            _store_bounds(dots, scales, resid, cnorms, s_q[b], r_q[b], q_norm[b], q_mag[b], tau, eta, first, last, lo[b], hi[b])
+            _count_bins(lo[b], first, last, hists[b])
 
 
 @njit(cache=True, nogil=True)
@@ -322,34 +335,59 @@ def _tau(d):
 
 
 @njit(cache=True, nogil=True)
-def _bounds(codes, scales, resid, cnorms, query, n_chunks):
-    """Pass 1: (lo, hi, histogram of lo); n_chunks = 1 runs on the calling thread."""
-    n, d = codes.shape
-    q16, s_q, r_q, c_q, q_norm = _quantize_query(query)
-    q_mag = q_norm + c_q + r_q
-    tau = _tau(d)
-    eta = 2.0 * (d + 1) * _TINY
-    lo = np.empty(n, dtype=np.float32)
-    hi = np.empty(n, dtype=np.float32)
+def _quantized_queries(queries):
+    """Each query row quantised for the bound pass: (q̃ as int16 B×d, s_q, r_q, ‖q‖'s upper bound, M_i's query
+    factor ‖q‖ + c_q + r_q, each of length B; τ and η of (B3))."""
+    n_queries, d = queries.shape
+    q16 = np.empty((n_queries, d), dtype=np.int16)
+    s_q = np.empty(n_queries)
+    r_q = np.empty(n_queries)
+    q_norm = np.empty(n_queries)
+    q_mag = np.empty(n_queries)
+    for b in range(n_queries):
+        codes, s_q[b], r_q[b], c_q, q_norm[b] = _quantize_query(queries[b])
+        q16[b] = codes
+        q_mag[b] = q_norm[b] + c_q + r_q[b]
+    return q16, s_q, r_q, q_norm, q_mag, _tau(d), 2.0 * (d + 1) * _TINY
+
+
+@njit(cache=True, nogil=True)
+def _bounds_many(codes, scales, resid, cnorms, queries, n_chunks):
+    """Pass 1 for every row of ``queries``: (lo B×N, hi B×N, their histograms of lo B×N_BINS); n_chunks = 1
+    runs on the calling thread, more split the rows in that many chunks on numba's pool."""
+    n = codes.shape[0]
+    quantized = _quantized_queries(queries)
+    n_queries = queries.shape[0]
+    lo = np.empty((n_queries, n), dtype=np.float32)
+    hi = np.empty((n_queries, n), dtype=np.float32)
     if n_chunks == 1:
-        hist = np.zeros(N_BINS, dtype=np.int64)
-        _bound_block(codes, scales, resid, cnorms, q16, s_q, r_q, q_norm, q_mag, tau, eta, 0, n, lo, hi, hist)
-        return lo, hi, hist
-    hists = np.zeros((n_chunks, N_BINS), dtype=np.int64)
-    _bounds_chunks(codes, scales, resid, cnorms, q16, s_q, r_q, q_norm, q_mag, tau, eta, lo, hi, hists)
-    return lo, hi, hists.sum(axis=0)
+        hists = np.zeros((n_queries, N_BINS), dtype=np.int64)
+        _bound_block(codes, scales, resid, cnorms, quantized, 0, n, lo, hi, hists)
+        return lo, hi, hists
+    chunk_hists = np.zeros((n_chunks, n_queries, N_BINS), dtype=np.int64)
+    _bounds_chunks(codes, scales, resid, cnorms, quantized, lo, hi, chunk_hists)
+    hists = chunk_hists[0].copy()
+    for c in range(1, n_chunks):
+        for b in range(n_queries):
+            for k in range(N_BINS):
+                hists[b, k] += chunk_hists[c, b, k]
+    return lo, hi, hists
+
+
+@njit(cache=True, nogil=True)
+def _bounds(codes, scales, resid, cnorms, query, n_chunks):
+    """Pass 1 for one query: (lo, hi, histogram of lo)."""
+    lo, hi, hists = _bounds_many(codes, scales, resid, cnorms, query.reshape((1, query.shape[0])), n_chunks)
+    return lo[0], hi[0], hists[0]
 
 
 @njit(cache=True, nogil=True, parallel=True)
-def _bounds_chunks(codes, scales, resid, cnorms, q16, s_q, r_q, q_norm, q_mag, tau, eta, lo, hi, hists):
+def _bounds_chunks(codes, scales, resid, cnorms, queries, lo, hi, hists):
     """``_bound_block`` in ``len(hists)`` row chunks on numba's pool, chunk c counted into ``hists[c]``."""
     n = codes.shape[0]
     n_chunks = hists.shape[0]
     for c in prange(n_chunks):
-        _bound_block(
-            codes, scales, resid, cnorms, q16, s_q, r_q, q_norm, q_mag, tau, eta,
-            c * n // n_chunks, (c + 1) * n // n_chunks, lo, hi, hists[c],
-        )  # fmt: skip
+        _bound_block(codes, scales, resid, cnorms, queries, c * n // n_chunks, (c + 1) * n // n_chunks, lo, hi, hists[c])
 
 
 # --- candidates and the exact re-score ---------------------------------------------------------------------
@@ -407,18 +445,14 @@ def _candidates(hi, threshold, n_chunks):
 
 
 @njit(cache=True, nogil=True)
-def _route_quantized(codes, scales, resid, cnorms, embeddings, query, capability, bits, n_base, gamma, n_chunks, ordered, known):
-    """Both passes; returns ((rows, Ŝ of rows, votes, known weights), number of rows re-scored in float32).
+def _rescored(lo, hi, hist, embeddings, query, capability, bits, n_base, gamma, n_chunks, ordered, known):
+    """Pass 2 from one query's bounds: ((rows, Ŝ of rows, votes, known weights), rows re-scored in float32).
 
-    n_chunks = 1 keeps every step on the calling thread; above, the bound pass, the candidate scan and
-    the re-score split the work in n_chunks on numba's pool. The re-score is the exact kernel's scan over
-    the candidate rows (``retrieval._route`` with those rows): the same compiled dot products, hence the
-    same Ŝ bits, and the same selection and votes.
+    The re-score is the exact kernel's scan over the candidate rows (``retrieval._route`` with those rows):
+    the same compiled dot products, hence the same Ŝ bits, and the same selection and votes; over
+    ``RESCORE_MAX_SHARE`` of the bank the exact kernel scans it all instead (N re-scored).
     """
-    n = codes.shape[0]
-    if n == 0:
-        return _route(embeddings, None, None, query, capability, bits, n_base, gamma, 1, ordered, known), 0
-    lo, hi, hist = _bounds(codes, scales, resid, cnorms, query, n_chunks)
+    n = lo.shape[0]
     lower = _kth_largest(lo, hist, min(n_base, n))  # L ≤ T, the exact k-th largest Ŝ
     cand = _candidates(hi, gamma * np.float64(lower), n_chunks)
     m = cand.shape[0]
@@ -426,6 +460,26 @@ def _route_quantized(codes, scales, resid, cnorms, embeddings, query, capability
         return _route(embeddings, None, None, query, capability, bits, n_base, gamma, n_chunks, ordered, known), n
     chunks = min(n_chunks, max(1, m // 1024))
     return _route(embeddings, cand, cand, query, capability, bits, n_base, gamma, chunks, ordered, known), m
+
+
+@njit(cache=True, nogil=True)
+def _route_quantized_many(codes, scales, resid, cnorms, embeddings, queries, capability, bits, n_base, gamma, n_chunks, ordered, known):
+    """Both passes for every row b of ``queries`` with N_base = ``n_base[b]``, γ = ``gamma[b]``: a list of
+    ((rows, Ŝ of rows, votes, known weights), rows re-scored), one bound pass over the int8 bank for all.
+
+    n_chunks = 1 keeps every step on the calling thread; above, the bound pass, the candidate scans and the
+    re-scores split the work in n_chunks on numba's pool.
+    """
+    n = codes.shape[0]
+    found = []
+    if n == 0:
+        for b in range(queries.shape[0]):
+            found.append((_route(embeddings, None, None, queries[b], capability, bits, n_base[b], gamma[b], 1, ordered, known), 0))
+        return found
+    lo, hi, hists = _bounds_many(codes, scales, resid, cnorms, queries, n_chunks)
+    for b in range(queries.shape[0]):
+        found.append(_rescored(lo[b], hi[b], hists[b], embeddings, queries[b], capability, bits, n_base[b], gamma[b], n_chunks, ordered, known))
+    return found
 
 
 # --- Python wrappers -----------------------------------------------------------------------------------------
@@ -512,17 +566,41 @@ def _quantized_route(
     ordered: bool,
     known: bool,
 ) -> tuple[tuple[np.ndarray, ...], int]:
-    """The checked arguments' ``_route_quantized``: ((rows, Ŝ, votes, known weights), rows re-scored)."""
+    """The checked arguments' ``_route_quantized_many`` for one query: ((rows, Ŝ, votes, known weights),
+    rows re-scored)."""
+    qb, e, m = _checked_bank(quantized, embeddings, capability)
+    q = _query(query, e.shape[1])
+    n_base, gamma = _checks.support_parameters(n_base, gamma)
+    n_bases, gammas = np.array([n_base], dtype=np.int64), np.array([gamma], dtype=np.float64)
+    return _routes(qb, e, m, q[None, :], n_bases, gammas, threads, capability_bits, ordered, known)[0]
+
+
+def _checked_bank(quantized: QuantizedBank, embeddings: np.ndarray, capability: np.ndarray) -> tuple[QuantizedBank, np.ndarray, np.ndarray]:
+    """(the int8 bank, E, M) after the O(1) checks of their shapes and dtypes against each other."""
     e, m = _bank_arrays(embeddings, capability)
     n, d = e.shape
     _check_dim("embeddings", d)
-    qb = _quantized_arrays(quantized, n, d)
-    q = _query(query, d)
-    n_base, gamma = _checks.support_parameters(n_base, gamma)
+    return _quantized_arrays(quantized, n, d), e, m
+
+
+def _routes(
+    qb: QuantizedBank,
+    e: np.ndarray,
+    m: np.ndarray,
+    queries: np.ndarray,
+    n_bases: np.ndarray,
+    gammas: np.ndarray,
+    threads: int | None,
+    capability_bits: np.ndarray | None,
+    ordered: bool,
+    known: bool,
+) -> list[tuple[tuple[np.ndarray, ...], int]]:
+    """``_route_quantized_many`` over checked arrays: for each query ((rows, Ŝ, votes, known weights), rows
+    re-scored)."""
     bits = _bits(capability_bits, m)
     threads = _threads(threads, qb.codes.nbytes)
-    found, rescored = _route_quantized(*qb, e, q, m, bits, n_base, gamma, threads, bool(ordered), bool(known))
-    return found, int(rescored)
+    found = _route_quantized_many(*qb, e, queries, m, bits, n_bases, gammas, threads, bool(ordered), bool(known))
+    return [(routed, int(rescored)) for routed, rescored in found]
 
 
 def route_quantized(
@@ -551,3 +629,32 @@ def route_quantized(
     known = bool(return_known)
     found, _ = _quantized_route(quantized, embeddings, query, capability, n_base, gamma, threads, capability_bits, ordered, known)
     return _routed(found, known)
+
+
+def route_quantized_many(
+    quantized: QuantizedBank,
+    embeddings: np.ndarray,
+    queries: np.ndarray,
+    capability: np.ndarray,
+    n_base: Sequence[int],
+    gamma: Sequence[float],
+    threads: int | None = None,
+    *,
+    capability_bits: np.ndarray | None = None,
+    ordered: bool = True,
+    return_known: bool = False,
+) -> list[tuple[np.ndarray, ...]]:
+    """``route_quantized`` for B queries with one bound pass over the int8 bank: element b is
+    ``route_quantized(quantized, embeddings, queries[b], capability, n_base[b], gamma[b])``, bit for bit
+    (hence ``route``'s).
+
+    The codes are read in blocks that stay in cache while every query takes its products from them, so a
+    batch reads the int8 bank once instead of B times (the re-scores stay one per query). Arguments as in
+    ``route_quantized`` and, for the queries (B × d) and their ``n_base`` and ``gamma``, ``route_many``.
+    """
+    qb, e, m = _checked_bank(quantized, embeddings, capability)
+    q, n_bases, gammas = _batch_arguments(queries, e.shape[1], n_base, gamma)
+    if q.shape[0] == 0:
+        return []
+    known = bool(return_known)
+    return [_routed(routed, known) for routed, _ in _routes(qb, e, m, q, n_bases, gammas, threads, capability_bits, ordered, known)]

@@ -751,21 +751,28 @@ def route_many(
     ``capability_bits``, ``ordered`` and ``return_known`` as in ``route``.
     """
     e, m = _bank_arrays(embeddings, capability)
-    q = _checks.float_matrix("queries", queries, dtype=np.float32)
-    if q.shape[1] != e.shape[1]:
-        raise ValueError(f"queries have dimension {q.shape[1]} but the bank's embeddings have dimension {e.shape[1]}")
-    q = _checks.finite("queries", q)
-    if len(n_base) != q.shape[0] or len(gamma) != q.shape[0]:
-        raise ValueError(f"n_base and gamma need one value per query ({q.shape[0]}), got {len(n_base)} and {len(gamma)}")
-    parameters = [_checks.support_parameters(nb, g) for nb, g in zip(n_base, gamma)]
+    q, n_bases, gammas = _batch_arguments(queries, e.shape[1], n_base, gamma)
     if q.shape[0] == 0:
         return []
     bits = _bits(capability_bits, m)
     threads = _threads(threads, e.nbytes)
-    n_bases = np.array([nb for nb, _ in parameters], dtype=np.int64)
-    gammas = np.array([g for _, g in parameters], dtype=np.float64)
     known = bool(return_known)
     return [_routed(found, known) for found in _route_batch(e, q, m, bits, n_bases, gammas, threads, bool(ordered), known)]
+
+
+def _batch_arguments(
+    queries: object, dim: int, n_base: Sequence[int], gamma: Sequence[float]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A batch's queries (finite float32 B × ``dim``) and its Eq (3) parameters, one per query, checked:
+    (queries, N_base as int64, γ as float64)."""
+    q = _checks.float_matrix("queries", queries, dtype=np.float32)
+    if q.shape[1] != dim:
+        raise ValueError(f"queries have dimension {q.shape[1]} but the bank's embeddings have dimension {dim}")
+    q = _checks.finite("queries", q)
+    if len(n_base) != q.shape[0] or len(gamma) != q.shape[0]:
+        raise ValueError(f"n_base and gamma need one value per query ({q.shape[0]}), got {len(n_base)} and {len(gamma)}")
+    parameters = [_checks.support_parameters(nb, g) for nb, g in zip(n_base, gamma)]
+    return q, np.array([nb for nb, _ in parameters], dtype=np.int64), np.array([g for _, g in parameters], dtype=np.float64)
 
 
 def route_rows(

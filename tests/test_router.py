@@ -6,7 +6,7 @@ import msgspec
 import numpy as np
 import pytest
 
-from smcs import Bank, Policy, RouteCall, RouteDecision, Router
+from smcs import Bank, Policy, RouteCall, RouteDecision, Router, kernels
 from smcs.bank import ModelInfo, Question
 from smcs.core.decision import enc_hook
 from smcs.core.router import _unit_query
@@ -297,8 +297,6 @@ def test_quantized_copy_is_built_at_warm_up_only_for_a_quantized_router(bank):
 def test_quantized_copy_is_built_once_under_concurrent_first_use(bank, monkeypatch):
     from concurrent.futures import ThreadPoolExecutor
 
-    from smcs import kernels
-
     calls = []
     real = kernels.quantize_rows
 
@@ -361,6 +359,38 @@ def test_route_many_gives_each_call_what_route_gives_it(bank):
             assert result == want
     assert got[0] == got[6]
     assert router.route_many([]) == []
+
+
+def test_quantized_calls_of_a_batch_share_one_bound_pass(bank, monkeypatch):
+    """Quantized calls in a batch beside exact ones: one ``route_quantized_many`` for the quantized, one
+    ``route_many`` for the rest, and each call the decision its own ``route`` gives."""
+    router = Router(bank, Policy(k=4, n_base=30, quantized=True))
+    queries = queries_near(np.asarray(bank.embeddings), 5, seed=9)
+    calls = [
+        RouteCall(queries[0], seed=1),
+        RouteCall(queries[1], seed=2, policy=Policy(k=3, n_base=80, gamma=0.8, quantized=True)),
+        RouteCall(queries[2], seed=3, policy=Policy(k=4)),
+        RouteCall(queries[3], seed=4, allowed_models=["m8", "m1", "m5", "m2"]),
+        RouteCall(queries[4], seed=5, policy=Policy(k=2, threads=1)),
+    ]
+    passes = []
+
+    def counted(name):
+        real = getattr(kernels, name)
+
+        def run(*args, **kwargs):
+            passes.append((name, len(args[-3])))  # args[-3]: n_base, one per query of the batch
+            return real(*args, **kwargs)
+
+        return run
+
+    for name in ("route_many", "route_quantized_many"):
+        monkeypatch.setattr(kernels, name, counted(name))
+    got = router.route_many(calls)
+    assert sorted(passes) == [("route_many", 2), ("route_quantized_many", 3)]
+    monkeypatch.undo()
+    for call, result in zip(calls, got):
+        assert result == router.route(call.embedding, seed=call.seed, policy=call.policy, allowed_models=call.allowed_models)
 
 
 def test_route_many_with_a_fresh_seed_reports_a_replayable_one(bank):

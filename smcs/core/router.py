@@ -188,8 +188,9 @@ class Router:
         the batch).
 
         The calls that scan the whole float32 bank share one pass over it (``kernels.route_many``): on a
-        bank larger than the cache a batch of 8 costs about half of 8 separate routes. Calls with a
-        quantized or IVF policy are routed one by one. Decisions are identical to ``route``'s.
+        bank larger than the cache a batch of 8 costs about half of 8 separate routes. The calls with a
+        quantized policy share one bound pass over the int8 copy (``kernels.route_quantized_many``); calls
+        through the IVF index are routed one by one. Decisions are identical to ``route``'s.
         """
         results: list[RouteDecision | InputError | _Call] = []
         for call in calls:
@@ -197,22 +198,12 @@ class Router:
                 results.append(self._prepare(call))
             except InputError as exc:
                 results.append(exc)
-        scans = [i for i, c in enumerate(results) if isinstance(c, _Call) and self._scans_bank(c.policy)]
-        if len(scans) > 1:
-            batch = [results[i] for i in scans]
-            retrieved = kernels.route_many(
-                self._embeddings,
-                np.stack([c.query for c in batch]),
-                self._capability,
-                [c.policy.n_base for c in batch],
-                [c.policy.gamma for c in batch],
-                _batch_threads([c.policy for c in batch]),
-                capability_bits=self._bits,
-                ordered=self._ordered(),
-                return_known=True,
-            )
-            for i, call, found in zip(scans, batch, retrieved):
-                results[i] = self._decided(call, found)
+        for quantized in (False, True):
+            shared = [i for i, c in enumerate(results) if isinstance(c, _Call) and self._shares_pass(c.policy, quantized)]
+            if len(shared) > 1:
+                batch: list[_Call] = [results[i] for i in shared]  # type: ignore[misc]  # the _Calls selected above
+                for i, call, found in zip(shared, batch, self._retrieve_many(batch, quantized)):
+                    results[i] = self._decided(call, found)
         for i, call in enumerate(results):
             if isinstance(call, _Call):
                 try:
@@ -220,6 +211,27 @@ class Router:
                 except InputError as exc:
                     results[i] = exc
         return results  # type: ignore[return-value]  # every _Call was replaced by its decision
+
+    def _shares_pass(self, policy: Policy, quantized: bool) -> bool:
+        """Whether a call with ``policy`` joins a batch's shared pass over the float32 bank (``quantized``
+        False) or over its int8 copy (True); calls through the IVF index join neither."""
+        return policy.quantized == quantized and not self._uses_index(policy)
+
+    def _retrieve_many(self, batch: Sequence[_Call], quantized: bool) -> list[tuple[np.ndarray, ...]]:
+        """Eqs (2)–(4) for each call of ``batch`` in one pass over the float32 bank or its int8 copy, as
+        ``_retrieve`` gives them one by one."""
+        arguments = (
+            self._embeddings,
+            np.stack([c.query for c in batch]),
+            self._capability,
+            [c.policy.n_base for c in batch],
+            [c.policy.gamma for c in batch],
+            _batch_threads([c.policy for c in batch]),
+        )
+        options = {"capability_bits": self._bits, "ordered": self._ordered(), "return_known": True}
+        if quantized:
+            return kernels.route_quantized_many(self._quantized_bank(), *arguments, **options)
+        return kernels.route_many(*arguments, **options)
 
     def _prepare(self, call: RouteCall) -> _Call:
         """``call``'s arguments checked: its policy, allowed model indices, seed and unit query."""
@@ -444,7 +456,7 @@ class Router:
 
     def _scans_bank(self, policy: Policy) -> bool:
         """Whether ``policy`` routes by the exact kernel's full scan of the float32 bank."""
-        return not policy.quantized and not self._uses_index(policy)
+        return self._shares_pass(policy, quantized=False)
 
     def uses_index(self, policy: Policy | None = None) -> bool:
         """Whether ``policy`` (or this router's) routes through the bank's IVF index rather than a full scan."""
