@@ -28,20 +28,22 @@ _VECTOR = ir.VectorType(ir.FloatType(), 8)
 _LANE = ir.IntType(32)
 
 
-class F32x8(types.Type):
-    """The numba type of eight float32 lanes."""
+class Lanes(types.Type):
+    """The numba type of an LLVM vector value that lives in a register: ``F32x8`` or ``I32x8``."""
 
-    def __init__(self) -> None:
-        super().__init__(name="F32x8")
-
-
-f32x8 = F32x8()
+    def __init__(self, name: str, vector: ir.VectorType) -> None:
+        self.vector = vector
+        super().__init__(name=name)
 
 
-@register_model(F32x8)
-class _F32x8Model(models.PrimitiveModel):
-    def __init__(self, dmm: object, fe_type: F32x8) -> None:
-        super().__init__(dmm, fe_type, _VECTOR)
+@register_model(Lanes)
+class _LanesModel(models.PrimitiveModel):
+    def __init__(self, dmm: object, fe_type: Lanes) -> None:
+        super().__init__(dmm, fe_type, fe_type.vector)
+
+
+f32x8 = Lanes("F32x8", _VECTOR)
+"""Eight float32 lanes."""
 
 
 def _vector_of(ty: types.Type, dtype: types.Type) -> bool:
@@ -103,20 +105,8 @@ _QUERY_CODES = ir.VectorType(ir.IntType(16), 16)
 _PRODUCTS = ir.VectorType(ir.IntType(32), 16)
 
 
-class I32x8(types.Type):
-    """The numba type of eight int32 lanes."""
-
-    def __init__(self) -> None:
-        super().__init__(name="I32x8")
-
-
-i32x8 = I32x8()
-
-
-@register_model(I32x8)
-class _I32x8Model(models.PrimitiveModel):
-    def __init__(self, dmm: object, fe_type: I32x8) -> None:
-        super().__init__(dmm, fe_type, _INT_VECTOR)
+i32x8 = Lanes("I32x8", _INT_VECTOR)
+"""Eight int32 lanes."""
 
 
 @intrinsic
