@@ -51,6 +51,14 @@ def _vector_of(ty: types.Type, dtype: types.Type) -> bool:
     return isinstance(ty, types.Array) and ty.dtype == dtype and ty.ndim == 1 and ty.layout == "C"
 
 
+def _load(context, builder, array, array_type, at, vector, align):  # noqa: ANN001, ANN202 - numba's lowering objects
+    """IR that loads ``vector`` (an LLVM vector type) from element ``at`` of a C-contiguous 1-D ``array``,
+    without a bounds check, aligned only to ``align`` bytes (its elements')."""
+    data = context.make_array(array_type)(context, builder, array).data
+    pointer = builder.bitcast(builder.gep(data, [at]), vector.as_pointer())
+    return builder.load(pointer, align=align)
+
+
 @intrinsic
 def zeros8(typingctx: object) -> tuple:
     """Eight lanes of +0.0."""
@@ -72,14 +80,10 @@ def fma8(typingctx: object, acc: types.Type, a: types.Type, i: types.Type, b: ty
 
     def codegen(context, builder, sig, args):  # noqa: ANN001, ANN202
         total, x, x_at, y, y_at = args
-
-        def load(array, array_type, at):
-            data = context.make_array(array_type)(context, builder, array).data
-            pointer = builder.bitcast(builder.gep(data, [at]), _VECTOR.as_pointer())
-            return builder.load(pointer, align=4)
-
         fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_VECTOR, [_VECTOR] * 3), "llvm.fma.v8f32")
-        return builder.call(fma, [load(x, sig.args[1], x_at), load(y, sig.args[3], y_at), total])
+        x_lanes = _load(context, builder, x, sig.args[1], x_at, _VECTOR, 4)
+        y_lanes = _load(context, builder, y, sig.args[3], y_at, _VECTOR, 4)
+        return builder.call(fma, [x_lanes, y_lanes, total])
 
     return f32x8(acc, a, i, b, j), codegen
 
@@ -131,13 +135,8 @@ def madd16(typingctx: object, acc: types.Type, codes: types.Type, i: types.Type,
 
     def codegen(context, builder, sig, args):  # noqa: ANN001, ANN202
         total, c, c_at, q, q_at = args
-
-        def load(array, array_type, at, vector):
-            data = context.make_array(array_type)(context, builder, array).data
-            return builder.load(builder.bitcast(builder.gep(data, [at]), vector.as_pointer()), align=1)
-
-        wide_c = builder.sext(load(c, sig.args[1], c_at, _CODES), _PRODUCTS)
-        wide_q = builder.sext(load(q, sig.args[3], q_at, _QUERY_CODES), _PRODUCTS)
+        wide_c = builder.sext(_load(context, builder, c, sig.args[1], c_at, _CODES, 1), _PRODUCTS)
+        wide_q = builder.sext(_load(context, builder, q, sig.args[3], q_at, _QUERY_CODES, 2), _PRODUCTS)
         products = builder.mul(wide_c, wide_q)
         even = builder.shuffle_vector(products, products, ir.Constant(_INT_VECTOR, list(range(0, 16, 2))))
         odd = builder.shuffle_vector(products, products, ir.Constant(_INT_VECTOR, list(range(1, 16, 2))))
