@@ -453,36 +453,34 @@ lane by lane (``_vote_bits``): the tables' fixed cost (zeroing and folding 2 × 
 sums) is won back from about this size (measurements: docs/performance.md, "Large support sets")."""
 
 
+VOTE_PARALLEL_MIN_ROWS = 16384
+"""Support sets of at least this many rows fill their byte tables on numba's pool when the scan ran there
+(each thread its share of the rows into tables of its own, then added): below, waking the workers again
+costs more than the second thread saves (measurements: docs/performance.md, "Large support sets")."""
+
+
 @njit(cache=True, nogil=True)
-def _vote_tables(bits, n_models, rows, sims, planes):
+def _vote_tables(bits, n_models, rows, sims, planes, n_chunks):
     """``_vote_bits``'s sums (same shape, same bits) for a large support set, through byte tables.
 
     Each byte of a support row's words (8 models) is a table index: the pass adds Ŝ to entry ``byte`` of
     that byte's table, one add per 8 models instead of one per model, and the tables then fold into the
-    R sums (entry v adds to each model whose bit is set in v). Consecutive rows use 4 copies of each table
-    in turn, so rows sharing a byte value do not wait on each other's adds. Regrouping the sums this way
-    is exact only because every partial sum is (``_exact_in_any_order``, which the caller checks): the
-    sums are those of any order.
+    R sums (entry v adds to each model whose bit is set in v). With ``n_chunks`` > 1 and at least
+    ``VOTE_PARALLEL_MIN_ROWS`` rows, that many threads fill tables of their own from their share of the
+    rows, added before the fold. Regrouping the sums this way is exact only because every partial sum is
+    (``_exact_in_any_order``, which the caller checks): the sums are those of any order.
     """
-    n_words = bits.shape[1] // 2
     n_bytes = (n_models + 7) >> 3
-    tables = np.zeros((planes * n_bytes, 4, 256), dtype=np.float64)
     m = rows.shape[0]
-    for p in range(planes):
-        for j in range(n_bytes):  # a pass per byte: four short dependency chains, no inner loop per row
-            col = p * n_words + (j >> 3)
-            shift = (j & 7) << 3
-            table = tables[p * n_bytes + j]
-            t = 0
-            while t + 4 <= m:
-                table[0, (bits[rows[t], col] >> shift) & 0xFF] += np.float64(sims[t])
-                table[1, (bits[rows[t + 1], col] >> shift) & 0xFF] += np.float64(sims[t + 1])
-                table[2, (bits[rows[t + 2], col] >> shift) & 0xFF] += np.float64(sims[t + 2])
-                table[3, (bits[rows[t + 3], col] >> shift) & 0xFF] += np.float64(sims[t + 3])
-                t += 4
-            while t < m:
-                table[0, (bits[rows[t], col] >> shift) & 0xFF] += np.float64(sims[t])
-                t += 1
+    if n_chunks > 1 and m >= VOTE_PARALLEL_MIN_ROWS:
+        chunk_tables = np.zeros((n_chunks, planes * n_bytes, 4, 256), dtype=np.float64)
+        _fill_table_chunks(bits, rows, sims, planes, n_bytes, chunk_tables)
+        tables = chunk_tables[0]
+        for c in range(1, n_chunks):
+            tables += chunk_tables[c]
+    else:
+        tables = np.zeros((planes * n_bytes, 4, 256), dtype=np.float64)
+        _fill_tables(bits, rows, sims, 0, m, planes, n_bytes, tables)
     lanes = (n_models + 3) & ~3
     sums = np.zeros((planes, lanes), dtype=np.float64)
     for p in range(planes):
@@ -497,7 +495,39 @@ def _vote_tables(bits, n_models, rows, sims, planes):
 
 
 @njit(cache=True, nogil=True)
-def _select(sims, hist, rows, capability, bits, n_base, gamma, ordered, known):
+def _fill_tables(bits, rows, sims, start, stop, planes, n_bytes, tables):
+    """Add Ŝ of the support rows [start, stop) to their byte tables (``_vote_tables``): a pass per plane and
+    byte, consecutive rows taking the 4 copies of a table in turn, so rows sharing a byte value do not
+    wait on each other's adds."""
+    n_words = bits.shape[1] // 2
+    for p in range(planes):
+        for j in range(n_bytes):  # a pass per byte: four short dependency chains, no inner loop per row
+            col = p * n_words + (j >> 3)
+            shift = (j & 7) << 3
+            table = tables[p * n_bytes + j]
+            t = start
+            while t + 4 <= stop:
+                table[0, (bits[rows[t], col] >> shift) & 0xFF] += np.float64(sims[t])
+                table[1, (bits[rows[t + 1], col] >> shift) & 0xFF] += np.float64(sims[t + 1])
+                table[2, (bits[rows[t + 2], col] >> shift) & 0xFF] += np.float64(sims[t + 2])
+                table[3, (bits[rows[t + 3], col] >> shift) & 0xFF] += np.float64(sims[t + 3])
+                t += 4
+            while t < stop:
+                table[0, (bits[rows[t], col] >> shift) & 0xFF] += np.float64(sims[t])
+                t += 1
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def _fill_table_chunks(bits, rows, sims, planes, n_bytes, chunk_tables):
+    """``_fill_tables`` in ``len(chunk_tables)`` row chunks on numba's pool, chunk c into ``chunk_tables[c]``."""
+    m = rows.shape[0]
+    n_chunks = chunk_tables.shape[0]
+    for c in prange(n_chunks):
+        _fill_tables(bits, rows, sims, c * m // n_chunks, (c + 1) * m // n_chunks, planes, n_bytes, chunk_tables[c])
+
+
+@njit(cache=True, nogil=True)
+def _select(sims, hist, rows, capability, bits, n_base, gamma, ordered, known, n_chunks):
     """Eqs (3)–(4) from one query's scan: (support rows, their Ŝ, votes V, known weights K).
 
     Position t of ``sims`` is bank row ``rows[t]`` (t itself when ``rows`` is None). ``ordered``: the
@@ -506,7 +536,7 @@ def _select(sims, hist, rows, capability, bits, n_base, gamma, ordered, known):
     empty). The sums are the same bits either way: when they are exact in any order
     (``_exact_in_any_order``) they stream through ``bits`` (when given) in position order, before any
     sort, V and K in one pass; otherwise they run in Eq (3)'s order, which is then sorted for them even
-    when not asked for.
+    when not asked for. ``n_chunks`` as the scan's: a large support set's byte tables fill on that many threads.
     """
     positions, support_sims = _support(sims, hist, n_base, gamma)
     support_rows = positions if rows is None else rows[positions]
@@ -514,7 +544,7 @@ def _select(sims, hist, rows, capability, bits, n_base, gamma, ordered, known):
     if exact and bits is not None:
         planes = 2 if known else 1
         if support_rows.shape[0] >= VOTE_TABLE_MIN_ROWS:
-            sums = _vote_tables(bits, capability.shape[0], support_rows, support_sims, planes)
+            sums = _vote_tables(bits, capability.shape[0], support_rows, support_sims, planes, n_chunks)
         else:
             sums = _vote_bits(bits, capability.shape[0], support_rows, support_sims, planes)
         if ordered:
@@ -534,7 +564,7 @@ def _route(embeddings, rows, bank_rows, query, capability, bits, n_base, gamma, 
     """Eqs (2)–(4) for one query over the rows ``rows`` of ``embeddings`` (None: all), which are the bank
     rows ``bank_rows`` (None: the same numbers): (support rows, their Ŝ, votes, known weights)."""
     sims, hists = _scan(embeddings, rows, query.reshape((1, query.shape[0])), n_chunks)
-    return _select(sims[0], hists[0], bank_rows, capability, bits, n_base, gamma, ordered, known)
+    return _select(sims[0], hists[0], bank_rows, capability, bits, n_base, gamma, ordered, known, n_chunks)
 
 
 @njit(cache=True, nogil=True)
@@ -548,7 +578,7 @@ def _route_batch(embeddings, queries, capability, bits, n_base, gamma, n_chunks,
     sims, hists = _scan(embeddings, None, queries, n_chunks)
     found = []
     for b in range(queries.shape[0]):
-        found.append(_select(sims[b], hists[b], None, capability, bits, n_base[b], gamma[b], ordered, known))
+        found.append(_select(sims[b], hists[b], None, capability, bits, n_base[b], gamma[b], ordered, known, n_chunks))
     return found
 
 

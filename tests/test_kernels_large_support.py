@@ -300,10 +300,29 @@ def test_vote_tables_and_lanes_are_the_reference_sums(data):
     assert retrieval._exact_in_any_order(sims)
     bits = kernels.capability_bits(m)
     want = np.stack([reference.prior_vote(m, rows, sims), reference.known_weights(m, rows, sims)])
-    for vote in (retrieval._vote_tables, retrieval._vote_bits):
-        got = vote(bits, r, rows, sims, 2)
-        np.testing.assert_array_equal(got[:, :r], want, err_msg=vote.__name__)
-        np.testing.assert_array_equal(vote(bits, r, rows, sims, 1)[0, :r], want[0], err_msg=vote.__name__)
+    votes = {
+        "tables": lambda planes: retrieval._vote_tables(bits, r, rows, sims, planes, 1),
+        "tables on 2 threads": lambda planes: retrieval._vote_tables(bits, r, rows, sims, planes, 2),
+        "lanes": lambda planes: retrieval._vote_bits(bits, r, rows, sims, planes),
+    }
+    for name, vote in votes.items():
+        np.testing.assert_array_equal(vote(2)[:, :r], want, err_msg=name)
+        np.testing.assert_array_equal(vote(1)[0, :r], want[0], err_msg=name)
+
+
+@pytest.mark.parametrize("n_chunks", [1, 2, 3])
+def test_vote_tables_filled_on_several_threads_are_the_reference_sums(n_chunks):
+    """At ``VOTE_PARALLEL_MIN_ROWS`` rows and more, the tables filled in ``n_chunks`` shares of the rows and
+    added give the reference's votes and known weights bit for bit (repeated rows, shared patterns)."""
+    rng = np.random.default_rng(n_chunks)
+    r, n, size = 15, 5000, retrieval.VOTE_PARALLEL_MIN_ROWS + 3
+    m = rng.integers(-1, 2, size=(r, n)).astype(np.int8)
+    m[:, : n // 2] = m[:, :1]
+    rows = rng.integers(0, n, size=size).astype(np.int64)
+    sims = (rng.integers(0, 2**10, size=size) * 2.0**-10).astype(np.float32)
+    want = np.stack([reference.prior_vote(m, rows, sims), reference.known_weights(m, rows, sims)])
+    got = retrieval._vote_tables(kernels.capability_bits(m), r, rows, sims, 2, n_chunks)
+    np.testing.assert_array_equal(got[:, :r], want)
 
 
 def test_a_support_set_past_the_tables_size_routes_as_the_reference():
@@ -312,6 +331,15 @@ def test_a_support_set_past_the_tables_size_routes_as_the_reference():
     case = concentrated_bank(11, n=retrieval.VOTE_TABLE_MIN_ROWS + 517, n_base=retrieval.VOTE_TABLE_MIN_ROWS + 517, gamma=0.0)
     rows, sims, _ = assert_every_entry_point_is_the_reference(case)
     assert rows.size >= retrieval.VOTE_TABLE_MIN_ROWS and retrieval._exact_in_any_order(sims)  # the tables' path
+
+
+def test_a_support_set_past_the_parallel_tables_size_routes_as_the_reference():
+    """A support set of more than ``VOTE_PARALLEL_MIN_ROWS`` rows fills its byte tables on two threads when
+    the scan runs on two, and still equals the reference on every entry point."""
+    n = retrieval.VOTE_PARALLEL_MIN_ROWS + 517
+    case = concentrated_bank(12, n=n, n_base=n, gamma=0.0)
+    rows, sims, _ = assert_every_entry_point_is_the_reference(case)
+    assert rows.size >= retrieval.VOTE_PARALLEL_MIN_ROWS and retrieval._exact_in_any_order(sims)  # the parallel tables
 
 
 @pytest.mark.parametrize("n_base", [1, 2, 3, 4, 5])
