@@ -59,7 +59,19 @@ from numba import njit, prange
 
 from . import _checks
 from .lanes import isum8, izeros8, madd16
-from .retrieval import N_BINS, _bank_arrays, _batch_arguments, _bits, _count_bins, _kth_largest, _query, _route, _routed, _threads
+from .retrieval import (
+    N_BINS,
+    _bank_arrays,
+    _batch_arguments,
+    _bits,
+    _count_bins,
+    _kth_largest,
+    _merged_hists,
+    _query,
+    _route,
+    _routed,
+    _threads,
+)
 
 MAX_DIM = 131072
 """Largest embedding dimension: d·127² < 2^31, so the int32 accumulator of ẽ·q̃ cannot overflow."""
@@ -366,19 +378,7 @@ def _bounds_many(codes, scales, resid, cnorms, queries, n_chunks):
         return lo, hi, hists
     chunk_hists = np.zeros((n_chunks, n_queries, N_BINS), dtype=np.int64)
     _bounds_chunks(codes, scales, resid, cnorms, quantized, lo, hi, chunk_hists)
-    hists = chunk_hists[0].copy()
-    for c in range(1, n_chunks):
-        for b in range(n_queries):
-            for k in range(N_BINS):
-                hists[b, k] += chunk_hists[c, b, k]
-    return lo, hi, hists
-
-
-@njit(cache=True, nogil=True)
-def _bounds(codes, scales, resid, cnorms, query, n_chunks):
-    """Pass 1 for one query: (lo, hi, histogram of lo)."""
-    lo, hi, hists = _bounds_many(codes, scales, resid, cnorms, query.reshape((1, query.shape[0])), n_chunks)
-    return lo[0], hi[0], hists[0]
+    return lo, hi, _merged_hists(chunk_hists)
 
 
 @njit(cache=True, nogil=True, parallel=True)

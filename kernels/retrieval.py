@@ -203,8 +203,8 @@ def _scan(embeddings, rows, queries, n_chunks):
     This driver is not itself ``parallel=True``: there numba makes every allocation and reduction a
     parallel region of its own, and each region wakes the sleeping workers (``OMP_WAIT_POLICY=PASSIVE``)
     again. Allocating and merging here leaves one region, one wake-up, per scan; the merge is a plain
-    loop, as numba's ``sum(axis=0)`` costs a small bank's scan more (measurements: docs/performance.md,
-    "Kernel details").
+    loop (``_merged_hists``), as numba's ``sum(axis=0)`` costs a small bank's scan more (measurements:
+    docs/performance.md, "Kernel details").
     """
     n = embeddings.shape[0] if rows is None else rows.shape[0]
     n_queries = queries.shape[0]
@@ -215,12 +215,19 @@ def _scan(embeddings, rows, queries, n_chunks):
         return sims, hist
     hists = np.zeros((n_chunks, n_queries, N_BINS), dtype=np.int64)
     _scan_chunks(embeddings, rows, queries, sims, hists)
-    hist = hists[0].copy()
-    for c in range(1, n_chunks):
-        for b in range(n_queries):
-            for k in range(N_BINS):
-                hist[b, k] += hists[c, b, k]
-    return sims, hist
+    return sims, _merged_hists(hists)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _merged_hists(chunk_hists):
+    """The per-chunk histograms (chunks × B × N_BINS) of a parallel pass added into one per query (B ×
+    N_BINS), by a plain loop: numba's ``sum(axis=0)`` costs a small bank's scan more."""
+    hist = chunk_hists[0].copy()
+    for c in range(1, chunk_hists.shape[0]):
+        for b in range(chunk_hists.shape[1]):
+            for k in range(chunk_hists.shape[2]):
+                hist[b, k] += chunk_hists[c, b, k]
+    return hist
 
 
 @njit(cache=True, nogil=True)

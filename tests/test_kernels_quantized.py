@@ -246,6 +246,12 @@ def test_int_dots_are_the_exact_integer_dot_products(d, start, stop):
     assert np.all(out[stop - start :] == -1)
 
 
+def _bounds(qb: kernels.QuantizedBank, query: np.ndarray, chunks: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The bound pass for one query (a batch of one): its (lo, hi, histogram of lo)."""
+    lo, hi, hists = quantized._bounds_many(*qb, query[None, :], chunks)
+    return lo[0], hi[0], hists[0]
+
+
 @MEDIUM
 @given(st.one_of(adversarial_banks(max_n=80), normal_banks(max_n=200)), st.sampled_from([1, 2, 5]))
 def test_bounds_enclose_the_exact_kernels_similarities(case, chunks):
@@ -253,12 +259,12 @@ def test_bounds_enclose_the_exact_kernels_similarities(case, chunks):
     if case.n == 0:
         return
     qb = kernels.quantize_rows(case.embeddings)
-    lo, hi, hist = quantized._bounds(*qb, case.query, chunks)
+    lo, hi, hist = _bounds(qb, case.query, chunks)
     exact = kernels.similarities(case.embeddings, case.query)
     assert np.all(lo <= exact), np.flatnonzero(lo > exact)
     assert np.all(exact <= hi), np.flatnonzero(exact > hi)
     assert np.all(lo >= 0) and hist.sum() == case.n
-    lo1, hi1, hist1 = quantized._bounds(*qb, case.query, 1)
+    lo1, hi1, hist1 = _bounds(qb, case.query, 1)
     np.testing.assert_array_equal(lo, lo1)
     np.testing.assert_array_equal(hi, hi1)
     np.testing.assert_array_equal(hist, hist1)
@@ -268,7 +274,7 @@ def test_bounds_are_tight_enough_to_prune_on_normalised_rows():
     # d = 384 unit rows: ε ≈ (r_i + r_q) is a few 1e-2 at most; the interval must not be vacuous.
     embeddings, _, queries = _clustered_case(2000, 384, 2, seed=3)
     qb = kernels.quantize_rows(embeddings)
-    lo, hi, _ = quantized._bounds(*qb, queries[0], 1)
+    lo, hi, _ = _bounds(qb, queries[0], 1)
     assert np.max(hi - lo) < 0.05
 
 
@@ -277,7 +283,7 @@ def test_rows_that_could_overflow_float32_are_always_candidates():
     e = (rng.standard_normal((50, 16)) * 1e19).astype(np.float32)
     e[:25] /= np.float32(1e19)  # half ordinary, half with products beyond float32's range
     q = (rng.standard_normal(16) * 1e19).astype(np.float32)
-    lo, hi, _ = quantized._bounds(*kernels.quantize_rows(e), q, 1)
+    lo, hi, _ = _bounds(kernels.quantize_rows(e), q, 1)
     assert np.all(np.isinf(hi[25:])) and np.all(lo[25:] == 0)
     assert np.all(np.isfinite(hi[:25]))
 
