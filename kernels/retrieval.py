@@ -237,47 +237,82 @@ def _histogram(sims):
     return hist
 
 
-@njit(cache=True, nogil=True)
-def _kth_largest(sims, hist, k):
-    """max_k(Ŝ), 1 ≤ k ≤ N, for Ŝ ≥ 0: walk the histogram down to the bin holding rank k, then select inside it.
-
-    The pass that collects the bin's values compares each Ŝ with the bin's edges instead of computing its
-    bin: ``_bin_of(v) = b`` exactly when b/N_BINS ≤ v < (b + 1)/N_BINS, as v·N_BINS is exact, and two
-    compares cost less than the multiply and conversion in a pass over every Ŝ. The last bin has no upper
-    edge: it holds every Ŝ ≥ its lower edge, an infinite one too (``_bin_of``).
-    """
+@njit(cache=True, nogil=True, inline="always")
+def _rank_bin(hist, k):
+    """(b, above): the histogram bin b holding the k-th largest value (1 ≤ k ≤ the values counted), and how
+    many values lie in the bins above it."""
     above = 0
     b = N_BINS - 1
     while above + hist[b] < k:
         above += hist[b]
         b -= 1
+    return b, above
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _in_bin(v, lo, hi, last):
+    """Whether Ŝ = ``v`` lies in the histogram bin [lo, hi) (``last``: the last bin, [lo, ∞]).
+
+    Two compares instead of computing v's bin: ``_bin_of(v) = b`` exactly when b/N_BINS ≤ v < (b + 1)/N_BINS,
+    as v·N_BINS is exact, and two compares cost less than the multiply and conversion in a pass over every
+    Ŝ. The last bin has no upper edge: it holds every Ŝ ≥ its lower edge, an infinite one too (``_bin_of``).
+    """
+    x = np.float64(v)
+    return x >= lo and (last or x < hi)
+
+
+@njit(cache=True, nogil=True)
+def _kth_largest(sims, hist, k):
+    """max_k(Ŝ), 1 ≤ k ≤ N, for Ŝ ≥ 0: walk the histogram down to the bin holding rank k, then select inside it."""
+    b, above = _rank_bin(hist, k)
+    lo, hi, last = np.float64(b) / N_BINS, np.float64(b + 1) / N_BINS, b == N_BINS - 1
     in_bin = np.empty(hist[b], dtype=np.float32)
-    lo = np.float64(b) / N_BINS
-    hi = np.float64(b + 1) / N_BINS
-    last = b == N_BINS - 1  # every Ŝ ≥ lo, +inf (an overflowed dot product) included
     c = 0
     for i in range(sims.shape[0]):
-        v = np.float64(sims[i])
-        if v >= lo and (last or v < hi):
+        if _in_bin(sims[i], lo, hi, last):
             in_bin[c] = sims[i]
             c += 1
-    pos = hist[b] - (k - above)  # ascending position of the wanted rank inside the bin
+    return _rank_in_bin(in_bin, hist[b] - (k - above))
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _rank_in_bin(in_bin, pos):
+    """The value at ascending position ``pos`` of a bin's values: the wanted rank inside the bin."""
     return np.partition(in_bin, pos)[pos]
+
+
+SPARSE_MAX_SHARE = 1 / 8
+"""Eq (3)'s candidates (``_support``) under this share of the positions are gathered in one pass, behind a
+branch that is rarely taken; more take the branch-free passes (measurements: docs/performance.md, "Large
+support sets")."""
 
 
 @njit(cache=True, nogil=True)
 def _support(sims, hist, n_base, gamma):
-    """Eq (3) in position order: (the positions t with Ŝ_t ≥ γ·max_{N_base}(Ŝ), ascending; their Ŝ).
+    """Eq (3) in position order: (the positions t with Ŝ_t ≥ τ = γ·max_{N_base}(Ŝ), ascending; their Ŝ).
 
-    The threshold is formed in float64. A first pass counts the support set (no branch, vectorised), so the
-    outputs are allocated at their size; the second writes them with no data-dependent branch: every
-    position is written and the test only decides whether the write cursor moves on, so a support set
-    holding any share of the bank costs no mispredicted branches.
+    τ is formed in float64. Its rank bin [lo, hi) bounds it before the bin's values are read: lo ≤
+    max_{N_base} and a product rounds monotonically, so fl(γ·lo) ≤ τ, and no Ŝ below fl(γ·lo) is in the
+    support set. The others, the candidates, lie in the bins from ``_bin_of(fl(γ·lo))`` up, which the
+    histogram counts. When they are few (``SPARSE_MAX_SHARE``), one pass gathers them behind a branch,
+    with the rank bin's values among them (γ ≤ 1), and τ then drops the few below it
+    (``_sparse_support``). Otherwise a pass collects the rank bin's values for τ, a second counts the
+    support set (no branch, vectorised), so the outputs are allocated at their size, and the third writes
+    them with no data-dependent branch: every position is written and the test only decides whether the
+    write cursor moves on, so a support set holding any share of the bank costs no mispredicted branches.
     """
     n = sims.shape[0]
     if n == 0:
         return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float32)
-    threshold = gamma * np.float64(_kth_largest(sims, hist, min(n_base, n)))
+    k = min(n_base, n)
+    b, above = _rank_bin(hist, k)
+    cut = gamma * (np.float64(b) / N_BINS)
+    n_candidates = 0
+    for j in range(_bin_of(cut), N_BINS):
+        n_candidates += hist[j]
+    if n_candidates < SPARSE_MAX_SHARE * n:
+        return _sparse_support(sims, hist, b, hist[b] - (k - above), cut, n_candidates, gamma)
+    threshold = gamma * np.float64(_kth_largest(sims, hist, k))
     m = 0
     for t in range(n):
         m += np.int64(sims[t] >= threshold)
@@ -290,6 +325,36 @@ def _support(sims, hist, n_base, gamma):
         support_sims[c] = v
         c += np.int64(v >= threshold)
     return positions[:m], support_sims[:m]
+
+
+@njit(cache=True, nogil=True)
+def _sparse_support(sims, hist, b, pos, cut, n_candidates, gamma):
+    """``_support``'s one-pass form for few candidates: the positions with Ŝ ≥ ``cut`` = fl(γ·lo) and the
+    values of the rank bin b in one pass, τ = γ·(the value at ascending position ``pos`` of the bin),
+    then the candidates below τ dropped in place (position order kept)."""
+    lo, hi, last = np.float64(b) / N_BINS, np.float64(b + 1) / N_BINS, b == N_BINS - 1
+    positions = np.empty(n_candidates, dtype=np.int64)
+    values = np.empty(n_candidates, dtype=np.float32)
+    in_bin = np.empty(hist[b], dtype=np.float32)
+    w = 0
+    c = 0
+    for t in range(sims.shape[0]):
+        v = sims[t]
+        if v >= cut:
+            positions[w] = t
+            values[w] = v
+            w += 1
+            if _in_bin(v, lo, hi, last):  # the rank bin lies among the candidates: γ ≤ 1
+                in_bin[c] = v
+                c += 1
+    threshold = gamma * np.float64(_rank_in_bin(in_bin, pos))
+    m = 0
+    for i in range(w):
+        v = values[i]
+        positions[m] = positions[i]
+        values[m] = v
+        m += np.int64(v >= threshold)
+    return positions[:m], values[:m]
 
 
 @njit(cache=True, nogil=True)

@@ -269,6 +269,53 @@ def test_support_set_equals_reference(s, n_base, gamma):
     assert_support_order(rows, sims)
 
 
+
+def _candidate_share(s: np.ndarray, n_base: int, gamma: float) -> float:
+    """The share of ``s`` at or above fl(γ·lo), lo the lower edge of the bin holding the N_base-th largest:
+    the candidates ``retrieval._support`` gathers in one pass below ``SPARSE_MAX_SHARE``."""
+    k = min(n_base, s.size)
+    lo = np.floor(np.sort(s)[::-1][k - 1].astype(np.float64) * retrieval.N_BINS) / retrieval.N_BINS
+    return float(np.mean(s.astype(np.float64) >= gamma * min(lo, (retrieval.N_BINS - 1) / retrieval.N_BINS)))
+
+
+@MEDIUM
+@given(st.data())
+def test_support_set_on_both_sides_of_the_sparse_share(data):
+    """Eq (3)'s support set equals the reference's whether its candidates are few (the one-pass gather that
+    drops the candidates below τ) or many (the branch-free passes): spread and narrow bands of Ŝ, values
+    repeated around τ (ties inside the rank bin), zeros, values ≥ 1 in the last bin, any N_base and γ."""
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
+    n = data.draw(st.integers(1, 3000))
+    width = data.draw(st.sampled_from([0.5, 0.05, 2.0**-12, 0.0]))
+    s = np.clip(0.6 + width * rng.standard_normal(n), 0.0, None)
+    if data.draw(st.booleans()):  # a few distinct values: ties at τ and a crowded rank bin
+        s = np.round(s * 64) / 64
+    s[rng.random(n) < data.draw(st.sampled_from([0.0, 0.2]))] = 0.0
+    s = s.astype(np.float32)
+    n_base = data.draw(st.one_of(st.integers(1, 40), st.integers(1, n + 5)))  # small ones: few candidates
+    gamma = data.draw(st.sampled_from([0.0, 0.5, 0.95, 1.0]))
+    rows, sims = kernels.support_set(s, n_base, gamma)
+    want_rows, want_sims = reference.support_set(s, n_base, gamma)
+    np.testing.assert_array_equal(rows, want_rows)
+    np.testing.assert_array_equal(sims, want_sims)
+
+
+def test_support_set_takes_both_paths():
+    """The two regimes of ``retrieval._support`` are both reached, and both give the reference's set: a wide
+    spread with a small N_base (few candidates) and a narrow band (most rows candidates)."""
+    rng = np.random.default_rng(7)
+    wide = np.clip(0.3 + 0.2 * rng.standard_normal(20000), 0, 1).astype(np.float32)
+    narrow = np.clip(0.75 + 0.005 * rng.standard_normal(20000), 0, 1).astype(np.float32)
+    tied = np.round(wide * 256) / np.float32(256)  # τ = γ·max_400 with γ = 1 is a value many rows share
+    cases = ((wide, 0.95, True), (wide, 1.0, True), (tied, 1.0, True), (narrow, 0.95, False), (narrow, 0.0, False))
+    for s, gamma, few in cases:
+        assert (_candidate_share(s, 400, gamma) < retrieval.SPARSE_MAX_SHARE) is few
+        got = kernels.support_set(s, 400, gamma)
+        want = reference.support_set(s, 400, gamma)
+        np.testing.assert_array_equal(got[0], want[0])
+        np.testing.assert_array_equal(got[1], want[1])
+    assert np.sum(tied >= kernels.support_set(tied, 400, 1.0)[1].min()) > 400  # the ties at τ are in it
+
 @FAST
 @given(dyadic_banks(min_n=1))
 def test_prior_vote_equals_reference_on_dyadic(case):
