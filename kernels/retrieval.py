@@ -261,18 +261,31 @@ def _in_bin(v, lo, hi, last):
     return x >= lo and (last or x < hi)
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _bin_edges(b):
+    """(lo, hi, last): histogram bin b's edges in float64, and whether it is the last bin (no upper edge)."""
+    return np.float64(b) / N_BINS, np.float64(b + 1) / N_BINS, b == N_BINS - 1
+
+
 @njit(cache=True, nogil=True)
 def _kth_largest(sims, hist, k):
     """max_k(Ŝ), 1 ≤ k ≤ N, for Ŝ ≥ 0: walk the histogram down to the bin holding rank k, then select inside it."""
     b, above = _rank_bin(hist, k)
-    lo, hi, last = np.float64(b) / N_BINS, np.float64(b + 1) / N_BINS, b == N_BINS - 1
+    return _value_at_rank(sims, hist, b, hist[b] - (k - above))
+
+
+@njit(cache=True, nogil=True)
+def _value_at_rank(sims, hist, b, pos):
+    """The value at ascending position ``pos`` among the Ŝ of histogram bin b: one pass collects the bin's
+    values (``_in_bin``), a partition selects inside them."""
+    lo, hi, last = _bin_edges(b)
     in_bin = np.empty(hist[b], dtype=np.float32)
     c = 0
     for i in range(sims.shape[0]):
         if _in_bin(sims[i], lo, hi, last):
             in_bin[c] = sims[i]
             c += 1
-    return _rank_in_bin(in_bin, hist[b] - (k - above))
+    return _rank_in_bin(in_bin, pos)
 
 
 @njit(cache=True, nogil=True, inline="always")
@@ -306,13 +319,14 @@ def _support(sims, hist, n_base, gamma):
         return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float32)
     k = min(n_base, n)
     b, above = _rank_bin(hist, k)
-    cut = gamma * (np.float64(b) / N_BINS)
+    pos = hist[b] - (k - above)  # ascending position of max_k inside its bin
+    cut = gamma * _bin_edges(b)[0]
     n_candidates = 0
     for j in range(_bin_of(cut), N_BINS):
         n_candidates += hist[j]
     if n_candidates < SPARSE_MAX_SHARE * n:
-        return _sparse_support(sims, hist, b, hist[b] - (k - above), cut, n_candidates, gamma)
-    threshold = gamma * np.float64(_kth_largest(sims, hist, k))
+        return _sparse_support(sims, hist, b, pos, cut, n_candidates, gamma)
+    threshold = gamma * np.float64(_value_at_rank(sims, hist, b, pos))
     m = 0
     for t in range(n):
         m += np.int64(sims[t] >= threshold)
@@ -332,7 +346,7 @@ def _sparse_support(sims, hist, b, pos, cut, n_candidates, gamma):
     """``_support``'s one-pass form for few candidates: the positions with Ŝ ≥ ``cut`` = fl(γ·lo) and the
     values of the rank bin b in one pass, τ = γ·(the value at ascending position ``pos`` of the bin),
     then the candidates below τ dropped in place (position order kept)."""
-    lo, hi, last = np.float64(b) / N_BINS, np.float64(b + 1) / N_BINS, b == N_BINS - 1
+    lo, hi, last = _bin_edges(b)
     positions = np.empty(n_candidates, dtype=np.int64)
     values = np.empty(n_candidates, dtype=np.float32)
     in_bin = np.empty(hist[b], dtype=np.float32)
