@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Iterator, Sequence
 from types import SimpleNamespace
 
 import msgspec
@@ -47,8 +48,21 @@ class ScriptedRouter:
         return [ValueError(f"bad seed {c.seed}") if (c.seed or 0) < 0 else (self.name, c.seed) for c in calls]
 
 
-async def _run(fn, *args):  # type: ignore[no-untyped-def]
-    return await asyncio.to_thread(fn, *args)
+_BATCHERS: list[RouteBatcher] = []
+
+
+def _batcher(**options: object) -> RouteBatcher:
+    """A ``RouteBatcher`` with ``options``, closed (its worker threads stopped) after the test."""
+    batcher = RouteBatcher(**options)  # type: ignore[arg-type]
+    _BATCHERS.append(batcher)
+    return batcher
+
+
+@pytest.fixture(autouse=True)
+def _close_batchers() -> Iterator[None]:
+    yield
+    while _BATCHERS:
+        _BATCHERS.pop().close()
 
 
 async def _until(predicate, what: str) -> None:  # type: ignore[no-untyped-def]
@@ -79,7 +93,7 @@ def _queue(batcher: RouteBatcher, router: ScriptedRouter, seeds: Sequence[int]) 
 def test_a_lone_call_runs_at_once_and_calls_queued_meanwhile_share_the_next_batch():
     async def scenario() -> None:
         router = ScriptedRouter()
-        batcher = RouteBatcher(_run, max_batch=16)
+        batcher = _batcher(max_batch=16)
         first = await _held_first_batch(router, batcher)
         rest = _queue(batcher, router, range(1, 6))
         await asyncio.sleep(0.05)
@@ -113,7 +127,7 @@ def test_a_lone_call_runs_on_the_loop_and_calls_that_arrive_together_on_the_work
         small, large = ScriptedRouter("small"), ScriptedRouter("large")
         on_small, on_large = _threads_of(small), _threads_of(large)
         loop_thread = threading.get_ident()
-        batcher = RouteBatcher(_run, max_batch=16, alone_on_loop=lambda router: router is small)
+        batcher = _batcher(max_batch=16, alone_on_loop=lambda router: router is small)
         assert await batcher.route(small, _call(0)) == ("small", 0)  # type: ignore[arg-type]
         assert await asyncio.gather(*_queue(batcher, small, range(1, 5))) == [("small", s) for s in range(1, 5)]
         assert small.batches == [[0], [1, 2, 3, 4]]
@@ -127,7 +141,7 @@ def test_a_lone_call_runs_on_the_loop_and_calls_that_arrive_together_on_the_work
 def test_batches_hold_at_most_max_batch_calls_in_arrival_order():
     async def scenario() -> None:
         router = ScriptedRouter()
-        batcher = RouteBatcher(_run, max_batch=2)
+        batcher = _batcher(max_batch=2)
         first = await _held_first_batch(router, batcher)
         rest = _queue(batcher, router, range(1, 6))
         await asyncio.sleep(0)
@@ -141,7 +155,7 @@ def test_batches_hold_at_most_max_batch_calls_in_arrival_order():
 def test_calls_on_different_routers_never_share_a_batch():
     async def scenario() -> None:
         old, new = ScriptedRouter("old"), ScriptedRouter("new")
-        batcher = RouteBatcher(_run, max_batch=16)
+        batcher = _batcher(max_batch=16)
         first = await _held_first_batch(old, batcher)
         calls = [asyncio.ensure_future(batcher.route(r, _call(s))) for s, r in enumerate([new, old, new, old], start=1)]  # type: ignore[arg-type]
         await asyncio.sleep(0)
@@ -156,7 +170,7 @@ def test_calls_on_different_routers_never_share_a_batch():
 def test_a_call_cancelled_while_queued_is_left_out_and_the_others_complete():
     async def scenario() -> None:
         router = ScriptedRouter()
-        batcher = RouteBatcher(_run, max_batch=16)
+        batcher = _batcher(max_batch=16)
         first = await _held_first_batch(router, batcher)
         calls = _queue(batcher, router, (1, 2, 3))
         await asyncio.sleep(0)
@@ -174,7 +188,7 @@ def test_a_call_cancelled_while_queued_is_left_out_and_the_others_complete():
 def test_errors_reach_their_own_callers_and_the_batcher_keeps_serving():
     async def scenario() -> None:
         router = ScriptedRouter()
-        batcher = RouteBatcher(_run, max_batch=16)
+        batcher = _batcher(max_batch=16)
         first = await _held_first_batch(router, batcher)
         good, bad = _queue(batcher, router, (1, -1))
         await asyncio.sleep(0)
@@ -190,10 +204,10 @@ def test_errors_reach_their_own_callers_and_the_batcher_keeps_serving():
     asyncio.run(scenario())
 
 
-def test_max_running_batches_run_side_by_side():
+def test_workers_run_batches_side_by_side():
     async def scenario() -> None:
         router = ScriptedRouter()
-        batcher = RouteBatcher(_run, max_batch=16, max_running=2)
+        batcher = _batcher(max_batch=16, workers=2)
         router.hold.clear()
         calls = _queue(batcher, router, [0])
         await _until(lambda: len(router.batches) == 1, "the first batch")
@@ -209,6 +223,51 @@ def test_max_running_batches_run_side_by_side():
     asyncio.run(scenario())
 
 
+def test_a_worker_takes_the_calls_queued_during_its_batch_without_the_event_loop():
+    """When a batch ends, its worker starts the next one from the calls queued meanwhile while the event loop
+    is busy elsewhere (here: blocked): the loop is not on the way from one batch to the next."""
+
+    async def scenario() -> None:
+        router = ScriptedRouter()
+        batcher = _batcher(max_batch=16)
+        first = await _held_first_batch(router, batcher)
+        rest = _queue(batcher, router, (1, 2, 3))
+        await asyncio.sleep(0)  # the calls are queued
+        router.hold.set()
+        deadline = time.monotonic() + PATIENCE_S
+        while len(router.batches) < 2 and time.monotonic() < deadline:
+            time.sleep(0.001)  # blocks the loop: nothing scheduled on it runs meanwhile
+        assert router.batches == [[0], [1, 2, 3]]
+        assert await first == ("r", 0)
+        assert await asyncio.gather(*rest) == [("r", s) for s in (1, 2, 3)]
+
+    asyncio.run(scenario())
+
+
+def test_close_cancels_the_queued_calls_lets_the_batch_in_progress_answer_and_stops_the_workers():
+    async def scenario() -> None:
+        router = ScriptedRouter()
+        batcher = _batcher(max_batch=16, workers=2)
+        first = await _held_first_batch(router, batcher)
+        second = _queue(batcher, router, [1])[0]
+        await _until(lambda: len(router.batches) == 2, "a batch on the second worker")
+        queued = _queue(batcher, router, (2, 3))
+        await asyncio.sleep(0)
+        batcher.close()
+        for call in queued:
+            with pytest.raises(asyncio.CancelledError):
+                await call
+        with pytest.raises(RuntimeError, match="closed"):
+            await batcher.route(router, _call(4))  # type: ignore[arg-type]
+        router.hold.set()
+        assert await first == ("r", 0) and await second == ("r", 1)
+        workers = [t for t in threading.enumerate() if t.name.startswith("smcs-route-batch-")]
+        await _until(lambda: not any(t.is_alive() for t in workers), "the workers to end")
+        assert router.batches == [[0], [1]]
+
+    asyncio.run(scenario())
+
+
 def test_a_lone_call_goes_to_the_worker_while_another_call_is_in_the_batcher():
     """A call that finds a free slot but another call still in the batcher (here: routing on the other
     worker) is under load: it goes to a worker even where ``alone_on_loop`` says yes."""
@@ -217,7 +276,7 @@ def test_a_lone_call_goes_to_the_worker_while_another_call_is_in_the_batcher():
         small, large = ScriptedRouter("small"), ScriptedRouter("large")
         on_small = _threads_of(small)
         loop_thread = threading.get_ident()
-        batcher = RouteBatcher(_run, max_batch=16, max_running=2, alone_on_loop=lambda router: router is small)
+        batcher = _batcher(max_batch=16, workers=2, alone_on_loop=lambda router: router is small)
         first = await _held_first_batch(large, batcher)
         assert await batcher.route(small, _call(1)) == ("small", 1)  # type: ignore[arg-type]
         large.hold.set()
@@ -239,7 +298,8 @@ class _SizedRouter(ScriptedRouter):
 def test_the_service_batcher_routes_a_lone_call_on_the_loop_only_while_it_is_the_only_call_in_flight():
     async def scenario() -> None:
         admission = Admission(limit=8, wait_s=0.0)
-        batcher = service_batcher(_run, ServerConfig(inline_route_bytes=1000), admission)
+        batcher = service_batcher(ServerConfig(inline_route_bytes=1000), admission)
+        _BATCHERS.append(batcher)
         small, large = _SizedRouter(999), _SizedRouter(1000)
         threads = {name: _threads_of(router) for name, router in (("small", small), ("large", large))}
         loop_thread = threading.get_ident()
@@ -260,19 +320,20 @@ BATCHED_N, BATCHED_DIM = 3000, 384
 
 
 def test_server_batches_concurrent_routes_and_answers_each_as_the_router_would(tmp_path, monkeypatch):
-    """Hold the server's first route until 8 more requests have queued: they must go in one batch of 8,
-    and every answer must equal the in-process Router's decision for that request."""
+    """Hold the server's first batch on its worker until 8 more requests have queued: they must go in one
+    batch of 8, and every answer must equal the in-process Router's decision for that request."""
     path = tmp_path / "bank"
     make_bank(path, n_questions=BATCHED_N, dim=BATCHED_DIM)
     queries = queries_for(path, 9)
     batches: list[int] = []
     arrived = threading.Semaphore(0)
-    release = threading.Event()
+    release, held = threading.Event(), threading.Event()
     original_many, original_route = Router.route_many, RouteBatcher.route
 
     def route_many(self, calls):  # type: ignore[no-untyped-def]
         batches.append(len(calls))
         if len(batches) == 1:
+            held.set()
             assert release.wait(PATIENCE_S)
         return original_many(self, calls)
 
@@ -290,6 +351,7 @@ def test_server_batches_concurrent_routes_and_answers_each_as_the_router_would(t
             async with AsyncClient(handle.target, retries=0, timeout=PATIENCE_S) as client:
                 first = asyncio.ensure_future(client.route(embedding=queries[0], seed=100, include_support=True))
                 await asyncio.to_thread(arrived.acquire, True, PATIENCE_S)
+                assert await asyncio.to_thread(held.wait, PATIENCE_S), "the first route never reached a worker"
                 rest = [
                     asyncio.ensure_future(client.route(embedding=q, seed=100 + i, include_support=True, **(overrides if i % 2 else {})))
                     for i, q in enumerate(queries[1:], start=1)

@@ -23,7 +23,7 @@ from ..embed import AsyncEmbedder, EmbedderConfig, EmbedderError, as_async, make
 from ..http_retry import AsyncClosing
 from .admission import Admission, AdmissionInterceptor
 from .auth import BearerTokenInterceptor
-from .batching import service_batcher
+from .batching import RouteBatcher, service_batcher
 from .calls import SERVICE_NAME
 from .decode_guard import DecodeGuardInterceptor
 from .http import Gateway, start_gateway
@@ -48,7 +48,8 @@ class RunningServer:
 
     def __init__(self, server: grpc.aio.Server, port: int, state: ServiceState, health: health.aio.HealthServicer,
                  executors: list[ThreadPoolExecutor], watcher: asyncio.Task[None] | None, metrics: Metrics,
-                 exposition: MetricsHTTPServer | None, pool: ModelPool, gateway: Gateway | None = None) -> None:
+                 exposition: MetricsHTTPServer | None, pool: ModelPool, batcher: RouteBatcher,
+                 gateway: Gateway | None = None) -> None:
         self.server = server
         self.port = port
         self.state = state
@@ -61,6 +62,7 @@ class RunningServer:
         self._executors = executors
         self._watcher = watcher
         self._pool = pool
+        self._batcher = batcher
 
     async def stop(self, grace_s: float = GRACE_S) -> None:
         """Report NOT_SERVING, let requests in flight finish (up to ``grace_s``), then stop."""
@@ -73,6 +75,7 @@ class RunningServer:
             await asyncio.gather(self.server.stop(grace_s), self.gateway.stop())
         else:
             await self.server.stop(grace_s)
+        self._batcher.close()
         await self.state.close()
         _shut_down(self._executors)
         await self._pool.aclose()
@@ -102,7 +105,7 @@ async def start_server(config: Config, bank_path: Path, *, verify: bool = True, 
         ("grpc.so_reuseport", 0),  # a second server on a taken port must fail, not silently share its traffic
     ]
     executors = [
-        ThreadPoolExecutor(max_workers=config.server.workers, thread_name_prefix="smcs-route"),
+        ThreadPoolExecutor(max_workers=config.server.workers, thread_name_prefix="smcs-bank"),  # loads and writes; routes: the batcher's
         ThreadPoolExecutor(max_workers=1, thread_name_prefix="smcs-embed"),
     ]
     embedder = EmbedderChoice(None, strict=False)
@@ -131,7 +134,7 @@ async def start_server(config: Config, bank_path: Path, *, verify: bool = True, 
     admission = Admission(config.server.max_concurrent_rpcs, config.server.admission_wait_s)  # the HTTP gateway's too
     interceptors.append(AdmissionInterceptor(admission))
     server = grpc.aio.server(interceptors=interceptors, options=options)
-    batcher = service_batcher(state.run, config.server, admission)  # the HTTP gateway's too
+    batcher = service_batcher(config.server, admission)  # the HTTP gateway's too
     pb_grpc.add_RouterServiceServicer_to_server(
         RouterService(state, config.server, metrics, pool, config.answer, batcher), server
     )
@@ -142,6 +145,7 @@ async def start_server(config: Config, bank_path: Path, *, verify: bool = True, 
     try:
         port = _bind(server, address, config.server.tls)
     except BaseException:
+        batcher.close()
         _shut_down(executors)
         await pool.aclose()
         await _close_embedder(embedder)
@@ -164,6 +168,7 @@ async def start_server(config: Config, bank_path: Path, *, verify: bool = True, 
         await server.stop(0)
         if gateway is not None:
             await gateway.stop()
+        batcher.close()
         _shut_down(executors)
         await pool.aclose()
         await _close_embedder(embedder)
@@ -179,7 +184,7 @@ async def start_server(config: Config, bank_path: Path, *, verify: bool = True, 
     log.info("smcs serving %s on %s:%d", bank_path, config.server.host, port)
     if exposition is not None:
         log.info("smcs metrics on http://%s:%d/metrics", config.metrics.host, exposition.port)
-    return RunningServer(server, port, state, health_servicer, executors, watcher, metrics, exposition, pool, gateway)
+    return RunningServer(server, port, state, health_servicer, executors, watcher, metrics, exposition, pool, batcher, gateway)
 
 
 async def serve(

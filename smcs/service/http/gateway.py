@@ -180,7 +180,8 @@ class Gateway:
         self._tokens = TokenCheck(config.auth) if config.auth.enabled else None
         server = config.server
         self.admission = admission if admission is not None else Admission(server.max_concurrent_rpcs, server.admission_wait_s)
-        self._batcher = batcher if batcher is not None else service_batcher(state.run, server, self.admission)
+        self._own_batcher = batcher is None  # closed with the gateway; the service's is the service's to close
+        self._batcher = batcher if batcher is not None else service_batcher(server, self.admission)
         self._stats = _HttpMetrics(metrics)
         self._runner: web.AppRunner | None = None
         self.port: int | None = None
@@ -216,6 +217,8 @@ class Gateway:
         runner, self._runner = self._runner, None
         if runner is not None:
             await runner.cleanup()
+        if self._own_batcher:
+            self._batcher.close()
 
     # --------------------------------------------------------------------------------- middleware
 
